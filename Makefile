@@ -1,0 +1,56 @@
+# gclab — every target creates the venv it needs.
+PY_SYS ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+DATA   ?= data
+OUT    ?= reports
+SWEEP  ?= demo
+BACKEND ?= local
+SET    ?=
+WORKERS ?=
+STAMP  := $(VENV)/.gclab-installed
+
+.PHONY: setup demo collect paper report sql claims test bench clean clean-data
+
+# Stamp depends on pyproject so a dependency change reinstalls; a second call is instant.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH)"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,ray]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(PY) -m collect --sweep demo --data $(DATA) --backend $(BACKEND)
+	$(PY) -m analysis report --data $(DATA) --out $(OUT)
+
+collect: setup
+	$(PY) -m collect --sweep $(SWEEP) --data $(DATA) --backend $(BACKEND) $(if $(SET),--set $(SET)) $(if $(WORKERS),--workers $(WORKERS))
+
+paper: setup
+	$(PY) -m collect --paper --data $(DATA) --backend $(BACKEND)
+
+report: setup
+	$(PY) -m analysis report --data $(DATA) --out $(OUT)
+
+sql: setup
+	$(PY) -m analysis sql --data $(DATA) $(if $(Q),-q "$(Q)")
+
+claims: setup
+	$(PY) -m analysis claims --data $(DATA)
+
+test: setup
+	$(PY) -m pytest -n 2 tests
+
+bench: setup
+	$(PY) -m bench --data $(DATA) --out $(OUT)
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info $(OUT)/*
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Deleting runs is never a side effect of another target.
+clean-data:
+	rm -rf $(DATA)/runs $(DATA)/runs.duckdb

@@ -1,0 +1,63 @@
+"""`python -m analysis {report,sql,claims}` — the read side of gclab. Never imports torch."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import polars as pl
+
+from store.db import StoreError, describe, read_only_query
+
+
+def _sql(args) -> None:
+    frame = read_only_query(args.data, args.query) if args.query else describe(args.data)
+    with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=200, tbl_width_chars=200):
+        print(frame)
+
+
+def _claims(args) -> None:
+    from analysis.claims import claims_table
+    from store.db import connect
+
+    with connect(args.data) as con:
+        table = claims_table(con)
+    if args.json:
+        json.dump(table.to_dicts(), sys.stdout, indent=1, default=str)
+        print()
+    else:
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=120, tbl_width_chars=250):
+            print(table)
+
+
+def _report(args) -> None:
+    from analysis.report import render
+
+    path = render(args.data, args.out)
+    print(f"report: {path}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn, help_ in [("sql", _sql, "run one read-only SQL statement over the run store"),
+                            ("claims", _claims, "the paper's claims with verdicts"),
+                            ("report", _report, "render reports/index.html and figures")]:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--data", default="data", help="run store folder (default ./data)")
+        p.add_argument("--out", default="reports", help="output folder (default ./reports)")
+        p.set_defaults(fn=fn)
+    sub.choices["sql"].add_argument("-q", "--query", help="SQL; without it, list the views and their columns")
+    sub.choices["sql"].add_argument("--max-rows", type=int, default=50)
+    sub.choices["claims"].add_argument("--json", action="store_true", help="print a JSON list of objects")
+    args = parser.parse_args(argv)
+    try:
+        args.fn(args)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

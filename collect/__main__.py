@@ -1,0 +1,71 @@
+"""`python -m collect --sweep NAME|PATH` — train a sweep's runs into the run store."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from collect.sweep import ConfigError, load_sweep, parse_overrides, shipped_sweeps
+
+# `make paper` runs these CPU-scale sweeps (demo is the smoke test, not a paper figure).
+PAPER_SWEEPS = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
+
+
+def preflight(sweeps, data_dir) -> None:
+    """Fail before writing anything if a file-backed dataset is missing or unreadable."""
+    from pathlib import Path
+
+    from collect.datasets import DatasetNotFoundError
+    from collect.train import load_run_dataset
+
+    if Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise ConfigError(f"--data {data_dir} is a file; point --data at the store folder (default ./data)")
+    seen = set()
+    for sweep in sweeps:
+        for cfg in sweep.runs:
+            key = (cfg.dataset, cfg.raw_dir, cfg.model == "mlp")
+            if cfg.dataset in ("mnist", "cifar10") and key not in seen:
+                seen.add(key)
+                try:
+                    load_run_dataset(cfg, data_dir, n_train=1, n_test=1)
+                except (DatasetNotFoundError, ValueError) as exc:
+                    raise ConfigError(f"{Path(sweep.source).name}: {exc}") from None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m collect", description=__doc__)
+    p.add_argument("--sweep", default="demo", help=f"shipped sweep ({', '.join(shipped_sweeps())}) or a .toml path")
+    p.add_argument("--paper", action="store_true", help="run every CPU-scale paper sweep")
+    p.add_argument("--scale", default="cpu", help="cpu (default) or paper (the paper's sizes; for GPUs)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields, e.g. steps=2000")
+    p.add_argument("--data", default="data", help="run store folder (default ./data)")
+    p.add_argument("--out", default="reports", help="unused here; accepted for symmetry")
+    p.add_argument("--backend", default="local", choices=("local", "ray"))
+    p.add_argument("--workers", type=int, default=None, help="local processes (default: one per core)")
+    p.add_argument("--list", action="store_true", help="list the runs and exit")
+    args = p.parse_args(argv)
+    try:
+        overrides = parse_overrides(args.set)
+        names = PAPER_SWEEPS if args.paper else (args.sweep,)
+        sweeps = [load_sweep(n, scale=args.scale, overrides=overrides) for n in names]
+        preflight(sweeps, args.data)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.list:
+        for s in sweeps:
+            for c in s.runs:
+                print(s.name, c.run_id, c.model_dump_json(exclude_defaults=True))
+        return 0
+    from collect.runner import run_sweep
+
+    t0 = time.perf_counter()
+    rows = [r for s in sweeps for r in run_sweep(s.runs, args.data, backend=args.backend, workers=args.workers, label=s.name)]
+    counts = {st: sum(r.get("status") == st for r in rows) for st in ("completed", "diverged", "failed")}
+    print(f"collected {len(rows)} runs in {time.perf_counter() - t0:.1f} s: "
+          + ", ".join(f"{n} {st}" for st, n in counts.items()) + f"; store: {args.data}/runs")
+    return 1 if counts["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

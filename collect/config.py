@@ -1,0 +1,98 @@
+"""A run's resolved configuration, validated by pydantic.
+
+Every `runs` column that describes an experiment is a field here, plus the log/eval cadence
+and the device. `run_id` hashes everything but the device (the same experiment on CPU or GPU
+is the same run), so a sweep re-run anywhere finds its finished runs.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from collect.datasets import DATASETS
+from collect.init import INIT_SCHEMES as INITS
+from collect.models import ACTIVATIONS, MODELS
+from store.layout import run_id_of
+
+# Fields that do not change what is computed, so they stay out of the run_id.
+NOT_HASHED = ("device", "raw_dir")
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sweep: str = Field("adhoc", pattern=r"^[A-Za-z0-9_.-]+$", description="sweep name (folder sweep=<name>)")
+    seed: int = Field(0, ge=0)
+    # data
+    dataset: Literal[DATASETS] = "mnist1d"
+    data_seed: int = Field(42, ge=0, description="seed of the data itself (42: the canonical MNIST-1D); `seed` drives init, order and label noise")
+    n_train: int | None = Field(None, ge=1, description="training examples (dataset default when unset)")
+    n_test: int | None = Field(None, ge=1)
+    label_noise: float = Field(0.0, ge=0.0, lt=1.0)
+    input_dim: int | None = Field(None, ge=1, description="teacher dataset input dimension")
+    n_classes: int | None = Field(None, ge=2, description="teacher dataset classes")
+    raw_dir: str | None = Field(None, description="folder of user-supplied datasets (default: <data>/raw)")
+    # model
+    model: Literal[MODELS] = "mlp"
+    width: int = Field(100, ge=1)
+    depth: int = Field(2, ge=0, le=64)
+    activation: Literal[ACTIVATIONS] = "relu"
+    bias: bool = True
+    init: Literal[INITS] = "default"
+    init_scale: float = Field(1.0, gt=0.0)
+    zero_bias: bool = False
+    # optimisation
+    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
+    lr: float = Field(0.05, gt=0.0, le=1e4)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum, or Adam's beta1; default by optimizer")
+    batch_size: int = Field(64, ge=1, description="batch size; >= n_train means full-batch GD")
+    steps: int = Field(1000, ge=0, le=10_000_000)
+    # explicit regularizers
+    l2: float = Field(0.0, ge=0.0)
+    spectral_reg: float = Field(0.0, ge=0.0)
+    flatness_reg: float = Field(0.0, ge=0.0)
+    gc_reg: float = Field(0.0, ge=0.0)
+    gc_reg_projections: int | None = Field(None, ge=1, description="None: exact GC penalty; n: random projections")
+    # logging
+    metrics: bool = Field(True, description="per-step GC and Eq. 6 terms in the steps table")
+    log_every: int = Field(10, ge=1)
+    eval_every: int = Field(100, ge=1)
+    eval_examples: int = Field(512, ge=1, description="examples per split for eval loss/acc/GC")
+    theorem_examples: int = Field(16, ge=0, description="fixed examples per split for theorem/layers rows (MLP)")
+    bfd_batch: int = Field(32, ge=0, description="fixed batch per split for functional dimension; 0 = off")
+    sharpness_iters: int = Field(20, ge=0, description="power iterations for sharpness; 0 = off")
+    probe_points: int = Field(0, ge=0, description="points on the diagonal t*(1,...,1), t in [-1,1]; 0 = off")
+    divergence_loss: float = Field(1e6, gt=0.0, description="a loss above this (or NaN/inf) ends the run as diverged")
+    dtype: Literal["float32", "float64"] = "float32"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    scale: Literal["cpu", "paper"] = "cpu"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _momentum_default(cls, data):
+        # Resolve the default here so the hashed config states it explicitly.
+        if isinstance(data, dict) and "momentum" not in data:
+            data = {**data, "momentum": 0.0 if data.get("optimizer", "sgd") == "sgd" else 0.9}
+        return data
+
+    @model_validator(mode="after")
+    def _coherent(self):
+        if self.loss == "mse" and self.label_noise > 0 and self.dataset == "parabola":
+            raise ValueError("label_noise applies to class labels; the parabola is a regression: set label_noise = 0")
+        if self.optimizer == "sgd" and self.momentum > 0:
+            raise ValueError("optimizer = 'sgd' has no momentum: use optimizer = 'momentum' or set momentum = 0")
+        return self
+
+    @property
+    def run_id(self) -> str:
+        return run_id_of(self.model_dump(exclude=set(NOT_HASHED)))
+
+    def runs_row(self) -> dict:
+        """The `runs` columns this config determines (the rest come from the finished run)."""
+        fields = ("sweep", "seed", "dataset", "model", "width", "depth", "activation", "init", "optimizer",
+                  "lr", "momentum", "batch_size", "steps", "l2", "spectral_reg", "flatness_reg", "gc_reg",
+                  "label_noise", "bias", "init_scale", "loss")
+        return {"run_id": self.run_id, **{f: getattr(self, f) for f in fields},
+                "config_json": self.model_dump_json()}

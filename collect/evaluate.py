@@ -1,0 +1,123 @@
+"""What a run logs at each eval step: per-split loss/acc/GC and complexity measures (evals),
+Theorem 5.1 terms per example and layer (theorem, layers), and model outputs on a fixed line
+(probes). Every split uses fixed examples, so rows at different steps are comparable.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from collect import metrics
+from collect.buffer import TableBuffer
+from collect.losses import batch_loss
+
+
+@dataclass
+class Split:
+    name: str
+    x: torch.Tensor  # eval examples
+    y: torch.Tensor
+
+
+def make_splits(ds, cfg, device, dtype) -> list[Split]:
+    """train/test subsets and a `random` split: Gaussian inputs with the training set's
+    per-feature mean and std and uniform random labels, fixed by the data seed."""
+    n = cfg.eval_examples
+    g = torch.Generator().manual_seed(cfg.data_seed + 7919)
+    mean, std = ds.x_train.mean(0), ds.x_train.std(0)
+    x_rand = mean + std * torch.randn((n, *ds.input_shape), generator=g)
+    if ds.task == "classification":
+        y_rand = torch.randint(0, ds.n_classes, (n,), generator=g)
+    else:
+        y_rand = ds.y_train.mean(0) + ds.y_train.std(0) * torch.randn((n, ds.n_classes), generator=g)
+    parts = [("train", ds.x_train[:n], ds.y_train[:n]), ("test", ds.x_test[:n], ds.y_test[:n]),
+             ("random", x_rand, y_rand)]
+    return [Split(name, x.to(device, dtype), (y if y.dtype == torch.int64 else y.to(dtype)).to(device))
+            for name, x, y in parts]
+
+
+@torch.no_grad()
+def loss_and_acc(model: nn.Module, x, y, loss: str, chunk: int = 1024) -> tuple[float, float]:
+    total, correct = 0.0, 0
+    for i in range(0, len(x), chunk):
+        out = model(x[i:i + chunk])
+        total += float(batch_loss(out, y[i:i + chunk], loss)) * len(out)
+        if loss == "cross_entropy":
+            correct += int((out.argmax(1) == y[i:i + chunk]).sum())
+    return total / len(x), (correct / len(x) if loss == "cross_entropy" else float("nan"))
+
+
+def split_gc(model, x, chunk: int = 256) -> float:
+    return float(torch.cat([metrics.geometric_complexity(model, x[i:i + chunk]) for i in range(0, len(x), chunk)]).mean())
+
+
+def is_plain_mlp(model: nn.Module) -> bool:
+    """Theorem 5.1 covers dense feed-forward stacks only (no conv, residual or normalization)."""
+    kinds = {type(m) for m in model.modules() if not isinstance(m, nn.Sequential)}
+    return not any(issubclass(k, (nn.Conv2d, nn.modules.batchnorm._BatchNorm)) for k in kinds) and \
+        isinstance(model, nn.Sequential)
+
+
+def log_eval(model, splits: list[Split], cfg, step: int, init_params, bufs: dict[str, TableBuffer]) -> None:
+    was_training = model.training
+    model.eval()  # BatchNorm mixes examples: metrics are taken in eval mode
+    shared = dict(run_id=cfg.run_id, step=step, param_norm_sq=float(metrics.param_norm_sq(model)),
+                  spectral_product=float(metrics.spectral_product(model)),
+                  dist_from_init=float(metrics.dist_from_init(model, init_params)))
+    n_params = sum(p.numel() for p in model.parameters())
+    theorem_ok = cfg.theorem_examples > 0 and is_plain_mlp(model)
+    for s in splits:
+        loss, acc = loss_and_acc(model, s.x, s.y, cfg.loss)
+        bfd = bfd_max = None
+        if cfg.bfd_batch:
+            xb = s.x[:cfg.bfd_batch]
+            bfd = int(metrics.functional_dimension(model, xb))
+            bfd_max = min(len(xb) * model(xb[:1]).shape[1], n_params)
+        sharp = None
+        if cfg.sharpness_iters and s.name == "train":
+            xs, ys = s.x[:cfg.bfd_batch or 128], s.y[:cfg.bfd_batch or 128]
+            sharp = float(metrics.sharpness(model, xs, ys, loss=cfg.loss, iters=cfg.sharpness_iters))
+        bufs["evals"].append(**shared, split=s.name, loss=loss, acc=acc, gc=split_gc(model, s.x),
+                             bfd=bfd, sharpness=sharp, bfd_max=bfd_max, n_examples=len(s.x))
+        if theorem_ok:
+            log_theorem(model, s, cfg, step, bufs)
+    if cfg.probe_points:
+        log_probes(model, splits[0].x, cfg, step, bufs["probes"])
+    model.train(was_training)
+
+
+def log_theorem(model, s: Split, cfg, step: int, bufs) -> None:
+    terms = {k: v.detach().cpu().double().numpy() for k, v in metrics.theorem_terms(model, s.x[:cfg.theorem_examples]).items()}
+    n, n_layers = terms["h_norm_sq"].shape
+    example = np.arange(n)
+    tol = 1e-6 * terms["bound_tight"] + 1e-12  # float tolerance of the check
+    bufs["theorem"].append(run_id=cfg.run_id, step=step, split=s.name, example=example,
+                           holds=terms["gc_x"] <= terms["bound_tight"] + tol,
+                           **{k: terms[k] for k in ("gc_x", "grad_theta_sq", "transfer_sq_sum",
+                                                    "transfer_sq_sum_tight", "bound", "bound_tight")})
+    d, k = int(np.prod(s.x.shape[1:])), int(model(s.x[:1]).shape[1])
+    h1 = terms["h_norm_sq"] + (1.0 if _has_bias(model) else 0.0)
+    transfer_sq = h1 / (terms["weight_spec"] * terms["input_jac_spec"]) ** 2 / min(d, k)
+    bufs["layers"].append(run_id=cfg.run_id, step=step, split=s.name, example=np.repeat(example, n_layers),
+                          layer=np.tile(np.arange(1, n_layers + 1, dtype=np.int32), n),
+                          h_norm_sq=terms["h_norm_sq"].ravel(), weight_spec=terms["weight_spec"].ravel(),
+                          input_jac_spec=terms["input_jac_spec"].ravel(), transfer_sq=transfer_sq.ravel())
+
+
+def _has_bias(model) -> bool:
+    return any(m.bias is not None for m in model.modules() if isinstance(m, nn.Linear))
+
+
+@torch.no_grad()
+def log_probes(model, x_like: torch.Tensor, cfg, step: int, buf: TableBuffer) -> None:
+    """Outputs on the diagonal t·(1,…,1), t ∈ [−1, 1] (for fig1's 1-D input: the function itself)."""
+    t = torch.linspace(-1.0, 1.0, cfg.probe_points, dtype=x_like.dtype, device=x_like.device)
+    x = t.reshape(-1, *([1] * (x_like.dim() - 1))).expand(-1, *x_like.shape[1:])
+    out = model(x).cpu().double().numpy()
+    p, k = out.shape
+    buf.append(run_id=cfg.run_id, step=step, t=np.repeat(t.cpu().double().numpy(), k),
+               x=np.repeat(t.cpu().double().numpy(), k), output=out.ravel(),
+               output_index=np.tile(np.arange(k, dtype=np.int32), p))

@@ -1,0 +1,145 @@
+"""Sweep files: TOML with a base table, grid axes and seeds, expanded into validated run configs.
+
+    description = "what the sweep tests"
+    seeds = [0, 1, 2]
+    [base]            # fields of RunConfig shared by every run
+    dataset = "mnist1d"
+    [grid]            # axes: every combination (or [[grids]]: a union of such products)
+    lr = [0.01, 0.1]
+    [paper]           # overrides used with --scale paper (same keys: seeds, base, grid/grids)
+
+Every problem is raised as a one-line ConfigError naming the file, the key and the fix,
+before anything is written.
+"""
+from __future__ import annotations
+
+import difflib
+import itertools
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from collect.config import RunConfig
+
+TOP_KEYS = {"description", "seeds", "base", "grid", "grids", "paper"}
+
+
+class ConfigError(ValueError):
+    """Bad sweep file or override; the message is one line that says what to change."""
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    description: str
+    source: str
+    runs: tuple[RunConfig, ...]
+
+
+def shipped_sweeps() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("collect.sweeps").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def _locate(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"sweep file {path} not found; give a shipped sweep name ({', '.join(shipped_sweeps())}) or a path to a .toml file")
+        return path
+    shipped = resources.files("collect.sweeps") / f"{name_or_path}.toml"
+    if not shipped.is_file():
+        hint = difflib.get_close_matches(name_or_path, shipped_sweeps(), n=1)
+        raise ConfigError(f"unknown sweep '{name_or_path}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                          + f"; shipped sweeps: {', '.join(shipped_sweeps())}, or pass a path to a .toml file")
+    return Path(str(shipped))
+
+
+def _unknown_key(where: str, key: str) -> ConfigError:
+    fields = list(RunConfig.model_fields)
+    hint = difflib.get_close_matches(key, fields, n=1)
+    return ConfigError(f"{where}: unknown key '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                       + f"; valid keys: {', '.join(fields)}")
+
+
+def _explain(where: str, err: ValidationError) -> ConfigError:
+    e = err.errors()[0]
+    key = ".".join(str(p) for p in e["loc"]) or "config"
+    if e["type"] == "extra_forbidden":
+        return _unknown_key(where, key)
+    msg = e["msg"].removeprefix("Value error, ")
+    shown = f"{key} = {e['input']!r}" if e["loc"] else "config"
+    return ConfigError(f"{where}: {shown} is invalid: {msg}")
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """`["steps=2000", "lr=0.05"]` → {"steps": 2000, "lr": 0.05}; values parse as TOML, else as strings."""
+    out = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. SET=\"steps=2000 lr=0.05\"")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def _grids(spec: dict, where: str) -> list[dict]:
+    if "grid" in spec and "grids" in spec:
+        raise ConfigError(f"{where}: use either [grid] or [[grids]], not both")
+    grids = spec.get("grids", [spec["grid"]] if "grid" in spec else [{}])
+    for grid in grids:
+        for axis, values in grid.items():
+            if axis not in RunConfig.model_fields:
+                raise _unknown_key(f"{where} [grid]", axis)
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{where}: grid axis '{axis}' must be a non-empty list, e.g. {axis} = [{values!r}]")
+    return grids
+
+
+def load_sweep(name_or_path: str, *, scale: str = "cpu", overrides: dict | None = None) -> Sweep:
+    path = _locate(name_or_path)
+    where = path.name
+    try:
+        spec = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML ({exc})") from None
+    for key in spec:
+        if key not in TOP_KEYS:
+            raise ConfigError(f"{where}: unknown top-level key '{key}'; allowed: {', '.join(sorted(TOP_KEYS))}")
+    if scale == "paper":
+        paper = spec.get("paper", {})
+        spec = {**spec, **{k: v for k, v in paper.items() if k != "base"},
+                "base": {**spec.get("base", {}), **paper.get("base", {})}}
+        if "grids" in paper:
+            spec.pop("grid", None)
+        elif "grid" in paper:
+            spec.pop("grids", None)
+    elif scale != "cpu":
+        raise ConfigError(f"scale = {scale!r} is invalid: use 'cpu' or 'paper'")
+    overrides = dict(overrides or {})
+    seeds = overrides.pop("seeds", spec.get("seeds", [0]))
+    seeds = seeds if isinstance(seeds, list) else [seeds]
+    base = spec.get("base", {})
+    for key in (*base, *overrides):
+        if key not in RunConfig.model_fields:
+            raise _unknown_key(f"{where} [base]" if key in base else "--set", key)
+    name = base.get("sweep", path.stem)
+    runs: dict[str, RunConfig] = {}
+    for grid in _grids(spec, where):
+        axes = list(grid)
+        for combo in itertools.product(*(grid[a] for a in axes)):
+            for seed in seeds:
+                fields = {**base, "sweep": name, "seed": seed, "scale": scale, **dict(zip(axes, combo)), **overrides}
+                try:
+                    cfg = RunConfig(**fields)
+                except ValidationError as err:
+                    raise _explain(where if not overrides else f"{where} with --set", err) from None
+                runs.setdefault(cfg.run_id, cfg)
+    return Sweep(name=name, description=spec.get("description", ""), source=str(path), runs=tuple(runs.values()))

@@ -1,0 +1,154 @@
+"""One run: build data and model from a RunConfig, train, log, write the run folder.
+
+A logged step costs one forward and one batched backward: `step_metrics(..., set_grad=True)`
+computes GC, R_B, A_B, C_B and also leaves ∇L_B in `.grad` for the optimizer. Explicit
+penalties add their gradients on top. The `runs` row (run.parquet) is written last.
+"""
+from __future__ import annotations
+
+import math
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from collect import metrics
+from collect.buffer import TableBuffer
+from collect.config import RunConfig
+from collect.datasets import load_dataset
+from collect.device import resolve_device
+from collect.evaluate import log_eval, make_splits
+from collect.init import initialize
+from collect.losses import batch_loss
+from collect.models import build_model
+from collect.regularizers import add_penalty_grads
+from store.layout import RunFolder
+
+TABLES = ("steps", "evals", "theorem", "layers", "probes")
+
+
+class Diverged(Exception):
+    pass
+
+
+def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator):
+    """Shuffled epochs without replacement; batch_size >= n is full-batch gradient descent."""
+    if batch_size >= n:
+        while True:
+            yield torch.arange(n)
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield perm[i:i + batch_size]
+
+
+def load_run_dataset(cfg: RunConfig, data_dir, **sizes):
+    options = {k: getattr(cfg, k) for k in ("input_dim", "n_classes") if getattr(cfg, k) is not None}
+    if cfg.dataset == "mnist":
+        options["flatten"] = cfg.model == "mlp"  # the CNN wants (1, 28, 28) images
+    sizes = sizes or {"n_train": cfg.n_train, "n_test": cfg.n_test}
+    return load_dataset(cfg.dataset, **sizes, seed=cfg.seed, label_noise=cfg.label_noise,
+                        raw_dir=cfg.raw_dir or Path(data_dir) / "raw", data_seed=cfg.data_seed, **options)
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def check_finite(loss: float, cfg: RunConfig, step: int) -> None:
+    if not math.isfinite(loss) or loss > cfg.divergence_loss:
+        raise Diverged(f"train loss {loss:.4g} at step {step} (lr={cfg.lr}): training diverged")
+
+
+def train(cfg: RunConfig, data_dir, *, threads: int | None = None, progress: bool = False) -> dict:
+    """Train one run and write its folder; returns the runs row."""
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    device, dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
+    folder = RunFolder(data_dir, cfg.sweep, cfg.run_id)
+    folder.start()
+
+    ds = load_run_dataset(cfg, data_dir)
+    x_train = ds.x_train.to(device, dtype)
+    y_train = ds.y_train.to(device) if ds.task == "classification" else ds.y_train.to(device, dtype)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = build_model(cfg.model, input_shape=ds.input_shape, n_out=ds.n_classes, width=cfg.width,
+                        depth=None if cfg.model == "resnet18" else cfg.depth, activation=cfg.activation, bias=cfg.bias)
+    initialize(model, cfg.init, scale=cfg.init_scale, zero_bias=cfg.zero_bias, generator=gen)
+    model.to(device, dtype)
+    init_params = [p.detach().clone() for p in model.parameters()]
+    opt = make_optimizer(cfg, model.parameters())
+    splits = make_splits(ds, cfg, device, dtype)
+    bufs = {t: TableBuffer() for t in TABLES}
+    # BatchNorm's train-mode gradient differs from the eval-mode one the metrics use.
+    one_pass = cfg.metrics and not has_batchnorm(model)
+    loss_fn = lambda out, y: batch_loss(out, y, cfg.loss)  # noqa: E731
+
+    status, error, step = "completed", None, 0
+    order = batches(ds.n_train, cfg.batch_size, gen)
+    bar = _bar(cfg, progress)
+    try:
+        for step in range(cfg.steps + 1):
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                    raise Diverged(f"non-finite parameters at step {step} (lr={cfg.lr}): training diverged")
+                log_eval(model, splits, cfg, step, init_params, bufs)
+            if step == cfg.steps:
+                break
+            idx = next(order)
+            xb, yb = x_train[idx], y_train[idx]
+            opt.zero_grad(set_to_none=False)
+            if cfg.metrics and step % cfg.log_every == 0:
+                if one_pass:
+                    row = metrics.step_metrics(model, xb, yb, loss=cfg.loss, set_grad=True)
+                else:
+                    model.eval()
+                    row = metrics.step_metrics(model, xb, yb, loss=cfg.loss)
+                    model.train()
+                    loss_fn(model(xb), yb).backward()
+                check_finite(row["train_loss"], cfg, step)
+                bufs["steps"].append(run_id=cfg.run_id, step=step, lr=cfg.lr, batch_size=len(idx),
+                                     wall_s=time.perf_counter() - t0, **row)
+            else:
+                out = model(xb)
+                loss = loss_fn(out, yb)
+                loss.backward()
+                if step % cfg.log_every == 0:
+                    check_finite(float(loss), cfg, step)
+                    acc = float((out.argmax(1) == yb).double().mean()) if cfg.loss == "cross_entropy" else float("nan")
+                    bufs["steps"].append(run_id=cfg.run_id, step=step, lr=cfg.lr, batch_size=len(idx),
+                                         train_loss=float(loss), train_acc=acc, wall_s=time.perf_counter() - t0)
+            add_penalty_grads(model, xb, yb, loss_fn, cfg, generator=gen)
+            opt.step()
+            bar.update(1)
+    except Diverged as exc:
+        status, error = "diverged", str(exc)
+    finally:
+        bar.close()
+
+    for table, buf in bufs.items():
+        if len(buf):
+            folder.write(table, buf.columns())
+    evals = bufs["evals"].columns() if len(bufs["evals"]) else {}
+    test_acc = [a for a, s in zip(evals.get("acc", []), evals.get("split", [])) if s == "test" and math.isfinite(a)]
+    row = {**cfg.runs_row(), "status": status, "error": error, "steps_done": step,
+           "n_params": sum(p.numel() for p in model.parameters()), "device": str(device),
+           "n_train": ds.n_train, "n_test": ds.n_test, "best_test_acc": max(test_acc, default=None),
+           "gclab_version": version("gclab"), "wall_s": time.perf_counter() - t0}
+    folder.finish(row)
+    return row
+
+
+def _bar(cfg: RunConfig, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.steps, desc=f"run {cfg.run_id}", leave=False, disable=not enabled, unit="step")
