@@ -64,7 +64,7 @@ class RunConfig(BaseModel):
     bfd_batch: int = Field(32, ge=0, description="fixed batch per split for functional dimension; 0 = off")
     sharpness_iters: int = Field(20, ge=0, description="power iterations for sharpness; 0 = off")
     probe_points: int = Field(0, ge=0, description="points on the diagonal t*(1,...,1), t in [-1,1]; 0 = off")
-    divergence_loss: float = Field(1e6, gt=0.0, description="a loss above this (or NaN/inf) ends the run as diverged")
+    divergence_factor: float = Field(1e3, gt=1.0, description="a train loss above this × max(initial loss, 1), or NaN/inf, ends the run as diverged")
     dtype: Literal["float32", "float64"] = "float32"
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     scale: Literal["cpu", "paper"] = "cpu"

@@ -55,5 +55,5 @@ def add_penalty_grads(model: nn.Module, x, y, loss_fn, cfg, generator=None) -> f
         penalty = gc if penalty is None else penalty + gc
     if penalty is not None:
         penalty.backward()
-        value += float(penalty)
+        value += float(penalty.detach())
     return value

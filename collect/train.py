@@ -63,9 +63,24 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def check_finite(loss: float, cfg: RunConfig, step: int) -> None:
-    if not math.isfinite(loss) or loss > cfg.divergence_loss:
-        raise Diverged(f"train loss {loss:.4g} at step {step} (lr={cfg.lr}): training diverged")
+class DivergenceCheck:
+    """NaN/inf, or a train loss far above where training started, ends the run as diverged."""
+
+    def __init__(self, cfg: RunConfig, model: nn.Module):
+        self.cfg, self.limit = cfg, None
+        # Dead ReLUs can hold the loss finite while the weights explode: watch ||θ||² too.
+        self.param_limit = cfg.divergence_factor ** 2 * max(float(metrics.param_norm_sq(model)), 1.0)
+
+    def params(self, model: nn.Module, step: int) -> None:
+        norm_sq = float(metrics.param_norm_sq(model))
+        if not math.isfinite(norm_sq) or norm_sq > self.param_limit:
+            raise Diverged(f"||θ||² = {norm_sq:.3g} at step {step} (lr={self.cfg.lr}): training diverged")
+
+    def __call__(self, loss: float, step: int) -> None:
+        if self.limit is None and math.isfinite(loss):
+            self.limit = self.cfg.divergence_factor * max(loss, 1.0)
+        if not math.isfinite(loss) or loss > self.limit:
+            raise Diverged(f"train loss {loss:.4g} at step {step} (lr={self.cfg.lr}): training diverged")
 
 
 def train(cfg: RunConfig, data_dir, *, threads: int | None = None, progress: bool = False) -> dict:
@@ -94,13 +109,13 @@ def train(cfg: RunConfig, data_dir, *, threads: int | None = None, progress: boo
     loss_fn = lambda out, y: batch_loss(out, y, cfg.loss)  # noqa: E731
 
     status, error, step = "completed", None, 0
+    check_finite = DivergenceCheck(cfg, model)
     order = batches(ds.n_train, cfg.batch_size, gen)
     bar = _bar(cfg, progress)
     try:
         for step in range(cfg.steps + 1):
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-                    raise Diverged(f"non-finite parameters at step {step} (lr={cfg.lr}): training diverged")
+                check_finite.params(model, step)
                 log_eval(model, splits, cfg, step, init_params, bufs)
             if step == cfg.steps:
                 break
@@ -115,7 +130,7 @@ def train(cfg: RunConfig, data_dir, *, threads: int | None = None, progress: boo
                     row = metrics.step_metrics(model, xb, yb, loss=cfg.loss)
                     model.train()
                     loss_fn(model(xb), yb).backward()
-                check_finite(row["train_loss"], cfg, step)
+                check_finite(row["train_loss"], step)
                 bufs["steps"].append(run_id=cfg.run_id, step=step, lr=cfg.lr, batch_size=len(idx),
                                      wall_s=time.perf_counter() - t0, **row)
             else:
@@ -123,10 +138,10 @@ def train(cfg: RunConfig, data_dir, *, threads: int | None = None, progress: boo
                 loss = loss_fn(out, yb)
                 loss.backward()
                 if step % cfg.log_every == 0:
-                    check_finite(float(loss), cfg, step)
+                    check_finite(float(loss.detach()), step)
                     acc = float((out.argmax(1) == yb).double().mean()) if cfg.loss == "cross_entropy" else float("nan")
                     bufs["steps"].append(run_id=cfg.run_id, step=step, lr=cfg.lr, batch_size=len(idx),
-                                         train_loss=float(loss), train_acc=acc, wall_s=time.perf_counter() - t0)
+                                         train_loss=float(loss.detach()), train_acc=acc, wall_s=time.perf_counter() - t0)
             add_penalty_grads(model, xb, yb, loss_fn, cfg, generator=gen)
             opt.step()
             bar.update(1)

@@ -25,6 +25,7 @@ EFFECTS: dict = {
     "fig1_ripple": 0.01,      # fig1: amplitude of a wiggle on top of the minimal interpolant
     "fig1_gc_start": 0.001,   # fig1: GC at step 0 as a fraction of the final GC
     "fig5_peak": True,        # fig5: double descent in width (False: monotone curves)
+    "fig5_flat": False,       # fig5: GC and test loss flat in width (a null for both fig5 tests)
     "u_curvature": 0.4,       # fig5: test loss = 1 + u (GC - 1)^2 across widths
     "fig5_noise": 0.05,       # fig5: sd of test loss between seeds
     "thm_slope_T": -0.3,      # thm51: Δ log Σ T² over training
@@ -116,12 +117,15 @@ def _fig5(cfg: dict, fx: dict, rng) -> tuple[float, float, float]:
     i, n = FIG5_WIDTHS.index(cfg["width"]), len(FIG5_WIDTHS)
     p = (n - 1) // 2  # interior interpolation threshold
     train_acc = 1.0 if i >= p else 1.0 - 0.3 * (1 - i / p)
-    if fx["fig5_peak"]:
-        g = 0.3 + 2.7 * (i / p) ** 2 if i <= p else 1.2 + 1.8 * math.exp(-(i - p) / 1.5)
+    if fx["fig5_flat"]:
+        g = 1.0
+    elif fx["fig5_peak"]:
+        g = 0.1 + 2.9 * (i / p) ** 2 if i <= p else 1.2 + 1.8 * math.exp(-(i - p) / 1.5)
     else:
         g = 2.0 * math.exp(-i / n)
     g *= math.exp(fx["seed_noise"] * rng.standard_normal())
-    shape = fx["u_curvature"] * (g - 1.0) ** 2 if fx["fig5_peak"] else 0.3 * (g - 1.0)
+    shape = (0.0 if fx["fig5_flat"] else fx["u_curvature"] * (g - 1.0) ** 2 if fx["fig5_peak"]
+             else 0.3 * (g - 1.0))
     return g, 1.0 + shape + fx["fig5_noise"] * rng.standard_normal(), train_acc
 
 

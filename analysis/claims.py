@@ -1,0 +1,59 @@
+"""The paper's claims, one row each, with verdicts: every analysis module's claim rows, in order.
+
+Never raises on a store that is empty or partly collected: each module returns `insufficient
+data` rows then. A module that fails on unexpected data is reported as one `insufficient data`
+row naming the error (so one bad sweep cannot hide every other verdict), not swallowed silently.
+
+`run_all` reads one snapshot of the store: every store view is copied once into a temporary table of
+the same name (temporary tables shadow the views for unqualified names), so all modules see the
+same runs even while collection writes, and the Parquet files are opened once, not per query
+(≈ 20× faster on a 1,000-run store). The copies are dropped afterwards.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import polars as pl
+
+from analysis import bfd, double_descent, fig1, igr, measures, theorem, trends, ucurve
+from analysis.result import CLAIM_COLUMNS, Analysis, claims_frame, insufficient
+from store.schema import SCHEMAS
+
+MODULES = {"fig1": fig1, "trends": trends, "double_descent": double_descent, "ucurve": ucurve,
+           "theorem": theorem, "igr": igr, "bfd": bfd, "measures": measures}
+
+
+@contextmanager
+def snapshot(con):
+    """Copy each store view into a same-named temporary table for the duration (see module docstring)."""
+    # Only views are copied: a caller's own materialized tables (or an earlier snapshot) are reused.
+    views = {r[0] for r in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal AND NOT temporary "
+                                   "AND schema_name = 'main'").fetchall()}
+    present = {r[0] for r in con.sql("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()}
+    made = [t for t in SCHEMAS if t in views and t not in present]
+    try:
+        for table in made:
+            con.sql(f"CREATE TEMP TABLE {table} AS SELECT * FROM main.{table}")
+        yield con
+    finally:
+        for table in made:
+            con.sql(f"DROP TABLE IF EXISTS temp.main.{table}")
+
+
+def run_all(con) -> dict[str, Analysis]:
+    """Every analysis on one snapshot of the store, by module name; a failing module becomes one error row."""
+    out = {}
+    with snapshot(con):
+        for name, module in MODULES.items():
+            try:
+                out[name] = module.analyze(con)
+            except Exception as exc:  # noqa: BLE001 — reported as a row, see module docstring
+                row = insufficient(f"{name} analysis", name, "analysis failed", f"{type(exc).__name__}: {exc}")
+                out[name] = Analysis(name, {}, claims_frame([row]))
+    return out
+
+
+def claims_table(con) -> pl.DataFrame:
+    """One row per claim of the paper with exactly CLAIM_COLUMNS."""
+    frames = [a.claims for a in run_all(con).values()]
+    return pl.concat(frames, how="vertical").select(CLAIM_COLUMNS)

@@ -1,0 +1,139 @@
+"""Fig. 5 (left): test loss and GC double-descend in width, peaking at the interpolation threshold.
+
+- `by_width`: per width, mean and 95% t-interval over seeds of test loss and GC, mean train error.
+- interpolation threshold: the first width whose mean train error is ≤ 1/n_train.
+- the peak: the interior width (not the smallest or largest) with the highest mean.
+- the test (per statistic): S = min(peak mean − lowest mean left of it, peak mean − lowest mean
+  right of it), divided by the pooled within-width sd (so between-width spread in a permuted
+  sample does not drown it), with the peak and both minima re-chosen on every resample, so the
+  selection is part of the statistic; p from a permutation test (scipy.stats.permutation_test)
+  that reassigns widths to runs. Exact under a flat curve and conservative under monotone ones,
+  where S is smaller than under a flat curve. One-sided Welch t-tests of the peak's seeds vs
+  each side's minimum are reported alongside; they ignore the selection, so they are not the verdict.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, insufficient
+from analysis.run_summary import with_runs
+from store.db import query
+
+CLAIMS = {"test_loss": "test loss double-descends in width: an interior peak above both sides (Fig. 5 left)",
+          "gc": "GC double-descends in width like the test loss (Fig. 5 left)"}
+LOCATION_CLAIM = "the test-loss peak lies at the interpolation threshold (within one grid step)"
+METHOD = ("S = min(peak − min left, peak − min right) of width means with the interior peak re-selected per "
+          "resample, over the pooled within-width sd; permutation test of widths over runs (1999 resamples); "
+          "value = S (unstudentized)")
+
+_POINTS_SQL = with_runs("""
+SELECT run_id, width, seed, test_loss, gc_last AS gc FROM rs
+WHERE sweep = 'fig5' AND width IS NOT NULL AND isfinite(test_loss) AND isfinite(gc_last)
+""")
+_BY_WIDTH_SQL = with_runs("""
+SELECT width, count(*) AS n_seeds, avg(test_loss) AS test_loss_mean, stddev_samp(test_loss) AS test_loss_sd,
+       avg(gc_last) AS gc_mean, stddev_samp(gc_last) AS gc_sd, avg(1 - train_acc) AS train_err_mean, avg(n_train) AS n_train
+FROM rs WHERE sweep = 'fig5' AND width IS NOT NULL AND isfinite(test_loss) AND isfinite(gc_last)
+GROUP BY width ORDER BY width
+""")
+
+
+def by_width(con) -> pl.DataFrame:
+    agg = query(con, _BY_WIDTH_SQL)
+    n = agg["n_seeds"].to_numpy()
+    bounds = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a single seed has no interval: NaN, then null
+        for c in ("test_loss", "gc"):
+            lo, hi = stats.t.interval(1 - ALPHA, n - 1, loc=agg[f"{c}_mean"].to_numpy(),
+                                      scale=agg[f"{c}_sd"].to_numpy() / np.sqrt(n))
+            bounds |= {f"{c}_lo": lo, f"{c}_hi": hi}
+    return agg.with_columns(*[pl.Series(k, v, dtype=pl.Float64).fill_nan(None) for k, v in bounds.items()]
+    ).select("width", "n_seeds", "test_loss_mean", "test_loss_lo", "test_loss_hi", "gc_mean", "gc_lo",
+             "gc_hi", "train_err_mean", "n_train")
+
+
+def _peak_parts(means: np.ndarray):
+    """Per row of width means (…, W): interior peak index, left/right argmin, and S."""
+    w = means.shape[-1]
+    idx = np.arange(w)
+    inner = np.where((idx > 0) & (idx < w - 1), means, -np.inf)
+    peak = inner.argmax(-1)[..., None]
+    left = np.where(idx < peak, means, np.inf)
+    right = np.where(idx > peak, means, np.inf)
+    top = np.take_along_axis(means, peak, -1)[..., 0]
+    s = np.minimum(top - left.min(-1), top - right.min(-1))
+    return peak[..., 0], left.argmin(-1), right.argmin(-1), s
+
+
+def peak_test(width_index: np.ndarray, y: np.ndarray, n_widths: int, seed: int = 0) -> dict:
+    """Permutation test of the interior peak; the statistic is S over the pooled within-width sd."""
+    onehot = np.eye(n_widths)[width_index]  # runs × widths
+    counts, dof = onehot.sum(0), len(y) - n_widths
+
+    def studentized(values):
+        means = values @ onehot / counts
+        resid = values - means @ onehot.T
+        return _peak_parts(means)[3] / np.sqrt((resid**2).sum(-1) / dof)
+
+    def statistic(values, axis=-1):
+        return studentized(values)
+
+    peak, left, right, s = _peak_parts(y @ onehot / counts)
+    peak, left, right = int(peak), int(left), int(right)
+    res = stats.permutation_test((y,), statistic, permutation_type="pairings", vectorized=True,
+                                 n_resamples=1999, alternative="greater", rng=np.random.default_rng(seed))
+    welch = [stats.ttest_ind(y[width_index == peak], y[width_index == side], equal_var=False,
+                             alternative="greater").pvalue for side in (left, right)]
+    return {"peak": peak, "left_min": left, "right_min": right, "S": float(s), "S_studentized": float(res.statistic),
+            "p_perm": float(res.pvalue), "welch_p_left": float(welch[0]), "welch_p_right": float(welch[1])}
+
+
+def analyze(con) -> Analysis:
+    pts = query(con, _POINTS_SQL)
+    table = by_width(con)
+    n_runs, n_seeds, widths = pts.height, pts["seed"].n_unique(), table["width"].to_list()
+    tables = {"by_width": table, "peaks": pl.DataFrame()}
+    if len(widths) < 3 or n_seeds < 2 or table["n_seeds"].min() < 2:
+        why = (f"needs ≥ 3 widths with ≥ 2 seeds each; have {len(widths)} widths, "
+               f"{table['n_seeds'].min() if table.height else 0} seeds at the sparsest")
+        rows = [insufficient(c, "fig5", METHOD, why, n_runs=n_runs, n_seeds=n_seeds) for c in CLAIMS.values()]
+        rows.append(insufficient(LOCATION_CLAIM, "fig5", "peak width vs interpolation threshold", why,
+                                 n_runs=n_runs, n_seeds=n_seeds))
+        return Analysis("double_descent", tables, claims_frame(rows))
+    width_index = pts.select(pl.col("width").rank("dense").cast(pl.Int64) - 1).to_series().to_numpy()
+    rows, peaks = [], []
+    for col, text in CLAIMS.items():
+        r = peak_test(width_index, pts[col].to_numpy(), len(widths))
+        peaks.append({"statistic": col, **r, "peak_width": widths[r["peak"]],
+                      "left_min_width": widths[r["left_min"]], "right_min_width": widths[r["right_min"]]})
+        stat = (f"{METHOD}; peak at width {widths[r['peak']]}, minima at {widths[r['left_min']]} and "
+                f"{widths[r['right_min']]}; unselected one-sided Welch p = {r['welch_p_left']:.3g} (left), "
+                f"{r['welch_p_right']:.3g} (right)")
+        rows.append(claim(text, "fig5", stat, SUPPORTED if r["p_perm"] < ALPHA else CONTRADICTED, value=r["S"],
+                          p_value=r["p_perm"], n_runs=n_runs, n_seeds=n_seeds))
+    # Interpolation threshold and where the test-loss peak sits relative to it.
+    interp = table.filter(pl.col("train_err_mean") <= 1.0 / pl.col("n_train"))
+    loss_peak = peaks[0]
+    threshold = interp["width"][0] if interp.height else None
+    for p in peaks:
+        p["threshold_width"] = threshold
+    tables["peaks"] = pl.DataFrame(peaks)
+    loc_stat = "grid steps from the interpolation threshold (first width with mean train error ≤ 1/n_train) " \
+               "to the test-loss peak"
+    if threshold is None:
+        rows.append(insufficient(LOCATION_CLAIM, "fig5", loc_stat, "no width reaches zero train error",
+                                 n_runs=n_runs, n_seeds=n_seeds))
+    elif loss_peak["p_perm"] >= ALPHA:
+        rows.append(insufficient(LOCATION_CLAIM, "fig5", loc_stat, "no significant test-loss peak to locate",
+                                 n_runs=n_runs, n_seeds=n_seeds))
+    else:
+        steps = loss_peak["peak"] - widths.index(threshold)
+        rows.append(claim(LOCATION_CLAIM, "fig5", f"{loc_stat}: threshold at width {threshold}, peak at "
+                          f"{loss_peak['peak_width']}", SUPPORTED if abs(steps) <= 1 else CONTRADICTED,
+                          value=steps, n_runs=n_runs, n_seeds=n_seeds))
+    return Analysis("double_descent", tables, claims_frame(rows))

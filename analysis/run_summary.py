@@ -1,0 +1,57 @@
+"""One row per completed run with the docs/EXPERIMENTS.md conventions, as a SQL subquery.
+
+- "GC of a run" (`gc`): train-split GC at the eval step of the highest test accuracy
+  (ties: earliest step; regression runs, whose accuracy is NaN: lowest test loss).
+- test/train loss and accuracy: at the last eval step; `gen_gap` = test loss − train loss,
+  `acc_gap` = train acc − test acc.
+- `gc_first`: train-split GC at the first eval (step 0 for fig2's init-only runs).
+- complexity measures: train split at the last eval.
+Only `status = 'completed'` runs appear. Modules embed `RUN_SUMMARY` as a CTE.
+"""
+from __future__ import annotations
+
+HYPER_COLUMNS = ["dataset", "model", "width", "depth", "activation", "init", "optimizer", "lr",
+                 "momentum", "batch_size", "l2", "spectral_reg", "flatness_reg", "gc_reg",
+                 "label_noise", "bias", "init_scale", "loss", "n_train"]
+MEASURES = ["gc_last", "param_norm_sq", "spectral_product", "dist_from_init", "sharpness", "bfd"]
+
+_RUN_COLS = ", ".join(f"r.{c}" for c in ["run_id", "sweep", "seed", "status", "steps", "steps_done", *HYPER_COLUMNS])
+
+RUN_SUMMARY = f"""
+WITH ev AS (
+    SELECT e.run_id, e.step, e.split, e.loss, e.acc, e.gc, e.param_norm_sq, e.spectral_product,
+           e.dist_from_init, e.sharpness, e.bfd
+    FROM evals e JOIN runs r ON e.run_id = r.run_id WHERE r.status = 'completed'
+), span AS (
+    SELECT run_id, min(step) AS first_step, max(step) AS last_step FROM ev GROUP BY run_id
+), best AS (
+    SELECT run_id, step AS best_step FROM (
+        SELECT run_id, step, row_number() OVER (PARTITION BY run_id ORDER BY
+               (acc IS NULL OR isnan(acc)), acc DESC, loss ASC, step ASC) AS rk
+        FROM ev WHERE split = 'test') WHERE rk = 1
+)
+SELECT {_RUN_COLS}, s.first_step, s.last_step, b.best_step,
+    max(ev.gc) FILTER (WHERE ev.split = 'train' AND ev.step = b.best_step) AS gc,
+    max(ev.gc) FILTER (WHERE ev.split = 'train' AND ev.step = s.first_step) AS gc_first,
+    max(ev.loss) FILTER (WHERE ev.split = 'test' AND ev.step = s.last_step) AS test_loss,
+    max(ev.acc) FILTER (WHERE ev.split = 'test' AND ev.step = s.last_step) AS test_acc,
+    max(ev.loss) FILTER (WHERE ev.split = 'train' AND ev.step = s.last_step) AS train_loss,
+    max(ev.acc) FILTER (WHERE ev.split = 'train' AND ev.step = s.last_step) AS train_acc,
+    max(ev.gc) FILTER (WHERE ev.split = 'train' AND ev.step = s.last_step) AS gc_last,
+    max(ev.param_norm_sq) FILTER (WHERE ev.split = 'train' AND ev.step = s.last_step) AS param_norm_sq,
+    max(ev.spectral_product) FILTER (WHERE ev.split = 'train' AND ev.step = s.last_step) AS spectral_product,
+    max(ev.dist_from_init) FILTER (WHERE ev.split = 'train' AND ev.step = s.last_step) AS dist_from_init,
+    max(ev.sharpness) FILTER (WHERE ev.split = 'train' AND ev.step = s.last_step) AS sharpness,
+    max(ev.bfd) FILTER (WHERE ev.split = 'train' AND ev.step = s.last_step)::DOUBLE AS bfd,
+    test_loss - train_loss AS gen_gap,
+    train_acc - test_acc AS acc_gap
+FROM runs r JOIN span s ON r.run_id = s.run_id JOIN best b ON r.run_id = b.run_id
+JOIN ev ON r.run_id = ev.run_id
+WHERE r.status = 'completed'
+GROUP BY ALL
+"""
+
+
+def with_runs(select: str) -> str:
+    """`select` may read the CTE `rs` (one row per completed run, see the module docstring)."""
+    return f"WITH rs AS ({RUN_SUMMARY}) {select}"

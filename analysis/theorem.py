@@ -1,0 +1,112 @@
+"""Theorem 5.1 on every run that logged theorem rows (thm51, demo, …).
+
+- violations: recomputed in SQL as gc_x > bound_tight·(1+1e-6)+1e-12 (the `holds` flag is
+  cross-checked, not trusted); the rate gets a Clopper–Pearson 95% CI (statsmodels).
+- tightness: quantiles of bound/gc_x and bound_tight/gc_x by depth and step.
+- the paper's condition for IGR to press on GC: Σ T² shrinks slower than ||∇θ f||². Per run,
+  OLS slopes (with 95% CIs) of log(mean Σ T²) and log(mean ||∇θ f||²) against step on the
+  train split; across runs, a one-sided Wilcoxon signed-rank test of slope_T − slope_grad > 0.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import polars as pl
+import statsmodels.api as sm
+from scipy import stats
+from statsmodels.stats.proportion import proportion_confint
+
+from analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, insufficient
+from store.db import query
+
+VIOLATION_CLAIM = "Theorem 5.1 holds: ||∇x f||² ≤ ||∇θ f||² / Σ T² for every logged example"
+CONDITION_CLAIM = "Σ T² shrinks slower than ||∇θ f||² during training (the paper's condition for IGR to reduce GC)"
+VIOLATES = "t.gc_x > t.bound_tight * (1 + 1e-6) + 1e-12"
+MIN_RUNS, MIN_STEPS = 6, 3
+
+_BASE = "FROM theorem t JOIN runs r ON t.run_id = r.run_id WHERE r.status = 'completed'"
+_COUNT_SQL = f"""
+SELECT count(*) AS n_rows, count(DISTINCT t.run_id) AS n_runs, count(DISTINCT r.seed) AS n_seeds,
+       count(*) FILTER (WHERE {VIOLATES}) AS violations,
+       count(*) FILTER (WHERE NOT t.holds) AS holds_false,
+       count(*) FILTER (WHERE NOT (isfinite(t.gc_x) AND isfinite(t.bound_tight))) AS non_finite
+{_BASE}
+"""
+_VIOLATIONS_SQL = f"""
+SELECT t.run_id, r.sweep, t.step, t.split, t.example, t.gc_x, t.bound_tight, t.gc_x / t.bound_tight AS ratio, t.holds
+{_BASE} AND {VIOLATES} ORDER BY ratio DESC LIMIT 100
+"""
+_TIGHT_SQL = f"""
+SELECT r.depth, t.step, count(*) AS n,
+       {", ".join(f"quantile_cont(t.{b} / t.gc_x, {q}) AS {b}_q{int(q * 100)}"
+                  for b in ("bound", "bound_tight") for q in (0.1, 0.5, 0.9))}
+{_BASE} AND t.gc_x > 0 AND isfinite(t.bound) AND isfinite(t.bound_tight)
+GROUP BY ALL ORDER BY r.depth, t.step
+"""
+_SERIES_SQL = f"""
+SELECT t.run_id, r.seed, r.depth, t.step, avg(t.transfer_sq_sum) AS t_sq, avg(t.grad_theta_sq) AS g_sq
+{_BASE} AND t.split = 'train' AND t.transfer_sq_sum > 0 AND t.grad_theta_sq > 0
+GROUP BY ALL
+"""
+_SLOPE_SCHEMA = {"run_id": pl.String, "seed": pl.Int64, "depth": pl.Int64, "n_steps": pl.Int64,
+                 **{f"slope_{q}{s}": pl.Float64 for q in ("T", "grad") for s in ("", "_lo", "_hi")}}
+
+
+def _run_slopes(g: pl.DataFrame) -> pl.DataFrame:
+    """OLS slopes of log Σ T² and log ||∇θ f||² on step for one run (one group of `map_groups`)."""
+    out = {"run_id": g["run_id"][0], "seed": g["seed"][0], "depth": g["depth"][0], "n_steps": g.height}
+    X = sm.add_constant(g["step"].cast(pl.Float64).to_numpy(), has_constant="add")
+    for name, col in (("T", "t_sq"), ("grad", "g_sq")):
+        if g.height < MIN_STEPS:
+            out |= {f"slope_{name}": None, f"slope_{name}_lo": None, f"slope_{name}_hi": None}
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = sm.OLS(np.log(g[col].to_numpy()), X).fit()
+        lo, hi = fit.conf_int(ALPHA)[1]
+        out |= {f"slope_{name}": float(fit.params[1]), f"slope_{name}_lo": float(lo), f"slope_{name}_hi": float(hi)}
+    return pl.DataFrame([out], schema=_SLOPE_SCHEMA)
+
+
+def _violation_claim(counts: dict, violations: pl.DataFrame) -> dict:
+    method = ("count of rows with gc_x > bound_tight·(1+1e-6)+1e-12 (recomputed); value = count, "
+              "CI = Clopper–Pearson 95% of the rate")
+    if not counts["n_rows"]:
+        return insufficient(VIOLATION_CLAIM, "thm51", method, "no theorem rows from completed runs")
+    lo, hi = proportion_confint(counts["violations"], counts["n_rows"], alpha=ALPHA, method="beta")
+    worst = (f"; worst: run {violations['run_id'][0]} step {violations['step'][0]} example "
+             f"{violations['example'][0]} (gc_x/bound = {violations['ratio'][0]:.6g})") if violations.height else ""
+    stat = (f"{method}; {counts['violations']} of {counts['n_rows']} rows violate; `holds` false on "
+            f"{counts['holds_false']}; {counts['non_finite']} non-finite rows{worst}")
+    return claim(VIOLATION_CLAIM, "thm51", stat, SUPPORTED if counts["violations"] == 0 else CONTRADICTED,
+                 value=counts["violations"], ci=(lo, hi), n_runs=counts["n_runs"], n_seeds=counts["n_seeds"])
+
+
+def _condition_claim(slopes: pl.DataFrame) -> dict:
+    method = ("per-run OLS slopes of log mean Σ T² and log mean ||∇θ f||² vs step (train split); one-sided "
+              "Wilcoxon signed-rank of slope_T − slope_grad > 0 across runs; value = median difference per step")
+    ok = slopes.drop_nulls(["slope_T", "slope_grad"])
+    n_runs, n_seeds = ok.height, ok["seed"].n_unique()
+    if n_runs < MIN_RUNS:
+        return insufficient(CONDITION_CLAIM, "thm51", method,
+                            f"needs ≥ {MIN_RUNS} runs with ≥ {MIN_STEPS} eval steps; have {n_runs}",
+                            n_runs=n_runs, n_seeds=n_seeds)
+    d = (ok["slope_T"] - ok["slope_grad"]).to_numpy()
+    if np.all(d == 0):
+        return insufficient(CONDITION_CLAIM, "thm51", method, "all slope differences are exactly 0",
+                            n_runs=n_runs, n_seeds=n_seeds)
+    p = float(stats.wilcoxon(d, alternative="greater").pvalue)
+    stat = f"{method}; slope_T > slope_grad in {int((d > 0).sum())} of {n_runs} runs"
+    return claim(CONDITION_CLAIM, "thm51", stat, SUPPORTED if p < ALPHA else CONTRADICTED, value=float(np.median(d)),
+                 p_value=p, n_runs=n_runs, n_seeds=n_seeds)
+
+
+def analyze(con) -> Analysis:
+    counts = query(con, _COUNT_SQL).row(0, named=True)
+    violations = query(con, _VIOLATIONS_SQL)
+    series = query(con, _SERIES_SQL).sort("run_id", "step")
+    slopes = series.group_by("run_id").map_groups(_run_slopes) if series.height else pl.DataFrame(schema=_SLOPE_SCHEMA)
+    tables = {"violations": violations, "tightness": query(con, _TIGHT_SQL), "slopes": slopes.sort("run_id"),
+              "counts": pl.DataFrame([counts])}
+    return Analysis("theorem", tables, claims_frame([_violation_claim(counts, violations), _condition_claim(slopes)]))

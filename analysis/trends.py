@@ -1,0 +1,168 @@
+"""Does GC move with each implicit/explicit regularizer's strength in the paper's direction?
+
+One row per heuristic: L2, spectral, flatness, label noise (fig3); GC penalty (gcreg); lr and
+batch size (fig4 and its momentum/Adam variants); depth at init (fig2, GC at step 0), plus
+test accuracy where the paper states a direction and fig2's "outputs shrink toward 0".
+
+Method per row (see `seed_trend`): Spearman ρ (scipy) of the strength against the statistic,
+and OLS of log GC on the strength's grid level (0, 1, 2, … over the sorted distinct strengths,
+so geometric grids with a zero baseline are evenly spaced) with seed fixed effects. Why seed
+fixed effects: the replicates of a configuration share a seed with every other configuration
+(same data order and init), so seed is a block; with 3–5 seeds MixedLM would estimate the
+between-seed variance from 3–5 numbers (boundary fits, convergence warnings) and cluster-robust
+errors with 3–5 clusters are badly biased, whereas fixed effects absorb any per-seed offset
+and keep exact t inference. The verdict uses the one-sided p-value in the paper's direction.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import statsmodels.api as sm
+from scipy import stats
+
+from analysis.result import (ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, insufficient)
+from analysis.run_summary import with_runs
+from store.db import query
+
+FIG3_REGS = ["l2", "spectral_reg", "flatness_reg", "label_noise"]
+FIG4_SWEEPS = {"fig4": "SGD", "fig4_momentum": "SGD+momentum", "fig4_adam": "Adam"}
+
+
+@dataclass(frozen=True)
+class Heuristic:
+    name: str
+    sweep: str
+    x: str              # runs column that varies
+    y: str              # statistic column of the run frame
+    direction: int      # paper's direction of y as x grows: -1 decreases, +1 increases
+    claim: str
+    log: bool = True    # regress log y (positive statistics such as GC)
+    fixed: str | None = None  # the other fig4 axis, held at the value with the widest grid of x
+
+
+def heuristics() -> list[Heuristic]:
+    rows = [Heuristic(reg, "fig3", reg, "gc", -1, f"GC (at best test accuracy) decreases as {reg} strength increases")
+            for reg in FIG3_REGS]
+    rows.append(Heuristic("gc_reg", "gcreg", "gc_reg", "gc", -1, "GC decreases as the explicit GC penalty increases"))
+    rows.append(Heuristic("gc_reg → test acc", "gcreg", "gc_reg", "test_acc", +1,
+                          "test accuracy increases with the explicit GC penalty", log=False))
+    for sweep, opt in FIG4_SWEEPS.items():
+        rows.append(Heuristic(f"lr ({opt})", sweep, "lr", "gc", -1,
+                              f"higher learning rate gives lower GC ({opt})", fixed="batch_size"))
+        rows.append(Heuristic(f"batch_size ({opt})", sweep, "batch_size", "gc", +1,
+                              f"larger batch size gives higher GC ({opt})", fixed="lr"))
+    rows.append(Heuristic("lr → test acc (SGD)", "fig4", "lr", "test_acc", +1,
+                          "higher learning rate gives higher test accuracy (SGD)", log=False, fixed="batch_size"))
+    rows.append(Heuristic("depth at init", "fig2", "depth", "gc_first", -1,
+                          "GC at initialization decreases with depth"))
+    rows.append(Heuristic("depth → |output| at init", "fig2", "depth", "abs_output", -1,
+                          "network outputs at initialization shrink toward 0 with depth"))
+    return rows
+
+
+_TREND_SQL = with_runs("""
+SELECT rs.run_id, rs.sweep, rs.seed, rs.lr, rs.batch_size, rs.depth, rs.init, rs.activation,
+       rs.l2, rs.spectral_reg, rs.flatness_reg, rs.label_noise, rs.gc_reg,
+       rs.gc, rs.gc_first, rs.test_acc, p.abs_output
+FROM rs LEFT JOIN (
+    SELECT run_id, avg(abs(output)) AS abs_output FROM probes WHERE step = 0 GROUP BY run_id
+) p ON rs.run_id = p.run_id
+WHERE rs.sweep IN ('fig2', 'fig3', 'gcreg', 'fig4', 'fig4_momentum', 'fig4_adam')
+""")
+
+
+def _select(runs: pl.DataFrame, h: Heuristic) -> pl.DataFrame:
+    """The runs of one heuristic: its sweep, the other regularizers at 0 (fig3), the other axis fixed (fig4)."""
+    df = runs.filter(pl.col("sweep") == h.sweep)
+    if h.sweep == "fig3":
+        df = df.filter(*[pl.col(r).fill_null(0) == 0 for r in FIG3_REGS if r != h.x])
+    if h.fixed and df.height:
+        widest = (df.group_by(h.fixed).agg(pl.col(h.x).n_unique().alias("k"))
+                  .sort(["k", h.fixed], descending=[True, False]).row(0, named=True)[h.fixed])
+        df = df.filter(pl.col(h.fixed) == widest)
+    family = pl.concat_str([pl.col("init").fill_null(""), pl.col("activation").fill_null("")], separator="/") \
+        if h.sweep == "fig2" else pl.lit("")
+    return df.select("run_id", "seed", pl.col(h.x).cast(pl.Float64).alias("x"),
+                     pl.col(h.y).cast(pl.Float64).alias("y"), family.alias("family"))
+
+
+def seed_trend(df: pl.DataFrame, *, direction: int, log: bool) -> dict:
+    """Trend of y on x with seed (and `family`) fixed effects. `df`: x, y, seed, family columns.
+
+    Returns a dict with n_runs, n_seeds, n_levels, spearman_rho/p, slope (per grid level),
+    slope_lo/hi (95% CI), p_one_sided (paper direction), effect_ratio, and `reason` when the
+    data cannot support the test (then the statistics are None).
+    """
+    y = pl.col("y").log() if log else pl.col("y")
+    df = df.filter(pl.col("y").is_not_null() & pl.col("x").is_not_null()
+                   & (pl.col("y") > 0 if log else pl.lit(True))).with_columns(y.alias("ly"))
+    df = df.filter(pl.col("ly").is_finite()).with_columns(
+        (pl.col("x").rank("dense") - 1).cast(pl.Float64).alias("level"))
+    out = {"n_runs": df.height, "n_seeds": df["seed"].n_unique(), "n_levels": df["x"].n_unique()}
+    dummies = df.select(pl.col("seed").cast(pl.String), "family").to_dummies(drop_first=True) if df.height \
+        else pl.DataFrame()
+    n_params = 2 + dummies.width
+    if out["n_seeds"] < 2 or out["n_levels"] < 3 or df.height < n_params + 2:
+        return out | {"reason": f"needs ≥ 2 seeds, ≥ 3 strengths and > {n_params + 1} runs; have "
+                                f"{out['n_seeds']} seeds, {out['n_levels']} strengths, {df.height} runs"}
+    X = np.column_stack([np.ones(df.height), df["level"].to_numpy(), dummies.to_numpy().astype(float)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rho, rho_p = stats.spearmanr(df["x"].to_numpy(), df["ly"].to_numpy())
+        fit = sm.OLS(df["ly"].to_numpy(), X).fit()
+    slope, p2 = float(fit.params[1]), float(fit.pvalues[1])
+    lo, hi = (float(v) for v in fit.conf_int(ALPHA)[1])
+    if not all(np.isfinite([slope, p2, lo, hi])):
+        return out | {"reason": "degenerate fit (constant statistic or collinear design)"}
+    p1 = p2 / 2 if np.sign(slope) == direction else 1 - p2 / 2
+    span = out["n_levels"] - 1
+    return out | {"spearman_rho": float(rho), "spearman_p": float(rho_p), "slope": slope, "slope_lo": lo,
+                  "slope_hi": hi, "p_one_sided": p1,
+                  "effect_ratio": float(np.exp(slope * span)) if log else slope * span, "reason": None}
+
+
+def verdict_text(r: dict, direction: int, what: str) -> tuple[str, str]:
+    word = "decrease" if direction < 0 else "increase"
+    if r["p_one_sided"] < ALPHA:
+        return SUPPORTED, f"significant {word} of {what}"
+    if np.sign(r["slope"]) == -direction and r["p_one_sided"] > 1 - ALPHA:
+        return CONTRADICTED, f"significant trend opposite to the paper ({what})"
+    return CONTRADICTED, f"no significant {word} of {what} at α={ALPHA}"
+
+
+def analyze(con) -> Analysis:
+    runs = query(con, _TREND_SQL)
+    rows, claim_rows, points = [], [], []
+    for h in heuristics():
+        df = _select(runs, h)
+        r = seed_trend(df, direction=h.direction, log=h.log)
+        what = f"{'log ' if h.log else ''}{h.y} per grid step of {h.x}"
+        method = (f"OLS of {'log ' if h.log else ''}{h.y} on the grid level of {h.x} with seed fixed effects"
+                  f"{' and init/activation fixed effects' if h.sweep == 'fig2' else ''}; one-sided t-test in "
+                  f"the paper's direction; value = slope (CI 95%)")
+        if r["reason"]:
+            claim_rows.append(insufficient(h.claim, h.sweep, method, r["reason"], n_runs=r["n_runs"],
+                                           n_seeds=r["n_seeds"]))
+            rows.append({"heuristic": h.name, "experiment": h.sweep, "x": h.x, "y": h.y, "direction": h.direction,
+                         **{k: r[k] for k in ("n_runs", "n_seeds", "n_levels")}, "verdict": "insufficient data"})
+            continue
+        verdict, why = verdict_text(r, h.direction, what)
+        stat = (f"{method}; Spearman ρ={r['spearman_rho']:.3f} (p={r['spearman_p']:.3g}); "
+                f"{'ratio' if h.log else 'change'} over the grid {r['effect_ratio']:.3g}; {why}")
+        claim_rows.append(claim(h.claim, h.sweep, stat, verdict, value=r["slope"], p_value=r["p_one_sided"],
+                                ci=(r["slope_lo"], r["slope_hi"]), n_runs=r["n_runs"], n_seeds=r["n_seeds"]))
+        rows.append({"heuristic": h.name, "experiment": h.sweep, "x": h.x, "y": h.y, "direction": h.direction,
+                     **{k: v for k, v in r.items() if k != "reason"}, "verdict": verdict})
+        points.append(df.with_columns(pl.lit(h.name).alias("heuristic")))
+    schema = {"heuristic": pl.String, "experiment": pl.String, "x": pl.String, "y": pl.String,
+              "direction": pl.Int64, "n_runs": pl.Int64, "n_seeds": pl.Int64, "n_levels": pl.Int64,
+              "spearman_rho": pl.Float64, "spearman_p": pl.Float64, "slope": pl.Float64, "slope_lo": pl.Float64,
+              "slope_hi": pl.Float64, "p_one_sided": pl.Float64, "effect_ratio": pl.Float64, "verdict": pl.String}
+    table = pl.DataFrame(rows, schema=schema)
+    pts = pl.concat(points) if points else pl.DataFrame(
+        schema={"run_id": pl.String, "seed": pl.Int64, "x": pl.Float64, "y": pl.Float64, "family": pl.String,
+                "heuristic": pl.String})
+    return Analysis("trends", {"trends": table, "points": pts}, claims_frame(claim_rows))

@@ -1,0 +1,45 @@
+"""Geometric complexity (paper Def. 2.1): per-example ||∇_x f(x)||_F², f = logits."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from collect.metrics.capture import run_pass
+
+
+def geometric_complexity(model: nn.Module, x: Tensor, *, n_projections: int | None = None,
+                         generator: torch.Generator | None = None) -> Tensor:
+    """Per-example ||∇_x f(x)||_F², shape (b,); GC of the batch is its mean.
+
+    ``n_projections=None``: exact, the k one-hot vector-Jacobian products in one batched
+    backward. An int n: the Hutchinson estimate (unbiased; see
+    ``geometric_complexity_estimate`` for its standard error)."""
+    if n_projections is None:
+        p = run_pass(model, x, None, need_input=True, need_layers=False)
+        return p.gx.square().reshape(p.gx.shape[0], x.shape[0], -1).sum((0, 2))
+    return geometric_complexity_estimate(model, x, n_projections, generator=generator)[0]
+
+
+def geometric_complexity_estimate(model: nn.Module, x: Tensor, n_projections: int, *,
+                                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Hutchinson / random-projection estimate of per-example GC and its standard error.
+
+    Per example, n independent v uniform on the sphere of radius sqrt(k) (so E[v vᵀ] = I):
+    ``E ||vᵀ ∇_x f||² = ||∇_x f||_F²``. Returns (mean over the n draws, std(ddof=1)/sqrt(n));
+    the standard error is NaN for n = 1. All n VJPs run in one batched backward."""
+    n = int(n_projections)
+    if n < 1:
+        raise ValueError(f"n_projections must be >= 1, got {n_projections}")
+
+    def rows(out: Tensor) -> Tensor:
+        b, k = out.shape
+        dev = generator.device if generator is not None else out.device
+        v = torch.randn(n, b, k, generator=generator, dtype=out.dtype, device=dev).to(out.device)
+        return v * (math.sqrt(k) / v.norm(dim=-1, keepdim=True))
+
+    p = run_pass(model, x, rows, need_input=True, need_layers=False)
+    est = p.gx.square().reshape(n, x.shape[0], -1).sum(2)
+    stderr = est.std(0) / math.sqrt(n) if n > 1 else torch.full_like(est[0], math.nan)
+    return est.mean(0), stderr

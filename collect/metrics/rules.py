@@ -1,0 +1,243 @@
+"""Per-layer rules: what one parametrized layer contributes to every metric.
+
+A rule sees two signals from the one pass (SPEC §1 "One pass, all metrics"):
+
+- ``h``: the layer's input on the batch, shape ``(b, *in)``;
+- ``delta``: the gradients of ``m`` cotangent rows w.r.t. the layer's output (its
+  pre-activation), shape ``(m, b, *out)``. Row ``i`` of a one-hot pass is ``∂f^i/∂z``.
+
+The parameter gradient of layer l for example x and row i is a bilinear form in
+``(delta[i, x], h[x])`` (``δ hᵀ`` for a dense layer), so norms, batch gradients and NTK
+Gram blocks follow without ever forming per-example gradients for dense layers
+("ghost norms", as in BackPACK / Opacus ghost clipping). Adding a layer type = writing one
+``Rule`` subclass and registering it in ``RULES``.
+
+Only trainable parameters (``requires_grad``) count as θ: a frozen weight or bias simply
+drops its term.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Rule:
+    """Base class. ``ctx = prepare(h)`` is computed once per pass and reused for every row."""
+
+    param_names: tuple[str, ...] = ("weight", "bias")
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        ps = {n: getattr(module, n, None) for n in self.param_names}
+        self.trainable = {n: p for n, p in ps.items() if isinstance(p, nn.Parameter) and p.requires_grad}
+
+    def params(self) -> list[nn.Parameter]:
+        return list(self.trainable.values())
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.trainable.values())
+
+    def prepare(self, h: Tensor):
+        raise NotImplementedError
+
+    def sq_norms(self, ctx, delta: Tensor) -> Tensor:
+        """(m, b): ||∂(row i)/∂θ_l at example x||²."""
+        raise NotImplementedError
+
+    def grads(self, ctx, delta: Tensor) -> dict[str, Tensor]:
+        """Σ_x of per-example parameter gradients for ONE row ``delta`` of shape (b, *out)."""
+        raise NotImplementedError
+
+    def per_example(self, ctx, delta: Tensor) -> Tensor:
+        """(m, b, P_l): per-example, per-row gradients, flattened (tests, conv Gram blocks)."""
+        raise NotImplementedError
+
+    def gram(self, ctx, delta: Tensor) -> Tensor:
+        """(m·b, m·b): this layer's block of J Jᵀ, rows ordered (row, example)."""
+        J = self.per_example(ctx, delta).flatten(0, 1)
+        return J @ J.T
+
+
+class LinearRule(Rule):
+    """Dense layer z = W h + b. Inputs with extra dims (b, ..., n) sum over the positions."""
+
+    def prepare(self, h: Tensor):
+        if h.dim() == 2:
+            hsq = h.square().sum(1) if "weight" in self.trainable else h.new_zeros(h.shape[0])
+            return ("dense", h, hsq + (1.0 if "bias" in self.trainable else 0.0))
+        b, n = h.shape[0], h.shape[-1]
+        return ("seq", h.reshape(b, -1, n).transpose(1, 2).unsqueeze(1))  # (b, g=1, p, T)
+
+    def _seq_delta(self, delta: Tensor) -> Tensor:
+        m, b, q = delta.shape[0], delta.shape[1], delta.shape[-1]
+        return delta.reshape(m, b, -1, q).transpose(2, 3).unsqueeze(2)  # (m, b, g=1, q, T)
+
+    def sq_norms(self, ctx, delta):
+        if ctx[0] == "dense":
+            # ||δ||²(||h||² + 1): the ghost norm (vector_norm reads δ once, no temporary).
+            return torch.linalg.vector_norm(delta, dim=-1).square_().mul_(ctx[2])
+        return _seq_sq_norms(ctx[1], self._seq_delta(delta), self.trainable)
+
+    def grads(self, ctx, delta):
+        out = {}
+        if ctx[0] == "dense":
+            if "weight" in self.trainable:
+                out["weight"] = delta.T @ ctx[1]
+            if "bias" in self.trainable:
+                out["bias"] = delta.sum(0)
+            return out
+        G = self._seq_delta(delta[None])[0]
+        if "weight" in self.trainable:
+            out["weight"] = torch.einsum("bgqt,bgpt->qp", G, ctx[1])
+        if "bias" in self.trainable:
+            out["bias"] = G.sum((0, 3)).reshape(-1)
+        return out
+
+    def per_example(self, ctx, delta):
+        m, b = delta.shape[:2]
+        parts = []
+        if ctx[0] == "dense":
+            if "weight" in self.trainable:
+                parts.append(torch.einsum("mbq,bp->mbqp", delta, ctx[1]).reshape(m, b, -1))
+            if "bias" in self.trainable:
+                parts.append(delta)
+        else:
+            parts = _seq_per_example(ctx[1], self._seq_delta(delta), self.trainable)
+        return torch.cat(parts, -1) if parts else delta.new_zeros(m, b, 0)
+
+    def gram(self, ctx, delta):
+        if ctx[0] != "dense":
+            return super().gram(ctx, delta)
+        m, b = delta.shape[:2]
+        D = delta.reshape(m * b, -1)
+        h = ctx[1]
+        Kh = h @ h.T if "weight" in self.trainable else h.new_zeros(b, b)
+        if "bias" in self.trainable:
+            Kh = Kh + 1.0
+        # K[(i,x),(j,x')] = <δ^i(x), δ^j(x')> (<h(x), h(x')> + 1): no per-example gradient formed.
+        return (D @ D.T) * Kh.repeat(m, m)
+
+
+class Conv2dRule(Rule):
+    """Conv2d through the unfolded input A (im2col): per-example weight gradient = G Aᵀ."""
+
+    def prepare(self, h: Tensor):
+        c = self.module
+        if isinstance(c.padding, str) or c.padding_mode != "zeros":
+            # 'same' / reflect / circular: pad exactly as the module does, then unfold unpadded.
+            mode = "constant" if c.padding_mode == "zeros" else c.padding_mode
+            h, pad = F.pad(h, c._reversed_padding_repeated_twice, mode=mode), 0
+        else:
+            pad = c.padding
+        A = F.unfold(h, c.kernel_size, dilation=c.dilation, padding=pad, stride=c.stride)
+        b, _, T = A.shape
+        return A.reshape(b, c.groups, -1, T)  # (b, g, C_in/g·kh·kw, T)
+
+    def _delta(self, delta: Tensor) -> Tensor:
+        m, b, C = delta.shape[:3]
+        g = self.module.groups
+        return delta.reshape(m, b, g, C // g, -1)  # (m, b, g, q, T)
+
+    def sq_norms(self, ctx, delta):
+        return _seq_sq_norms(ctx, self._delta(delta), self.trainable)
+
+    def grads(self, ctx, delta):
+        G = self._delta(delta[None])[0]
+        out = {}
+        if "weight" in self.trainable:
+            out["weight"] = torch.einsum("bgqt,bgpt->gqp", G, ctx).reshape(self.module.weight.shape)
+        if "bias" in self.trainable:
+            out["bias"] = G.sum((0, 3)).reshape(-1)
+        return out
+
+    def per_example(self, ctx, delta):
+        m, b = delta.shape[:2]
+        parts = _seq_per_example(ctx, self._delta(delta), self.trainable)
+        return torch.cat(parts, -1) if parts else delta.new_zeros(m, b, 0)
+
+
+def _seq_sq_norms(A: Tensor, G: Tensor, trainable) -> Tensor:
+    """||Σ_t G_t A_tᵀ||² per (row, example), by whichever of two exact forms is cheaper:
+    direct (form the per-example gradient) or ghost (<AᵀA, GᵀG> over position pairs)."""
+    m, b, g, q, T = G.shape
+    p = A.shape[2]
+    out = G.new_zeros(m, b)
+    if "weight" in trainable:
+        if T * T * (p + m * q) < m * T * q * p:
+            AA = torch.einsum("bgpt,bgps->bgts", A, A)
+            GG = torch.einsum("mbgqt,mbgqs->mbgts", G, G)
+            out = out + (GG * AA).sum((2, 3, 4))
+        else:
+            out = out + torch.einsum("mbgqt,bgpt->mbgqp", G, A).square().sum((2, 3, 4))
+    if "bias" in trainable:
+        out = out + G.sum(4).square().sum((2, 3))
+    return out
+
+
+def _seq_per_example(A: Tensor, G: Tensor, trainable) -> list[Tensor]:
+    m, b = G.shape[:2]
+    parts = []
+    if "weight" in trainable:
+        parts.append(torch.einsum("mbgqt,bgpt->mbgqp", G, A).reshape(m, b, -1))
+    if "bias" in trainable:
+        parts.append(G.sum(4).reshape(m, b, -1))
+    return parts
+
+
+class BatchNormEvalRule(Rule):
+    """Eval-mode BatchNorm is a per-channel affine map of x̂ = (h − running_mean)/sqrt(running_var + eps):
+    ∂/∂γ_c = Σ_positions δ_c x̂_c, ∂/∂β_c = Σ_positions δ_c. Its γ, β are ordinary parameters
+    of θ here (counted in every norm, Gram and batch gradient). Train mode is refused upstream."""
+
+    def prepare(self, h: Tensor):
+        bn = self.module
+        shape = (1, -1) + (1,) * (h.dim() - 2)
+        return (h - bn.running_mean.view(shape)) * torch.rsqrt(bn.running_var.view(shape) + bn.eps)
+
+    def per_example(self, ctx, delta):
+        m, b, C = delta.shape[:3]
+        parts = []
+        if "weight" in self.trainable:
+            parts.append((delta * ctx).reshape(m, b, C, -1).sum(-1))
+        if "bias" in self.trainable:
+            parts.append(delta.reshape(m, b, C, -1).sum(-1))
+        return torch.cat(parts, -1) if parts else delta.new_zeros(m, b, 0)
+
+    def sq_norms(self, ctx, delta):
+        return self.per_example(ctx, delta).square().sum(-1)
+
+    def grads(self, ctx, delta):
+        C = delta.shape[1]
+        out = {}
+        if "weight" in self.trainable:
+            out["weight"] = (delta * ctx).transpose(0, 1).reshape(C, -1).sum(1)
+        if "bias" in self.trainable:
+            out["bias"] = delta.transpose(0, 1).reshape(C, -1).sum(1)
+        return out
+
+
+RULES: dict[type, type[Rule]] = {
+    nn.Linear: LinearRule,
+    nn.Conv2d: Conv2dRule,
+    nn.BatchNorm1d: BatchNormEvalRule,
+    nn.BatchNorm2d: BatchNormEvalRule,
+    nn.BatchNorm3d: BatchNormEvalRule,
+}
+
+
+def register_rule(module_type: type, rule: type[Rule]) -> None:
+    """Support a new parametrized layer type (exact type match; subclasses need their own entry
+    unless they keep the base class's ``forward``)."""
+    RULES[module_type] = rule
+
+
+def rule_for(module: nn.Module) -> type[Rule] | None:
+    """The rule for ``module``: exact type, or a subclass that does not override ``forward``."""
+    t = type(module)
+    if t in RULES:
+        return RULES[t]
+    for base in t.__mro__[1:]:
+        if base in RULES and t.forward is base.forward:
+            return RULES[base]
+    return None

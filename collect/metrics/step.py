@@ -1,0 +1,119 @@
+"""Per-step metrics (SPEC §1, paper Eq. 6–8) and the optimizer's gradient, from ONE pass.
+
+From the k one-hot rows δ_l^i of the one pass:
+- ``||∇_θ f^i(x)||² = Σ_l ghost_l(δ_l^i(x), h_l(x))``;
+- the residual row is a linear combination of them, ``δ_l^ε(x) = Σ_i ε_x^i δ_l^i(x)``
+  (a VJP is linear in its cotangent), so ``∇_θ L_x`` needs no extra backward: its norm is
+  the ghost norm of ``δ^ε`` and the batch gradient is ``1/b Σ_x δ_l^ε(x) h_l(x)ᵀ``;
+- R_B = 1/b² Σ_x Σ_i (ε^i)² ||∇f^i||², A_B = 1/b² Σ_x (||∇L_x||² − Σ_i (ε^i)² ||∇f^i||²),
+  C_B = ||∇L_B||² − 1/b² Σ_x ||∇L_x||²; so ||∇L_B||² = R_B + A_B + C_B by construction and
+  the tests check each term against brute force separately.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from collect.metrics.capture import run_pass
+
+LOSSES = ("cross_entropy", "mse")
+KEYS = ("gc", "grad_norm_sq", "residual_term", "label_alignment", "batch_alignment",
+        "per_example_grad_norm_sq", "train_loss", "train_acc")
+
+
+def residuals(out: Tensor, y: Tensor, loss: str) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(ε (b,k), per-example loss (b,), per-example correct (b,) or None).
+    cross_entropy: ε = softmax(f) − onehot(y), y class indices; mse: ε = f − y, loss ½||f − y||²."""
+    b, k = out.shape
+    if loss == "cross_entropy":
+        if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8) or y.shape != (b,):
+            raise TypeError(f"cross_entropy needs integer class indices of shape ({b},), got {y.dtype} {tuple(y.shape)}")
+        y = y.long()
+        logp = F.log_softmax(out, 1)
+        eps = logp.exp().scatter_add_(1, y[:, None], out.new_full((b, 1), -1.0))
+        return eps, -logp.gather(1, y[:, None])[:, 0], out.argmax(1) == y
+    if loss == "mse":
+        if not torch.is_floating_point(y):
+            raise TypeError(f"mse needs float targets, got {y.dtype}")
+        if y.shape == (b,) and k == 1:
+            y = y[:, None]
+        if y.shape != (b, k):
+            raise ValueError(f"mse targets must have shape ({b}, {k}) (or ({b},) when k=1), got {tuple(y.shape)}")
+        eps = out - y.to(out.dtype)
+        return eps, 0.5 * eps.square().sum(1), None
+    raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+
+
+def step_terms(model: nn.Module, x: Tensor, y: Tensor, *, loss: str = "cross_entropy",
+               set_grad: bool = False) -> dict[str, Tensor]:
+    """Tensor version of ``step_metrics`` with per-example detail:
+    scalars (0-dim): the eight ``step_metrics`` keys; per example (b,): ``gc_x``,
+    ``per_example_grad_sq`` (||∇_θ L_x||²), ``loss_x``; (b, k): ``logit_grad_sq`` (||∇_θ f^i(x)||²),
+    ``residual`` (ε)."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+    p = run_pass(model, x, None, need_input=True, need_layers=True)
+    with torch.no_grad():
+        out = p.out
+        b, k = out.shape
+        eps, loss_x, correct = residuals(out, y, loss)
+        # Scale ε by 1/b once: δ^{ε/b} gives the batch gradient directly and every 1/b² of Eq. 6–8.
+        eps_b = (eps / b).unsqueeze(1)                    # (b, 1, k)
+        S = out.new_zeros(k, b)                            # ||∇_θ f^i(x)||²
+        pe_b = out.new_zeros(b)                            # ||∇_θ L_x||² / b²
+        grads, params = [], []
+        for s in p.layers:
+            S += s.rule.sq_norms(s.ctx, s.delta)
+            # δ^ε(x) = Σ_i ε_x^i δ^i(x): a (1×k)(k×N) product per example, one bmm for the batch.
+            dl = s.delta.reshape(k, b, -1).transpose(0, 1)
+            d_eps = torch.bmm(eps_b, dl).reshape(s.delta.shape[1:])
+            pe_b += s.rule.sq_norms(s.ctx, d_eps.unsqueeze(0))[0]
+            for name, g in s.rule.grads(s.ctx, d_eps).items():
+                grads.append(g)
+                params.append(s.rule.trainable[name])
+        gsq = torch.stack(torch._foreach_norm(grads)).double().square().sum() if grads else out.new_zeros((), dtype=torch.float64)
+        if set_grad:
+            for param, g in zip(params, grads):
+                param.grad = g.reshape(param.shape).to(param.dtype)
+            for param in p.unused:  # never reached the output: what loss.backward() leaves after zero_grad()
+                param.grad = None
+        gc_x = torch.linalg.vector_norm(p.gx.reshape(k, b, -1), dim=(0, 2)).square_()
+        e2S = (eps.square() * S.T).double().sum() / b**2
+        pe_sum = pe_b.double().sum()
+        nan = torch.tensor(math.nan, dtype=torch.float64)
+        return {
+            "gc": gc_x.double().mean(), "grad_norm_sq": gsq, "residual_term": e2S, "label_alignment": pe_sum - e2S,
+            "batch_alignment": gsq - pe_sum, "per_example_grad_norm_sq": pe_sum * b,
+            "train_loss": loss_x.double().mean(),
+            "train_acc": nan if correct is None else correct.double().mean(),
+            "gc_x": gc_x, "per_example_grad_sq": pe_b * b**2, "loss_x": loss_x, "logit_grad_sq": S.T, "residual": eps,
+        }
+
+
+def step_metrics(model: nn.Module, x: Tensor, y: Tensor, *, loss: str = "cross_entropy",
+                 set_grad: bool = False) -> dict[str, float]:
+    """Every per-step metric from one forward and one batched backward.
+
+    Returns ``gc`` (mean_x ||∇_x f(x)||_F²), ``grad_norm_sq`` (||∇_θ L_B||²), ``residual_term``
+    (R_B), ``label_alignment`` (A_B), ``batch_alignment`` (C_B), ``per_example_grad_norm_sq``
+    (mean_x ||∇_θ L_x||²), ``train_loss``, ``train_acc`` (NaN for mse).
+
+    ``loss``: "cross_entropy" (batch mean, y = class indices) or "mse" (½||f − y||² summed over
+    outputs, batch mean; y float (b, k), or (b,) when k = 1). θ = the parameters with
+    ``requires_grad``.
+
+    ``set_grad=True`` also writes ∇_θ L_B into every trainable parameter's ``.grad``
+    (overwriting, not accumulating), from the same pass. A training step with metrics is::
+
+        row = step_metrics(model, xb, yb, loss="cross_entropy", set_grad=True)
+        optimizer.step()
+
+    which equals ``zero_grad(); loss(model(xb), yb).backward(); optimizer.step()`` plus the
+    metrics. Parameters of layers that never ran get ``.grad = None``. The forward runs in the
+    model's current mode (Dropout masks are those of this forward; BatchNorm must be in eval).
+    """
+    t = step_terms(model, x, y, loss=loss, set_grad=set_grad)
+    return {key: float(t[key]) for key in KEYS}

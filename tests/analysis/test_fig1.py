@@ -1,0 +1,30 @@
+import polars as pl
+
+from analysis import fig1
+from tests.analysis.conftest import build, calibrated, null_hits
+
+GROWS = pl.col("claim").str.contains("grows")
+
+
+def test_near_minimal_interpolant_and_gc_grows_from_zero(tmp_path):
+    a = fig1.analyze(build(tmp_path, sweeps=["fig1"]))
+    assert a.claims["verdict"].to_list() == ["supported", "supported"]
+    arc = a.tables["arc"]
+    # Minimal interpolant through 10 points of x² on [−1, 1]: Σ √(Δx² + Δy²) by hand-checkable numpy.
+    import numpy as np
+    k = np.linspace(-1, 1, 10)
+    assert abs(arc["arc_min"][0] - np.hypot(np.diff(k), np.diff(k**2)).sum()) < 1e-12
+    assert ((arc["ratio"] > 1.0) & (arc["ratio"] < 1.1)).all()
+
+
+def test_a_wiggly_fit_is_far_from_the_minimal_interpolant(tmp_path):
+    a = fig1.analyze(build(tmp_path, sweeps=["fig1"], effects={"fig1_ripple": 0.2}))
+    row = a.claims.row(0, named=True)
+    assert row["verdict"] == "contradicted" and row["ci_low"] > 1.1
+
+
+def test_gc_growth_is_calibrated_at_the_boundary(tmp_path_factory):
+    # GC at init exactly 10% of its final value: the boundary of the one-sided null.
+    hits, tests = null_hits(tmp_path_factory, fig1, 30, keep=lambda c: c.filter(GROWS), sweeps=["fig1"],
+                            effects={"fig1_gc_start": 0.1})
+    assert tests == 30 and calibrated(hits, tests), (hits, tests)

@@ -1,0 +1,50 @@
+import numpy as np
+import polars as pl
+
+from analysis import theorem
+from store.db import connect
+from store.layout import RunFolder
+from tests.analysis.conftest import build, calibrated, null_hits
+
+CONDITION = pl.col("claim").str.contains("shrinks slower")
+
+
+def test_no_violations_and_the_condition_holds(tmp_path):
+    a = theorem.analyze(build(tmp_path, sweeps=["thm51"]))
+    assert a.claims["verdict"].to_list() == ["supported", "supported"]
+    assert a.claims["value"][0] == 0 and a.claims["ci_high"][0] < 0.01  # Clopper–Pearson upper end
+    slopes = a.tables["slopes"]
+    assert slopes.height == 21 and (slopes["slope_T_lo"] <= slopes["slope_T"]).all()
+    tight = a.tables["tightness"]
+    assert set(tight["depth"]) == {1, 2, 3}
+    # bound carries the 1/√min(d,k) factor squared: exactly min(40, 10) = 10 × bound_tight.
+    np.testing.assert_allclose(tight["bound_q50"], 10 * tight["bound_tight_q50"], rtol=1e-9)
+
+
+def test_planted_violations_are_counted(tmp_path):
+    a = theorem.analyze(build(tmp_path, sweeps=["thm51"], effects={"thm_violations": 2}))
+    row = a.claims.row(0, named=True)
+    assert row["verdict"] == "contradicted" and row["value"] == 2 * 21  # 2 rows in each of 21 runs
+    assert a.tables["violations"].height == 42 and (a.tables["violations"]["ratio"] > 1).all()
+
+
+def test_a_violation_is_caught_even_when_holds_says_true(tmp_path):
+    # One hand-written run whose `holds` flag lies: the check is recomputed in SQL.
+    folder = RunFolder(tmp_path, "thm51", "liar")
+    folder.start()
+    folder.write("theorem", {"run_id": ["liar"] * 2, "step": [0, 0], "split": ["train"] * 2, "example": [0, 1],
+                             "gc_x": [1.0, 2.0 + 1e-3], "grad_theta_sq": [4.0, 4.0], "transfer_sq_sum": [0.2, 0.2],
+                             "transfer_sq_sum_tight": [2.0, 2.0], "bound": [20.0, 20.0],
+                             "bound_tight": [2.0, 2.0], "holds": [True, True]})
+    folder.finish({"run_id": "liar", "sweep": "thm51", "status": "completed", "seed": 0, "depth": 1})
+    a = theorem.analyze(connect(tmp_path, warn=False))
+    row = a.claims.row(0, named=True)
+    assert row["verdict"] == "contradicted" and row["value"] == 1 and "liar" in row["statistic"]
+    assert a.tables["violations"]["example"].to_list() == [1]
+    assert a.claims.filter(CONDITION)["verdict"].to_list() == ["insufficient data"]
+
+
+def test_equal_shrink_rates_are_calibrated(tmp_path_factory):
+    hits, tests = null_hits(tmp_path_factory, theorem, 25, keep=lambda c: c.filter(CONDITION), sweeps=["thm51"],
+                            seeds=2, effects={"thm_slope_T": -1.5, "thm_slope_grad": -1.5})
+    assert tests == 25 and calibrated(hits, tests), (hits, tests)

@@ -1,0 +1,106 @@
+"""The training loop: determinism, divergence, tables written, one-pass gradients."""
+import math
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from collect.config import RunConfig
+from collect.train import train
+from store import db
+from store.layout import run_dir
+
+TINY = dict(sweep="t", dataset="mnist1d", n_train=256, n_test=128, width=16, depth=2, steps=30, batch_size=32,
+            log_every=5, eval_every=10, eval_examples=64, theorem_examples=4, bfd_batch=8, sharpness_iters=5)
+
+
+def table(data, cfg, name):
+    return pq.read_table(run_dir(data, cfg.sweep, cfg.run_id) / f"{name}.parquet").to_pydict()
+
+
+def test_same_config_twice_is_bit_identical(tmp_path):
+    cfg = RunConfig(**TINY)
+    train(cfg, tmp_path / "a", threads=1)
+    train(cfg, tmp_path / "b", threads=1)
+    for name in ("steps", "evals", "theorem", "layers"):
+        a, b = table(tmp_path / "a", cfg, name), table(tmp_path / "b", cfg, name)
+        a.pop("wall_s", None), b.pop("wall_s", None)  # the only non-deterministic column
+        for col in a:
+            va, vb = np.asarray(a[col], dtype=object), np.asarray(b[col], dtype=object)
+            same = [(x == y) or (isinstance(x, float) and math.isnan(x) and math.isnan(y)) for x, y in zip(va, vb)]
+            assert all(same), (name, col)
+
+
+def test_every_table_and_identity(tmp_path):
+    cfg = RunConfig(**{**TINY, "dtype": "float64", "probe_points": 11})
+    row = train(cfg, tmp_path, threads=1)
+    assert row["status"] == "completed" and row["steps_done"] == cfg.steps
+    with db.connect(tmp_path) as con:
+        steps = db.query(con, "SELECT * FROM steps ORDER BY step")
+        evals = db.query(con, "SELECT * FROM evals")
+        thm = db.query(con, "SELECT * FROM theorem")
+        layers = db.query(con, "SELECT * FROM layers")
+        probes = db.query(con, "SELECT * FROM probes")
+        runs = db.query(con, "SELECT * FROM runs")
+    assert steps["step"].to_list() == list(range(0, 30, 5))
+    rel = ((steps["grad_norm_sq"] - steps["residual_term"] - steps["label_alignment"] - steps["batch_alignment"]).abs()
+           / steps["grad_norm_sq"]).max()
+    assert rel < 1e-9
+    assert set(evals["split"]) == {"train", "test", "random"} and set(evals["step"]) == {0, 10, 20, 30}
+    assert (evals["bfd"] <= evals["bfd_max"]).all() and (evals["bfd"] > 0).all()
+    assert evals.filter(evals["split"] == "train")["sharpness"].is_not_null().all()
+    assert thm["holds"].all() and thm.height == 4 * 3 * 4
+    assert layers.height == thm.height * 3 and set(layers["layer"]) == {1, 2, 3}
+    assert probes.height == 4 * 11 * 10
+    assert runs["n_params"][0] == 40 * 16 + 16 + 16 * 16 + 16 + 16 * 10 + 10
+
+
+def test_metrics_on_and_off_train_the_same_model(tmp_path):
+    """The engine's one-pass gradient drives the optimizer exactly like loss.backward()."""
+    on = RunConfig(**{**TINY, "dtype": "float64", "sharpness_iters": 0, "bfd_batch": 0, "theorem_examples": 0,
+                      "log_every": 1})
+    off = on.model_copy(update={"metrics": False})
+    train(on, tmp_path / "on", threads=1)
+    train(off, tmp_path / "off", threads=1)
+    a, b = table(tmp_path / "on", on, "evals"), table(tmp_path / "off", off, "evals")
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-9)
+    np.testing.assert_allclose(a["param_norm_sq"], b["param_norm_sq"], rtol=1e-9)
+    s_on, s_off = table(tmp_path / "on", on, "steps"), table(tmp_path / "off", off, "steps")
+    np.testing.assert_allclose(s_on["train_loss"], s_off["train_loss"], rtol=1e-9)
+    assert all(v is None for v in s_off["gc"]) and all(v > 0 for v in s_on["gc"])
+
+
+def test_huge_learning_rate_diverges_cleanly(tmp_path):
+    cfg = RunConfig(**{**TINY, "lr": 100.0, "steps": 200})
+    row = train(cfg, tmp_path, threads=1)
+    assert row["status"] == "diverged" and "diverged" in row["error"] and row["steps_done"] < 200
+    with db.connect(tmp_path) as con:
+        assert db.query(con, "SELECT status FROM runs")["status"].to_list() == ["diverged"]
+
+
+def test_parabola_regression_and_full_batch(tmp_path):
+    cfg = RunConfig(sweep="p", dataset="parabola", n_train=10, loss="mse", width=32, depth=2, batch_size=10,
+                    steps=20, eval_every=10, eval_examples=50, theorem_examples=3, bfd_batch=10,
+                    sharpness_iters=3, probe_points=5, dtype="float64", lr=0.01)
+    row = train(cfg, tmp_path, threads=1)
+    assert row["status"] == "completed"
+    steps = table(tmp_path, cfg, "steps")
+    assert set(steps["batch_size"]) == {10} and all(math.isnan(a) for a in steps["train_acc"])
+
+
+def test_cnn_runs_without_theorem_rows(tmp_path):
+    cfg = RunConfig(**{**TINY, "dataset": "digits", "model": "cnn", "width": 4, "depth": 1, "steps": 10})
+    row = train(cfg, tmp_path, threads=1)
+    assert row["status"] == "completed"
+    folder = run_dir(tmp_path, cfg.sweep, cfg.run_id)
+    assert not (folder / "theorem.parquet").exists()  # Theorem 5.1 covers dense stacks only
+    assert len(table(tmp_path, cfg, "steps")["gc"]) == 2
+
+
+@pytest.mark.parametrize("opt,mom", [("momentum", 0.9), ("adam", 0.9)])
+def test_optimizers(tmp_path, opt, mom):
+    cfg = RunConfig(**{**TINY, "optimizer": opt, "momentum": mom, "lr": 0.01, "steps": 10,
+                       "theorem_examples": 0, "bfd_batch": 0, "sharpness_iters": 0})
+    assert train(cfg, tmp_path, threads=1)["status"] == "completed"
+    assert isinstance(torch.optim.Adam, type)
