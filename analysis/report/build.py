@@ -1,0 +1,123 @@
+"""`render(data_dir, out_dir)`: query the store, build every section, write index.html and figures."""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import altair as alt
+from tqdm import tqdm
+
+from analysis.report.claims_table import load_claims, verdict_aside
+from analysis.report.common import Context, Section, style
+from analysis.report.page import js_bundle, page_html, section_html, vl_version
+from analysis.report.queries import ROW_BUDGET, snapshot
+
+# Section modules, in page order. Each has build(ctx) -> Section.
+SECTIONS = ("overview", "claims_table", "demo", "fig1", "fig2", "fig3", "fig4", "fig5",
+            "theorem", "igr", "bfd", "measures")
+# Altair's guard against inlining huge data, set just above what the aggregation queries allow.
+MAX_ROWS = ROW_BUDGET + 5_000
+
+
+class SectionError(RuntimeError):
+    pass
+
+
+def rounded_values(data=None, max_rows: int = MAX_ROWS):
+    """Altair data transformer: Altair's default (row guard, inline values) after turning NaN/inf
+    into null and rounding floats to a few significant digits, for every dataset of every chart."""
+    from altair.vegalite.data import default_data_transformer
+
+    import polars as pl
+
+    from analysis.report.common import finite
+
+    def pipe(df):
+        return default_data_transformer(finite(df) if isinstance(df, pl.DataFrame) else df, max_rows=max_rows)
+
+    return pipe if data is None else pipe(data)
+
+
+alt.data_transformers.register("gclab_rounded", rounded_values)
+
+
+def render(data_dir, out_dir, *, strict: bool = False, figures: bool = True, progress: bool = True) -> Path:
+    """Render `<out_dir>/index.html` and `<out_dir>/figures/*.{png,svg}`; return index.html's path.
+
+    A section that raises is replaced by a note naming the error (the rest of the report still
+    renders) unless `strict`, which re-raises (tests use it).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    # vl-convert builds the JS bundle (~1.5 s) in a thread while DuckDB reads the store.
+    bundle = threading.Thread(target=js_bundle, daemon=True)
+    bundle.start()
+    say(f"report: reading the store {data_dir} ...")
+    con = snapshot(data_dir)
+    lap("store")
+    with alt.data_transformers.enable("gclab_rounded", max_rows=MAX_ROWS), con:
+        ctx = Context(con, data_dir)
+        say("report: running the analyses (claims and verdicts) ...")
+        ctx.claims, ctx.claims_error = load_claims(ctx)
+        lap("claims")
+        built: list[Section] = []
+        bar = tqdm(SECTIONS, desc="report sections", unit="section", disable=not progress, file=sys.stderr)
+        for name in bar:
+            bar.set_postfix_str(name)
+            built.append(_build_section(name, ctx, strict))
+            lap(f"section:{name}")
+        specs = {fig.name: fig.spec for sec in built for fig in sec.figures}
+        lap("specs")
+    if figures and specs:
+        from analysis.report.export import export_all
+
+        with tqdm(total=len(specs), desc="figures (png+svg)", unit="chart", disable=not progress, file=sys.stderr) as pbar:
+            export_all(specs, out_dir / "figures", vl_version(), progress=pbar)
+        lap("figures")
+    rendered = [((sec.id, sec.title), section_html(sec, specs, verdict_aside(ctx.claims, sec.claim_experiments,
+                                                                             ctx.claims_error)))
+                for sec in built]
+    bundle.join()
+    doc = page_html(rendered, data_dir=str(data_dir), warnings=ctx.warnings)
+    index = out_dir / "index.html"
+    tmp = index.with_name(f".index.html.tmp-{os.getpid()}")
+    tmp.write_text(doc, encoding="utf-8")
+    os.replace(tmp, index)
+    lap("page")
+    render.last_timings = timings  # for bench/report.py
+    return index
+
+
+def _build_section(name: str, ctx: Context, strict: bool) -> Section:
+    module = importlib.import_module(f"analysis.report.{name}")
+    try:
+        sec = module.build(ctx)
+        for fig in sec.figures:  # to Vega-Lite JSON here, so a chart that fails fails its section only
+            fig.spec = style(fig.chart).to_dict()
+        return sec
+    except Exception as exc:
+        if strict:
+            raise SectionError(f"section {name} failed: {type(exc).__name__}: {exc}") from exc
+        tb = traceback.format_exc(limit=-3)
+        print(f"warning: report section {name} failed:\n{tb}", file=sys.stderr)
+        msg = f"This section failed to render ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})."
+        ctx.warnings.append(f"Report section `{name}` failed to render; see the note in that section.")
+        return Section(id=name, title=getattr(module, "TITLE", name), question="", empty_note=msg)
+
+
+render.last_timings = {}

@@ -1,0 +1,213 @@
+"""The pieces every section shares: what a section is, the render context, chart styling.
+
+A section module has `build(ctx: Context) -> Section`. It queries the store through
+`ctx.con` (aggregating in DuckDB), optionally reads an analysis module's tables through
+`ctx.analysis(name)`, and returns Altair charts plus a few lines of text. Page assembly
+and figure export live elsewhere (page.py, export.py).
+"""
+from __future__ import annotations
+
+import functools
+import html
+import math
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import altair as alt
+import polars as pl
+
+# Run config carried into tooltips (joined in the browser by a lookup on run_id).
+CONFIG_COLS = ("run_id", "sweep", "seed", "status", "model", "dataset", "width", "depth", "activation",
+               "init", "optimizer", "lr", "batch_size", "l2", "spectral_reg", "flatness_reg", "gc_reg",
+               "label_noise")
+PANEL_W, PANEL_H = 300, 200
+SIG_FIGS = 4  # significant digits kept in chart data
+FONT = "Liberation Sans, DejaVu Sans, Helvetica, Arial, sans-serif"
+
+
+def collect_note(sweep: str) -> str:
+    return f"No runs yet — collect with `make collect SWEEP={sweep}`."
+
+
+@dataclass
+class Figure:
+    """One chart: `name` is the file stem under figures/ (e.g. fig5_width)."""
+    name: str
+    chart: Any  # an Altair top-level chart
+    caption: str = ""
+    spec: dict | None = None  # its Vega-Lite JSON, filled in by build.py
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    question: str
+    figures: list[Figure] = field(default_factory=list)
+    html_blocks: list[str] = field(default_factory=list)  # extra HTML (tables) after the charts
+    caveats: list[str] = field(default_factory=list)
+    empty_note: str | None = None  # set when there is nothing to show
+    claim_experiments: tuple[str, ...] = ()  # claims_table `experiment` values shown next to it
+
+
+class Context:
+    """The connection, the sweeps present, and lazily computed analysis results."""
+
+    def __init__(self, con, data_dir):
+        self.con = con
+        self.data_dir = data_dir
+        self.warnings: list[str] = []
+        self._analyses: dict[str, Any] = {}
+        counts = query(con, "SELECT sweep, count(*) FILTER (WHERE status = 'completed') AS n FROM runs GROUP BY sweep")
+        self.completed: dict[str, int] = dict(zip(counts["sweep"].to_list(), counts["n"].to_list()))
+
+    def has(self, *sweeps: str) -> bool:
+        """Whether any of the sweeps has at least one completed run."""
+        return any(self.completed.get(s, 0) > 0 for s in sweeps)
+
+    def set_analyses(self, results: dict) -> None:
+        """Results already computed (by `analysis.claims.run_all`), by module name."""
+        self._analyses.update(results)
+
+    def analysis(self, name: str):
+        """`analysis.<name>.analyze(con)`, or None when the module is missing or fails (noted)."""
+        if name not in self._analyses:
+            self._analyses[name] = self._run_analysis(name)
+        return self._analyses[name]
+
+    def _run_analysis(self, name: str):
+        modname = f"analysis.{name}"
+        try:
+            if importlib.util.find_spec(modname) is None:
+                return None
+            return importlib.import_module(modname).analyze(self.con)
+        except Exception as exc:  # a broken statistic must not take the whole report down
+            msg = f"analysis.{name} failed ({type(exc).__name__}: {_one_line(exc)}); charts use the report's own aggregation"
+            self.warnings.append(msg)
+            print(f"warning: {msg}", file=sys.stderr)
+            return None
+
+    def table(self, name: str, key: str, required: tuple[str, ...] = ()) -> pl.DataFrame | None:
+        """A table of an analysis result when it exists, is non-empty and has the columns we use."""
+        res = self.analysis(name)
+        tables = getattr(res, "tables", None) or {}
+        df = tables.get(key)
+        if not isinstance(df, pl.DataFrame) or df.is_empty() or not set(required) <= set(df.columns):
+            return None
+        return df
+
+
+def query(con, sql: str, params=None) -> pl.DataFrame:
+    """DuckDB → Polars with NaN turned into null (JSON has no NaN) and infinities dropped to null."""
+    from store.db import query as store_query
+
+    return finite(store_query(con, sql, params))
+
+
+def finite(df: pl.DataFrame, sig_figs: int | None = SIG_FIGS) -> pl.DataFrame:
+    """NaN/±inf → null; floats rounded to `sig_figs` significant digits (charts need no more,
+    and 17-digit JSON floats would double the page's size)."""
+    floats = [c for c, t in df.schema.items() if t in (pl.Float64, pl.Float32)]
+    if not floats:
+        return df
+    exprs = []
+    for c in floats:
+        e = pl.when(pl.col(c).is_finite()).then(pl.col(c)).otherwise(None)
+        exprs.append((e.round_sig_figs(sig_figs) if sig_figs else e).alias(c))
+    return df.with_columns(exprs)
+
+
+def run_config(con, where: str = "TRUE") -> pl.DataFrame:
+    """The tooltip config of the runs matching `where` (a SQL predicate over runs)."""
+    return query(con, f"SELECT {', '.join('r.' + c for c in CONFIG_COLS)} FROM runs r WHERE {where} ORDER BY r.run_id")
+
+
+def with_config(chart, config: pl.DataFrame, fields: tuple[str, ...] | None = None):
+    """Join run config (every column of `config` by default) into each row in the browser, by
+    run_id, so it is stored once per run rather than once per point."""
+    fields = [f for f in (fields or config.columns) if f != "run_id" and f in config.columns]
+    return chart.transform_lookup(lookup="run_id", from_=alt.LookupData(data=config, key="run_id", fields=fields))
+
+
+def config_tooltip(*extra) -> list:
+    base = [alt.Tooltip("run_id:N", title="run"), alt.Tooltip("sweep:N"), alt.Tooltip("seed:Q"),
+            alt.Tooltip("lr:Q", format=".3g"), alt.Tooltip("batch_size:Q", title="batch size"),
+            alt.Tooltip("width:Q"), alt.Tooltip("depth:Q"), alt.Tooltip("optimizer:N"),
+            alt.Tooltip("init:N"), alt.Tooltip("activation:N")]
+    return list(extra) + base
+
+
+@functools.lru_cache(maxsize=1)
+def _t_table() -> dict[int, float]:
+    from scipy import stats
+
+    return {k: float(v) for k, v in zip(range(2, 200), stats.t.ppf(0.975, [k - 1 for k in range(2, 200)]))}
+
+
+def t_quantile(n: pl.Expr) -> pl.Expr:
+    """Two-sided 95% Student-t quantile for n samples (n-1 degrees of freedom), as an expression.
+
+    n < 2 gives null (no interval from one seed); n ≥ 200 uses the normal quantile 1.96.
+    """
+    return n.replace_strict(_t_table(), default=None, return_dtype=pl.Float64).fill_null(
+        pl.when(n >= 200).then(1.96).otherwise(None))
+
+
+def add_ci(df: pl.DataFrame, prefix: str, mean: str, sd: str, n: str) -> pl.DataFrame:
+    """`<prefix>_lo/_hi`: mean ± t·sd/√n (null when n < 2) from columns computed in SQL."""
+    half = t_quantile(pl.col(n)) * pl.col(sd) / pl.col(n).cast(pl.Float64).sqrt()
+    return df.with_columns([(pl.col(mean) - half).alias(f"{prefix}_lo"), (pl.col(mean) + half).alias(f"{prefix}_hi")])
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Tick values for a log axis: decades, with 2× and 5× steps when the span is short."""
+    a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    for mults in ((1,), (1, 2, 5), (1, 2, 3, 5), (1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9),
+                  tuple(1 + i / 10 for i in range(90))):
+        inside = [round(m * 10.0 ** k, 12) for k in range(a, b + 1) for m in mults if lo <= m * 10.0 ** k <= hi]
+        if len(inside) >= 3:
+            return inside if len(inside) <= 12 else inside[:: math.ceil(len(inside) / 10)]
+    return inside
+
+
+# Plain numbers in the readable range, 1e-6 style outside it.
+LOG_LABEL = ("datum.value >= 0.001 && datum.value < 100000 ? format(datum.value, '~g') "
+             ": replace(format(datum.value, '.0e'), 'e-0', 'e-')")
+
+
+def log_scale(*columns, pad: float = 1.2, ticks: list | None = None) -> tuple[alt.Scale, alt.Axis]:
+    """A log scale fitted to the positive values of the given series (no 'nice' widening to whole
+    decades, which leaves most of a panel empty) and an axis with readable tick values."""
+    vals = [float(v) for col in columns for v in col if v is not None and math.isfinite(v) and v > 0]
+    if not vals:
+        return alt.Scale(type="log"), alt.Axis(format="~g")
+    lo, hi = min(vals) / pad, max(vals) * pad
+    return (alt.Scale(type="log", domain=[lo, hi], nice=False),
+            alt.Axis(values=ticks if ticks is not None else log_ticks(lo, hi), labelExpr=LOG_LABEL))
+
+
+def style(chart):
+    """House style applied to every top-level chart."""
+    return (chart.configure(font=FONT)
+            .configure_axis(labelFontSize=11, titleFontSize=12, grid=True, gridOpacity=0.5)
+            .configure_legend(labelFontSize=11, titleFontSize=11)
+            .configure_title(fontSize=13, anchor="start")
+            .configure_view(stroke="#ccc"))
+
+
+def esc(text: Any) -> str:
+    return html.escape("" if text is None else str(text))
+
+
+def md_code(text: str) -> str:
+    """Escape text and turn `code` spans into <code>."""
+    parts = esc(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) < 200 else text[:197] + "..."

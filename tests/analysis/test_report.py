@@ -1,0 +1,193 @@
+"""The report renderer on real stores: a synthetic store with every sweep, a partial store, an
+empty store, and a hand-made run whose "GC of a run" is known. Browser checks live in
+test_report_browser.py."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+from analysis.report import render
+from analysis.report.pngcheck import blankness, is_blank
+
+SECTIONS = ("overview", "claims", "demo", "fig1", "fig2", "fig3", "fig4", "fig5", "theorem", "igr", "bfd",
+            "measures")
+FIGURES = ("demo_test_loss", "fig1_function", "fig1_arclength_gc", "fig2_diagonal", "fig2_gc_depth",
+           "fig3_regularizers", "fig4_lr", "fig4_batch", "fig4_curves", "fig5_width", "fig5_ucurve",
+           "theorem_bound", "theorem_tightness", "igr_terms", "bfd_over_training")
+# Experiment section → the sweep its collect note names.
+EXPERIMENTS = {"fig1": "fig1", "fig2": "fig2", "fig3": "fig3", "fig4": "fig4", "fig5": "fig5",
+               "theorem": "thm51", "igr": "igr", "bfd": "bfd"}
+
+
+def expected_figures() -> tuple[str, ...]:
+    # The ranking chart is drawn from analysis.measures, written alongside this renderer.
+    return FIGURES + (("measures_ranking",) if importlib.util.find_spec("analysis.measures") else ())
+
+
+def missing_note(sweep: str) -> str:
+    return f"No runs yet — collect with <code>make collect SWEEP={sweep}</code>."
+
+
+def section_html(doc: str, sid: str) -> str:
+    m = re.search(rf'<section id="{sid}" data-section="{sid}">(.*?)</section>', doc, re.S)
+    assert m, f"section {sid} missing"
+    return m.group(1)
+
+
+def assert_offline(doc: str) -> None:
+    """No tag or CSS rule that would fetch anything: the page must open offline."""
+    assert not re.search(r"<script[^>]*\ssrc\s*=", doc, re.I), "a <script src=...> would fetch JS"
+    assert not re.search(r"<link\b", doc, re.I), "a <link> would fetch CSS or fonts"
+    assert not re.search(r"<(img|iframe|embed|object|source)\b[^>]*\s(src|data)\s*=\s*[\"']?https?:", doc, re.I)
+    assert not re.search(r"@import|url\(\s*[\"']?https?:", doc, re.I), "CSS must not load remote resources"
+    assert not re.search(r"\"url\"\s*:\s*\"https?:", doc), "a chart spec loads data from the network"
+    # The Vega bundle is inlined exactly once.
+    assert doc.count("vegaEmbed") >= 1 and len(re.findall(r"<script>", doc)) == 2
+
+
+def test_full_report_page_sections_and_figures(tmp_path):
+    """One render of a store with every sweep (rendering is the slow part, so all checks share it)."""
+    from store.synthetic import SWEEPS, write_synthetic_store
+
+    write_synthetic_store(tmp_path / "data", sweeps=SWEEPS, seeds=2, n_steps=200)
+    index = render(tmp_path / "data", tmp_path / "reports", strict=True, progress=False)
+    doc = index.read_text(encoding="utf-8")
+    assert index.name == "index.html" and index.exists()
+    assert_offline(doc)
+    for sid in SECTIONS:
+        body = section_html(doc, sid)
+        assert "failed to render" not in body
+    for name in EXPERIMENTS.values():
+        assert missing_note(name) not in doc
+    figures = re.findall(r'data-figure="([^"]+)"', doc)
+    assert sorted(figures) == sorted(expected_figures())
+    # Every embedded chart spec parses and carries its data inline.
+    specs = re.findall(r'<script type="application/json" data-chart="[^"]+">(.*?)</script>', doc, re.S)
+    assert len(specs) == len(figures)
+    for raw in specs:
+        spec = json.loads(raw.replace("<\\/", "</"))
+        assert spec["$schema"].endswith(".json") and spec.get("datasets")
+    assert index.stat().st_size < 5_000_000
+
+    # Each experiment section answers a question and shows its verdicts and caveats.
+    for sid in ("fig1", "fig2", "fig3", "fig4", "fig5", "theorem", "igr", "bfd"):
+        body = section_html(doc, sid)
+        assert re.search(r'<p class="question">[^<]{20,}\?</p>', body), f"{sid} lacks its question"
+        assert '<aside class="verdicts">' in body and "Claim verdicts" in body
+        assert '<ul class="caveats">' in body
+    assert "eval mode" in section_html(doc, "theorem") and "no theorem rows" in section_html(doc, "theorem")
+    if importlib.util.find_spec("analysis.claims"):
+        assert re.search(r'class="verdict v-(good|bad|meh)"', section_html(doc, "claims"))
+
+    # Every figure is also a non-blank PNG and an SVG under figures/.
+    fig_dir = index.parent / "figures"
+    names = expected_figures()
+    assert sorted(p.stem for p in fig_dir.glob("*.png")) == sorted(names)
+    for name in names:
+        png, svg = fig_dir / f"{name}.png", fig_dir / f"{name}.svg"
+        facts = blankness(png)
+        assert not is_blank(png), f"{png.name} is blank: {facts}"
+        assert facts["width"] > 200 and facts["height"] > 100 and facts["n_colors"] > 10
+        text = svg.read_text()
+        assert text.lstrip().startswith("<svg") and text.count("<path") > 5
+
+
+def test_missing_experiments_get_a_collect_note(tmp_path):
+    from store.synthetic import write_synthetic_store
+
+    write_synthetic_store(tmp_path / "data", sweeps=("demo", "fig5"), seeds=2, n_steps=100)
+    doc = render(tmp_path / "data", tmp_path / "out", strict=True, progress=False, figures=False).read_text()
+    assert_offline(doc)
+    for sid, sweep in EXPERIMENTS.items():
+        if sid == "theorem":
+            continue  # the demo sweep writes theorem rows too, so the theorem section draws
+        if sid == "fig5":
+            assert missing_note(sweep) not in section_html(doc, sid)
+            assert 'data-figure="fig5_width"' in section_html(doc, sid)
+        else:
+            body = section_html(doc, sid)
+            assert missing_note(sweep) in body, f"{sid} lacks its collect note"
+            assert "data-figure" not in body
+    assert 'data-figure="demo_test_loss"' in doc and 'data-figure="theorem_bound"' in doc
+
+
+def test_empty_store_renders_notes_and_no_charts(tmp_path):
+    index = render(tmp_path / "nothing_here", tmp_path / "out", strict=True, progress=False)
+    doc = index.read_text()
+    assert_offline(doc)
+    for sid in SECTIONS:
+        section_html(doc, sid)
+    for sid, sweep in EXPERIMENTS.items():
+        assert missing_note(sweep) in section_html(doc, sid)
+    assert "The store is empty" in doc and "data-figure" not in doc
+    assert not list((tmp_path / "out").rglob("*.png"))
+
+
+def test_cli_report_prints_the_path(tmp_path, capsys):
+    from analysis.__main__ import main
+
+    assert main(["report", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    assert out == f"report: {tmp_path / 'r' / 'index.html'}" and Path(out.split(": ", 1)[1]).exists()
+
+
+def _run(folder_root, sweep, run_id, evals, seed=0):
+    from store.layout import RunFolder
+
+    folder = RunFolder(folder_root, sweep, run_id)
+    folder.start()
+    folder.write("evals", evals)
+    folder.finish({"run_id": run_id, "sweep": sweep, "status": "completed", "seed": seed, "width": 8, "lr": 0.1})
+
+
+def test_gc_of_a_run_is_train_gc_at_best_test_acc_earliest_tie(tmp_path):
+    """docs/EXPERIMENTS.md: train-split GC at the eval step with the highest test acc (ties: earliest)."""
+    from analysis.report.queries import GC_AT_BEST_SQL, run_summary
+    from store.db import connect, query
+
+    steps = [0, 50, 100, 150]
+    test_acc = [0.1, 0.7, 0.9, 0.9]  # best at 100 and 150: the earliest (100) counts
+    train_gc = [1.0, 2.0, 7.0, 9.0]
+    evals = {"run_id": ["a"] * 8, "step": steps * 2, "split": ["test"] * 4 + ["train"] * 4,
+             "loss": [2.0, 1.0, 0.5, 0.6] + [2.0, 0.9, 0.3, 0.2], "acc": test_acc + [0.2, 0.8, 0.95, 0.99],
+             "gc": [5.0, 5.0, 5.0, 5.0] + train_gc}
+    _run(tmp_path, "fig5", "a", evals)
+    with connect(tmp_path) as con:
+        row = run_summary(con).row(0, named=True)
+        focused = query(con, GC_AT_BEST_SQL).row(0, named=True)
+    assert row["best_step"] == 100 and row["gc"] == 7.0 and row["best_test_acc"] == 0.9
+    assert focused == {"run_id": "a", "best_step": 100, "gc": 7.0}
+    assert row["final_step"] == 150 and row["test_loss"] == 0.6 and row["train_loss"] == 0.2
+
+
+def test_curves_are_binned_per_run_in_sql(tmp_path):
+    """A run with 1,000 logged steps reaches the chart as at most `points` binned rows."""
+    from analysis.report.queries import binned_curves
+    from store.db import connect
+    from store.layout import RunFolder
+
+    folder = RunFolder(tmp_path, "demo", "b")
+    folder.start()
+    n = 1000
+    folder.write("steps", {"run_id": ["b"] * n, "step": list(range(0, 10 * n, 10)),
+                           "train_loss": [float(i) for i in range(n)]})
+    folder.finish({"run_id": "b", "sweep": "demo", "status": "completed", "seed": 0})
+    with connect(tmp_path) as con:
+        curves = binned_curves(con, "steps", {"loss": "x.train_loss"}, points=50)
+    assert curves.height == 50
+    assert curves["step"].is_sorted() and curves["loss"].is_sorted()
+    assert abs(curves["loss"].mean() - (n - 1) / 2) < 1e-9  # equal-width bins keep the mean
+
+
+def test_a_truncated_file_is_named_and_the_report_still_renders(tmp_path, capfd):
+    from store.synthetic import write_synthetic_store
+
+    write_synthetic_store(tmp_path / "data", sweeps=("demo",), seeds=2, n_steps=100)
+    victim = sorted((tmp_path / "data" / "runs").glob("sweep=demo/run_id=*/evals.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    doc = render(tmp_path / "data", tmp_path / "out", strict=True, progress=False, figures=False).read_text()
+    assert str(victim) in capfd.readouterr().err
+    assert 'data-figure="demo_test_loss"' in section_html(doc, "demo")
+    assert "failed to render" not in section_html(doc, "demo")
