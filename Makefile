@@ -16,7 +16,7 @@ STAMP  := $(VENV)/.gclab-installed
 # Stamp depends on pyproject so a dependency change reinstalls; a second call is instant.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH)"
+	$(PY) -m pip install -q --disable-pip-version-check $(TORCH)
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,ray]"
 	@touch $(STAMP)
 
