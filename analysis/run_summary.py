@@ -31,6 +31,7 @@ WITH ev AS (
         FROM ev WHERE split = 'test') WHERE rk = 1
 )
 SELECT {_RUN_COLS}, s.first_step, s.last_step, b.best_step,
+    max(ev.acc) FILTER (WHERE ev.split = 'test' AND ev.step = b.best_step) AS best_test_acc,
     max(ev.gc) FILTER (WHERE ev.split = 'train' AND ev.step = b.best_step) AS gc,
     max(ev.gc) FILTER (WHERE ev.split = 'train' AND ev.step = s.first_step) AS gc_first,
     max(ev.loss) FILTER (WHERE ev.split = 'test' AND ev.step = s.last_step) AS test_loss,

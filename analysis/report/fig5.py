@@ -22,7 +22,8 @@ def build(ctx) -> Section:
     if not ctx.has("fig5"):
         sec.empty_note = collect_note("fig5")
         return sec
-    runs = run_summary(ctx.con, RUNS).filter(pl.col("test_loss").is_not_null())
+    # Double descent is about the end of training: GC at the last eval, like analysis.double_descent.
+    runs = run_summary(ctx.con, RUNS).filter(pl.col("test_loss").is_not_null()).with_columns(pl.col("gc_last").alias("gc"))
     if runs.is_empty():
         sec.empty_note = "No completed fig5 runs with test evaluations yet."
         return sec
@@ -31,8 +32,9 @@ def build(ctx) -> Section:
     source = "`analysis.double_descent`"
     if by_width is None:
         source = "the report's own aggregation"
-        by_width = group_mean_ci(ctx.con, RUNS, ("width",), ("test_loss", "gc")).rename(
-            {"test_loss": "test_loss_mean", "gc": "gc_mean", "gc_n": "n_seeds"})
+        by_width = group_mean_ci(ctx.con, RUNS, ("width",), ("test_loss", "gc_last")).rename(
+            {"test_loss": "test_loss_mean", "gc_last": "gc_mean", "gc_last_n": "n_seeds",
+             "gc_last_lo": "gc_lo", "gc_last_hi": "gc_hi"})
     config = run_config(ctx.con, f"{RUNS} AND r.status = 'completed'")
     seeds = sorted(runs["seed"].unique().to_list())
     sec.figures.append(Figure("fig5_width", _width_chart(by_width, runs, config, seeds),
@@ -55,7 +57,7 @@ def _width_chart(by_width: pl.DataFrame, runs: pl.DataFrame, config, seeds: list
     xs, xa = log_scale(runs["width"], pad=1.1, ticks=sorted(runs["width"].unique().to_list()))
     x = alt.X("width:Q", title="hidden width n (log)", scale=xs, axis=xa)
     panels = []
-    for metric, ytitle in (("test_loss", "test loss (last eval)"), ("gc", "GC at best test acc")):
+    for metric, ytitle in (("test_loss", "test loss (last eval)"), ("gc", "GC (last eval)")):
         band = alt.Chart(by_width).mark_area(opacity=0.25, color="#2f6fb3").encode(
             x=x, y=alt.Y(f"{metric}_lo:Q", title=ytitle), y2=f"{metric}_hi:Q")
         mean = alt.Chart(by_width).mark_line(point=True, color="#2f6fb3").encode(
@@ -90,7 +92,7 @@ def _ucurve_chart(ctx, runs: pl.DataFrame, config):
     if fit is None:
         fit = _own_poly6(runs)
     dots = with_config(alt.Chart(runs.filter(pl.col("gc").is_not_null())), config).mark_circle(size=28, opacity=0.7).encode(
-        x=alt.X("gc:Q", title="GC at best test acc"),
+        x=alt.X("gc:Q", title="GC (last eval)"),
         y=alt.Y("test_loss:Q", title="test loss (last eval)", scale=alt.Scale(zero=False)),
         color=alt.Color("width:Q", title="width", scale=alt.Scale(type="log", scheme="viridis")),
         tooltip=config_tooltip(alt.Tooltip("gc:Q", title="GC", format=".4g"),

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from analysis.report.common import CONFIG_COLS, query
+from analysis.report.common import query
+from analysis.run_summary import with_runs
 
 MAX_POINTS_PER_CURVE = 200
 ROW_BUDGET = 12_000  # rows per chart's main dataset (Altair's max_rows is set just above it)
@@ -46,38 +47,14 @@ def points_per_run(n_runs: int, budget: int = ROW_BUDGET, cap: int = MAX_POINTS_
     return int(max(8, min(cap, budget // max(n_runs, 1))))
 
 
-def _cfg(alias: str = "r") -> str:
-    return ", ".join(f"{alias}.{c}" for c in CONFIG_COLS)
-
-
 def summary_sql(where: str = "TRUE") -> str:
-    """One row per completed run matching `where` (over runs, alias r): config and outcome.
-
-    gc = train GC at the eval step with the highest test acc (ties: earliest; regression runs,
-    whose acc is NaN, use the lowest test loss) — "GC of a run" in docs/EXPERIMENTS.md.
-    test_loss/test_acc/train_loss/train_acc are at the last eval step.
-    """
-    return f"""
-    WITH r AS MATERIALIZED (SELECT * FROM runs r WHERE r.status = 'completed' AND ({where})),
-    e AS MATERIALIZED (
-        SELECT e.run_id, e.step, e.split, e.loss, e.acc, e.gc FROM evals e SEMI JOIN r ON e.run_id = r.run_id
-        WHERE e.split IN ('train', 'test')),
-    t AS (
-        SELECT e.run_id, e.step, e.loss, e.acc,
-               row_number() OVER (PARTITION BY e.run_id ORDER BY
-                   CASE WHEN isnan(e.acc) THEN NULL ELSE e.acc END DESC NULLS LAST, e.loss ASC, e.step ASC) AS best_rank,
-               row_number() OVER (PARTITION BY e.run_id ORDER BY e.step DESC) AS last_rank
-        FROM e WHERE e.split = 'test'),
-    tr AS (SELECT e.run_id, e.step, e.gc, e.loss, e.acc FROM e WHERE e.split = 'train')
-    SELECT {_cfg('r')}, b.step AS best_step, b.acc AS best_test_acc, g.gc AS gc,
-           l.step AS final_step, l.loss AS test_loss, l.acc AS test_acc,
-           lt.loss AS train_loss, lt.acc AS train_acc
-    FROM r
-    LEFT JOIN t b ON b.run_id = r.run_id AND b.best_rank = 1
-    LEFT JOIN t l ON l.run_id = r.run_id AND l.last_rank = 1
-    LEFT JOIN tr g ON g.run_id = r.run_id AND g.step = b.step
-    LEFT JOIN tr lt ON lt.run_id = r.run_id AND lt.step = l.step
-    ORDER BY r.run_id"""
+    """One row per completed run matching `where` (over runs, alias r): its config and outcome,
+    with the docs/EXPERIMENTS.md conventions from the one place that defines them,
+    `analysis.run_summary` (gc = GC at best test acc, gc_last = GC at the last eval, ...)."""
+    return with_runs(f"""
+    SELECT rs.*, rs.last_step AS final_step
+    FROM rs WHERE rs.run_id IN (SELECT r.run_id FROM runs r WHERE {where})
+    ORDER BY rs.run_id""")
 
 
 # "GC of a run" alone (the query `make bench` times): train GC at the eval step of the best
