@@ -23,13 +23,13 @@ def pending(runs, data_dir) -> list[RunConfig]:
     return [c for c in runs if stored_status(run_dir(data_dir, c.sweep, c.run_id)) not in FINAL]
 
 
-def run_one(config_json: str, data_dir: str, threads: int) -> dict:
+def run_one(config_json: str, data_dir: str, threads: int, progress: bool = False) -> dict:
     """Train one run; an exception becomes a stored `failed` row so the sweep goes on."""
     from collect.train import train  # heavy import inside the worker
 
     cfg = RunConfig.model_validate_json(config_json)
     try:
-        return train(cfg, data_dir, threads=threads)
+        return train(cfg, data_dir, threads=threads, progress=progress)
     except Exception as exc:  # noqa: BLE001 — recorded, shown, and retried by the next collect
         error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         folder = RunFolder(data_dir, cfg.sweep, cfg.run_id)
@@ -45,8 +45,8 @@ def run_local(todo: list[RunConfig], data_dir: str, workers: int, bar) -> list[d
     threads = max(1, cores // workers)  # never oversubscribe the cores
     if workers == 1:
         rows = []
-        for cfg in todo:
-            rows.append(run_one(cfg.model_dump_json(), data_dir, threads))
+        for cfg in todo:  # one process: a bar for the current run too (parallel bars would garble)
+            rows.append(run_one(cfg.model_dump_json(), data_dir, threads, progress=True))
             bar.update(1)
         return rows
     rows = []

@@ -40,3 +40,14 @@ def test_corrupt_marker_file_hides_only_that_run(store_with_bad_file):
     assert res.returncode == 0 and "Traceback" not in res.stderr
     assert "r0" in res.stdout and "r2" not in res.stdout
     assert str(marker) in res.stderr
+
+
+def test_report_warns_names_file_and_renders(store_with_bad_file, tmp_path):
+    store, bad = store_with_bad_file
+    before = tree_bytes(store)
+    res = run_cli("analysis", "report", "--data", store, "--out", tmp_path / "out")
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    assert any(line.startswith("warning:") and str(bad) in line for line in res.stderr.splitlines())
+    assert (tmp_path / "out" / "index.html").stat().st_size > 0
+    assert tree_bytes(store) == before
