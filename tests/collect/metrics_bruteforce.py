@@ -111,6 +111,10 @@ def step_reference(model, x, y, loss, loop=False):
     gB = torch.autograd.grad(L, params)
     gnorm = sum(t.square().sum() for t in gB)
     acc = (out.argmax(1) == y).double().mean() if loss == "cross_entropy" else torch.tensor(float("nan"))
+    # The reference must satisfy Eq. 6 itself: its R, A, C come from their definitions and
+    # ||∇L_B||² from autograd, so a wrong reference cannot pass silently.
+    if gnorm.dtype == torch.float64:
+        assert torch.allclose(R + A + C, gnorm, rtol=1e-9, atol=1e-300), "brute-force reference breaks Eq. 6"
     return {
         "gc": Jx.reshape(b, -1).square().sum(1).mean(), "grad_norm_sq": gnorm, "residual_term": R,
         "label_alignment": A, "batch_alignment": C, "per_example_grad_norm_sq": gx.square().sum(1).mean(),
