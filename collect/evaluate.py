@@ -12,7 +12,8 @@ from torch import nn
 
 from collect import metrics
 from collect.buffer import TableBuffer
-from collect.losses import batch_loss
+from collect.metrics import batch_loss
+from collect.metrics.chain import parse as parse_chain
 
 
 @dataclass
@@ -54,13 +55,6 @@ def split_gc(model, x, chunk: int = 256) -> float:
     return float(torch.cat([metrics.geometric_complexity(model, x[i:i + chunk]) for i in range(0, len(x), chunk)]).mean())
 
 
-def is_plain_mlp(model: nn.Module) -> bool:
-    """Theorem 5.1 covers dense feed-forward stacks only (no conv, residual or normalization)."""
-    kinds = {type(m) for m in model.modules() if not isinstance(m, nn.Sequential)}
-    return not any(issubclass(k, (nn.Conv2d, nn.modules.batchnorm._BatchNorm)) for k in kinds) and \
-        isinstance(model, nn.Sequential)
-
-
 def log_eval(model, splits: list[Split], cfg, step: int, init_params, bufs: dict[str, TableBuffer]) -> None:
     was_training = model.training
     model.eval()  # BatchNorm mixes examples: metrics are taken in eval mode
@@ -68,7 +62,8 @@ def log_eval(model, splits: list[Split], cfg, step: int, init_params, bufs: dict
                   spectral_product=float(metrics.spectral_product(model)),
                   dist_from_init=float(metrics.dist_from_init(model, init_params)))
     n_params = sum(p.numel() for p in model.parameters())
-    theorem_ok = cfg.theorem_examples > 0 and is_plain_mlp(model)
+    # Theorem 5.1 covers dense feed-forward stacks only: the engine's own test decides.
+    theorem_ok = cfg.theorem_examples > 0 and parse_chain(model) is not None
     for s in splits:
         loss, acc = loss_and_acc(model, s.x, s.y, cfg.loss)
         bfd = bfd_max = None

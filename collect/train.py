@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 from collect import metrics
+from collect.metrics import batch_loss
 from collect.buffer import TableBuffer
 from collect.config import RunConfig
 from collect.datasets import load_dataset
 from collect.device import resolve_device
 from collect.evaluate import log_eval, make_splits
 from collect.init import initialize
-from collect.losses import batch_loss
 from collect.models import build_model
 from collect.regularizers import add_penalty_grads
 from store.layout import RunFolder

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from collect.config import RunConfig
-from collect.losses import batch_loss
+from collect.metrics import batch_loss
 from collect.regularizers import add_penalty_grads, gc_penalty
 
 
