@@ -11,7 +11,7 @@ SET    ?=
 WORKERS ?=
 STAMP  := $(VENV)/.gclab-installed
 
-.PHONY: setup demo collect paper report sql claims test bench clean clean-data
+.PHONY: setup demo collect paper report sql claims calibrate test bench clean clean-data
 
 # Stamp depends on pyproject so a dependency change reinstalls; a second call is instant.
 $(STAMP): pyproject.toml
@@ -40,6 +40,10 @@ sql: setup
 
 claims: setup
 	$(PY) -m analysis claims --data $(DATA)
+
+# Each claim test on 200 null and 100 planted-effect stores (in memory; ~10–25 min on 2 cores).
+calibrate: setup
+	$(PY) -m planted.calibrate --out $(OUT)
 
 test: setup
 	$(PY) -m pytest -n 2 tests

@@ -17,17 +17,23 @@ def _sql(args) -> None:
 
 
 def _claims(args) -> None:
-    from analysis.claims import claims_table
+    from analysis.claims import by_kind, claims_table, summary
     from store.db import connect
 
     with connect(args.data) as con:
-        table = claims_table(con)
+        table = by_kind(claims_table(con))
     if args.json:
         json.dump(table.to_dicts(), sys.stdout, indent=1, default=str)
         print()
-    else:
-        with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=120, tbl_width_chars=250):
-            print(table)
+        return
+    # The method text and source are in --json and the report; the terminal keeps what fits a line.
+    shown = table.select("kind", "claim", "verdict", "experiment", "value", "p_value", "p_adjusted", "n_runs", "n_seeds")
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=220, tbl_hide_dataframe_shape=True,
+                   tbl_hide_column_data_types=True):
+        for (kind,), part in shown.group_by("kind", maintain_order=True):
+            print(f"\n== {kind} ({part.height} rows)")
+            print(part.drop("kind"))
+    print(f"\n{summary(table)}; p_adjusted = Holm over the paper rows (verdicts of paper rows use it)")
 
 
 def _report(args) -> None:

@@ -5,6 +5,10 @@
   keeps the autocorrelated evals of one run from counting as independent evidence.
 - train vs test vs random inputs: BFD at each run's last eval, paired one-sided Wilcoxon
   signed-rank tests over runs of train − random < 0 and test − random < 0.
+
+Verdicts (`analysis.verdict`): the Wilcoxon signed-rank test, both one-sided p-values combined
+into a two-sided one; significant below 0 → supported, above 0 → contradicted, otherwise (or
+every difference exactly 0) inconclusive; fewer than `MIN_RUNS` runs → insufficient data.
 """
 from __future__ import annotations
 
@@ -14,10 +18,12 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, insufficient
+from analysis.result import INCONCLUSIVE, Analysis, claim, claims_frame, insufficient
+from analysis.verdict import decide, wilcoxon_two_sided
 from store.db import query
 
-MIN_RUNS = 5  # the smallest n at which an exact one-sided Wilcoxon test can reach p < 0.05
+MIN_RUNS = 6  # the smallest n at which an exact two-sided Wilcoxon test can reach p < 0.05
+SOURCE = "seed 001 abstract and §6 (experiments)"
 _BASE = ("FROM evals e JOIN runs r ON e.run_id = r.run_id "
          "WHERE r.status = 'completed' AND r.sweep = 'bfd' AND e.bfd IS NOT NULL")
 _SERIES_SQL = f"""
@@ -51,24 +57,18 @@ def _run_tau(g: pl.DataFrame) -> pl.DataFrame:
                         schema=_TAU_SCHEMA).fill_nan(None)
 
 
-def _wilcoxon_less(d: np.ndarray) -> float | None:
-    """One-sided Wilcoxon signed-rank p for median(d) < 0; None when every difference is 0."""
-    d = d[np.isfinite(d)]
-    if not np.any(d != 0):
-        return None
-    return float(stats.wilcoxon(d, alternative="less").pvalue)
-
-
 def _row(text: str, method: str, d: np.ndarray, seeds: pl.Series) -> dict:
     n, n_seeds = int(np.isfinite(d).sum()), seeds.n_unique()
     if n < MIN_RUNS:
-        return insufficient(text, "bfd", method, f"needs ≥ {MIN_RUNS} runs; have {n}", n_runs=n, n_seeds=n_seeds)
-    p = _wilcoxon_less(d)
-    if p is None:
-        return claim(text, "bfd", f"{method}; every difference is exactly 0", CONTRADICTED, value=0.0,
-                     n_runs=n, n_seeds=n_seeds)
+        return insufficient(text, "bfd", method, f"needs ≥ {MIN_RUNS} runs; have {n}", kind="paper", source=SOURCE,
+                            n_runs=n, n_seeds=n_seeds)
+    res = wilcoxon_two_sided(d)
+    if res is None:
+        return claim(text, "bfd", f"{method}; every difference is exactly 0", INCONCLUSIVE, kind="paper",
+                     source=SOURCE, value=0.0, n_runs=n, n_seeds=n_seeds)
+    p, agrees = res
     return claim(text, "bfd", f"{method}; {int((d < 0).sum())} of {n} runs in the stated direction",
-                 SUPPORTED if p < ALPHA else CONTRADICTED, value=float(np.median(d)), p_value=p,
+                 decide(p, agrees), kind="paper", source=SOURCE, value=float(np.median(d)), p_value=p,
                  n_runs=n, n_seeds=n_seeds)
 
 
@@ -81,13 +81,13 @@ def analyze(con) -> Analysis:
     for split in ("train", "test"):
         t = taus.filter(pl.col("split") == split).drop_nulls("kendall_tau")
         rows.append(_row(f"BFD decreases during training ({split} inputs)",
-                         "per-run Kendall τ of BFD vs step; one-sided Wilcoxon signed-rank of τ < 0 over runs; "
+                         "per-run Kendall τ of BFD vs step; two-sided Wilcoxon signed-rank of τ over runs (claim: τ < 0); "
                          "value = median τ", t["kendall_tau"].to_numpy(), t["seed"]))
     for split in ("train", "test"):
         pair = last.drop_nulls([f"bfd_{split}", "bfd_random"])
         d = (pair[f"bfd_{split}"] - pair["bfd_random"]).to_numpy()
         rows.append(_row(f"BFD on {split} inputs is lower than on random inputs",
-                         f"BFD at the last eval, paired one-sided Wilcoxon signed-rank of {split} − random < 0 over "
+                         f"BFD at the last eval, paired two-sided Wilcoxon signed-rank of {split} − random (claim: < 0) over "
                          "runs; value = median difference", d, pair["seed"]))
     tables = {"over_training": query(con, _MEAN_SQL), "per_run_trend": taus, "last_eval": last}
     return Analysis("bfd", tables, claims_frame(rows))

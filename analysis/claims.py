@@ -1,4 +1,5 @@
-"""The paper's claims, one row each, with verdicts: every analysis module's claim rows, in order.
+"""The paper's claims, one row each, with verdicts: every analysis module's claim rows, in order,
+then Holm's correction over the `paper` rows (`analysis.verdict.holm`).
 
 Never raises on a store that is empty or partly collected: each module returns `insufficient
 data` rows then. A module that fails on unexpected data is reported as one `insufficient data`
@@ -16,7 +17,8 @@ from contextlib import contextmanager
 import polars as pl
 
 from analysis import bfd, double_descent, fig1, igr, measures, theorem, trends, ucurve
-from analysis.result import CLAIM_COLUMNS, Analysis, claims_frame, insufficient
+from analysis.result import CLAIM_COLUMNS, KINDS, VERDICTS, Analysis, claims_frame, insufficient
+from analysis.verdict import holm
 from store.schema import SCHEMAS
 
 MODULES = {"fig1": fig1, "trends": trends, "double_descent": double_descent, "ucurve": ucurve,
@@ -48,12 +50,31 @@ def run_all(con) -> dict[str, Analysis]:
             try:
                 out[name] = module.analyze(con)
             except Exception as exc:  # noqa: BLE001 — reported as a row, see module docstring
-                row = insufficient(f"{name} analysis", name, "analysis failed", f"{type(exc).__name__}: {exc}")
+                row = insufficient(f"{name} analysis", name, "analysis failed", f"{type(exc).__name__}: {exc}",
+                                   kind="check", source=f"analysis.{name}")
                 out[name] = Analysis(name, {}, claims_frame([row]))
     return out
 
 
+def combine(results: dict[str, Analysis]) -> pl.DataFrame:
+    """The claim rows of `run_all`'s results as one table, Holm-adjusted over its paper rows."""
+    return holm(pl.concat([a.claims for a in results.values()], how="vertical").select(CLAIM_COLUMNS))
+
+
 def claims_table(con) -> pl.DataFrame:
-    """One row per claim of the paper with exactly CLAIM_COLUMNS."""
-    frames = [a.claims for a in run_all(con).values()]
-    return pl.concat(frames, how="vertical").select(CLAIM_COLUMNS)
+    """One row per claim with exactly CLAIM_COLUMNS (module order; see `by_kind` for display order)."""
+    return combine(run_all(con))
+
+
+def by_kind(table: pl.DataFrame) -> pl.DataFrame:
+    """Rows grouped by kind in the order of KINDS (paper first), module order kept within a kind."""
+    rank = pl.col("kind").replace_strict(list(KINDS), list(range(len(KINDS))), default=len(KINDS))
+    return table.with_row_index("_i").sort(rank, "_i").drop("_i")
+
+
+def summary(table: pl.DataFrame) -> str:
+    """One line counting the verdicts of the paper rows only (the other kinds are not the paper's claims)."""
+    paper = table.filter(pl.col("kind") == "paper")
+    counts = paper.group_by("verdict").len()
+    parts = [f"{n} {v}" for v, n in sorted(counts.iter_rows(), key=lambda r: VERDICTS.index(r[0]))]
+    return f"{paper.height} paper claims: " + (", ".join(parts) if parts else "none tested")

@@ -10,6 +10,15 @@
   that reassigns widths to runs. Exact under a flat curve and conservative under monotone ones,
   where S is smaller than under a flat curve. One-sided Welch t-tests of the peak's seeds vs
   each side's minimum are reported alongside; they ignore the selection, so they are not the verdict.
+
+Verdicts (`analysis.verdict`): the same permutation test of the mirrored statistic (an interior
+dip below both sides, S on −y) is the test against the claim; the two one-sided p-values give a
+two-sided p, and the smaller decides: a significant peak → supported, a significant dip →
+contradicted, otherwise inconclusive (monotone curves included). A real double-descent curve
+also dips before its peak; the verdict goes with the stronger of the two; fewer than 3 widths with 2 seeds → insufficient data.
+The peak location is Nakkiran et al.'s claim (`literature`): within one grid step of the
+interpolation threshold → supported, further → contradicted; no significant peak to locate →
+insufficient data.
 """
 from __future__ import annotations
 
@@ -21,14 +30,17 @@ from scipy import stats
 
 from analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, insufficient
 from analysis.run_summary import with_runs
+from analysis.verdict import decide, two_sided
 from store.db import query
 
 CLAIMS = {"test_loss": "test loss double-descends in width: an interior peak above both sides (Fig. 5 left)",
           "gc": "GC double-descends in width like the test loss (Fig. 5 left)"}
 LOCATION_CLAIM = "the test-loss peak lies at the interpolation threshold (within one grid step)"
+PAPER = {"kind": "paper", "source": "seed 002 §6, Fig. 5 left"}
+LITERATURE = {"kind": "literature", "source": "Nakkiran et al. 2021 (deep double descent), cited in seed 002 §6"}
 METHOD = ("S = min(peak − min left, peak − min right) of width means with the interior peak re-selected per "
-          "resample, over the pooled within-width sd; permutation test of widths over runs (1999 resamples); "
-          "value = S (unstudentized)")
+          "resample, over the pooled within-width sd; permutation test of widths over runs (1999 resamples), "
+          "two-sided with the mirrored dip statistic; value = S (unstudentized)")
 
 _POINTS_SQL = with_runs("""
 SELECT run_id, width, seed, test_loss, gc_last AS gc FROM rs
@@ -85,12 +97,15 @@ def peak_test(width_index: np.ndarray, y: np.ndarray, n_widths: int, seed: int =
 
     peak, left, right, s = _peak_parts(y @ onehot / counts)
     peak, left, right = int(peak), int(left), int(right)
-    res = stats.permutation_test((y,), statistic, permutation_type="pairings", vectorized=True,
-                                 n_resamples=1999, alternative="greater", rng=np.random.default_rng(seed))
+    res, dip = (stats.permutation_test((sign * y,), statistic, permutation_type="pairings", vectorized=True,
+                                       n_resamples=1999, alternative="greater", rng=np.random.default_rng(seed))
+                for sign in (1.0, -1.0))
+    p_two, agrees = two_sided(float(res.pvalue), float(dip.pvalue))
     welch = [stats.ttest_ind(y[width_index == peak], y[width_index == side], equal_var=False,
                              alternative="greater").pvalue for side in (left, right)]
     return {"peak": peak, "left_min": left, "right_min": right, "S": float(s), "S_studentized": float(res.statistic),
-            "p_perm": float(res.pvalue), "welch_p_left": float(welch[0]), "welch_p_right": float(welch[1])}
+            "p_perm": float(res.pvalue), "p_dip": float(dip.pvalue), "p_two_sided": p_two, "agrees": agrees,
+            "welch_p_left": float(welch[0]), "welch_p_right": float(welch[1])}
 
 
 def analyze(con) -> Analysis:
@@ -101,9 +116,10 @@ def analyze(con) -> Analysis:
     if len(widths) < 3 or n_seeds < 2 or table["n_seeds"].min() < 2:
         why = (f"needs ≥ 3 widths with ≥ 2 seeds each; have {len(widths)} widths, "
                f"{table['n_seeds'].min() if table.height else 0} seeds at the sparsest")
-        rows = [insufficient(c, "fig5", METHOD, why, n_runs=n_runs, n_seeds=n_seeds) for c in CLAIMS.values()]
+        rows = [insufficient(c, "fig5", METHOD, why, n_runs=n_runs, n_seeds=n_seeds, **PAPER)
+                for c in CLAIMS.values()]
         rows.append(insufficient(LOCATION_CLAIM, "fig5", "peak width vs interpolation threshold", why,
-                                 n_runs=n_runs, n_seeds=n_seeds))
+                                 n_runs=n_runs, n_seeds=n_seeds, **LITERATURE))
         return Analysis("double_descent", tables, claims_frame(rows))
     width_index = pts.select(pl.col("width").rank("dense").cast(pl.Int64) - 1).to_series().to_numpy()
     rows, peaks = [], []
@@ -114,8 +130,8 @@ def analyze(con) -> Analysis:
         stat = (f"{METHOD}; peak at width {widths[r['peak']]}, minima at {widths[r['left_min']]} and "
                 f"{widths[r['right_min']]}; unselected one-sided Welch p = {r['welch_p_left']:.3g} (left), "
                 f"{r['welch_p_right']:.3g} (right)")
-        rows.append(claim(text, "fig5", stat, SUPPORTED if r["p_perm"] < ALPHA else CONTRADICTED, value=r["S"],
-                          p_value=r["p_perm"], n_runs=n_runs, n_seeds=n_seeds))
+        rows.append(claim(text, "fig5", stat, decide(r["p_two_sided"], r["agrees"]), **PAPER, value=r["S"],
+                          p_value=r["p_two_sided"], n_runs=n_runs, n_seeds=n_seeds))
     # Interpolation threshold and where the test-loss peak sits relative to it.
     interp = table.filter(pl.col("train_err_mean") <= 1.0 / pl.col("n_train"))
     loss_peak = peaks[0]
@@ -127,13 +143,13 @@ def analyze(con) -> Analysis:
                "to the test-loss peak"
     if threshold is None:
         rows.append(insufficient(LOCATION_CLAIM, "fig5", loc_stat, "no width reaches zero train error",
-                                 n_runs=n_runs, n_seeds=n_seeds))
-    elif loss_peak["p_perm"] >= ALPHA:
+                                 n_runs=n_runs, n_seeds=n_seeds, **LITERATURE))
+    elif not (loss_peak["p_two_sided"] < ALPHA and loss_peak["agrees"]):
         rows.append(insufficient(LOCATION_CLAIM, "fig5", loc_stat, "no significant test-loss peak to locate",
-                                 n_runs=n_runs, n_seeds=n_seeds))
+                                 n_runs=n_runs, n_seeds=n_seeds, **LITERATURE))
     else:
         steps = loss_peak["peak"] - widths.index(threshold)
         rows.append(claim(LOCATION_CLAIM, "fig5", f"{loc_stat}: threshold at width {threshold}, peak at "
                           f"{loss_peak['peak_width']}", SUPPORTED if abs(steps) <= 1 else CONTRADICTED,
-                          value=steps, n_runs=n_runs, n_seeds=n_seeds))
+                          **LITERATURE, value=steps, n_runs=n_runs, n_seeds=n_seeds))
     return Analysis("double_descent", tables, claims_frame(rows))

@@ -5,9 +5,12 @@ grows from ≈0 during training.
   t ∈ [−1, 1], divided by that of the minimal interpolant, the piecewise-linear function through
   the n_train evenly spaced training points (computed exactly in SQL). Mean ratio with a 95%
   t-interval over seeds (scipy); "near" means within `ARC_TOLERANCE` (10%): supported if the CI's
-  upper end is ≤ 1.1, contradicted if its lower end is > 1.1, undecided (insufficient) otherwise.
-- GC growth: per run, GC (train split) at the first eval over GC at the last; one-sided t-test
-  over seeds of log ratio < log `GC_START_MAX` (GC at init below 10% of its final value).
+  upper end is ≤ 1.1, contradicted if its lower end is > 1.1, inconclusive if it straddles 1.1.
+- GC growth: per run, GC (train split) at the first eval over GC at the last; t-test over seeds
+  of log ratio against log `GC_START_MAX` (GC at init below 10% of its final value), two-sided
+  p with its sign (`analysis.verdict`): significantly below → supported, significantly above →
+  contradicted, otherwise inconclusive.
+Fewer than 2 seeds → insufficient data.
 """
 from __future__ import annotations
 
@@ -17,13 +20,15 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from analysis.result import (ALPHA, CONTRADICTED, INSUFFICIENT, SUPPORTED, Analysis, claim, claims_frame,
+from analysis.result import (ALPHA, CONTRADICTED, INCONCLUSIVE, SUPPORTED, Analysis, claim, claims_frame,
                              insufficient)
+from analysis.verdict import decide
 from store.db import query
 
 ARC_CLAIM = "the trained network's curve has arc length near the minimal interpolant's (Fig. 1)"
 GC_CLAIM = "GC grows from ≈0 during training (Fig. 1)"
 ARC_TOLERANCE, GC_START_MAX = 1.10, 0.10
+PAPER = {"kind": "paper", "source": "seed 002 §1–3, Fig. 1"}
 
 _ARC_SQL = """
 WITH p AS (
@@ -71,34 +76,35 @@ def _arc_claim(arc: pl.DataFrame) -> dict:
     ratios = arc["ratio"].drop_nulls().to_numpy()
     n, n_seeds = len(ratios), arc["seed"].n_unique()
     if n < 2 or n_seeds < 2:
-        return insufficient(ARC_CLAIM, "fig1", method, f"needs ≥ 2 seeds; have {n_seeds}", n_runs=n, n_seeds=n_seeds)
+        return insufficient(ARC_CLAIM, "fig1", method, f"needs ≥ 2 seeds; have {n_seeds}", n_runs=n, n_seeds=n_seeds,
+                            **PAPER)
     ci = stats.ttest_1samp(ratios, 1.0).confidence_interval(1 - ALPHA)
     lo, hi = float(ci.low), float(ci.high)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return insufficient(ARC_CLAIM, "fig1", method, "identical ratios across seeds: no CI", n_runs=n,
-                            n_seeds=n_seeds)
-    verdict = SUPPORTED if hi <= ARC_TOLERANCE else CONTRADICTED if lo > ARC_TOLERANCE else INSUFFICIENT
-    note = "" if verdict != INSUFFICIENT else " — CI straddles the tolerance; more seeds needed"
+                            n_seeds=n_seeds, **PAPER)
+    verdict = SUPPORTED if hi <= ARC_TOLERANCE else CONTRADICTED if lo > ARC_TOLERANCE else INCONCLUSIVE
+    note = "" if verdict != INCONCLUSIVE else " — CI straddles the tolerance; more seeds needed"
     return claim(ARC_CLAIM, "fig1", method + note, verdict, value=float(ratios.mean()), ci=(lo, hi), n_runs=n,
-                 n_seeds=n_seeds)
+                 n_seeds=n_seeds, **PAPER)
 
 
 def _gc_claim(gc: pl.DataFrame) -> dict:
-    method = (f"GC(first eval) / GC(last eval) per run; one-sided t-test over seeds of log ratio < "
-              f"log {GC_START_MAX}; value = geometric mean ratio (95% CI)")
+    method = (f"GC(first eval) / GC(last eval) per run; two-sided t-test over seeds of log ratio against "
+              f"log {GC_START_MAX} (claim: below); value = geometric mean ratio (95% CI)")
     ok = gc.filter((pl.col("gc_first") > 0) & (pl.col("gc_last") > 0))
     n, n_seeds = ok.height, ok["seed"].n_unique()
     if n < 2 or n_seeds < 2:
         return insufficient(GC_CLAIM, "fig1", method, f"needs ≥ 2 seeds with positive GC; have {n_seeds}",
-                            n_runs=n, n_seeds=n_seeds)
+                            n_runs=n, n_seeds=n_seeds, **PAPER)
     log_ratio = (ok["gc_first"] / ok["gc_last"]).log().to_numpy()
-    test = stats.ttest_1samp(log_ratio, math.log(GC_START_MAX), alternative="less")
+    test = stats.ttest_1samp(log_ratio, math.log(GC_START_MAX))
     ci = stats.ttest_1samp(log_ratio, 0.0).confidence_interval(1 - ALPHA)
     p = float(test.pvalue)
     if not math.isfinite(p):
         return insufficient(GC_CLAIM, "fig1", method, "identical ratios across seeds: no variance to test",
-                            n_runs=n, n_seeds=n_seeds)
-    return claim(GC_CLAIM, "fig1", method, SUPPORTED if p < ALPHA else CONTRADICTED,
+                            n_runs=n, n_seeds=n_seeds, **PAPER)
+    return claim(GC_CLAIM, "fig1", method, decide(p, float(test.statistic) < 0), **PAPER,
                  value=float(np.exp(log_ratio.mean())), p_value=p, ci=(math.exp(ci.low), math.exp(ci.high)),
                  n_runs=n, n_seeds=n_seeds)
 

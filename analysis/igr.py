@@ -7,7 +7,12 @@
 - R_B, A_B and C_B over training: table "terms", per run means over 20 equal step bins.
 - IGR strength h/b: the igr sweep's GC (at best test accuracy) regressed on log(h/b), OLS of
   log GC with seed fixed effects (as in `trends`, same reasons); the paper expects GC to fall
-  as h/b grows (one-sided test).
+  as h/b grows.
+
+Verdicts: the identity row is a `check` (the engine computes A and C from R), supported with no
+row above the tolerance, contradicted otherwise. The h/b row (`analysis.verdict`): two-sided
+t-test of the slope; significantly negative → supported, positive → contradicted, otherwise
+inconclusive; fewer than 2 seeds or 3 values of h/b → insufficient data.
 """
 from __future__ import annotations
 
@@ -19,12 +24,15 @@ import statsmodels.api as sm
 
 from analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, insufficient
 from analysis.run_summary import with_runs
+from analysis.verdict import decide
 from store.db import query
 
 TOLERANCE = 1e-6
 IDENTITY_CLAIM = "Eq. 6 decomposition ||∇θ L_B||² = R_B + A_B + C_B holds at every logged step"
 HB_CLAIM = "GC decreases as the IGR strength h/b (learning rate / batch size) increases"
 N_BINS = 20
+CHECK = {"kind": "check", "source": "seed 002 §5, Eq. 6"}
+PAPER = {"kind": "paper", "source": "seed 002 §5, Eq. 7–8"}
 
 _REL = ("abs(s.grad_norm_sq - (s.residual_term + s.label_alignment + s.batch_alignment)) "
         "/ greatest(abs(s.grad_norm_sq), 1e-300)")
@@ -64,24 +72,24 @@ WHERE sweep = 'igr' AND gc > 0 AND lr > 0 AND batch_size > 0
 def identity_claim(counts: dict, violations: pl.DataFrame) -> dict:
     method = f"max relative error |g − (R+A+C)| / |g| over every logged step; supported if ≤ {TOLERANCE:g}"
     if not counts["n_rows"]:
-        return insufficient(IDENTITY_CLAIM, "igr", method, "no logged steps with all four terms")
+        return insufficient(IDENTITY_CLAIM, "igr", method, "no logged steps with all four terms", **CHECK)
     bad = counts["n_violations"] + counts["non_finite"]
     worst = (f"; worst: run {violations['run_id'][0]} step {violations['step'][0]} "
              f"(rel. error {violations['rel_err'][0]:.3g})") if violations.height else ""
     stat = f"{method}; {bad} of {counts['n_rows']} rows exceed it{worst}"
-    return claim(IDENTITY_CLAIM, "igr", stat, CONTRADICTED if bad else SUPPORTED, value=counts["max_rel_err"],
+    return claim(IDENTITY_CLAIM, "igr", stat, CONTRADICTED if bad else SUPPORTED, **CHECK, value=counts["max_rel_err"],
                  n_runs=counts["n_runs"], n_seeds=counts["n_seeds"])
 
 
 def hb_trend(runs: pl.DataFrame) -> tuple[dict, dict]:
     """(claim row, fit summary) of log GC on log(h/b) with seed fixed effects."""
-    method = ("OLS of log GC on log(h/b) with seed fixed effects; one-sided t-test of slope < 0; "
+    method = ("OLS of log GC on log(h/b) with seed fixed effects; two-sided t-test of the slope (claim: < 0); "
               "value = slope (elasticity)")
     n_runs, n_seeds, n_levels = runs.height, runs["seed"].n_unique(), runs["h_over_b"].n_unique()
     dummies = runs.select(pl.col("seed").cast(pl.String)).to_dummies(drop_first=True)
     if n_seeds < 2 or n_levels < 3 or n_runs < dummies.width + 4:
         why = f"needs ≥ 2 seeds and ≥ 3 values of h/b; have {n_seeds} seeds, {n_levels} values, {n_runs} runs"
-        return insufficient(HB_CLAIM, "igr", method, why, n_runs=n_runs, n_seeds=n_seeds), {}
+        return insufficient(HB_CLAIM, "igr", method, why, n_runs=n_runs, n_seeds=n_seeds, **PAPER), {}
     X = np.column_stack([np.ones(n_runs), np.log(runs["h_over_b"].to_numpy()), dummies.to_numpy().astype(float)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -89,11 +97,10 @@ def hb_trend(runs: pl.DataFrame) -> tuple[dict, dict]:
     slope, p2 = float(fit.params[1]), float(fit.pvalues[1])
     lo, hi = fit.conf_int(ALPHA)[1]
     if not np.isfinite([slope, p2]).all():
-        return insufficient(HB_CLAIM, "igr", method, "degenerate fit", n_runs=n_runs, n_seeds=n_seeds), {}
-    p1 = p2 / 2 if slope < 0 else 1 - p2 / 2
-    row = claim(HB_CLAIM, "igr", f"{method}; R² = {fit.rsquared:.3f}", SUPPORTED if p1 < ALPHA else CONTRADICTED,
-                value=slope, p_value=p1, ci=(lo, hi), n_runs=n_runs, n_seeds=n_seeds)
-    return row, {"slope": slope, "slope_lo": float(lo), "slope_hi": float(hi), "p_one_sided": p1,
+        return insufficient(HB_CLAIM, "igr", method, "degenerate fit", n_runs=n_runs, n_seeds=n_seeds, **PAPER), {}
+    row = claim(HB_CLAIM, "igr", f"{method}; R² = {fit.rsquared:.3f}", decide(p2, slope < 0), **PAPER,
+                value=slope, p_value=p2, ci=(lo, hi), n_runs=n_runs, n_seeds=n_seeds)
+    return row, {"slope": slope, "slope_lo": float(lo), "slope_hi": float(hi), "p_two_sided": p2,
                  "r_squared": float(fit.rsquared), "n_runs": n_runs, "n_seeds": n_seeds}
 
 

@@ -9,6 +9,10 @@ sharpness, bfd. Gap = test loss − train loss at the last eval.
   only axis i varies inside a group; ψ_i = mean over groups of the within-group τ; Ψ = mean of
   ψ_i over the axes that have at least one such group. Groups where τ is undefined (a constant
   measure or gap) are left out of the mean.
+
+The claim row is a `toolkit` question (gclab's, not the paper's). Verdict (`analysis.verdict`):
+two-sided Kendall τ test over runs; significantly positive → supported, negative →
+contradicted, otherwise inconclusive; fewer than `MIN_RUNS` runs → insufficient data.
 """
 from __future__ import annotations
 
@@ -18,13 +22,15 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, insufficient
+from analysis.result import Analysis, claim, claims_frame, insufficient
 from analysis.run_summary import HYPER_COLUMNS, with_runs
+from analysis.verdict import decide
 from store.db import query
 
 MEASURES = ["gc", "param_norm_sq", "spectral_product", "dist_from_init", "sharpness", "bfd"]
 CLAIM = "GC is positively rank-correlated with the generalization gap across runs"
 MIN_RUNS = 6
+TOOLKIT = {"kind": "toolkit", "source": "gclab question, method of Jiang et al. 2020"}
 
 _SQL = with_runs(f"""
 SELECT run_id, sweep, seed, {", ".join(HYPER_COLUMNS)}, gen_gap,
@@ -97,14 +103,14 @@ def analyze(con) -> Analysis:
     table, per_axis = ranking(runs, MEASURES, axes)
     ok = runs.filter(pl.col("gc").is_not_null() & pl.col("gc").is_finite())
     n_runs, n_seeds = ok.height, ok["seed"].n_unique()
-    method = "Kendall τ-b of GC (train, last eval) vs test − train loss over runs; one-sided p (τ > 0); value = τ"
+    method = "Kendall τ-b of GC (train, last eval) vs test − train loss over runs; two-sided p (claim: τ > 0); value = τ"
     if n_runs < MIN_RUNS:
         row = insufficient(CLAIM, "measures", method, f"needs ≥ {MIN_RUNS} trained runs; have {n_runs}",
-                           n_runs=n_runs, n_seeds=n_seeds)
+                           n_runs=n_runs, n_seeds=n_seeds, **TOOLKIT)
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = stats.kendalltau(ok["gc"].to_numpy(), ok["gen_gap"].to_numpy(), alternative="greater")
+            res = stats.kendalltau(ok["gc"].to_numpy(), ok["gen_gap"].to_numpy())
         gc_row = table.filter(pl.col("measure") == "gc").row(0, named=True)
         rank = table["measure"].to_list().index("gc") + 1
         psi = gc_row["granulated_tau"] if gc_row["granulated_tau"] is not None else float("nan")
@@ -113,8 +119,8 @@ def analyze(con) -> Analysis:
         tau, p = float(res.statistic), float(res.pvalue)
         if not np.isfinite(tau):
             row = insufficient(CLAIM, "measures", method, "τ undefined (constant GC or gap)", n_runs=n_runs,
-                               n_seeds=n_seeds)
+                               n_seeds=n_seeds, **TOOLKIT)
         else:
-            row = claim(CLAIM, "measures", stat, SUPPORTED if p < ALPHA else CONTRADICTED, value=tau, p_value=p,
+            row = claim(CLAIM, "measures", stat, decide(p, tau > 0), **TOOLKIT, value=tau, p_value=p,
                         n_runs=n_runs, n_seeds=n_seeds)
     return Analysis("measures", {"ranking": table, "per_axis": per_axis}, claims_frame([row]))

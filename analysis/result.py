@@ -1,8 +1,9 @@
 """The common result types of every analysis: a claims frame with a fixed schema, and `Analysis`.
 
-A claim row says, in one sentence, what the paper claims; which experiment tests it; the
-statistic (method named in the text); its value, p-value and CI; how many runs and seeds
-entered; and a verdict. Verdicts are only ever one of `VERDICTS`.
+A claim row says, in one sentence, what is claimed; what `kind` of claim it is and where the
+text states it (`source`); which experiment tests it; the statistic (method named in the text);
+its value, p-value (and Holm-adjusted p for `paper` rows, see `analysis.verdict`) and CI; how
+many runs and seeds entered; and a verdict, only ever one of `VERDICTS` (docs/EXPERIMENTS.md).
 """
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-CLAIM_COLUMNS = ["claim", "experiment", "statistic", "value", "p_value", "ci_low", "ci_high",
-                 "n_runs", "n_seeds", "verdict"]
-CLAIM_SCHEMA = {"claim": pl.String, "experiment": pl.String, "statistic": pl.String,
-                "value": pl.Float64, "p_value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
-                "n_runs": pl.Int64, "n_seeds": pl.Int64, "verdict": pl.String}
-SUPPORTED, CONTRADICTED, INSUFFICIENT = "supported", "contradicted", "insufficient data"
-VERDICTS = (SUPPORTED, CONTRADICTED, INSUFFICIENT)
+CLAIM_SCHEMA = {"claim": pl.String, "kind": pl.String, "source": pl.String, "experiment": pl.String,
+                "statistic": pl.String, "value": pl.Float64, "p_value": pl.Float64, "p_adjusted": pl.Float64,
+                "ci_low": pl.Float64, "ci_high": pl.Float64, "n_runs": pl.Int64, "n_seeds": pl.Int64,
+                "verdict": pl.String}
+CLAIM_COLUMNS = list(CLAIM_SCHEMA)
+SUPPORTED, CONTRADICTED, INCONCLUSIVE, INSUFFICIENT = "supported", "contradicted", "inconclusive", "insufficient data"
+VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, INSUFFICIENT)
+# paper: stated in the GC or BFD paper; condition: an assumption the paper states; check: an identity
+# or implementation check; literature: another paper's claim; toolkit: a question gclab adds.
+KINDS = ("paper", "condition", "check", "literature", "toolkit")
 ALPHA = 0.05
 
 
@@ -29,19 +33,23 @@ def _num(v) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def claim(claim: str, experiment: str, statistic: str, verdict: str, *, value=None, p_value=None,
-          ci=(None, None), n_runs=0, n_seeds=0) -> dict:
-    """One claim row; the verdict must be one of VERDICTS."""
+def claim(claim: str, experiment: str, statistic: str, verdict: str, *, kind: str, source: str, value=None,
+          p_value=None, ci=(None, None), n_runs=0, n_seeds=0) -> dict:
+    """One claim row; the verdict must be one of VERDICTS and the kind one of KINDS."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict {verdict!r} is not one of {VERDICTS}")
-    return {"claim": claim, "experiment": experiment, "statistic": statistic, "value": _num(value),
-            "p_value": _num(p_value), "ci_low": _num(ci[0]), "ci_high": _num(ci[1]),
-            "n_runs": int(n_runs or 0), "n_seeds": int(n_seeds or 0), "verdict": verdict}
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r} is not one of {KINDS}")
+    return {"claim": claim, "kind": kind, "source": source, "experiment": experiment, "statistic": statistic,
+            "value": _num(value), "p_value": _num(p_value), "p_adjusted": None, "ci_low": _num(ci[0]),
+            "ci_high": _num(ci[1]), "n_runs": int(n_runs or 0), "n_seeds": int(n_seeds or 0), "verdict": verdict}
 
 
-def insufficient(claim_text: str, experiment: str, statistic: str, reason: str, *, n_runs=0, n_seeds=0) -> dict:
+def insufficient(claim_text: str, experiment: str, statistic: str, reason: str, *, kind: str, source: str,
+                 n_runs=0, n_seeds=0) -> dict:
     """A claim that could not be tested; the reason goes into the statistic text."""
-    return claim(claim_text, experiment, f"{statistic} — {reason}", INSUFFICIENT, n_runs=n_runs, n_seeds=n_seeds)
+    return claim(claim_text, experiment, f"{statistic} — {reason}", INSUFFICIENT, kind=kind, source=source,
+                 n_runs=n_runs, n_seeds=n_seeds)
 
 
 def claims_frame(rows: list[dict]) -> pl.DataFrame:

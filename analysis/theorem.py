@@ -5,7 +5,12 @@
 - tightness: quantiles of bound/gc_x and bound_tight/gc_x by depth and step.
 - the paper's condition for IGR to press on GC: Σ T² shrinks slower than ||∇θ f||². Per run,
   OLS slopes (with 95% CIs) of log(mean Σ T²) and log(mean ||∇θ f||²) against step on the
-  train split; across runs, a one-sided Wilcoxon signed-rank test of slope_T − slope_grad > 0.
+  train split; across runs, a Wilcoxon signed-rank test of slope_T − slope_grad (claim: > 0).
+
+Verdicts: zero violations is a `check` (a theorem cannot fail on correct data): supported with
+no violation, contradicted with any. The shrink-rate row is a `condition` the paper assumes;
+two-sided Wilcoxon (`analysis.verdict`): significantly > 0 → supported, < 0 → contradicted,
+otherwise inconclusive; fewer than `MIN_RUNS` runs → insufficient data.
 """
 from __future__ import annotations
 
@@ -14,16 +19,18 @@ import warnings
 import numpy as np
 import polars as pl
 import statsmodels.api as sm
-from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
 from analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, insufficient
+from analysis.verdict import decide, wilcoxon_two_sided
 from store.db import query
 
 VIOLATION_CLAIM = "Theorem 5.1 holds: ||∇x f||² ≤ ||∇θ f||² / Σ T² for every logged example"
 CONDITION_CLAIM = "Σ T² shrinks slower than ||∇θ f||² during training (the paper's condition for IGR to reduce GC)"
 VIOLATES = "t.gc_x > t.bound_tight * (1 + 1e-6) + 1e-12"
 MIN_RUNS, MIN_STEPS = 6, 3
+CHECK = {"kind": "check", "source": "seed 002 §5, Theorem 5.1"}
+CONDITION = {"kind": "condition", "source": "seed 002 §5 (\"for any settings where…\")"}
 
 _BASE = "FROM theorem t JOIN runs r ON t.run_id = r.run_id WHERE r.status = 'completed'"
 _COUNT_SQL = f"""
@@ -73,32 +80,34 @@ def _violation_claim(counts: dict, violations: pl.DataFrame) -> dict:
     method = ("count of rows with gc_x > bound_tight·(1+1e-6)+1e-12 (recomputed); value = count, "
               "CI = Clopper–Pearson 95% of the rate")
     if not counts["n_rows"]:
-        return insufficient(VIOLATION_CLAIM, "thm51", method, "no theorem rows from completed runs")
+        return insufficient(VIOLATION_CLAIM, "thm51", method, "no theorem rows from completed runs", **CHECK)
     lo, hi = proportion_confint(counts["violations"], counts["n_rows"], alpha=ALPHA, method="beta")
     worst = (f"; worst: run {violations['run_id'][0]} step {violations['step'][0]} example "
              f"{violations['example'][0]} (gc_x/bound = {violations['ratio'][0]:.6g})") if violations.height else ""
     stat = (f"{method}; {counts['violations']} of {counts['n_rows']} rows violate; `holds` false on "
             f"{counts['holds_false']}; {counts['non_finite']} non-finite rows{worst}")
-    return claim(VIOLATION_CLAIM, "thm51", stat, SUPPORTED if counts["violations"] == 0 else CONTRADICTED,
+    return claim(VIOLATION_CLAIM, "thm51", stat, SUPPORTED if counts["violations"] == 0 else CONTRADICTED, **CHECK,
                  value=counts["violations"], ci=(lo, hi), n_runs=counts["n_runs"], n_seeds=counts["n_seeds"])
 
 
 def _condition_claim(slopes: pl.DataFrame) -> dict:
-    method = ("per-run OLS slopes of log mean Σ T² and log mean ||∇θ f||² vs step (train split); one-sided "
-              "Wilcoxon signed-rank of slope_T − slope_grad > 0 across runs; value = median difference per step")
+    method = ("per-run OLS slopes of log mean Σ T² and log mean ||∇θ f||² vs step (train split); two-sided "
+              "Wilcoxon signed-rank of slope_T − slope_grad across runs (condition: > 0); value = median "
+              "difference per step")
     ok = slopes.drop_nulls(["slope_T", "slope_grad"])
     n_runs, n_seeds = ok.height, ok["seed"].n_unique()
     if n_runs < MIN_RUNS:
         return insufficient(CONDITION_CLAIM, "thm51", method,
                             f"needs ≥ {MIN_RUNS} runs with ≥ {MIN_STEPS} eval steps; have {n_runs}",
-                            n_runs=n_runs, n_seeds=n_seeds)
+                            n_runs=n_runs, n_seeds=n_seeds, **CONDITION)
     d = (ok["slope_T"] - ok["slope_grad"]).to_numpy()
-    if np.all(d == 0):
+    res = wilcoxon_two_sided(-d)  # the claim is d > 0, i.e. −d below 0
+    if res is None:
         return insufficient(CONDITION_CLAIM, "thm51", method, "all slope differences are exactly 0",
-                            n_runs=n_runs, n_seeds=n_seeds)
-    p = float(stats.wilcoxon(d, alternative="greater").pvalue)
+                            n_runs=n_runs, n_seeds=n_seeds, **CONDITION)
+    p, agrees = res
     stat = f"{method}; slope_T > slope_grad in {int((d > 0).sum())} of {n_runs} runs"
-    return claim(CONDITION_CLAIM, "thm51", stat, SUPPORTED if p < ALPHA else CONTRADICTED, value=float(np.median(d)),
+    return claim(CONDITION_CLAIM, "thm51", stat, decide(p, agrees), **CONDITION, value=float(np.median(d)),
                  p_value=p, n_runs=n_runs, n_seeds=n_seeds)
 
 

@@ -11,7 +11,11 @@ fixed effects: the replicates of a configuration share a seed with every other c
 (same data order and init), so seed is a block; with 3–5 seeds MixedLM would estimate the
 between-seed variance from 3–5 numbers (boundary fits, convergence warnings) and cluster-robust
 errors with 3–5 clusters are badly biased, whereas fixed effects absorb any per-seed offset
-and keep exact t inference. The verdict uses the one-sided p-value in the paper's direction.
+and keep exact t inference.
+
+Verdicts (`analysis.verdict.decide`): the two-sided t-test of the slope; significant with the
+paper's sign → supported, with the opposite sign → contradicted, otherwise inconclusive;
+fewer than 2 seeds, 3 strengths or enough runs for the fixed effects → insufficient data.
 """
 from __future__ import annotations
 
@@ -23,8 +27,9 @@ import polars as pl
 import statsmodels.api as sm
 from scipy import stats
 
-from analysis.result import (ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, insufficient)
+from analysis.result import ALPHA, Analysis, claim, claims_frame, insufficient
 from analysis.run_summary import with_runs
+from analysis.verdict import decide, describe
 from store.db import query
 
 FIG3_REGS = ["l2", "spectral_reg", "flatness_reg", "label_noise"]
@@ -41,25 +46,30 @@ class Heuristic:
     claim: str
     log: bool = True    # regress log y (positive statistics such as GC)
     fixed: str | None = None  # the other fig4 axis, held at the value with the widest grid of x
+    source: str = ""    # where the paper states the claim
 
 
 def heuristics() -> list[Heuristic]:
-    rows = [Heuristic(reg, "fig3", reg, "gc", -1, f"GC (at best test accuracy) decreases as {reg} strength increases")
-            for reg in FIG3_REGS]
-    rows.append(Heuristic("gc_reg", "gcreg", "gc_reg", "gc", -1, "GC decreases as the explicit GC penalty increases"))
+    rows = [Heuristic(reg, "fig3", reg, "gc", -1, f"GC (at best test accuracy) decreases as {reg} strength increases",
+                      source="seed 002 §4, Fig. 3; SM C.5") for reg in FIG3_REGS]
+    rows.append(Heuristic("gc_reg", "gcreg", "gc_reg", "gc", -1, "GC decreases as the explicit GC penalty increases",
+                          source="seed 002 SM C.4"))
     rows.append(Heuristic("gc_reg → test acc", "gcreg", "gc_reg", "test_acc", +1,
-                          "test accuracy increases with the explicit GC penalty", log=False))
+                          "test accuracy increases with the explicit GC penalty", log=False, source="seed 002 SM C.4"))
     for sweep, opt in FIG4_SWEEPS.items():
+        src = "seed 002 §5, Fig. 4" if sweep == "fig4" else "seed 002 SM C.7–C.8"
         rows.append(Heuristic(f"lr ({opt})", sweep, "lr", "gc", -1,
-                              f"higher learning rate gives lower GC ({opt})", fixed="batch_size"))
+                              f"higher learning rate gives lower GC ({opt})", fixed="batch_size", source=src))
         rows.append(Heuristic(f"batch_size ({opt})", sweep, "batch_size", "gc", +1,
-                              f"larger batch size gives higher GC ({opt})", fixed="lr"))
+                              f"larger batch size gives higher GC ({opt})", fixed="lr", source=src))
     rows.append(Heuristic("lr → test acc (SGD)", "fig4", "lr", "test_acc", +1,
-                          "higher learning rate gives higher test accuracy (SGD)", log=False, fixed="batch_size"))
+                          "higher learning rate gives higher test accuracy (SGD)", log=False, fixed="batch_size",
+                          source="seed 002 §5, Fig. 4"))
     rows.append(Heuristic("depth at init", "fig2", "depth", "gc_first", -1,
-                          "GC at initialization decreases with depth"))
+                          "GC at initialization decreases with depth", source="seed 002 §3, Fig. 2 right"))
     rows.append(Heuristic("depth → |output| at init", "fig2", "depth", "abs_output", -1,
-                          "network outputs at initialization shrink toward 0 with depth"))
+                          "network outputs at initialization shrink toward 0 with depth",
+                          source="seed 002 §3, Fig. 2 left"))
     return rows
 
 
@@ -93,7 +103,8 @@ def seed_trend(df: pl.DataFrame, *, direction: int, log: bool) -> dict:
     """Trend of y on x with seed (and `family`) fixed effects. `df`: x, y, seed, family columns.
 
     Returns a dict with n_runs, n_seeds, n_levels, spearman_rho/p, slope (per grid level),
-    slope_lo/hi (95% CI), p_one_sided (paper direction), effect_ratio, and `reason` when the
+    slope_lo/hi (95% CI), p_two_sided, p_one_sided (paper direction), agrees (slope has the paper's
+    sign), effect_ratio, and `reason` when the
     data cannot support the test (then the statistics are None).
     """
     y = pl.col("y").log() if log else pl.col("y")
@@ -120,17 +131,8 @@ def seed_trend(df: pl.DataFrame, *, direction: int, log: bool) -> dict:
     p1 = p2 / 2 if np.sign(slope) == direction else 1 - p2 / 2
     span = out["n_levels"] - 1
     return out | {"spearman_rho": float(rho), "spearman_p": float(rho_p), "slope": slope, "slope_lo": lo,
-                  "slope_hi": hi, "p_one_sided": p1,
+                  "slope_hi": hi, "p_two_sided": p2, "p_one_sided": p1, "agrees": bool(np.sign(slope) == direction),
                   "effect_ratio": float(np.exp(slope * span)) if log else slope * span, "reason": None}
-
-
-def verdict_text(r: dict, direction: int, what: str) -> tuple[str, str]:
-    word = "decrease" if direction < 0 else "increase"
-    if r["p_one_sided"] < ALPHA:
-        return SUPPORTED, f"significant {word} of {what}"
-    if np.sign(r["slope"]) == -direction and r["p_one_sided"] > 1 - ALPHA:
-        return CONTRADICTED, f"significant trend opposite to the paper ({what})"
-    return CONTRADICTED, f"no significant {word} of {what} at α={ALPHA}"
 
 
 def analyze(con) -> Analysis:
@@ -141,26 +143,28 @@ def analyze(con) -> Analysis:
         r = seed_trend(df, direction=h.direction, log=h.log)
         what = f"{'log ' if h.log else ''}{h.y} per grid step of {h.x}"
         method = (f"OLS of {'log ' if h.log else ''}{h.y} on the grid level of {h.x} with seed fixed effects"
-                  f"{' and init/activation fixed effects' if h.sweep == 'fig2' else ''}; one-sided t-test in "
-                  f"the paper's direction; value = slope (CI 95%)")
+                  f"{' and init/activation fixed effects' if h.sweep == 'fig2' else ''}; two-sided t-test "
+                  f"of the slope, its sign against the paper's direction; value = slope (CI 95%)")
         if r["reason"]:
-            claim_rows.append(insufficient(h.claim, h.sweep, method, r["reason"], n_runs=r["n_runs"],
-                                           n_seeds=r["n_seeds"]))
+            claim_rows.append(insufficient(h.claim, h.sweep, method, r["reason"], kind="paper", source=h.source,
+                                           n_runs=r["n_runs"], n_seeds=r["n_seeds"]))
             rows.append({"heuristic": h.name, "experiment": h.sweep, "x": h.x, "y": h.y, "direction": h.direction,
                          **{k: r[k] for k in ("n_runs", "n_seeds", "n_levels")}, "verdict": "insufficient data"})
             continue
-        verdict, why = verdict_text(r, h.direction, what)
+        verdict = decide(r["p_two_sided"], r["agrees"])
+        why = describe(verdict, what)
         stat = (f"{method}; Spearman ρ={r['spearman_rho']:.3f} (p={r['spearman_p']:.3g}); "
                 f"{'ratio' if h.log else 'change'} over the grid {r['effect_ratio']:.3g}; {why}")
-        claim_rows.append(claim(h.claim, h.sweep, stat, verdict, value=r["slope"], p_value=r["p_one_sided"],
+        claim_rows.append(claim(h.claim, h.sweep, stat, verdict, kind="paper", source=h.source, value=r["slope"],
+                                p_value=r["p_two_sided"],
                                 ci=(r["slope_lo"], r["slope_hi"]), n_runs=r["n_runs"], n_seeds=r["n_seeds"]))
         rows.append({"heuristic": h.name, "experiment": h.sweep, "x": h.x, "y": h.y, "direction": h.direction,
-                     **{k: v for k, v in r.items() if k != "reason"}, "verdict": verdict})
+                     **{k: v for k, v in r.items() if k not in ("reason", "agrees")}, "verdict": verdict})
         points.append(df.with_columns(pl.lit(h.name).alias("heuristic")))
     schema = {"heuristic": pl.String, "experiment": pl.String, "x": pl.String, "y": pl.String,
               "direction": pl.Int64, "n_runs": pl.Int64, "n_seeds": pl.Int64, "n_levels": pl.Int64,
               "spearman_rho": pl.Float64, "spearman_p": pl.Float64, "slope": pl.Float64, "slope_lo": pl.Float64,
-              "slope_hi": pl.Float64, "p_one_sided": pl.Float64, "effect_ratio": pl.Float64, "verdict": pl.String}
+              "slope_hi": pl.Float64, "p_two_sided": pl.Float64, "p_one_sided": pl.Float64, "effect_ratio": pl.Float64, "verdict": pl.String}
     table = pl.DataFrame(rows, schema=schema)
     pts = pl.concat(points) if points else pl.DataFrame(
         schema={"run_id": pl.String, "seed": pl.Int64, "x": pl.Float64, "y": pl.Float64, "family": pl.String,

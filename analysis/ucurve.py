@@ -11,6 +11,13 @@ a function (both under-fitted small nets and the interpolation peak have high te
   flat region), moved by the Robin Hood rule, then one interrupted OLS regression; a U needs
   a significantly negative first line and a significantly positive second line (two-sided
   p < α each); p_value = the larger of the two, an intersection–union test.
+
+Verdicts (`analysis.verdict.decide`): the same test on −test loss (breakpoint at the LOWESS
+maximum) tests the inverted U (∩), the shape against the claim. A significant U → supported, a
+significant ∩ → contradicted, neither (one line flat, a monotone relation) → inconclusive;
+p_value = the smaller of the two tests' p (each line's two-sided test puts ≤ α/2 on one sign,
+so each shape's false-positive rate is ≤ α/2); fewer than `MIN_RUNS` runs or 2 seeds →
+insufficient data.
 - `lowess`: statsmodels LOWESS trend of test loss on GC.
 """
 from __future__ import annotations
@@ -23,11 +30,13 @@ import statsmodels.api as sm
 from scipy import stats
 from statsmodels.nonparametric.smoothers_lowess import lowess
 
-from analysis.result import (ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, insufficient)
+from analysis.result import ALPHA, Analysis, claim, claims_frame, insufficient
 from analysis.run_summary import with_runs
+from analysis.verdict import decide
 from store.db import query
 
 CLAIM = "test loss is U-shaped in GC across widths (Fig. 5 right)"
+PAPER = {"kind": "paper", "source": "seed 002 §6, Fig. 5 right"}
 MIN_RUNS, MIN_SIDE = 8, 3  # poly6 has 7 parameters; each line of the two-lines test ≥ 3 points
 
 _SQL = with_runs("""
@@ -106,23 +115,28 @@ def analyze(con) -> Analysis:
     if n_runs < MIN_RUNS or pts["gc"].n_unique() < 2 * MIN_SIDE or n_seeds < 2:
         why = f"needs ≥ {MIN_RUNS} completed fig5 runs over ≥ 2 seeds; have {n_runs} runs, {n_seeds} seeds"
         return Analysis("ucurve", empty, claims_frame([insufficient(CLAIM, "fig5", method, why, n_runs=n_runs,
-                                                                    n_seeds=n_seeds)]))
+                                                                    n_seeds=n_seeds, **PAPER)]))
     x, y = pts["gc"].to_numpy(), pts["test_loss"].to_numpy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         smooth = lowess(y, x, frac=2 / 3, return_sorted=False)
     grid = np.linspace(x.min(), x.max(), 100)
     tl = two_lines(x, y, smooth)
+    cap = two_lines(x, -y, -smooth)  # an inverted U of y is a U of −y
     quad = quadratic_vertex(x, y)
-    fits = pl.DataFrame([{**{k: v for k, v in tl.items() if k != "reason"}, **quad}])
+    fits = pl.DataFrame([{**{k: v for k, v in tl.items() if k != "reason"}, **quad,
+                          "p_inverted_u": cap.get("p_u"), "inverted_u_breakpoint": cap.get("breakpoint")}])
     tables = {"points": pts, "poly6": poly6(x, y, grid),
               "lowess": pl.DataFrame({"gc": x, "test_loss": smooth}), "fits": fits}
     if tl["reason"]:
         return Analysis("ucurve", tables, claims_frame([insufficient(CLAIM, "fig5", method, tl["reason"],
-                                                                     n_runs=n_runs, n_seeds=n_seeds)]))
+                                                                     n_runs=n_runs, n_seeds=n_seeds, **PAPER)]))
     stat = (f"{method}; breakpoint GC {tl['breakpoint']:.3g}; low slope {tl['slope_low']:.3g} "
             f"(p={tl['p_low']:.3g}), high slope {tl['slope_high']:.3g} "
             f"(p={tl['p_high']:.3g})")
-    row = claim(CLAIM, "fig5", stat, SUPPORTED if tl["u"] else CONTRADICTED, value=quad["vertex"],
-                p_value=tl["p_u"], ci=(quad["vertex_lo"], quad["vertex_hi"]), n_runs=n_runs, n_seeds=n_seeds)
+    p_cap = cap["p_u"] if not cap["reason"] else 1.0
+    p = min(tl["p_u"], p_cap)
+    stat += f"; inverted-U test p = {p_cap:.3g}"
+    row = claim(CLAIM, "fig5", stat, decide(p, tl["p_u"] <= p_cap), **PAPER, value=quad["vertex"],
+                p_value=p, ci=(quad["vertex_lo"], quad["vertex_hi"]), n_runs=n_runs, n_seeds=n_seeds)
     return Analysis("ucurve", tables, claims_frame([row]))

@@ -1,4 +1,4 @@
-"""Report figures: render time and page size on a synthetic store of 1,000 runs × 10,000 steps,
+"""Report figures: render time and page size on a planted store of 1,000 runs × 10,000 steps,
 and the time of the query "GC at best test accuracy per run" on a fresh connection.
 
 Targets (SPEC §4 / issue 6): render ≤ 60 s on 2 cores; the query ≤ 3 s; index.html ≤ 20 MB.
@@ -33,14 +33,15 @@ def gc_at_best_query_seconds(data_dir: Path) -> tuple[float, float, int]:
 
 def run(tmp_dir=None) -> dict:
     from analysis.report import render
-    from store.synthetic import SWEEPS, write_synthetic_store
+    from planted.store import SWEEPS, write_planted_store
 
     own = tmp_dir is None
     root = Path(tempfile.mkdtemp(prefix="gclab-bench-report-") if own else tmp_dir)
     try:
         data, out = root / "data", root / "reports"
         t0 = time.perf_counter()
-        write_synthetic_store(data, sweeps=SWEEPS, n_runs=N_RUNS, n_steps=N_STEPS)
+        write_planted_store(data, sweeps=SWEEPS, n_runs=N_RUNS,
+                            cadence={"steps": N_STEPS, "log_every": 10, "eval_every": 50})
         write_s = time.perf_counter() - t0
 
         connect_s, query_s, n_rows = gc_at_best_query_seconds(data)

@@ -18,7 +18,7 @@ from analysis.report.page import js_bundle, page_html, section_html, vl_version
 from analysis.report.queries import ROW_BUDGET, snapshot
 
 # Section modules, in page order. Each has build(ctx) -> Section.
-SECTIONS = ("overview", "claims_table", "demo", "fig1", "fig2", "fig3", "fig4", "fig5",
+SECTIONS = ("overview", "claims_table", "calibration", "demo", "fig1", "fig2", "fig3", "fig4", "fig5",
             "theorem", "igr", "bfd", "measures")
 # Altair's guard against inlining huge data, set just above what the aggregation queries allow.
 MAX_ROWS = ROW_BUDGET + 5_000
@@ -72,6 +72,7 @@ def render(data_dir, out_dir, *, strict: bool = False, figures: bool = True, pro
     lap("store")
     with alt.data_transformers.enable("gclab_rounded", max_rows=MAX_ROWS), con:
         ctx = Context(con, data_dir)
+        ctx.out_dir = out_dir  # the calibration section reads out_dir/calibration.json
         say("report: running the analyses (claims and verdicts) ...")
         ctx.claims, ctx.claims_error = load_claims(ctx)
         lap("claims")

@@ -8,7 +8,12 @@ import polars as pl
 
 from analysis.report.common import Section, esc
 
-COLUMNS = ("claim", "experiment", "statistic", "value", "p_value", "ci_low", "ci_high", "n_runs", "n_seeds", "verdict")
+from analysis.result import CLAIM_COLUMNS, KINDS
+
+COLUMNS = tuple(CLAIM_COLUMNS)
+KIND_TITLES = {"paper": "Claims of the papers", "condition": "Conditions the paper assumes",
+               "check": "Identity and implementation checks", "literature": "Other papers' claims",
+               "toolkit": "Questions gclab adds"}
 
 
 def load_claims(ctx) -> tuple[pl.DataFrame | None, str | None]:
@@ -27,8 +32,7 @@ def load_claims(ctx) -> tuple[pl.DataFrame | None, str | None]:
         if hasattr(claims_mod, "run_all"):
             results = claims_mod.run_all(ctx.con)
             ctx.set_analyses(results)
-            frames = [a.claims for a in results.values() if isinstance(getattr(a, "claims", None), pl.DataFrame)]
-            df = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema={c: pl.String for c in COLUMNS})
+            df = claims_mod.by_kind(claims_mod.combine(results))
         else:
             df = claims_mod.claims_table(ctx.con)
     except Exception as exc:
@@ -43,7 +47,7 @@ def load_claims(ctx) -> tuple[pl.DataFrame | None, str | None]:
 
 def verdict_class(verdict) -> str:
     v = str(verdict or "").lower()
-    if any(w in v for w in ("not supported", "unsupported", "contradict", "refut", "fail", "violat", "reject")):
+    if any(w in v for w in ("contradict", "refut", "fail", "violat", "reject")):
         return "v-bad"
     if any(w in v for w in ("support", "confirm", "holds", "pass", "reproduc")):
         return "v-good"
@@ -70,9 +74,9 @@ def _p(x) -> str:
 
 def claims_html(df: pl.DataFrame, *, compact: bool = False) -> str:
     """Table rows for claims. `compact` (next to a chart) drops the experiment column."""
-    cols = ["claim", "value", "95% CI", "p", "runs / seeds", "verdict"]
+    cols = ["claim", "value", "95% CI", "p", "p (Holm)", "runs / seeds", "verdict"]
     if not compact:
-        cols[1:1] = ["experiment", "statistic"]
+        cols[1:1] = ["source", "experiment", "statistic"]
     head = "".join(f"<th>{c}</th>" for c in cols)
     rows = []
     for r in df.select([c for c in COLUMNS if c in df.columns]).to_dicts():
@@ -80,10 +84,11 @@ def claims_html(df: pl.DataFrame, *, compact: bool = False) -> str:
         if compact:  # the method text is long: one click away
             cells = [f"<td>{esc(r['claim'])}<details><summary>method</summary>{esc(r['statistic'])}</details></td>"]
         else:
-            cells = [f"<td>{esc(r['claim'])}</td>", f"<td>{esc(r['experiment'])}</td>",
+            cells = [f"<td>{esc(r['claim'])}</td>", f"<td>{esc(r['source'])}</td>", f"<td>{esc(r['experiment'])}</td>",
                      f'<td class="stat">{esc(r["statistic"])}</td>']
         cells += [f'<td class="num">{_num(r["value"])}</td>',
                   f'<td class="num">{ci}</td>', f'<td class="num">{_p(r["p_value"])}</td>',
+                  f'<td class="num">{_p(r["p_adjusted"])}</td>',
                   f'<td class="num">{_num(r["n_runs"])} / {_num(r["n_seeds"])}</td>',
                   f'<td><span class="verdict {verdict_class(r["verdict"])}">{esc(r["verdict"])}</span></td>']
         rows.append("<tr>" + "".join(cells) + "</tr>")
@@ -119,7 +124,20 @@ def build(ctx) -> Section:
     elif df.is_empty():
         sec.empty_note = "No claim can be tested yet: the store has no runs of the experiments behind them."
     else:
-        sec.html_blocks.append(claims_html(df))
-        sec.caveats.append("Each verdict comes from `python -m analysis claims`; statistics use completed runs "
-                           "only, and `n_seeds` counts independent replicates behind each test.")
+        from analysis.claims import summary
+
+        sec.html_blocks.append(f'<p class="summary">{esc(summary(df))}.</p>')
+        for kind in KINDS:
+            part = df.filter(pl.col("kind") == kind)
+            if part.height:
+                sec.html_blocks.append(f'<h3 data-kind="{kind}">{esc(KIND_TITLES[kind])}</h3>' + claims_html(part))
+        sec.caveats += [
+            "Verdicts: supported = the test is significant in the claimed direction; contradicted = significant "
+            "against it; inconclusive = the test ran and found neither (absence of evidence, not evidence of "
+            "absence); insufficient data = the test could not run, and the row says what is missing.",
+            f"Multiplicity: Holm's correction over the {df.filter(pl.col('kind') == 'paper').height} paper rows "
+            "(column p (Holm)); paper rows' verdicts use the adjusted p. Conditions, checks, other papers' claims "
+            "and gclab's own questions are not corrected and not counted in the summary.",
+            "Each verdict comes from `python -m analysis claims`; statistics use completed runs only, and "
+            "`n_seeds` counts independent replicates behind each test."]
     return sec

@@ -16,7 +16,8 @@ import altair as alt
 from analysis.report.common import Section, esc, md_code
 
 EMBED_OPTIONS = {"renderer": "svg", "actions": False}
-NAV = {"overview": "Overview", "claims": "Claims", "demo": "Training runs", "fig1": "Fig. 1", "fig2": "Fig. 2",
+NAV = {"overview": "Overview", "claims": "Claims", "calibration": "Trust",
+       "demo": "Training runs", "fig1": "Fig. 1", "fig2": "Fig. 2",
        "fig3": "Fig. 3", "fig4": "Fig. 4", "fig5": "Fig. 5", "theorem": "Theorem 5.1", "igr": "IGR",
        "bfd": "Functional dimension", "measures": "Measures"}
 

@@ -1,43 +1,59 @@
-"""Synthetic stores in the real Parquet layout (store.synthetic → RunFolder), read through store.db views."""
+"""Planted stores built from the shipped sweeps (planted.store): on disk in the real Parquet layout
+read through store.db views, or in memory for the repeated null stores of the calibration checks."""
 from __future__ import annotations
+
+from collections import Counter
 
 import polars as pl
 import pytest
-from scipy import stats
 
+from analysis.result import CONTRADICTED, INSUFFICIENT, SUPPORTED
+from planted.calibrate import CADENCE, TARGET_FPR
+from planted.store import planted_connection, write_planted_store
 from store.db import connect
-from store.synthetic import write_synthetic_store
-
-SMALL = dict(n_steps=20, log_every=10, eval_every=10)  # few rows per run: calibration loops stay fast
-ALPHA = 0.05
 
 
 def build(path, **kw):
-    """Write a synthetic store under `path` and return a connection with the real views."""
-    write_synthetic_store(path, **{**SMALL, **kw})
+    """Write a planted store under `path` and return a connection with the real views."""
+    write_planted_store(path, cadence=CADENCE, **kw)
     return connect(path, warn=False)
 
 
-def null_hits(tmp_path_factory, module, n_stores: int, keep=lambda c: c, **kw) -> tuple[int, int]:
-    """(claims called supported, claims tested) over `n_stores` independent null stores."""
-    hits = tests = 0
-    for s in range(n_stores):
-        con = build(tmp_path_factory.mktemp("null"), rng_seed=1000 + s, **kw)
-        claims = keep(module.analyze(con).claims).filter(pl.col("verdict") != "insufficient data")
+def memory(**kw):
+    """The same planted store in an in-memory DuckDB."""
+    return planted_connection(cadence=CADENCE, **kw)
+
+
+def verdicts(module, keep=lambda c: c, **kw) -> list[str]:
+    con = memory(**kw)
+    try:
+        return keep(module.analyze(con).claims)["verdict"].to_list()
+    finally:
         con.close()
-        tests += claims.height
-        hits += int((claims["verdict"] == "supported").sum())
-    return hits, tests
 
 
-def calibrated(hits: int, tests: int) -> bool:
-    """At most about α: within the 99.5% quantile of Binomial(tests, α) (about 2α for 40 tests)."""
-    return tests > 0 and hits <= stats.binom.ppf(0.995, tests, ALPHA)
+def null_counts(module, n_stores: int, keep=lambda c: c, **kw) -> Counter:
+    """Verdict counts over `n_stores` independent planted stores (rng seeds 1000, 1001, …)."""
+    out = Counter()
+    for s in range(n_stores):
+        out.update(verdicts(module, keep, rng_seed=1000 + s, **kw))
+    return out
+
+
+def assert_calibrated(counts: Counter, n_tests: int) -> None:
+    """On null stores: every test ran, and `supported` and `contradicted` each at most α + 0.02."""
+    assert sum(counts.values()) == n_tests and counts[INSUFFICIENT] == 0, counts
+    assert counts[SUPPORTED] / n_tests <= TARGET_FPR, counts
+    assert counts[CONTRADICTED] / n_tests <= TARGET_FPR, counts
+
+
+def by_claim(claims: pl.DataFrame) -> dict[str, str]:
+    return dict(zip(claims["claim"], claims["verdict"]))
 
 
 @pytest.fixture(scope="session")
 def default_store(tmp_path_factory):
-    """Every default sweep with the paper's effects planted (3 seeds)."""
+    """Every paper sweep with the paper's effects planted, the sweeps' own seeds, on disk."""
     path = tmp_path_factory.mktemp("default")
-    write_synthetic_store(path, **SMALL)
+    write_planted_store(path, cadence=CADENCE)
     return path

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import polars as pl
 
-from analysis.claims import claims_table, run_all
-from analysis.result import CLAIM_COLUMNS, CLAIM_SCHEMA, VERDICTS
+from analysis.claims import by_kind, claims_table, run_all, summary
+from analysis.result import CLAIM_COLUMNS, CLAIM_SCHEMA, KINDS, VERDICTS
+from analysis.verdict import holm
+from planted.calibrate import CADENCE
+from planted.store import write_planted_store
 from store.db import connect
-from store.synthetic import write_synthetic_store
-from tests.analysis.conftest import SMALL
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_PY = ROOT / ".venv" / "bin" / "python"
@@ -21,11 +22,12 @@ def test_empty_store_gives_insufficient_data_everywhere(tmp_path):
         table = claims_table(con)
     assert table.columns == CLAIM_COLUMNS and dict(table.schema) == CLAIM_SCHEMA
     assert table.height >= 25 and set(table["verdict"]) == {"insufficient data"}
+    assert summary(table) == "25 paper claims: 25 insufficient data"
     assert not table["statistic"].str.contains("analysis failed").any()
 
 
 def test_single_seed_store_gives_insufficient_data_where_seeds_are_needed(tmp_path):
-    write_synthetic_store(tmp_path, seeds=1, **SMALL)
+    write_planted_store(tmp_path, seeds=1, cadence=CADENCE)
     with connect(tmp_path, warn=False) as con:
         table = claims_table(con)
     seeded = table.filter(pl.col("experiment").is_in(SEEDED) | pl.col("claim").str.contains("h/b"))
@@ -40,9 +42,36 @@ def test_planted_store_supports_every_collected_claim(default_store):
         # The snapshot's temporary tables are gone afterwards: the views answer again.
         assert con.sql("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchall()[0][0] == 0
     assert set(results) == {"fig1", "trends", "double_descent", "ucurve", "theorem", "igr", "bfd", "measures"}
-    collected = table.filter(~pl.col("experiment").is_in(["fig4_momentum", "fig4_adam"]))
-    assert set(collected["verdict"]) == {"supported"}, collected.filter(pl.col("verdict") != "supported")
-    assert set(table["verdict"]) <= set(VERDICTS)
+    assert set(table["verdict"]) == {"supported"}, table.filter(pl.col("verdict") != "supported")
+    paper = table.filter(pl.col("kind") == "paper")
+    assert paper.height == 25 and paper["p_adjusted"].is_not_null().sum() == paper["p_value"].is_not_null().sum()
+    assert (paper.drop_nulls("p_value").select(pl.col("p_adjusted") >= pl.col("p_value")).to_series()).all()
+    assert table.filter(pl.col("kind") != "paper")["p_adjusted"].is_null().all()
+    kinds = dict(zip(table["claim"], table["kind"]))
+    assert kinds[next(c for c in kinds if "shrinks slower" in c)] == "condition"
+    assert kinds[next(c for c in kinds if "Eq. 6" in c)] == "check"
+    assert kinds[next(c for c in kinds if "Theorem 5.1" in c)] == "check"
+    assert kinds[next(c for c in kinds if "interpolation threshold" in c)] == "literature"
+    assert kinds[next(c for c in kinds if "generalization gap" in c)] == "toolkit"
+    assert summary(table) == "25 paper claims: 25 supported"
+    assert by_kind(table)["kind"].to_list() == sorted(table["kind"], key=KINDS.index)
+
+
+def test_holm_matches_statsmodels_and_demotes_only_paper_rows():
+    from statsmodels.stats.multitest import multipletests
+
+    p = [0.001, 0.02, 0.04, 0.03, 0.5]
+    rows = pl.DataFrame({"claim": list("abcde") + ["f"], "kind": ["paper"] * 5 + ["condition"],
+                         "p_value": p + [0.04], "statistic": ["s"] * 6,
+                         "verdict": ["supported", "supported", "contradicted", "supported", "inconclusive",
+                                     "supported"], "p_adjusted": [None] * 6}, schema_overrides={"p_adjusted": pl.Float64})
+    out = holm(rows)
+    expected = multipletests(p, method="holm")[1]
+    # By hand: sorted 0.001, 0.02, 0.03, 0.04, 0.5 × 5, 4, 3, 2, 1 with running max → 0.005, 0.08, 0.09, 0.09, 0.5.
+    assert out["p_adjusted"].to_list()[:5] == list(expected) and list(expected) == [0.005, 0.08, 0.09, 0.09, 0.5]
+    assert out["verdict"].to_list() == ["supported", "inconclusive", "inconclusive", "inconclusive", "inconclusive",
+                                        "supported"]
+    assert out["p_adjusted"][5] is None and "Holm" in out["statistic"][1]
 
 
 def test_cli_prints_a_json_list_of_claims(default_store):
@@ -53,5 +82,7 @@ def test_cli_prints_a_json_list_of_claims(default_store):
     rows = json.loads(proc.stdout)
     assert isinstance(rows, list) and len(rows) >= 25
     assert all(list(r) == CLAIM_COLUMNS for r in rows)
-    assert {r["verdict"] for r in rows} <= set(VERDICTS)
+    assert {"kind", "source", "p_adjusted"} <= set(rows[0])
+    assert {r["verdict"] for r in rows} <= set(VERDICTS) and {r["kind"] for r in rows} <= set(KINDS)
+    assert [r["kind"] for r in rows] == sorted((r["kind"] for r in rows), key=KINDS.index)
     assert all(isinstance(r["n_runs"], int) for r in rows)

@@ -1,10 +1,12 @@
 import polars as pl
 
 from analysis import double_descent
-from store.synthetic import FIG5_WIDTHS
-from tests.analysis.conftest import build, calibrated, null_hits
+from planted.store import sweep_runs
+from tests.analysis.conftest import assert_calibrated, build, memory, null_counts, verdicts
 
-PLANTED_PEAK = (len(FIG5_WIDTHS) - 1) // 2  # the synthetic interpolation threshold and peak
+WIDTHS = sorted({r.width for r in sweep_runs("fig5")})
+N_SEEDS = len({r.seed for r in sweep_runs("fig5")})
+PLANTED_PEAK = (len(WIDTHS) - 1) // 2  # the planted interpolation threshold and peak
 DD = pl.col("claim").str.contains("double-descends")
 
 
@@ -13,11 +15,12 @@ def test_planted_peak_is_located_within_one_grid_step(tmp_path):
     a = double_descent.analyze(con)
     peaks = a.tables["peaks"]
     for row in peaks.iter_rows(named=True):
-        assert abs(FIG5_WIDTHS.index(row["peak_width"]) - PLANTED_PEAK) <= 1
-        assert row["threshold_width"] == FIG5_WIDTHS[PLANTED_PEAK]
+        assert abs(WIDTHS.index(row["peak_width"]) - PLANTED_PEAK) <= 1
+        assert row["threshold_width"] == WIDTHS[PLANTED_PEAK]
     assert a.claims.filter(DD)["verdict"].to_list() == ["supported", "supported"]
     location = a.claims.filter(pl.col("claim").str.contains("interpolation")).row(0, named=True)
     assert location["verdict"] == "supported" and abs(location["value"]) <= 1
+    assert location["kind"] == "literature" and "Nakkiran" in location["source"]
 
 
 def test_by_width_has_t_intervals_over_seeds(tmp_path):
@@ -25,24 +28,36 @@ def test_by_width_has_t_intervals_over_seeds(tmp_path):
     t = double_descent.analyze(con).tables["by_width"]
     assert t.columns[:9] == ["width", "n_seeds", "test_loss_mean", "test_loss_lo", "test_loss_hi", "gc_mean",
                              "gc_lo", "gc_hi", "train_err_mean"]
-    assert t["width"].to_list() == FIG5_WIDTHS and (t["n_seeds"] == 3).all()
+    assert t["width"].to_list() == WIDTHS and (t["n_seeds"] == N_SEEDS).all()
     assert ((t["test_loss_lo"] < t["test_loss_mean"]) & (t["test_loss_mean"] < t["test_loss_hi"])).all()
-    # A hand check of one width: mean ± t(0.975, 2)·sd/√3 from the runs themselves.
-    raw = con.sql("SELECT gc FROM evals e JOIN runs r USING (run_id) WHERE r.sweep = 'fig5' AND r.width = 2 "
-                  "AND e.split = 'train' AND e.step = r.steps").pl()["gc"]
+    # A hand check of one width: mean ± t(0.975, n − 1)·sd/√n from the runs themselves.
+    from scipy import stats
+    raw = con.sql(f"SELECT gc FROM evals e JOIN runs r USING (run_id) WHERE r.sweep = 'fig5' "
+                  f"AND r.width = {WIDTHS[0]} AND e.split = 'train' AND e.step = r.steps").pl()["gc"]
     row = t.row(0, named=True)
     assert abs(row["gc_mean"] - raw.mean()) < 1e-12
-    assert abs(row["gc_hi"] - (raw.mean() + 4.302652729911275 * raw.std() / 3**0.5)) < 1e-9
+    half = stats.t.ppf(0.975, N_SEEDS - 1) * raw.std() / N_SEEDS**0.5
+    assert abs(row["gc_hi"] - (raw.mean() + half)) < 1e-9
 
 
-def test_monotone_widths_have_no_double_descent(tmp_path):
-    con = build(tmp_path, sweeps=["fig5"], effects={"fig5_peak": False})
-    a = double_descent.analyze(con)
-    assert a.claims.filter(DD)["verdict"].to_list() == ["contradicted", "contradicted"]
+def test_a_dip_at_the_threshold_is_contradicted():
+    # GC = profile^−0.5 dips where the paper says it peaks; test loss = 1 − 0.4 (GC − 1)² dips there too.
+    a = double_descent.analyze(memory(sweeps=["fig5"], effects={"fig5_peak": -0.5}))
+    assert a.claims.filter(DD)["verdict"].to_list()[1] == "contradicted"
+    b = double_descent.analyze(memory(sweeps=["fig5"], effects={"u_curvature": -0.4}))
+    assert b.claims.filter(DD)["verdict"].to_list() == ["contradicted", "supported"]
+    location = b.claims.filter(~DD).row(0, named=True)
+    assert location["verdict"] == "insufficient data" and "no significant test-loss peak" in location["statistic"]
 
 
-def test_peak_test_is_calibrated_on_a_flat_null(tmp_path_factory):
+def test_flat_curves_are_inconclusive():
+    flat = verdicts(double_descent, keep=lambda c: c.filter(DD), sweeps=["fig5"],
+                    effects={"fig5_peak": 0.0, "u_curvature": 0.0})
+    assert "contradicted" not in flat
+
+
+def test_peak_test_is_calibrated_on_a_flat_null():
     # Flat curves are the hardest null for a selected peak: the permutation test re-selects it.
-    hits, tests = null_hits(tmp_path_factory, double_descent, 20, keep=lambda c: c.filter(DD),
-                            sweeps=["fig5"], seeds=2, effects={"fig5_flat": True})
-    assert tests == 40 and calibrated(hits, tests), (hits, tests)
+    counts = null_counts(double_descent, 30, keep=lambda c: c.filter(DD), sweeps=["fig5"],
+                         effects={"fig5_peak": 0.0, "u_curvature": 0.0})
+    assert_calibrated(counts, 60)

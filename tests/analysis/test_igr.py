@@ -3,7 +3,7 @@ import polars as pl
 
 from analysis import igr
 from store.layout import run_dir
-from tests.analysis.conftest import build, calibrated, null_hits
+from tests.analysis.conftest import assert_calibrated, build, null_counts, verdicts
 
 HB = pl.col("claim").str.contains("h/b")
 
@@ -11,6 +11,7 @@ HB = pl.col("claim").str.contains("h/b")
 def test_identity_holds_and_gc_falls_with_h_over_b(tmp_path):
     a = igr.analyze(build(tmp_path, sweeps=["igr"]))
     assert a.claims["verdict"].to_list() == ["supported", "supported"]
+    assert a.claims["kind"].to_list() == ["check", "paper"]
     assert a.claims["value"][0] <= 1e-12 and a.tables["violations"].is_empty()
     assert -0.5 < a.claims["value"][1] < -0.1  # planted elasticity −0.3
     terms = a.tables["terms"]
@@ -30,7 +31,10 @@ def test_one_row_breaking_eq6_is_flagged_and_named(tmp_path):
     assert steps.filter(resid > 1e-9 * steps["grad_norm_sq"].abs())["step"].to_list() == [step]
 
 
-def test_h_over_b_null_is_calibrated(tmp_path_factory):
-    hits, tests = null_hits(tmp_path_factory, igr, 25, keep=lambda c: c.filter(HB), sweeps=["igr"], seeds=2,
-                            effects={"igr_slope": 0.0})
-    assert tests == 25 and calibrated(hits, tests), (hits, tests)
+def test_gc_rising_with_h_over_b_is_contradicted():
+    assert verdicts(igr, keep=lambda c: c.filter(HB), sweeps=["igr"], effects={"igr_slope": 0.3}) == ["contradicted"]
+
+
+def test_h_over_b_null_is_calibrated():
+    counts = null_counts(igr, 60, keep=lambda c: c.filter(HB), sweeps=["igr"], effects={"igr_slope": 0.0})
+    assert_calibrated(counts, 60)

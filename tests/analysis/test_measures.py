@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from analysis import measures
-from tests.analysis.conftest import calibrated, null_hits
+from tests.analysis.conftest import assert_calibrated, null_counts, verdicts
 
 
 def brute_tau_b(x, y) -> float:
@@ -76,12 +76,15 @@ def test_gc_ranks_first_on_the_planted_store(default_store):
     from store.db import connect
 
     a = measures.analyze(connect(default_store, warn=False))
-    assert a.claims["verdict"].to_list() == ["supported"]
+    assert a.claims["verdict"].to_list() == ["supported"] and a.claims["kind"].to_list() == ["toolkit"]
     assert a.tables["ranking"]["measure"][0] == "gc"
     assert {"lr", "batch_size", "width", "depth", "l2"} <= set(a.tables["per_axis"]["axis"])
 
 
-def test_null_correlation_is_calibrated(tmp_path_factory):
-    hits, tests = null_hits(tmp_path_factory, measures, 30, sweeps=["gcreg"], seeds=1,
-                            effects={"measure_corr": 0.0})
-    assert tests == 30 and calibrated(hits, tests), (hits, tests)
+def test_negative_correlation_is_contradicted():
+    assert verdicts(measures, sweeps=["gcreg", "igr"], effects={"measure_corr": -1.0}) == ["contradicted"]
+
+
+def test_null_correlation_is_calibrated():
+    counts = null_counts(measures, 60, sweeps=["gcreg"], effects={"measure_corr": 0.0})
+    assert_calibrated(counts, 60)

@@ -1,4 +1,4 @@
-"""The report renderer on real stores: a synthetic store with every sweep, a partial store, an
+"""The report renderer on real stores: a planted store with every sweep, a partial store, an
 empty store, and a hand-made run whose "GC of a run" is known. Browser checks live in
 test_report_browser.py."""
 from __future__ import annotations
@@ -11,7 +11,9 @@ from pathlib import Path
 from analysis.report import render
 from analysis.report.pngcheck import blankness, is_blank
 
-SECTIONS = ("overview", "claims", "demo", "fig1", "fig2", "fig3", "fig4", "fig5", "theorem", "igr", "bfd",
+# Training curves long enough to draw (collection cadence of the sweeps is shortened).
+CURVES = {"steps": 200, "log_every": 10, "eval_every": 50}
+SECTIONS = ("overview", "claims", "calibration", "demo", "fig1", "fig2", "fig3", "fig4", "fig5", "theorem", "igr", "bfd",
             "measures")
 FIGURES = ("demo_test_loss", "fig1_function", "fig1_arclength_gc", "fig2_diagonal", "fig2_gc_depth",
            "fig3_regularizers", "fig4_lr", "fig4_batch", "fig4_curves", "fig5_width", "fig5_ucurve",
@@ -49,9 +51,9 @@ def assert_offline(doc: str) -> None:
 
 def test_full_report_page_sections_and_figures(tmp_path):
     """One render of a store with every sweep (rendering is the slow part, so all checks share it)."""
-    from store.synthetic import SWEEPS, write_synthetic_store
+    from planted.store import SWEEPS, write_planted_store
 
-    write_synthetic_store(tmp_path / "data", sweeps=SWEEPS, seeds=2, n_steps=200)
+    write_planted_store(tmp_path / "data", sweeps=SWEEPS, seeds=2, cadence=CURVES)
     index = render(tmp_path / "data", tmp_path / "reports", strict=True, progress=False)
     doc = index.read_text(encoding="utf-8")
     assert index.name == "index.html" and index.exists()
@@ -79,7 +81,11 @@ def test_full_report_page_sections_and_figures(tmp_path):
         assert '<ul class="caveats">' in body
     assert "eval mode" in section_html(doc, "theorem") and "no theorem rows" in section_html(doc, "theorem")
     if importlib.util.find_spec("analysis.claims"):
-        assert re.search(r'class="verdict v-(good|bad|meh)"', section_html(doc, "claims"))
+        claims = section_html(doc, "claims")
+        assert re.search(r'class="verdict v-(good|bad|meh)"', claims)
+        assert re.findall(r'<h3 data-kind="(\w+)">', claims) == ["paper", "condition", "check", "literature", "toolkit"]
+        assert "Holm" in claims and re.search(r"\d+ paper claims: ", claims)
+    assert "make calibrate" in section_html(doc, "calibration")  # no calibration.json yet
 
     # Every figure is also a non-blank PNG and an SVG under figures/.
     fig_dir = index.parent / "figures"
@@ -95,9 +101,9 @@ def test_full_report_page_sections_and_figures(tmp_path):
 
 
 def test_missing_experiments_get_a_collect_note(tmp_path):
-    from store.synthetic import write_synthetic_store
+    from planted.store import write_planted_store
 
-    write_synthetic_store(tmp_path / "data", sweeps=("demo", "fig5"), seeds=2, n_steps=100)
+    write_planted_store(tmp_path / "data", sweeps=("demo", "fig5"), seeds=2, cadence=CURVES)
     doc = render(tmp_path / "data", tmp_path / "out", strict=True, progress=False, figures=False).read_text()
     assert_offline(doc)
     for sid, sweep in EXPERIMENTS.items():
@@ -182,12 +188,29 @@ def test_curves_are_binned_per_run_in_sql(tmp_path):
 
 
 def test_a_truncated_file_is_named_and_the_report_still_renders(tmp_path, capfd):
-    from store.synthetic import write_synthetic_store
+    from planted.store import write_planted_store
 
-    write_synthetic_store(tmp_path / "data", sweeps=("demo",), seeds=2, n_steps=100)
+    write_planted_store(tmp_path / "data", sweeps=("demo",), seeds=2, cadence=CURVES)
     victim = sorted((tmp_path / "data" / "runs").glob("sweep=demo/run_id=*/evals.parquet"))[0]
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
     doc = render(tmp_path / "data", tmp_path / "out", strict=True, progress=False, figures=False).read_text()
     assert str(victim) in capfd.readouterr().err
     assert 'data-figure="demo_test_loss"' in section_html(doc, "demo")
     assert "failed to render" not in section_html(doc, "demo")
+
+
+def test_calibration_section_shows_every_test(tmp_path):
+    """`make calibrate`'s JSON (a tiny run of two groups here) becomes one table row per test."""
+    from analysis.report.common import esc
+    from planted.calibrate import CASES, FILE, calibrate
+
+    out = tmp_path / "out"
+    out.mkdir()
+    cal = calibrate(3, 3, [c for c in CASES if c.name in ("igr", "fig1")], log=lambda m: None)
+    (out / FILE).write_text(json.dumps(cal))
+    doc = render(tmp_path / "nothing", out, strict=True, progress=False, figures=False).read_text()
+    body = section_html(doc, "calibration")
+    assert "How far to trust" in doc and body.count("<tr>") == 1 + len(cal["tests"])
+    for t in cal["tests"]:
+        assert esc(t["claim"]) in body
+    assert "of 3" in body and "not calibrated" in body

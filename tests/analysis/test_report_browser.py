@@ -137,10 +137,10 @@ def chromium():
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    from store.synthetic import SWEEPS, write_synthetic_store
+    from planted.store import SWEEPS, write_planted_store
 
     root = tmp_path_factory.mktemp("report_browser")
-    write_synthetic_store(root / "data", sweeps=SWEEPS, seeds=2, n_steps=200)
+    write_planted_store(root / "data", sweeps=SWEEPS, seeds=2, cadence={"steps": 200, "log_every": 10, "eval_every": 50})
     # PNG/SVG export is covered by test_report.py; the browser only needs the page.
     return render(root / "data", root / "reports", strict=True, progress=False, figures=False)
 

@@ -4,7 +4,10 @@ import polars as pl
 from analysis import theorem
 from store.db import connect
 from store.layout import RunFolder
-from tests.analysis.conftest import build, calibrated, null_hits
+from planted.store import sweep_runs
+from tests.analysis.conftest import assert_calibrated, build, null_counts, verdicts
+
+N_RUNS = len(sweep_runs("thm51"))
 
 CONDITION = pl.col("claim").str.contains("shrinks slower")
 
@@ -12,11 +15,12 @@ CONDITION = pl.col("claim").str.contains("shrinks slower")
 def test_no_violations_and_the_condition_holds(tmp_path):
     a = theorem.analyze(build(tmp_path, sweeps=["thm51"]))
     assert a.claims["verdict"].to_list() == ["supported", "supported"]
+    assert a.claims["kind"].to_list() == ["check", "condition"]
     assert a.claims["value"][0] == 0 and a.claims["ci_high"][0] < 0.01  # Clopper–Pearson upper end
     slopes = a.tables["slopes"]
-    assert slopes.height == 21 and (slopes["slope_T_lo"] <= slopes["slope_T"]).all()
+    assert slopes.height == N_RUNS and (slopes["slope_T_lo"] <= slopes["slope_T"]).all()
     tight = a.tables["tightness"]
-    assert set(tight["depth"]) == {1, 2, 3}
+    assert set(tight["depth"]) == {r.depth for r in sweep_runs("thm51")}
     # bound carries the 1/√min(d,k) factor squared: exactly min(40, 10) = 10 × bound_tight.
     np.testing.assert_allclose(tight["bound_q50"], 10 * tight["bound_tight_q50"], rtol=1e-9)
 
@@ -24,8 +28,8 @@ def test_no_violations_and_the_condition_holds(tmp_path):
 def test_planted_violations_are_counted(tmp_path):
     a = theorem.analyze(build(tmp_path, sweeps=["thm51"], effects={"thm_violations": 2}))
     row = a.claims.row(0, named=True)
-    assert row["verdict"] == "contradicted" and row["value"] == 2 * 21  # 2 rows in each of 21 runs
-    assert a.tables["violations"].height == 42 and (a.tables["violations"]["ratio"] > 1).all()
+    assert row["verdict"] == "contradicted" and row["value"] == 2 * N_RUNS  # 2 rows in each run
+    assert a.tables["violations"].height == 2 * N_RUNS and (a.tables["violations"]["ratio"] > 1).all()
 
 
 def test_a_violation_is_caught_even_when_holds_says_true(tmp_path):
@@ -44,7 +48,13 @@ def test_a_violation_is_caught_even_when_holds_says_true(tmp_path):
     assert a.claims.filter(CONDITION)["verdict"].to_list() == ["insufficient data"]
 
 
-def test_equal_shrink_rates_are_calibrated(tmp_path_factory):
-    hits, tests = null_hits(tmp_path_factory, theorem, 25, keep=lambda c: c.filter(CONDITION), sweeps=["thm51"],
-                            seeds=2, effects={"thm_slope_T": -1.5, "thm_slope_grad": -1.5})
-    assert tests == 25 and calibrated(hits, tests), (hits, tests)
+def test_sum_t_shrinking_faster_is_contradicted():
+    got = verdicts(theorem, keep=lambda c: c.filter(CONDITION), sweeps=["thm51"],
+                   effects={"thm_slope_T": -1.5, "thm_slope_grad": -0.3})
+    assert got == ["contradicted"]
+
+
+def test_equal_shrink_rates_are_calibrated():
+    counts = null_counts(theorem, 40, keep=lambda c: c.filter(CONDITION), sweeps=["thm51"],
+                         effects={"thm_slope_T": -1.5, "thm_slope_grad": -1.5})
+    assert_calibrated(counts, 40)

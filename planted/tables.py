@@ -1,4 +1,4 @@
-"""Vectorized builders of one synthetic run's tables (steps, evals, theorem/layers, probes).
+"""Vectorized builders of one planted run's tables (steps, evals, theorem/layers, probes).
 
 Each builder takes the run's planted end-of-training values (`Plant`) and returns a dict of
 numpy columns for `RunFolder.write`. No Python loop ever runs over rows: trajectories are

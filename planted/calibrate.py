@@ -1,0 +1,144 @@
+"""`python -m planted.calibrate` (`make calibrate`): how often each claim test is wrong.
+
+Every claim test runs on `--null` planted stores with no effect (false-positive rate: how often
+it says `supported`, with a Clopper–Pearson 95% CI; and how often `contradicted`) and on
+`--effect` stores with the effect of `CASES` planted in the paper's direction (power: how often
+`supported`). Stores live in in-memory DuckDB (`planted.store.planted_connection`), so the
+analysis SQL and statistics are exactly those of `python -m analysis claims`, module by module,
+before Holm's correction (each test's own calibration; Holm only makes paper rows stricter).
+Writes `<out>/calibration.json`, which the report's "How far to trust these verdicts" shows.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import polars as pl
+from statsmodels.stats.proportion import proportion_confint
+
+from analysis import double_descent, fig1, igr, theorem
+from analysis.claims import MODULES
+from analysis.result import ALPHA, CONTRADICTED, INSUFFICIENT, SUPPORTED
+from planted.store import EFFECTS, TREND_SWEEPS, planted_connection
+
+CADENCE = {"steps": 20, "log_every": 10, "eval_every": 10}  # few rows per run; the statistics see run summaries
+TARGET_FPR, TARGET_POWER = ALPHA + 0.02, 0.8
+FILE = "calibration.json"
+# Rows whose verdict is not a significance test: listed, not calibrated.
+NOT_CALIBRATED = {
+    igr.IDENTITY_CLAIM: "deterministic identity check (any row above 1e-6 contradicts)",
+    theorem.VIOLATION_CLAIM: "deterministic check (any violating row contradicts)",
+    double_descent.LOCATION_CLAIM: "peak location, only tested after a significant peak",
+    fig1.ARC_CLAIM: "CI-versus-tolerance rule, no p-value",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One group of claim tests: the modules that decide them, on stores of `sweeps`."""
+    name: str
+    modules: tuple[str, ...]  # names in analysis.claims.MODULES
+    sweeps: tuple[str, ...]
+    null: dict
+    effect: dict
+    tables: tuple[str, ...] = ("runs", "evals")  # what the tests read
+
+
+CASES = (
+    Case("trends", ("trends",), TREND_SWEEPS, {"trend_slope": 0.0, "acc_slope": 0.0, "output_shrink": 0.0},
+         {"trend_slope": 0.3, "acc_slope": 0.02, "output_shrink": 0.3}, ("runs", "evals", "probes")),
+    Case("fig5", ("double_descent", "ucurve"), ("fig5",), {"fig5_peak": 0.0, "u_curvature": 0.0},
+         {"fig5_peak": 1.0, "u_curvature": 0.4}),
+    Case("igr", ("igr",), ("igr",), {"igr_slope": 0.0}, {"igr_slope": -0.1}),
+    Case("bfd", ("bfd",), ("bfd",), {"bfd_drop": 0.0, "bfd_random_gap": 0.0}, {"bfd_drop": 0.05, "bfd_random_gap": 0.02}),
+    Case("measures", ("measures",), ("gcreg",), {"measure_corr": 0.0}, {"measure_corr": 0.2}),
+    Case("theorem", ("theorem",), ("thm51",), {"thm_slope_T": -0.9, "thm_slope_grad": -0.9},
+         {"thm_slope_T": -0.7, "thm_slope_grad": -1.1}, ("runs", "evals", "theorem")),
+    Case("fig1", ("fig1",), ("fig1",), {"fig1_gc_start": 0.1}, {"fig1_gc_start": 0.05}),
+)
+
+
+def verdicts(case: Case, effects: dict, rng_seed: int) -> pl.DataFrame:
+    """claim, kind, experiment, verdict of every calibrated row of one planted store."""
+    con = planted_connection(sweeps=case.sweeps, cadence=CADENCE, rng_seed=rng_seed, effects=effects,
+                             tables=case.tables)
+    try:
+        frames = [MODULES[m].analyze(con).claims for m in case.modules]
+    finally:
+        con.close()
+    rows = pl.concat(frames).select("claim", "kind", "experiment", "verdict")
+    return rows.filter(~pl.col("claim").is_in(list(NOT_CALIBRATED)))
+
+
+def rates(case: Case, effects: dict, n: int, seed0: int, pool=None) -> pl.DataFrame:
+    """Per claim: n stores, times supported, contradicted and insufficient over `n` planted stores."""
+    one = partial(verdicts, case, effects)
+    seeds = range(seed0, seed0 + n)
+    runs = pl.concat(list(pool.map(one, seeds, chunksize=8) if pool else map(one, seeds)))
+    return runs.group_by("claim", "kind", "experiment", maintain_order=True).agg(
+        pl.len().alias("n"), (pl.col("verdict") == SUPPORTED).sum().alias("supported"),
+        (pl.col("verdict") == CONTRADICTED).sum().alias("contradicted"),
+        (pl.col("verdict") == INSUFFICIENT).sum().alias("insufficient"))
+
+
+def _ci(k: int, n: int) -> list[float]:
+    return [float(v) for v in proportion_confint(k, n, alpha=0.05, method="beta")]
+
+
+def calibrate_case(case: Case, n_null: int, n_effect: int, pool=None) -> list[dict]:
+    null, power = rates(case, case.null, n_null, 10_000, pool), rates(case, case.effect, n_effect, 20_000, pool)
+    out = []
+    for r in null.join(power, on=["claim", "kind", "experiment"], suffix="_effect").iter_rows(named=True):
+        fpr, pw = r["supported"] / r["n"], r["supported_effect"] / r["n_effect"]
+        out.append({"claim": r["claim"], "kind": r["kind"], "experiment": r["experiment"], "case": case.name,
+                    "null_effects": case.null, "planted_effects": case.effect,
+                    "n_null": r["n"], "false_positive_rate": fpr, "fpr_ci": _ci(r["supported"], r["n"]),
+                    "contradicted_rate_null": r["contradicted"] / r["n"], "insufficient_null": r["insufficient"],
+                    "n_effect": r["n_effect"], "power": pw, "power_ci": _ci(r["supported_effect"], r["n_effect"]),
+                    "meets_target": fpr <= TARGET_FPR and pw >= TARGET_POWER})
+    return out
+
+
+def calibrate(n_null: int = 200, n_effect: int = 100, cases=CASES, workers: int = 1, log=print) -> dict:
+    tests = []
+    with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        for case in cases:
+            t0 = time.perf_counter()
+            tests += calibrate_case(case, n_null, n_effect, pool)
+            log(f"calibrate: {case.name}: {time.perf_counter() - t0:.0f} s")
+    tests += [{"claim": c, "calibrated": False, "why": why} for c, why in NOT_CALIBRATED.items()]
+    return {"alpha": ALPHA, "target_fpr": TARGET_FPR, "target_power": TARGET_POWER, "n_null": n_null,
+            "n_effect": n_effect, "default_effects": EFFECTS, "cadence": CADENCE, "tests": tests}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m planted.calibrate", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="reports", help="folder for calibration.json (default ./reports)")
+    parser.add_argument("--null", type=int, default=200, help="null stores per test (default 200)")
+    parser.add_argument("--effect", type=int, default=100, help="planted-effect stores per test (default 100)")
+    parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    parser.add_argument("--case", action="append", choices=[c.name for c in CASES], help="only these groups")
+    args = parser.parse_args(argv)
+    if args.null < 1 or args.effect < 1:
+        print("error: --null and --effect must be ≥ 1 (e.g. --null 200 --effect 100)", file=sys.stderr)
+        return 2
+    cases = [c for c in CASES if not args.case or c.name in args.case]
+    result = calibrate(args.null, args.effect, cases, workers=args.workers)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / FILE).write_text(json.dumps(result, indent=1))
+    bad = [t["claim"] for t in result["tests"] if t.get("meets_target") is False]
+    print(f"calibration: {out / FILE}; {len(result['tests'])} tests, {len(bad)} miss the target"
+          + (f": {bad}" if bad else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Planted run stores: the shipped sweeps' runs with hand-made effects, in the real store layout.
+
+The runs come from `collect/sweeps/*.toml` through `collect.sweep.load_sweep`, so a planted
+store has exactly the grids, names, seeds and `runs` columns that collection writes; only the
+end-of-training values are planted (see `EFFECTS`, docs/EXPERIMENTS.md "Verdicts"). Each
+effect is signed: its default is in the paper's direction, 0 plants no effect (a null), a
+negative value plants the effect against the paper.
+
+`write_planted_store(data_dir)` writes Parquet through `store.layout.RunFolder`;
+`planted_connection()` loads the same tables into an in-memory DuckDB (what `make calibrate`
+uses: the analysis SQL and statistics run unchanged, without writing thousands of files).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from collections import defaultdict
+from typing import Iterable
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from collect.config import RunConfig
+from collect.sweep import load_sweep
+from planted.tables import (Plant, diagonal_probes, evals_table, parabola_probes, steps_table,
+                            theorem_tables)
+from store.layout import RunFolder, to_arrow
+from store.schema import MARKER_TABLE, SCHEMAS
+
+EFFECTS: dict = {
+    "trend_slope": 1.0,       # Δ log GC across each regularizer's grid, in the paper's direction
+    "acc_slope": 0.05,        # test-acc gain across the lr (fig4) and gc_reg grids
+    "seed_noise": 0.1,        # sd of log GC between runs
+    "seed_offset": 0.2,       # sd of a per-seed shift of log GC shared by a sweep's runs (a block effect)
+    "output_shrink": 2.0,     # fig2: Δ log |output| from the shallowest to the deepest net
+    "fig1_ripple": 0.01,      # fig1: amplitude of a wiggle on top of the minimal interpolant
+    "fig1_gc_start": 0.001,   # fig1: GC at step 0 as a fraction of the final GC
+    "fig5_peak": 1.0,         # fig5: GC = profile^fig5_peak; 1 peaks at the threshold, −1 dips, 0 flat
+    "u_curvature": 0.4,       # fig5: test loss = 1 + u (GC − 1)²; < 0 an inverted U
+    "fig5_noise": 0.05,       # fig5: sd of test loss between runs
+    "thm_slope_T": -0.3,      # thm51: Δ log Σ T² over training
+    "thm_slope_grad": -1.5,   # thm51: Δ log ||∇θ f||² over training
+    "thm_violations": 0,      # thm51: planted rows with gc_x > bound_tight (per run)
+    "igr_slope": -0.3,        # igr: d log GC / d log(h/b)
+    "eq6_breaks": 0,          # igr: rows of the first igr run whose grad_norm_sq breaks Eq. 6
+    "bfd_drop": 0.3,          # bfd: fraction of bfd_max lost over training (train/test)
+    "bfd_random_gap": 0.08,   # bfd: random-input bfd above train/test, as a fraction of bfd_max
+    "measure_corr": 1.0,      # gap = 0.3 + 0.2 measure_corr log GC + noise
+    "diverged": 1,            # fig4: runs at the largest lr that diverge (first seeds)
+}
+# The paper's direction of GC along each hyperparameter (seed 002 §3–5); other axes plant nothing.
+GC_DIRECTION = {"l2": -1, "spectral_reg": -1, "flatness_reg": -1, "label_noise": -1, "gc_reg": -1,
+                "lr": -1, "batch_size": +1, "depth": -1}
+TREND_SWEEPS = ("fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "gcreg")
+# (input dim, outputs, default n_train, default n_test) of each dataset (collect/datasets.py).
+DATASET_SHAPE = {"mnist1d": (40, 10, 4000, 1000), "digits": (64, 10, 1437, 360), "parabola": (1, 1, 10, 200),
+                 "teacher": (20, 10, 4000, 1000), "mnist": (784, 10, 60000, 10000),
+                 "cifar10": (3072, 10, 50000, 10000)}
+PAPER_SWEEPS = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr",
+                "bfd")
+SWEEPS = (*PAPER_SWEEPS, "demo")
+
+
+def sweep_runs(sweep: str, *, seeds: int | None = None, cadence: dict | None = None) -> tuple[RunConfig, ...]:
+    """The shipped sweep's run configs; `seeds` replaces its seed list by range(seeds), `cadence`
+    (steps/log_every/eval_every) shortens training runs (init-only sweeps keep steps = 0)."""
+    return _sweep_runs(sweep, seeds, tuple(sorted((cadence or {}).items())))
+
+
+@functools.lru_cache(maxsize=256)
+def _sweep_runs(sweep: str, seeds: int | None, cadence: tuple) -> tuple[RunConfig, ...]:
+    overrides = {"seeds": list(range(seeds))} if seeds is not None else {}
+    runs = load_sweep(sweep, overrides=overrides).runs
+    if cadence and any(r.steps > 0 for r in runs):
+        runs = load_sweep(sweep, overrides={**overrides, **dict(cadence)}).runs
+    return tuple(runs)
+
+
+def positions(runs: list[RunConfig]) -> dict[str, dict]:
+    """Per GC_DIRECTION axis that varies in `runs`: value → position on its sorted grid in [0, 1]."""
+    out = {}
+    for axis in GC_DIRECTION:
+        values = sorted({getattr(r, axis) for r in runs})
+        if len(values) > 1:
+            out[axis] = {v: i / (len(values) - 1) for i, v in enumerate(values)}
+    return out
+
+
+def shape_of(cfg: RunConfig) -> tuple[int, int, int, int]:
+    d, k, n_train, n_test = DATASET_SHAPE[cfg.dataset]
+    if cfg.dataset == "teacher":
+        d, k = cfg.input_dim or d, cfg.n_classes or k
+    return d, k, cfg.n_train or n_train, cfg.n_test or n_test
+
+
+def n_params(cfg: RunConfig) -> int:
+    d, k, _, _ = shape_of(cfg)
+    w, depth, b = cfg.width, cfg.depth, int(cfg.bias)
+    return d * w + b * w + max(depth - 1, 0) * (w * w + b * w) + w * k + b * k
+
+
+def _fig5(cfg: RunConfig, widths: list[int], fx: dict, rng, offset: float) -> Plant:
+    """GC = profile^fig5_peak (the profile peaks at the interior interpolation threshold) and
+    test loss = 1 + u (GC − 1)²: double descent in width and a U in GC at the defaults."""
+    i, n = widths.index(cfg.width), len(widths)
+    p = (n - 1) // 2
+    train_acc = 1.0 if i >= p else 1.0 - 0.3 * (1 - i / p)
+    profile = 0.1 + 2.9 * (i / p) ** 2 if i <= p else 1.2 + 1.8 * math.exp(-(i - p) / 1.5)
+    g = profile ** fx["fig5_peak"] * math.exp(fx["seed_noise"] * rng.standard_normal() + offset)
+    tl = 1.0 + fx["u_curvature"] * (g - 1.0) ** 2 + fx["fig5_noise"] * rng.standard_normal()
+    trl = 0.02 + 0.5 * (1 - train_acc)
+    return Plant(g, tl, trl, max(0.0, 0.85 - 0.2 * (tl - 1.0)), train_acc, math.log(g))
+
+
+def _plant(cfg: RunConfig, pos: dict, fx: dict, rng, offset: float, context: dict) -> Plant:
+    sweep = cfg.sweep
+    if sweep == "fig5":  # no seed block: its tests compare widths, not seeds within a width
+        return _fig5(cfg, context["widths"], fx, rng, 0.0)
+    lg = offset + fx["seed_noise"] * rng.standard_normal()
+    if sweep in TREND_SWEEPS:
+        lg += sum(GC_DIRECTION[a] * fx["trend_slope"] * grid[getattr(cfg, a)] for a, grid in pos.items())
+    if sweep == "igr":
+        lg += fx["igr_slope"] * (math.log(cfg.lr / cfg.batch_size) - context["log_hb_mid"])
+    trl = 0.05 + 0.02 * abs(rng.standard_normal())
+    gap = 0.3 + 0.2 * fx["measure_corr"] * lg + 0.03 * rng.standard_normal()
+    acc = 0.8 + 0.01 * rng.standard_normal()
+    acc_axis = {"fig4": "lr", "fig4_momentum": "lr", "fig4_adam": "lr", "gcreg": "gc_reg"}.get(sweep)
+    if acc_axis in pos:
+        acc += fx["acc_slope"] * pos[acc_axis][getattr(cfg, acc_axis)]
+    if cfg.loss == "mse":
+        return Plant(math.exp(lg), trl + max(gap, 0.01), trl, math.nan, math.nan, lg, fx["fig1_gc_start"])
+    return Plant(math.exp(lg), trl + max(gap, 0.05), trl, min(acc, 0.99), 0.99, lg)
+
+
+@functools.lru_cache(maxsize=4096)
+def _static(cfg: RunConfig) -> tuple[dict, dict, int]:
+    """(table columns of the config, its `runs` row, n_params): the same for every planted store."""
+    d, k, n_train, n_test = shape_of(cfg)
+    return {**cfg.model_dump(), "n_train": n_train, "n_test": n_test}, cfg.runs_row(), n_params(cfg)
+
+
+def _run_tables(cfg: RunConfig, job: int, *, rng_seed: int, fx: dict, pos: dict, context: dict,
+                offsets: dict, diverged: bool, break_eq6: bool, tables: frozenset) -> dict[str, dict]:
+    """The tables of one run (those in `tables`) as columns, the `runs` row last (as collection writes them)."""
+    rng = np.random.default_rng([rng_seed, job])
+    cols, row, n_par = _static(cfg)
+    run_id = row["run_id"]
+    done = max(cfg.steps // 3, 1) if diverged else cfg.steps
+    plant = _plant(cfg, pos, fx, rng, offsets[cfg.seed], context)
+    if diverged:  # loss blew up: huge losses, chance accuracy
+        plant = Plant(plant.gc * 50, 40.0, 30.0, 0.1, 0.1, plant.measure_z + 3)
+    d, k, n_train, n_test = shape_of(cfg)
+    out = {"steps": steps_table(rng, run_id, plant, cols, done, cfg.log_every,
+                                eq6_break_rows=fx["eq6_breaks"] if break_eq6 else 0)} if "steps" in tables else {}
+    bfd_max = min(max(cfg.bfd_batch, 1) * k, n_par)
+    out["evals"] = evals_table(rng, run_id, plant, cols, done, cfg.eval_every, fx, bfd_max)
+    if cfg.theorem_examples and cfg.model == "mlp" and "theorem" in tables:
+        out["theorem"], out["layers"] = theorem_tables(rng, run_id, cols, done, cfg.eval_every, fx, d, k,
+                                                       n_examples=min(cfg.theorem_examples, 8))
+    if not cfg.probe_points or "probes" not in tables:
+        pass
+    elif cfg.dataset == "parabola":
+        out["probes"] = parabola_probes(rng, run_id, done, cfg.eval_every, n_train, fx["fig1_ripple"])
+    else:
+        depth_pos = pos.get("depth", {}).get(cfg.depth, 0.0)
+        amp = 2.0 * math.exp(-fx["output_shrink"] * depth_pos + 0.1 * rng.standard_normal())
+        out["probes"] = diagonal_probes(rng, run_id, amp)
+    test_acc = out["evals"]["acc"][out["evals"]["split"] == "test"]
+    out[MARKER_TABLE] = {k: [v] for k, v in {
+        **row, "status": "diverged" if diverged else "completed", "n_params": n_par,
+        "device": "cpu", "wall_s": 0.01 * done, "steps_done": done, "n_train": n_train, "n_test": n_test,
+        "best_test_acc": None if np.isnan(test_acc).all() else float(np.nanmax(test_acc)),
+        "error": f"loss became non-finite at step {done}" if diverged else None, "gclab_version": "planted",
+    }.items()}
+    return out
+
+
+def planted_runs(*, sweeps: Iterable[str] = PAPER_SWEEPS, seeds: int | None = None, cadence: dict | None = None,
+                 rng_seed: int = 0, effects: dict | None = None, n_runs: int | None = None,
+                 runs_scale: int = 1, tables: Iterable[str] = tuple(SCHEMAS)) -> Iterable[tuple[RunConfig, dict[str, dict]]]:
+    """(config, tables) of every run of `sweeps` with `effects` planted (see the module docstring).
+
+    `seeds`: seeds per configuration (default: the sweep's own); `runs_scale` multiplies them;
+    `n_runs` writes exactly that many runs, seed-major, so truncation drops seeds, never a sweep.
+    `tables` limits the tables built (runs and evals always are): calibration skips what a test never reads.
+    """
+    tables = frozenset(tables)
+    unknown = set(effects or {}) - set(EFFECTS)
+    if unknown:
+        raise KeyError(f"unknown planted effects {sorted(unknown)}; valid: {', '.join(EFFECTS)}")
+    fx = {**EFFECTS, **(effects or {})}
+    if n_runs is not None:  # enough seeds for n_runs, then seed-major truncation
+        seeds = max(1, math.ceil(n_runs / max(sum(len(sweep_runs(s, seeds=1)) for s in sweeps), 1)))
+    if runs_scale != 1:
+        seeds = {s: (seeds or len({r.seed for r in sweep_runs(s)})) * runs_scale for s in sweeps}
+    seeds = seeds if isinstance(seeds, dict) else dict.fromkeys(sweeps, seeds)
+    by_sweep = {s: sweep_runs(s, seeds=seeds[s], cadence=cadence) for s in sweeps}
+    jobs = sorted((r for runs in by_sweep.values() for r in runs), key=lambda r: r.seed)  # stable: sweep order kept
+    jobs = jobs[:n_runs] if n_runs is not None else jobs
+    pos = {s: positions(runs) for s, runs in by_sweep.items()}
+    context = {s: {"widths": sorted({r.width for r in runs}),
+                   "log_hb_mid": float(np.median([math.log(r.lr / r.batch_size) for r in runs]))}
+               for s, runs in by_sweep.items()}
+    offsets = {s: dict(zip(sorted({r.seed for r in runs}), fx["seed_offset"] * np.random.default_rng(
+        [rng_seed, 7919, i]).standard_normal(len({r.seed for r in runs}))))
+        for i, (s, runs) in enumerate(by_sweep.items())}
+    top_lr = {s: max(r.lr for r in runs) for s, runs in by_sweep.items()}
+    n_diverged: dict = defaultdict(int)
+    first_igr = next((j for j, r in enumerate(jobs) if r.sweep == "igr"), None)
+    for j, cfg in enumerate(jobs):
+        diverged = cfg.sweep == "fig4" and cfg.lr == top_lr["fig4"] and n_diverged["fig4"] < fx["diverged"]
+        n_diverged[cfg.sweep] += diverged
+        yield cfg, _run_tables(cfg, j, rng_seed=rng_seed, fx=fx, pos=pos[cfg.sweep], context=context[cfg.sweep],
+                               offsets=offsets[cfg.sweep], diverged=diverged, break_eq6=(j == first_igr),
+                               tables=tables)
+
+
+def write_planted_store(data_dir, **kw) -> None:
+    """Write a planted store under `data_dir` through RunFolder (arguments: `planted_runs`)."""
+    for cfg, tables in planted_runs(**kw):
+        folder = RunFolder(data_dir, cfg.sweep, cfg.run_id)
+        folder.start()
+        for name, cols in tables.items():
+            if name != MARKER_TABLE:
+                folder.write(name, cols)
+        folder.finish({k: v[0] for k, v in tables[MARKER_TABLE].items()})
+
+
+def planted_connection(**kw) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB whose tables hold a planted store, as the store views would show it
+    (hive partitioning adds `sweep` to every table; arguments: `planted_runs`)."""
+    parts: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for cfg, tables in planted_runs(**kw):
+        for name, cols in tables.items():
+            for c, v in cols.items():
+                parts[name][c].append(v)
+            if name != MARKER_TABLE:
+                parts[name]["sweep"].append(np.full(len(cols["run_id"]), cfg.sweep, dtype=object))
+    con = duckdb.connect()
+    for name, schema in SCHEMAS.items():
+        cols = {c: np.concatenate(v) for c, v in parts[name].items()
+                if c != "sweep" or name == MARKER_TABLE} if name in parts else {}
+        frame = to_arrow(name, cols) if cols else schema.empty_table()
+        if name != MARKER_TABLE:
+            sweep = np.concatenate(parts[name]["sweep"]) if name in parts else np.array([], dtype=object)
+            frame = frame.append_column("sweep", pa.array(sweep, pa.string()))
+        con.register(f"_{name}", frame)
+        con.sql(f"CREATE TABLE {name} AS SELECT * FROM _{name}")
+        con.unregister(f"_{name}")
+    return con
