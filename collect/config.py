@@ -103,6 +103,6 @@ class RunConfig(BaseModel):
         """The `runs` columns this config determines (the rest come from the finished run)."""
         fields = ("sweep", "seed", "dataset", "model", "width", "depth", "activation", "init", "optimizer",
                   "lr", "momentum", "batch_size", "steps", "l2", "spectral_reg", "flatness_reg", "gc_reg",
-                  "label_noise", "bias", "init_scale", "loss")
+                  "label_noise", "bias", "init_scale", "loss", "zero_bias")
         return {"run_id": self.run_id, **{f: getattr(self, f) for f in fields},
                 "config_json": self.model_dump_json()}

@@ -56,6 +56,7 @@ RUNS = _schema("runs", [
     ("target_step", i64, "first eval step at which the target was met (training stopped there); null if never or no target"),
     ("final_train_error", f64, "1 - accuracy on the FULL training set at the last eval (NaN for regression)"),
     ("final_train_loss", f64, "mean loss (no regularizers) on the FULL training set at the last eval"),
+    ("zero_bias", boolean, "biases were zero at init (every named scheme; torch's 'default' keeps random ones)"),
 ])
 
 STEPS = _schema("steps", [

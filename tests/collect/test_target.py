@@ -59,6 +59,7 @@ def test_cap_reached_without_target(tmp_path):
     ref = _errors_by_brute_force(cfg, tmp_path)
     assert row["target_reached"] is False and row["target_step"] is None and row["steps_done"] == 50
     assert row["final_train_error"] == pytest.approx(ref[50], abs=1e-12) and ref[50] > 0
+    assert row["zero_bias"] is False  # torch's default init keeps its random biases
 
 
 def test_loss_target_and_no_target(tmp_path):
