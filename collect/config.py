@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from collect.datasets import DATASETS
 from collect.init import INIT_SCHEMES as INITS
+from collect.init import zero_bias_default
 from collect.models import ACTIVATIONS, MODELS
 from store.layout import run_id_of
 
@@ -41,14 +42,17 @@ class RunConfig(BaseModel):
     bias: bool = True
     init: Literal[INITS] = "default"
     init_scale: float = Field(1.0, gt=0.0)
-    zero_bias: bool = False
+    zero_bias: bool | None = Field(None, description="zero biases at init; default: the scheme's choice (zero for every named scheme, torch's random biases for 'default')")
     # optimisation
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
     optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
     lr: float = Field(0.05, gt=0.0, le=1e4)
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum, or Adam's beta1; default by optimizer")
     batch_size: int = Field(64, ge=1, description="batch size; >= n_train means full-batch GD")
-    steps: int = Field(1000, ge=0, le=10_000_000)
+    steps: int = Field(1000, ge=0, le=10_000_000, description="optimizer steps; with a stop target, the cap")
+    # stop rule (docs/EXPERIMENTS.md, "Training to interpolation"): checked at every eval on the FULL training set
+    stop_at_train_error: float | None = Field(None, ge=0.0, lt=1.0, description="stop at the first eval where the training error (1 − acc on every training example) is <= this; 0 = interpolation")
+    stop_at_train_loss: float | None = Field(None, gt=0.0, description="stop at the first eval where the mean training loss (no regularizers) is <= this")
     # explicit regularizers
     l2: float = Field(0.0, ge=0.0)
     spectral_reg: float = Field(0.0, ge=0.0)
@@ -62,6 +66,8 @@ class RunConfig(BaseModel):
     eval_examples: int = Field(512, ge=1, description="examples per split for eval loss/acc/GC")
     theorem_examples: int = Field(16, ge=0, description="fixed examples per split for theorem/layers rows (MLP)")
     bfd_batch: int = Field(32, ge=0, description="fixed batch per split for functional dimension; 0 = off")
+    bfd_output: Literal["logits", "softmax"] = Field("logits", description="outputs whose parameter Jacobian the BFD ranks (softmax: the official Functional-dimension code's default)")
+    bfd_random_batches: tuple[int, ...] = Field((), description="growing sizes of nested random-input batches for the computable full functional dimension (fdim table); () = off")
     sharpness_iters: int = Field(20, ge=0, description="power iterations for sharpness; 0 = off")
     probe_points: int = Field(0, ge=0, description="points on the diagonal t*(1,...,1), t in [-1,1]; 0 = off")
     divergence_factor: float = Field(1e3, gt=1.0, description="a train loss above this × max(initial loss, 1), or NaN/inf, ends the run as diverged")
@@ -75,12 +81,16 @@ class RunConfig(BaseModel):
         # Resolve the default here so the hashed config states it explicitly.
         if isinstance(data, dict) and "momentum" not in data:
             data = {**data, "momentum": 0.0 if data.get("optimizer", "sgd") == "sgd" else 0.9}
+        if isinstance(data, dict) and data.get("zero_bias") is None:
+            data = {**data, "zero_bias": zero_bias_default(data.get("init", "default"))}
         return data
 
     @model_validator(mode="after")
     def _coherent(self):
         if self.loss == "mse" and self.label_noise > 0 and self.dataset == "parabola":
             raise ValueError("label_noise applies to class labels; the parabola is a regression: set label_noise = 0")
+        if self.stop_at_train_error is not None and self.loss != "cross_entropy":
+            raise ValueError("stop_at_train_error needs class labels (loss = 'cross_entropy'); for a regression use stop_at_train_loss")
         if self.optimizer == "sgd" and self.momentum > 0:
             raise ValueError("optimizer = 'sgd' has no momentum: use optimizer = 'momentum' or set momentum = 0")
         return self
@@ -93,6 +103,6 @@ class RunConfig(BaseModel):
         """The `runs` columns this config determines (the rest come from the finished run)."""
         fields = ("sweep", "seed", "dataset", "model", "width", "depth", "activation", "init", "optimizer",
                   "lr", "momentum", "batch_size", "steps", "l2", "spectral_reg", "flatness_reg", "gc_reg",
-                  "label_noise", "bias", "init_scale", "loss")
+                  "label_noise", "bias", "init_scale", "loss", "zero_bias")
         return {"run_id": self.run_id, **{f: getattr(self, f) for f in fields},
                 "config_json": self.model_dump_json()}

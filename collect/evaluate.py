@@ -14,6 +14,10 @@ from collect import metrics
 from collect.buffer import TableBuffer
 from collect.metrics import batch_loss
 from collect.metrics.chain import parse as parse_chain
+from collect.metrics.fdim import bfd_ceiling, rank_of
+
+
+FULL_FDIM = "random_full"  # the nested random-input pool: fdim rows with split 'random', never evals rows
 
 
 @dataclass
@@ -23,9 +27,18 @@ class Split:
     y: torch.Tensor
 
 
+def random_inputs(ds, n: int, seed: int) -> torch.Tensor:
+    """Gaussian inputs with the training set's per-feature mean and std (first rows are the
+    same for every n: nested batches)."""
+    g = torch.Generator().manual_seed(seed)
+    return ds.x_train.mean(0) + ds.x_train.std(0) * torch.randn((n, *ds.input_shape), generator=g)
+
+
 def make_splits(ds, cfg, device, dtype) -> list[Split]:
     """train/test subsets and a `random` split: Gaussian inputs with the training set's
-    per-feature mean and std and uniform random labels, fixed by the data seed."""
+    per-feature mean and std and uniform random labels, fixed by the data seed; plus, if
+    ``cfg.bfd_random_batches``, a `random_full` pool of nested random inputs for the
+    computable full functional dimension (not an evals split)."""
     n = cfg.eval_examples
     g = torch.Generator().manual_seed(cfg.data_seed + 7919)
     mean, std = ds.x_train.mean(0), ds.x_train.std(0)
@@ -36,6 +49,9 @@ def make_splits(ds, cfg, device, dtype) -> list[Split]:
         y_rand = ds.y_train.mean(0) + ds.y_train.std(0) * torch.randn((n, ds.n_classes), generator=g)
     parts = [("train", ds.x_train[:n], ds.y_train[:n]), ("test", ds.x_test[:n], ds.y_test[:n]),
              ("random", x_rand, y_rand)]
+    if cfg.bfd_random_batches:
+        x_full = random_inputs(ds, max(cfg.bfd_random_batches), cfg.data_seed + 104_729)
+        parts.append((FULL_FDIM, x_full, torch.zeros(len(x_full), dtype=torch.int64)))
     return [Split(name, x.to(device, dtype), (y if y.dtype == torch.int64 else y.to(dtype)).to(device))
             for name, x, y in parts]
 
@@ -61,16 +77,17 @@ def log_eval(model, splits: list[Split], cfg, step: int, init_params, bufs: dict
     shared = dict(run_id=cfg.run_id, step=step, param_norm_sq=float(metrics.param_norm_sq(model)),
                   spectral_product=float(metrics.spectral_product(model)),
                   dist_from_init=float(metrics.dist_from_init(model, init_params)))
-    n_params = sum(p.numel() for p in model.parameters())
     # Theorem 5.1 covers dense feed-forward stacks only: the engine's own test decides.
     theorem_ok = cfg.theorem_examples > 0 and parse_chain(model) is not None
     for s in splits:
+        if s.name == FULL_FDIM:
+            for n in cfg.bfd_random_batches:
+                log_fdim(model, s.x[:n], "random", cfg, step, bufs["fdim"])
+            continue
         loss, acc = loss_and_acc(model, s.x, s.y, cfg.loss)
         bfd = bfd_max = None
         if cfg.bfd_batch:
-            xb = s.x[:cfg.bfd_batch]
-            bfd = int(metrics.functional_dimension(model, xb))
-            bfd_max = min(len(xb) * model(xb[:1]).shape[1], n_params)
+            bfd, bfd_max = log_fdim(model, s.x[:cfg.bfd_batch], s.name, cfg, step, bufs["fdim"])
         sharp = None
         if cfg.sharpness_iters and s.name == "train":
             xs, ys = s.x[:cfg.bfd_batch or 128], s.y[:cfg.bfd_batch or 128]
@@ -83,6 +100,17 @@ def log_eval(model, splits: list[Split], cfg, step: int, init_params, bufs: dict
     if cfg.probe_points:
         log_probes(model, splits[0].x, cfg, step, bufs["probes"])
     model.train(was_training)
+
+
+def log_fdim(model, xb, split: str, cfg, step: int, buf: TableBuffer) -> tuple[int, int]:
+    """BFD of ``cfg.bfd_output`` on the batch ``xb`` with its spectrum edge; returns (bfd, bfd_max)."""
+    r = rank_of(model, xb, outputs=cfg.bfd_output)
+    k = int(model(xb[:1]).shape[1])
+    ceiling = bfd_ceiling(model, len(xb), k, outputs=cfg.bfd_output)
+    buf.append(run_id=cfg.run_id, step=step, split=split, n_inputs=len(xb), output=cfg.bfd_output, bfd=r.rank,
+               bfd_max=ceiling, sv_max=float(r.sv[0]) if r.sv.size else 0.0, sv_last_kept=r.sv_last_kept,
+               sv_first_dropped=r.sv_first_dropped, tol=r.tol)
+    return r.rank, ceiling
 
 
 def log_theorem(model, s: Split, cfg, step: int, bufs) -> None:

@@ -21,7 +21,11 @@ line 96: "we sample them from a truncated normal distribution with variance inve
 proportional to the number of input units and the bias terms were set to zero"). That is
 Haiku's ``hk.Linear`` default, ``TruncatedNormal(stddev=1/sqrt(fan_in))``, which cuts the
 underlying normal at ±2 stddev without rescaling; we follow it, so σ is the std of the
-normal *before* truncation. For the paper's exact setting pass ``zero_bias=True``.
+normal *before* truncation.
+
+Biases: every named scheme sets them to zero (the paper's standard scheme, and Haiku/Flax's
+default for all of these initializers); ``default`` is torch's own init and redraws them from
+U(±1/sqrt(fan_in)). ``zero_bias=None`` means "the scheme's own choice" (``zero_bias_default``).
 """
 from __future__ import annotations
 
@@ -38,6 +42,11 @@ _PHI2 = math.exp(-2.0) / math.sqrt(2 * math.pi)
 TRUNC_STD_FACTOR = math.sqrt(1.0 - 4.0 * _PHI2 / math.erf(2.0 / math.sqrt(2.0)))
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def zero_bias_default(scheme: str) -> bool:
+    """Whether ``scheme`` zeroes the biases when the caller does not say (module docstring)."""
+    return scheme != "default"
 
 
 def fans(weight: torch.Tensor) -> tuple[int, int]:
@@ -77,12 +86,13 @@ def _draw(shape, dtype, scheme, fan_in, fan_out, scale, gen):
 
 @torch.no_grad()
 def initialize(model: nn.Module, scheme: str = "default", *, scale: float = 1.0,
-               zero_bias: bool = False, generator: torch.Generator | int | None = None) -> nn.Module:
+               zero_bias: bool | None = None, generator: torch.Generator | int | None = None) -> nn.Module:
     """Initialize ``model``'s Linear/Conv layers in place (in ``model.modules()`` order) and
     return it.
 
     ``generator`` (a CPU ``torch.Generator`` or an int seed) makes the draw reproducible;
-    None uses torch's global RNG. Biases become zero if ``zero_bias``, otherwise they are
+    None uses torch's global RNG. Biases become zero if ``zero_bias`` (None: the scheme's
+    choice, ``zero_bias_default``), otherwise they are
     redrawn from torch's default U(±1/sqrt(fan_in)) with the same generator (unscaled).
     ``default`` with no generator keeps torch's values as constructed and only applies
     ``scale`` (weights) and ``zero_bias``; with a generator it redraws them from torch's
@@ -92,6 +102,8 @@ def initialize(model: nn.Module, scheme: str = "default", *, scale: float = 1.0,
         raise ValueError(f"unknown init scheme {scheme!r}; valid: {', '.join(INIT_SCHEMES)}")
     if not (math.isfinite(scale) and scale >= 0):
         raise ValueError(f"init scale must be finite and >= 0, got {scale}")
+    if zero_bias is None:
+        zero_bias = zero_bias_default(scheme)
     if isinstance(generator, int) and not isinstance(generator, bool):
         generator = torch.Generator().manual_seed(generator)
     redraw = scheme != "default" or generator is not None

@@ -24,9 +24,10 @@ from collect.evaluate import log_eval, make_splits
 from collect.init import initialize
 from collect.models import build_model
 from collect.regularizers import add_penalty_grads
+from collect.target import TrainTarget
 from store.layout import RunFolder
 
-TABLES = ("steps", "evals", "theorem", "layers", "probes")
+TABLES = ("steps", "evals", "theorem", "layers", "probes", "fdim")
 
 
 class Diverged(Exception):
@@ -110,6 +111,7 @@ def train(cfg: RunConfig, data_dir, *, threads: int | None = None, progress: boo
 
     status, error, step = "completed", None, 0
     check_finite = DivergenceCheck(cfg, model)
+    target = TrainTarget(cfg, x_train, y_train)
     order = batches(ds.n_train, cfg.batch_size, gen)
     bar = _bar(cfg, progress)
     try:
@@ -117,6 +119,9 @@ def train(cfg: RunConfig, data_dir, *, threads: int | None = None, progress: boo
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 check_finite.params(model, step)
                 log_eval(model, splits, cfg, step, init_params, bufs)
+                # Without a target the full training set is measured once, at the end.
+                if (target.active or step == cfg.steps) and target.met(model, step):
+                    break
             if step == cfg.steps:
                 break
             idx = next(order)
@@ -158,7 +163,7 @@ def train(cfg: RunConfig, data_dir, *, threads: int | None = None, progress: boo
     row = {**cfg.runs_row(), "status": status, "error": error, "steps_done": step,
            "n_params": sum(p.numel() for p in model.parameters()), "device": str(device),
            "n_train": ds.n_train, "n_test": ds.n_test, "best_test_acc": max(test_acc, default=None),
-           "gclab_version": version("gclab"), "wall_s": time.perf_counter() - t0}
+           "gclab_version": version("gclab"), "wall_s": time.perf_counter() - t0, **target.columns()}
     folder.finish(row)
     return row
 

@@ -52,6 +52,11 @@ RUNS = _schema("runs", [
     ("best_test_acc", f64, "best test accuracy over evals"),
     ("error", string, "one-line reason for diverged/failed runs"),
     ("gclab_version", string, "package version that wrote the run"),
+    ("target_reached", boolean, "the stop target (stop_at_train_error / stop_at_train_loss) was met at an eval; null without a target"),
+    ("target_step", i64, "first eval step at which the target was met (training stopped there); null if never or no target"),
+    ("final_train_error", f64, "1 - accuracy on the FULL training set at the last eval (NaN for regression)"),
+    ("final_train_loss", f64, "mean loss (no regularizers) on the FULL training set at the last eval"),
+    ("zero_bias", boolean, "biases were zero at init (every named scheme; torch's 'default' keeps random ones)"),
 ])
 
 STEPS = _schema("steps", [
@@ -82,7 +87,7 @@ EVALS = _schema("evals", [
     ("dist_from_init", f64, "||theta - theta_0||"),
     ("bfd", i64, "batch functional dimension on a fixed batch of the split"),
     ("sharpness", f64, "top Hessian eigenvalue of the loss on a fixed batch"),
-    ("bfd_max", i64, "min(b*k, n_params): the largest possible bfd"),
+    ("bfd_max", i64, "the largest possible bfd on the batch: min(b*k, P - #hidden ReLU units) for logits, min(b*(k-1), P - #hidden - 1) for softmax (docs/EXPERIMENTS.md)"),
     ("n_examples", i64, "examples the split's loss/acc/gc are over"),
 ])
 
@@ -121,9 +126,23 @@ PROBES = _schema("probes", [
     ("output_index", i32, "which logit"),
 ])
 
+FDIM = _schema("fdim", [
+    ("run_id", string, "run"),
+    ("step", i64, "optimizer step (an eval step)"),
+    ("split", string, "random: nested Gaussian-input batches of growing size"),
+    ("n_inputs", i64, "batch size b of this nested batch"),
+    ("output", string, "logits | softmax: the outputs whose parameter Jacobian is ranked"),
+    ("bfd", i64, "batch functional dimension on the first n_inputs inputs"),
+    ("bfd_max", i64, "the largest possible bfd at this b (as evals.bfd_max)"),
+    ("sv_max", f64, "largest singular value of the Jacobian"),
+    ("sv_last_kept", f64, "smallest singular value counted in the rank"),
+    ("sv_first_dropped", f64, "largest singular value not counted (0 if full rank)"),
+    ("tol", f64, "rank tolerance applied to the singular values"),
+])
+
 SCHEMAS: dict[str, pa.Schema] = {
     "runs": RUNS, "steps": STEPS, "evals": EVALS,
-    "theorem": THEOREM, "layers": LAYERS, "probes": PROBES,
+    "theorem": THEOREM, "layers": LAYERS, "probes": PROBES, "fdim": FDIM,
 }
 # The runs table's file, run.parquet, marks a run complete; it is written last.
 MARKER_TABLE = "runs"

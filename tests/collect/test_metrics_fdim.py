@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from collect.metrics import functional_dimension, ntk_gram
+from collect.metrics.fdim import bfd_ceiling
 from metrics_bruteforce import jacobians, mlp, randomize_
 
 
@@ -49,12 +50,59 @@ CASES = {
 
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("outputs", ["logits", "softmax"])
-def test_rank_equals_matrix_rank(name, outputs):
+@pytest.mark.parametrize("method", ["auto", "jacobian", "gram"])
+def test_rank_equals_matrix_rank(name, outputs, method):
     make, b = CASES[name]
     net = make()
     x = torch.randn(b, net[0].in_features, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     ref, _ = _rank_ref(net, x, outputs)
-    assert functional_dimension(net, x, outputs=outputs) == ref
+    assert functional_dimension(net, x, outputs=outputs, method=method) == ref
+
+
+def test_rank_stays_right_as_sigma_max_grows():
+    """Scaling the output layer by c stretches J's spectrum (rows of earlier layers ×c, the
+    last layer's own columns ×1): the Jacobian route keeps numpy's rank at every c; the Gram,
+    which cannot resolve below ~1e-7·σ_max, falls behind — the case the Jacobian route is for."""
+    net = mlp(6, [12, 12], 4, act="relu", seed=12)
+    x = torch.randn(60, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    gram_short = False
+    for c in (1.0, 1e3, 1e6):
+        scaled = copy.deepcopy(net)
+        with torch.no_grad():
+            scaled[-1].weight.mul_(c)
+        ref, sv = _rank_ref(scaled, x)
+        assert functional_dimension(scaled, x) == ref, c
+        assert functional_dimension(scaled, x, method="jacobian") == ref, c
+        gram_short |= functional_dimension(scaled, x, method="gram") < ref
+    assert gram_short
+
+
+def _generic_rank(net, outputs, b=400):
+    x = torch.randn(b, net[0].in_features, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    return _rank_ref(net, x, outputs)[0], b
+
+
+@pytest.mark.parametrize("outputs", ["logits", "softmax"])
+@pytest.mark.parametrize("act,bias", [("relu", True), ("relu", False), ("tanh", True)])
+def test_ceiling_is_the_rank_on_many_random_inputs(outputs, act, bias):
+    """bfd_ceiling bounds the rank on any inputs: P − #hidden ReLU units (positive rescaling), and
+    for softmax also − (n_{L−1} + 1) (a common shift of the last layer's rows is invisible). On a
+    network whose activation patterns are rich enough it is attained; on others the rank stays
+    below it (achievable patterns bind, as seed 001 of docs/EXPERIMENTS.md's bfd row proves)."""
+    P = sum(p.numel() for p in mlp(5, [7, 6], 4, bias=bias).parameters())
+    hidden = 13 if act == "relu" else 0
+    shift = (6 + bias) if outputs == "softmax" else 0
+    for seed in (13, 14, 15):
+        net = mlp(5, [7, 6], 4, act=act, bias=bias, seed=seed)
+        assert _generic_rank(net, outputs)[0] <= bfd_ceiling(net, 400, 4, outputs=outputs) == P - hidden - shift
+    net = mlp(5, [7, 6], 4, act=act, bias=bias, seed=16)
+    ref, b = _generic_rank(net, outputs)
+    assert bfd_ceiling(net, b, 4, outputs=outputs) == ref == P - hidden - shift
+    assert functional_dimension(net, torch.randn(b, 5, dtype=torch.float64), outputs=outputs) == ref
+    # Few inputs: the row count binds (softmax rows have rank k − 1 each).
+    assert bfd_ceiling(net, 3, 4, outputs=outputs) == 3 * (4 if outputs == "logits" else 3)
+    assert functional_dimension(net, torch.randn(3, 5, dtype=torch.float64), outputs=outputs) == \
+        bfd_ceiling(net, 3, 4, outputs=outputs)
 
 
 def test_rank_deficient_cases_are_deficient():
@@ -106,3 +154,44 @@ def test_float32_model_is_evaluated_in_float64():
     ref = _rank_ref(copy.deepcopy(net).double(), x.double())[0]
     assert functional_dimension(net, x) == ref == 39
     assert next(net.parameters()).dtype == torch.float32  # the caller's model is untouched
+
+
+@pytest.mark.parametrize("output", ["logits", "softmax"])
+def test_bfd_run_matches_matrix_rank_across_training(tmp_path, monkeypatch, output):
+    """A bfd-style run (ReLU MLP, b·k > P − #hidden, trained to zero train error): the stored
+    evals.bfd equals float64 numpy.linalg.matrix_rank of the brute-force Jacobian on the same
+    weights and batch at every eval step, and the fdim table holds the nested random batches."""
+    import collect.train as train_mod
+    from collect.config import RunConfig
+    from collect.evaluate import FULL_FDIM
+    from store import db
+
+    snaps = {}
+    real = train_mod.log_eval
+
+    def spy(model, splits, cfg, step, init_params, bufs):
+        snaps[step] = (copy.deepcopy(model).double(),
+                       {s.name: (s.x if s.name == FULL_FDIM else s.x[:cfg.bfd_batch]).double() for s in splits})
+        real(model, splits, cfg, step, init_params, bufs)
+
+    monkeypatch.setattr(train_mod, "log_eval", spy)
+    cfg = RunConfig(sweep="bfd_t", dataset="mnist1d", n_train=48, n_test=48, width=8, depth=2, lr=0.2, batch_size=16,
+                    steps=2000, log_every=50, eval_every=100, eval_examples=48, theorem_examples=0, bfd_batch=48,
+                    sharpness_iters=0, bfd_output=output, bfd_random_batches=(8, 24, 64), stop_at_train_error=0.0)
+    row = train_mod.train(cfg, tmp_path, threads=1)
+    assert row["target_reached"] and len(snaps) >= 3
+    with db.connect(tmp_path) as con:
+        ev = db.query(con, "SELECT step, split, bfd, bfd_max FROM evals")
+        fd = db.query(con, "SELECT step, n_inputs, bfd, bfd_max, output FROM fdim WHERE split = 'random' AND n_inputs <> 48")
+    P = row["n_params"]
+    assert 48 * 10 > P - 16  # the rank can fall below its ceiling
+    for step, (net, xs) in snaps.items():
+        for split in ("train", "test", "random"):
+            got = ev.filter((ev["step"] == step) & (ev["split"] == split)).row(0)
+            assert got[2] == _rank_ref(net, xs[split], output)[0], (step, split)
+            assert got[3] == (min(480, P - 16) if output == "logits" else min(48 * 9, P - 16 - 9))
+        for n in (8, 24, 64):
+            stored = fd.filter((fd["step"] == step) & (fd["n_inputs"] == n))
+            assert stored["bfd"].to_list() == [_rank_ref(net, xs[FULL_FDIM][:n], output)[0]], (step, n)
+    assert set(fd["output"]) == {output} and fd.height == 3 * len(snaps)
+    assert ev.filter(ev["split"] == "train")["bfd"].n_unique() > 1  # BFD moved during training
