@@ -362,3 +362,89 @@ def test_make_quotes_paths_and_passes_q_raw(tmp_path):
     res = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "check", f"DATA={data}"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and "1 runs verified, 0 problems" in res.stdout
+
+
+# --- 5. Collectors that share work ------------------------------------------------------------
+
+TINY = """
+seeds = [0, 1]
+[base]
+dataset = "digits"
+n_train = 64
+n_test = 32
+width = 8
+steps = {steps}
+batch_size = 16
+log_every = 5
+eval_every = 10
+eval_examples = 16
+theorem_examples = 1
+bfd_batch = 2
+sharpness_iters = 1
+[grid]
+lr = [0.01, 0.02]
+"""
+
+
+def collect_proc(sweep: Path, data: Path, *extra):
+    return subprocess.Popen([PYTHON, "-m", "collect", "--sweep", str(sweep), "--data", str(data), *extra],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def trained(stdout: str) -> int:
+    return int(stdout.split("collected ")[1].split(" runs")[0])
+
+
+def test_two_concurrent_collects_train_each_run_once(tmp_path):
+    sweep, data = tmp_path / "tiny.toml", tmp_path / "data"
+    sweep.write_text(TINY.format(steps=40))
+    a, b = (collect_proc(sweep, data, "--workers", "1") for _ in range(2))
+    outs = [p.communicate(timeout=900) for p in (a, b)]
+    assert a.returncode == b.returncode == 0, outs
+    assert trained(outs[0][0]) + trained(outs[1][0]) == 4, outs
+    res = sql(data, "SELECT count(*) AS n FROM runs WHERE status = 'completed'")
+    assert count(res) == 4 and warnings(res) == []
+    # A collect after a file of a completed run broke re-runs exactly that run; the bytes are kept.
+    before = digests(data)
+    victim = next(p for p in sorted(data.rglob("steps.parquet")))
+    victim.write_bytes(victim.read_bytes()[:-30])
+    res = run_cli("collect", "--sweep", sweep, "--data", data, timeout=900)
+    assert res.returncode == 0 and trained(res.stdout) == 1, res.stdout + res.stderr
+    assert "moved to" in res.stderr and "Traceback" not in res.stderr
+    after = digests(data)
+    assert {k: v for k, v in after.items() if k in before and victim.parent.name not in k} == \
+        {k: v for k, v in before.items() if victim.parent.name not in k}
+    assert any(k.startswith("quarantine/") for k in after)
+
+
+def test_killed_parent_leaves_no_workers_and_no_stale_claims(tmp_path):
+    sweep, data = tmp_path / "slow.toml", tmp_path / "data"
+    sweep.write_text(TINY.format(steps=100000))
+    parent = collect_proc(sweep, data, "--workers", "2")
+    claims = []
+    deadline = time.time() + 300
+    while len(claims) < 2:  # both workers hold a run
+        assert time.time() < deadline and parent.poll() is None
+        claims = [p for p in (data / "runs").glob("sweep=slow/.run_id=*.claim") if p.read_text().strip()]
+        time.sleep(0.2)
+    workers = [int(p.read_text().split()[1]) for p in claims]
+    parent.kill()  # SIGKILL to the parent alone: no chance to clean up
+    parent.communicate()
+    deadline = time.time() + 60
+    while any(_alive(pid) for pid in workers):
+        assert time.time() < deadline, "orphaned workers"
+        time.sleep(0.2)
+    # The dead workers' claims are free again: a new collect trains the runs.
+    sweep.write_text(TINY.format(steps=20))
+    res = run_cli("collect", "--sweep", sweep, "--data", data, "--workers", "1", timeout=900)
+    assert res.returncode == 0 and trained(res.stdout) == 4, res.stdout + res.stderr
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat")
+    return not (state.exists() and state.read_text().split(") ")[1].startswith("Z"))
