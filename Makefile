@@ -11,50 +11,66 @@ SET    ?=
 WORKERS ?=
 STAMP  := $(VENV)/.gclab-installed
 
-.PHONY: setup demo collect paper report sql claims calibrate test bench clean clean-data
+# User-supplied values reach the recipes raw, through the environment, always quoted:
+# a path with spaces or a query with `$` or quotes arrives exactly as typed.
+override DATA := $(value DATA)
+override OUT := $(value OUT)
+override SWEEP := $(value SWEEP)
+override Q := $(value Q)
+export DATA OUT SWEEP Q SET WORKERS BACKEND TIMEOUT MEMORY ROWS REPAIR HUGE
+
+.PHONY: setup demo collect paper report sql claims check calibrate test bench clean clean-data
 
 # Stamp depends on pyproject so a dependency change reinstalls; a second call is instant.
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check $(TORCH)
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,ray]"
-	@touch $(STAMP)
+	@test -x "$(PY)" || $(PY_SYS) -m venv "$(VENV)"
+	"$(PY)" -m pip install -q --disable-pip-version-check $(TORCH)
+	"$(PY)" -m pip install -q --disable-pip-version-check -e ".[dev,ray]"
+	@touch "$(STAMP)"
 
 setup: $(STAMP)
 
 demo: setup
-	$(PY) -m collect --sweep demo --data $(DATA) --backend $(BACKEND)
-	$(PY) -m analysis report --data $(DATA) --out $(OUT)
+	"$(PY)" -m collect --sweep demo --data "$$DATA" --backend "$$BACKEND"
+	"$(PY)" -m analysis report --data "$$DATA" --out "$$OUT"
 
+# SET is a space-separated list of key=value, split on purpose; HUGE=1 lifts the size bounds.
 collect: setup
-	$(PY) -m collect --sweep $(SWEEP) --data $(DATA) --backend $(BACKEND) $(if $(SET),--set $(SET)) $(if $(WORKERS),--workers $(WORKERS))
+	"$(PY)" -m collect --sweep "$$SWEEP" --data "$$DATA" --backend "$$BACKEND" $${SET:+--set $$SET} \
+		$${WORKERS:+--workers "$$WORKERS"} $${HUGE:+--allow-huge}
 
 paper: setup
-	$(PY) -m collect --paper --data $(DATA) --backend $(BACKEND)
+	"$(PY)" -m collect --paper --data "$$DATA" --backend "$$BACKEND"
 
 report: setup
-	$(PY) -m analysis report --data $(DATA) --out $(OUT)
+	"$(PY)" -m analysis report --data "$$DATA" --out "$$OUT"
 
+# TIMEOUT (seconds), MEMORY (e.g. 8GB) and ROWS override the query's bounds.
 sql: setup
-	$(PY) -m analysis sql --data $(DATA) $(if $(Q),-q "$(Q)")
+	"$(PY)" -m analysis sql --data "$$DATA" $${Q:+-q "$$Q"} $${TIMEOUT:+--timeout "$$TIMEOUT"} \
+		$${MEMORY:+--memory-limit "$$MEMORY"} $${ROWS:+--max-rows "$$ROWS"}
 
 claims: setup
-	$(PY) -m analysis claims --data $(DATA)
+	"$(PY)" -m analysis claims --data "$$DATA"
+
+# Verify every run folder; REPAIR=1 moves bad runs to $(DATA)/quarantine/ (never deletes).
+check: setup
+	"$(PY)" -m store check --data "$$DATA" $${REPAIR:+--repair}
 
 # Each claim test on 200 null and 100 planted-effect stores (in memory; ~10–25 min on 2 cores).
 calibrate: setup
-	$(PY) -m planted.calibrate --out $(OUT)
+	"$(PY)" -m planted.calibrate --out "$$OUT"
 
 test: setup
-	$(PY) -m pytest -n 2 tests
+	"$(PY)" -m pytest -n 2 tests
 
 bench: setup
-	$(PY) -m bench --data $(DATA) --out $(OUT)
+	"$(PY)" -m bench --data "$$DATA" --out "$$OUT"
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info $(OUT)/*
+	rm -rf "$(VENV)" .pytest_cache build *.egg-info "$${OUT:?}"/*
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # Deleting runs is never a side effect of another target.
 clean-data:
-	rm -rf $(DATA)/runs $(DATA)/runs.duckdb
+	rm -rf "$${DATA:?}/runs" "$${DATA:?}/runs.duckdb" "$${DATA:?}/.verified.json"

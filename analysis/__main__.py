@@ -7,13 +7,27 @@ import sys
 
 import polars as pl
 
-from store.db import StoreError, describe, read_only_query
+from store.db import StoreError
+from store.readonly import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, Interrupted
 
 
 def _sql(args) -> None:
-    frame = read_only_query(args.data, args.query) if args.query else describe(args.data)
+    from store.readonly import bounded_query, check_read_only, describe, sandbox
+
+    if args.max_rows < 1 or args.timeout <= 0:
+        raise StoreError("--max-rows and --timeout must be positive, e.g. --max-rows 50 --timeout 300")
+    if args.query:
+        check_read_only(args.query)  # before the store is even scanned
+    with sandbox(args.data, memory_limit=args.memory_limit) as con:
+        if args.query:
+            frame, more = bounded_query(con, args.query, max_rows=args.max_rows, timeout_s=args.timeout)
+        else:
+            frame, more = describe(con), False
     with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=200, tbl_width_chars=200):
         print(frame)
+    if more:
+        print(f"more rows: only the first {args.max_rows} were fetched; add LIMIT/WHERE, or raise --max-rows "
+              f"(make sql ROWS=...)")
 
 
 def _claims(args) -> None:
@@ -54,7 +68,11 @@ def main(argv=None) -> int:
         p.add_argument("--out", default="reports", help="output folder (default ./reports)")
         p.set_defaults(fn=fn)
     sub.choices["sql"].add_argument("-q", "--query", help="SQL; without it, list the views and their columns")
-    sub.choices["sql"].add_argument("--max-rows", type=int, default=50)
+    sub.choices["sql"].add_argument("--max-rows", type=int, default=50, help="rows to fetch and print (default 50)")
+    sub.choices["sql"].add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                                    help=f"seconds before the query is stopped (default {DEFAULT_TIMEOUT_S:g})")
+    sub.choices["sql"].add_argument("--memory-limit", default=DEFAULT_MEMORY_LIMIT,
+                                    help=f"DuckDB memory limit, e.g. 8GB (default {DEFAULT_MEMORY_LIMIT})")
     sub.choices["claims"].add_argument("--json", action="store_true", help="print a JSON list of objects")
     args = parser.parse_args(argv)
     try:
@@ -62,6 +80,9 @@ def main(argv=None) -> int:
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted:
+        print("error: query interrupted (Ctrl-C); nothing was changed", file=sys.stderr)
+        return 130
     return 0
 
 

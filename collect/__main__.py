@@ -5,31 +5,10 @@ import argparse
 import sys
 import time
 
-from collect.sweep import ConfigError, load_sweep, parse_overrides, shipped_sweeps
+from collect.sweep import MAX_RUNS, ConfigError, load_sweep, parse_overrides, shipped_sweeps
 
 # `make paper` runs these CPU-scale sweeps (demo is the smoke test, not a paper figure).
 PAPER_SWEEPS = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
-
-
-def preflight(sweeps, data_dir) -> None:
-    """Fail before writing anything if a file-backed dataset is missing or unreadable."""
-    from pathlib import Path
-
-    from collect.datasets import DatasetNotFoundError
-    from collect.train import load_run_dataset
-
-    if Path(data_dir).exists() and not Path(data_dir).is_dir():
-        raise ConfigError(f"--data {data_dir} is a file; point --data at the store folder (default ./data)")
-    seen = set()
-    for sweep in sweeps:
-        for cfg in sweep.runs:
-            key = (cfg.dataset, cfg.raw_dir, cfg.model == "mlp")
-            if cfg.dataset in ("mnist", "cifar10") and key not in seen:
-                seen.add(key)
-                try:
-                    load_run_dataset(cfg, data_dir, n_train=1, n_test=1)
-                except (DatasetNotFoundError, ValueError) as exc:
-                    raise ConfigError(f"{Path(sweep.source).name}: {exc}") from None
 
 
 def main(argv=None) -> int:
@@ -43,12 +22,16 @@ def main(argv=None) -> int:
     p.add_argument("--backend", default="local", choices=("local", "ray"))
     p.add_argument("--workers", type=int, default=None, help="local processes (default: one per core)")
     p.add_argument("--list", action="store_true", help="list the runs and exit")
+    p.add_argument("--allow-huge", action="store_true",
+                   help=f"allow more than {MAX_RUNS:,} runs and models or data beyond the size bounds")
     args = p.parse_args(argv)
     try:
+        from collect.preflight import preflight
+
         overrides = parse_overrides(args.set)
         names = PAPER_SWEEPS if args.paper else (args.sweep,)
-        sweeps = [load_sweep(n, scale=args.scale, overrides=overrides) for n in names]
-        preflight(sweeps, args.data)
+        sweeps = [load_sweep(n, scale=args.scale, overrides=overrides, allow_huge=args.allow_huge) for n in names]
+        preflight(sweeps, args.data, allow_huge=args.allow_huge)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -57,13 +40,19 @@ def main(argv=None) -> int:
             for c in s.runs:
                 print(s.name, c.run_id, c.model_dump_json(exclude_defaults=True))
         return 0
-    from collect.runner import run_sweep
+    from collect.runner import CLAIMED, DONE_ELSEWHERE, run_sweep
 
     t0 = time.perf_counter()
     rows = [r for s in sweeps for r in run_sweep(s.runs, args.data, backend=args.backend, workers=args.workers, label=s.name)]
     counts = {st: sum(r.get("status") == st for r in rows) for st in ("completed", "diverged", "failed")}
-    print(f"collected {len(rows)} runs in {time.perf_counter() - t0:.1f} s: "
+    trained = sum(counts.values())
+    print(f"collected {trained} runs in {time.perf_counter() - t0:.1f} s: "
           + ", ".join(f"{n} {st}" for st, n in counts.items()) + f"; store: {args.data}/runs")
+    elsewhere = [r for r in rows if r.get("status") in (CLAIMED, DONE_ELSEWHERE)]
+    if elsewhere:
+        busy = [r["holder"] for r in elsewhere if r["status"] == CLAIMED]
+        print(f"{len(elsewhere)} runs were trained by another collector sharing this store"
+              + (f" ({len(busy)} still running, e.g. by {busy[0]}; collect again when it is done)" if busy else ""))
     return 1 if counts["failed"] else 0
 
 

@@ -21,7 +21,8 @@ NOT_HASHED = ("device", "raw_dir")
 
 
 class RunConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: every float must be finite (inf would also break the run_id hash).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     sweep: str = Field("adhoc", pattern=r"^[A-Za-z0-9_.-]+$", description="sweep name (folder sweep=<name>)")
     seed: int = Field(0, ge=0)

@@ -1,11 +1,17 @@
 """Run a sweep: skip what is already stored, run the rest on a local process pool or on Ray.
 
 Completed and diverged runs are final. Missing, incomplete (killed) and failed runs are run
-again from the start. Each run is written by one process, so workers never share a file.
+again from the start; a stored run that fails verification (`store.check`) is moved to
+`data/quarantine/` and run again. A worker trains a run only while it holds the run's claim
+(`store.claim`), and re-checks the store under it, so collectors sharing a store train each
+run once and never remove each other's runs. Workers exit when their parent dies.
 """
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -14,20 +20,39 @@ from pathlib import Path
 from tqdm import tqdm
 
 from collect.config import RunConfig
-from store.layout import RunFolder, run_dir, stored_status
+from store.check import inventory, run_state
+from store.claim import Claim
+from store.layout import RunFolder, quarantine, run_dir
 
 FINAL = ("completed", "diverged")
+# What run_one reports besides a trained run's status.
+CLAIMED, DONE_ELSEWHERE = "claimed", "done elsewhere"
 
 
 def pending(runs, data_dir) -> list[RunConfig]:
-    return [c for c in runs if stored_status(run_dir(data_dir, c.sweep, c.run_id)) not in FINAL]
+    inv = inventory(data_dir)
+    return [c for c in runs if inv.status.get(c.run_id) not in FINAL]
 
 
 def run_one(config_json: str, data_dir: str, threads: int, progress: bool = False) -> dict:
-    """Train one run; an exception becomes a stored `failed` row so the sweep goes on."""
+    """Train one run under its claim; an exception becomes a stored `failed` row so the sweep goes on."""
+    cfg = RunConfig.model_validate_json(config_json)
+    with Claim(data_dir, cfg.sweep, cfg.run_id) as claim:
+        if not claim.held:
+            return {"run_id": cfg.run_id, "status": CLAIMED, "holder": claim.holder()}
+        status, problems = run_state(data_dir, cfg.sweep, cfg.run_id)
+        if status in FINAL:
+            return {"run_id": cfg.run_id, "status": DONE_ELSEWHERE}
+        if problems:
+            moved = quarantine(data_dir, run_dir(data_dir, cfg.sweep, cfg.run_id))
+            print(f"warning: stored run {cfg.run_id} failed verification ({problems[0].kind}: {problems[0].detail}); "
+                  f"moved to {moved} and run again", file=sys.stderr)
+        return _train_or_record(cfg, data_dir, threads, progress)
+
+
+def _train_or_record(cfg: RunConfig, data_dir: str, threads: int, progress: bool) -> dict:
     from collect.train import train  # heavy import inside the worker
 
-    cfg = RunConfig.model_validate_json(config_json)
     try:
         return train(cfg, data_dir, threads=threads, progress=progress)
     except Exception as exc:  # noqa: BLE001 — recorded, shown, and retried by the next collect
@@ -37,6 +62,16 @@ def run_one(config_json: str, data_dir: str, threads: int, progress: bool = Fals
         folder.finish({**cfg.runs_row(), "status": "failed", "error": error, "steps_done": 0})
         traceback.print_exc()
         return {"run_id": cfg.run_id, "status": "failed", "error": error}
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Pool initializer: a worker whose parent died (reparented) exits at once, mid-run or idle."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
 def run_local(todo: list[RunConfig], data_dir: str, workers: int, bar) -> list[dict]:
@@ -50,7 +85,8 @@ def run_local(todo: list[RunConfig], data_dir: str, workers: int, bar) -> list[d
             bar.update(1)
         return rows
     rows = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(run_one, cfg.model_dump_json(), data_dir, threads) for cfg in todo]
         for fut in as_completed(futures):
             rows.append(fut.result())

@@ -9,22 +9,41 @@
     [paper]           # overrides used with --scale paper (same keys: seeds, base, grid/grids)
 
 Every problem is raised as a one-line ConfigError naming the file, the key and the fix,
-before anything is written.
+before anything is written: wrong shapes (`base = 5`), non-UTF-8 text, `seeds = []`, and a
+grid of more than MAX_RUNS runs unless the caller allows huge sweeps (`--allow-huge`); the
+size is computed before the grid is expanded.
 """
 from __future__ import annotations
 
 import difflib
 import itertools
+import math
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
 
 from collect.config import RunConfig
 
 TOP_KEYS = {"description", "seeds", "base", "grid", "grids", "paper"}
+MAX_RUNS = 10_000  # more is refused without --allow-huge
+
+
+class _Section(BaseModel):
+    """The shape of a sweep file's tables (values are checked by RunConfig)."""
+    model_config = ConfigDict(extra="forbid")
+    seeds: list[StrictInt] | StrictInt | None = None
+    base: dict[str, Any] = {}
+    grid: dict[str, Any] | None = None
+    grids: list[dict[str, Any]] | None = None
+
+
+class _SweepFile(_Section):
+    description: str = ""
+    paper: _Section | None = None
 
 
 class ConfigError(ValueError):
@@ -103,16 +122,41 @@ def _grids(spec: dict, where: str) -> list[dict]:
     return grids
 
 
-def load_sweep(name_or_path: str, *, scale: str = "cpu", overrides: dict | None = None) -> Sweep:
-    path = _locate(name_or_path)
-    where = path.name
+def _read_spec(path: Path, where: str) -> dict:
+    """The TOML table of a sweep file, its shape checked; every failure one line."""
     try:
-        spec = tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                          "save the file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot be read ({exc.strerror}); check the path and its permissions") from None
+    try:
+        spec = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: not valid TOML ({exc})") from None
+        raise ConfigError(f"{where}: not valid TOML ({' '.join(str(exc).split())})") from None
     for key in spec:
         if key not in TOP_KEYS:
             raise ConfigError(f"{where}: unknown top-level key '{key}'; allowed: {', '.join(sorted(TOP_KEYS))}")
+    try:
+        _SweepFile.model_validate(spec)
+    except ValidationError as err:
+        e = err.errors()[0]
+        key = ".".join(str(p) for p in e["loc"][:2])
+        raise ConfigError(f"{where}: {key} = {e['input']!r} has the wrong shape ({e['msg']}); see the sweep file "
+                          "layout in collect/sweep.py: seeds = [0, 1], [base] key = value, [grid] key = [values]") from None
+    return spec
+
+
+def _n_runs(grids: list[dict], seeds: list) -> int:
+    return sum(math.prod(len(v) for v in grid.values()) for grid in grids) * len(seeds)
+
+
+def load_sweep(name_or_path: str, *, scale: str = "cpu", overrides: dict | None = None,
+               allow_huge: bool = False) -> Sweep:
+    path = _locate(name_or_path)
+    where = path.name
+    spec = _read_spec(path, where)
     if scale == "paper":
         paper = spec.get("paper", {})
         spec = {**spec, **{k: v for k, v in paper.items() if k != "base"},
@@ -126,13 +170,19 @@ def load_sweep(name_or_path: str, *, scale: str = "cpu", overrides: dict | None 
     overrides = dict(overrides or {})
     seeds = overrides.pop("seeds", spec.get("seeds", [0]))
     seeds = seeds if isinstance(seeds, list) else [seeds]
+    if not seeds:
+        raise ConfigError(f"{where}: seeds = [] runs nothing; give at least one seed, e.g. seeds = [0]")
     base = spec.get("base", {})
     for key in (*base, *overrides):
         if key not in RunConfig.model_fields:
             raise _unknown_key(f"{where} [base]" if key in base else "--set", key)
     name = base.get("sweep", path.stem)
+    grids = _grids(spec, where)
+    if (n := _n_runs(grids, seeds)) > MAX_RUNS and not allow_huge:
+        raise ConfigError(f"{where}: {n:,} runs (grid x seeds) is more than {MAX_RUNS:,}; shrink the grid, "
+                          "or pass --allow-huge (make collect HUGE=1) if you mean it")
     runs: dict[str, RunConfig] = {}
-    for grid in _grids(spec, where):
+    for grid in grids:
         axes = list(grid)
         for combo in itertools.product(*(grid[a] for a in axes)):
             for seed in seeds:

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from store.schema import FILE_NAMES, MARKER_TABLE, SCHEMAS
 
 RUNS_DIR = "runs"
+QUARANTINE_DIR = "quarantine"
 PARQUET_MAGIC = b"PAR1"
 
 
@@ -37,10 +38,6 @@ def runs_root(data_dir: str | Path) -> Path:
 
 def run_dir(data_dir: str | Path, sweep: str, run_id: str) -> Path:
     return runs_root(data_dir) / f"sweep={sweep}" / f"run_id={run_id}"
-
-
-def table_glob(data_dir: str | Path, table: str) -> str:
-    return str(runs_root(data_dir).resolve() / "*" / "*" / FILE_NAMES[table])
 
 
 def has_parquet_footer(path: Path) -> bool:
@@ -68,16 +65,6 @@ def completed_run_ids(data_dir: str | Path, sweep: str | None = None) -> set[str
     return {p.name.removeprefix("run_id=") for p in runs_root(data_dir).glob(pattern) if is_complete(p)}
 
 
-def stored_status(folder: Path) -> str | None:
-    """Status in a run folder's run.parquet; None when the run is incomplete or unreadable."""
-    if not is_complete(folder):
-        return None
-    try:
-        return pq.read_table(folder / FILE_NAMES[MARKER_TABLE], columns=["status"]).column(0)[0].as_py()
-    except (OSError, pa.ArrowException):
-        return None
-
-
 def to_arrow(table: str, columns: Mapping[str, Any] | pa.Table) -> pa.Table:
     """Cast columns to the table's explicit schema; unknown columns are a bug, missing ones are null."""
     if isinstance(columns, pa.Table):
@@ -93,8 +80,23 @@ def to_arrow(table: str, columns: Mapping[str, Any] | pa.Table) -> pa.Table:
 
 def write_atomic(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
+    # Page checksums let `store.check` detect a flipped byte in any data page.
+    pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)
     os.replace(tmp, path)
+
+
+def quarantine(data_dir: str | Path, entry: Path) -> Path:
+    """Move `entry` (a run folder or a stray under runs/) to `data/quarantine/`, same relative
+    path, never overwriting: nothing is deleted, and the next collect re-runs a moved run."""
+    rel = entry.relative_to(runs_root(data_dir))
+    target = Path(data_dir) / QUARANTINE_DIR / rel
+    n = 1
+    while target.exists():
+        target = Path(data_dir) / QUARANTINE_DIR / rel.parent / f"{rel.name}.{n}"
+        n += 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(entry, target)
+    return target
 
 
 class RunFolder:

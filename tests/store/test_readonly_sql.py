@@ -1,7 +1,7 @@
 """Ad-hoc SQL is read-only: a writing statement fails in one line and no file changes."""
 import pytest
 
-from store import db
+from store import db, readonly
 from store.layout import RunFolder
 from tests.conftest import run_cli, tree_bytes
 
@@ -50,8 +50,8 @@ def test_bad_sql_is_one_line(filled):
 def test_reads_are_allowed(filled):
     for sql in ("DESCRIBE steps", "SHOW TABLES", "EXPLAIN SELECT * FROM runs", "SUMMARIZE steps",
                 "WITH a AS (SELECT max(step) AS m FROM steps) SELECT m FROM a"):
-        db.check_read_only(sql)
-    assert db.read_only_query(filled, "SELECT max(step) AS m FROM steps")["m"][0] == 3
+        readonly.check_read_only(sql)
+    assert readonly.read_only_query(filled, "SELECT max(step) AS m FROM steps")["m"][0] == 3
 
 
 def test_listing_views_without_query(filled):

@@ -1,0 +1,74 @@
+"""`python -m store check [--repair] [--data DIR]` — verify every run folder of a store.
+
+Reads every file of every complete run whole (footer, metadata, data pages, schema against
+store/schema.py, run_id consistency) and prints a table of problems; exit code 1 when there
+are any, 0 when the store is sound. `--repair` moves each bad run folder (or stray entry) to
+`data/quarantine/`, never deleting anything, so the next `make collect` runs it again.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import polars as pl
+
+from store.check import RUN_DIR, SWEEP_DIR, inventory
+from store.claim import Claim
+from store.layout import quarantine, runs_root
+
+
+def _repair(data_dir: Path, inv) -> int:
+    """Quarantine every bad entry; a run a collector is writing right now is left alone."""
+    root = runs_root(data_dir)
+    skipped = 0
+    for entry in inv.bad_entries(root):
+        rel = entry.relative_to(root).parts
+        s, r = (SWEEP_DIR.match(rel[0]), RUN_DIR.match(rel[1])) if len(rel) == 2 else (None, None)
+        claim = Claim(data_dir, s.group(1), r.group(1)) if s and r else None
+        if claim and not claim.acquire():
+            print(f"skipped {entry}: a collector ({claim.holder()}) holds it; run check again when it is done")
+            skipped += 1
+            continue
+        try:
+            print(f"moved {entry} -> {quarantine(data_dir, entry)}")
+        except OSError as exc:
+            print(f"could not move {entry}: {exc}")
+            skipped += 1
+        finally:
+            if claim:
+                claim.release()
+    return skipped
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m store", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="verify every run folder; exit 1 if any is bad")
+    check.add_argument("--data", default="data", help="run store folder (default ./data)")
+    check.add_argument("--repair", action="store_true", help="move bad runs to <data>/quarantine/ (never deletes)")
+    args = p.parse_args(argv)
+    data_dir = Path(args.data)
+    if not data_dir.is_dir():
+        print(f"error: --data {data_dir} is not a folder; point --data at the store folder (default ./data)",
+              file=sys.stderr)
+        return 2
+    inv = inventory(data_dir)
+    problems = inv.problems + inv.drift
+    print(f"{data_dir}: {len(inv.runs)} runs verified, {len(problems)} problems")
+    if not problems:
+        return 0
+    table = pl.DataFrame({"path": [str(x.path.relative_to(data_dir)) for x in problems],
+                          "problem": [x.kind for x in problems], "detail": [x.detail for x in problems]})
+    with pl.Config(tbl_rows=-1, fmt_str_lengths=160, tbl_width_chars=240, tbl_hide_dataframe_shape=True):
+        print(table)
+    if not args.repair:
+        print("run `make check REPAIR=1` (python -m store check --repair) to move them to "
+              f"{data_dir / 'quarantine'}; the next collect re-runs them")
+        return 1
+    return 1 if _repair(data_dir, inv) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
