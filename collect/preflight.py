@@ -86,13 +86,16 @@ def preflight(sweeps, data_dir, *, allow_huge: bool = False) -> None:
                                   "pass --allow-huge (make collect HUGE=1) if you mean it")
             try:
                 shape, k = _dataset_shape(cfg, data_dir, datasets)
-                n = _n_params(cfg, shape, k, params)
             except ValueError as exc:  # DatasetNotFoundError is a FileNotFoundError: caught below
                 raise ConfigError(f"{_where(sweep)}: {' '.join(str(exc).split())}") from None
             except FileNotFoundError as exc:
                 raise ConfigError(f"{_where(sweep)}: {exc}") from None
             if allow_huge:
                 continue
+            try:
+                n = _n_params(cfg, shape, k, params)
+            except ValueError:
+                n = 0  # a model that cannot be built here fails as a recorded `failed` run
             if n > MAX_PARAMS:
                 raise ConfigError(f"{_where(sweep)}: {cfg.model} with width = {cfg.width}, depth = {cfg.depth} has "
                                   f"{n:,} parameters, more than {MAX_PARAMS:,}; use a smaller width/depth, or pass "
