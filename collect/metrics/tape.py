@@ -187,7 +187,7 @@ def vjp(op: Op, g: Tensor, m: int) -> Tensor:
     a, inp = op.a, op.a["input"]
     k = op.kind
     if k == CONV:
-        # conv_transpose2d, not nn.grad.conv2d_input: measured ~1.5x faster on CPU for the same result.
+        # conv_transpose2d, not nn.grad.conv2d_input: measured up to 1.9x faster on CPU (docs/METRICS.md).
         st, pad, dil = (_pair(a[n]) for n in ("stride", "padding", "dilation"))
         kh, kw = a["weight"].shape[-2:]
         extra = [inp.shape[2 + i] - ((g.shape[2 + i] - 1) * st[i] - 2 * pad[i] + dil[i] * ((kh, kw)[i] - 1) + 1)
