@@ -167,3 +167,24 @@ def test_per_example_norms_equal_opacus():
     nn.functional.cross_entropy(gsm(x), y, reduction="sum").backward()
     theirs = sum(p.grad_sample.reshape(6, -1).square().sum(1) for p in gsm.parameters())
     assert close(ours, theirs, 1e-12)
+
+
+def test_train_logs_hutchinson_gc_with_its_standard_error(tmp_path):
+    from collect.config import RunConfig
+    from collect.train import train
+    from store import db
+
+    tiny = dict(sweep="t", dataset="mnist1d", n_train=128, n_test=64, width=8, depth=1, steps=10, batch_size=32,
+                log_every=5, eval_every=10, eval_examples=32, theorem_examples=2, bfd_batch=4, sharpness_iters=2)
+    est, exact = RunConfig(**tiny, gc_projections=4), RunConfig(**tiny)
+    train(est, tmp_path, threads=1)
+    train(exact, tmp_path, threads=1)
+    with db.connect(tmp_path) as con:
+        rows = db.query(con, "SELECT run_id, gc, gc_stderr FROM steps WHERE gc IS NOT NULL").to_dicts()
+        evals = db.query(con, "SELECT run_id, step, gc FROM evals ORDER BY run_id, step, split").to_dicts()
+    hutch = [r for r in rows if r["run_id"] == est.run_id]
+    assert hutch and all(r["gc_stderr"] > 0 and math.isfinite(r["gc"]) for r in hutch)
+    assert all(r["gc_stderr"] is None for r in rows if r["run_id"] == exact.run_id)
+    # Same batches and weights (own generator for the projections), and evals keep exact GC.
+    by_run = {rid: [e["gc"] for e in evals if e["run_id"] == rid] for rid in (est.run_id, exact.run_id)}
+    assert by_run[est.run_id] and by_run[est.run_id] == pytest.approx(by_run[exact.run_id], rel=1e-5)
