@@ -10,6 +10,7 @@ BACKEND ?= local
 SET    ?=
 WORKERS ?=
 STAMP  := $(VENV)/.gclab-installed
+BENCH_STAMP := $(VENV)/.gclab-bench-installed
 
 # User-supplied values reach the recipes raw, through the environment, always quoted:
 # a path with spaces or a query with `$` or quotes arrives exactly as typed.
@@ -64,7 +65,14 @@ calibrate: setup
 test: setup
 	"$(PY)" -m pytest -n 2 tests
 
-bench: setup
+# The pinned torch is named in the same pip call, so backpack's torchvision resolves to a
+# build for that torch instead of replacing it; the check fails loudly if it did not.
+$(BENCH_STAMP): $(STAMP)
+	"$(PY)" -m pip install -q --disable-pip-version-check $(TORCH) -e ".[dev,ray,bench]"
+	"$(PY)" -c "import sys, torch; a = sys.argv[1]; want = a.split('==')[1].split()[0] if '==' in a else torch.__version__; sys.exit(0 if torch.__version__.startswith(want) else 'bench extra replaced torch: ' + torch.__version__)" "$(TORCH)"
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	"$(PY)" -m bench --data "$$DATA" --out "$$OUT"
 
 clean:

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-SECTIONS = ("metrics", "collect", "report")
+SECTIONS = ("metrics", "peers", "collect", "report")
 
 
 def machine() -> dict:

@@ -62,6 +62,8 @@ class RunConfig(BaseModel):
     gc_reg_projections: int | None = Field(None, ge=1, description="None: exact GC penalty; n: random projections")
     # logging
     metrics: bool = Field(True, description="per-step GC and Eq. 6 terms in the steps table")
+    gc_projections: int | None = Field(None, ge=1, description="None: exact GC at training steps; n: Hutchinson "
+                                       "estimate from n projections, standard error in steps.gc_stderr (evals stay exact)")
     log_every: int = Field(10, ge=1)
     eval_every: int = Field(100, ge=1)
     eval_examples: int = Field(512, ge=1, description="examples per split for eval loss/acc/GC")

@@ -107,6 +107,9 @@ def train(cfg: RunConfig, data_dir, *, threads: int | None = None, progress: boo
     bufs = {t: TableBuffer() for t in TABLES}
     # BatchNorm's train-mode gradient differs from the eval-mode one the metrics use.
     one_pass = cfg.metrics and not has_batchnorm(model)
+    # Own generator: the projections must not shift the batch order drawn from `gen`.
+    hutchinson = ({} if cfg.gc_projections is None else
+                  {"n_projections": cfg.gc_projections, "generator": torch.Generator().manual_seed(cfg.seed)})
     loss_fn = lambda out, y: batch_loss(out, y, cfg.loss)  # noqa: E731
 
     status, error, step = "completed", None, 0
@@ -129,10 +132,10 @@ def train(cfg: RunConfig, data_dir, *, threads: int | None = None, progress: boo
             opt.zero_grad(set_to_none=False)
             if cfg.metrics and step % cfg.log_every == 0:
                 if one_pass:
-                    row = metrics.step_metrics(model, xb, yb, loss=cfg.loss, set_grad=True)
+                    row = metrics.step_metrics(model, xb, yb, loss=cfg.loss, set_grad=True, **hutchinson)
                 else:
                     model.eval()
-                    row = metrics.step_metrics(model, xb, yb, loss=cfg.loss)
+                    row = metrics.step_metrics(model, xb, yb, loss=cfg.loss, **hutchinson)
                     model.train()
                     loss_fn(model(xb), yb).backward()
                 check_finite(row["train_loss"], step)

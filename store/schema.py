@@ -67,6 +67,7 @@ STEPS = _schema("steps", [
     ("train_loss", f64, "batch loss (without regularizers)"),
     ("train_acc", f64, "batch accuracy (NaN for regression)"),
     ("gc", f64, "batch mean of ||grad_x f(x)||_F^2"),
+    ("gc_stderr", f64, "standard error of gc when estimated from gc_projections random projections (null: exact)"),
     ("grad_norm_sq", f64, "||grad_theta L_B||^2 of the batch loss"),
     ("residual_term", f64, "R_B of Eq. 6"),
     ("label_alignment", f64, "A_B of Eq. 8"),

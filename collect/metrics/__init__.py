@@ -4,25 +4,27 @@ dimension and other complexity measures, from one forward + one batched backward
 Public API (names fixed, see issue 3)::
 
     geometric_complexity(model, x, *, n_projections=None) -> Tensor (b,)
-    step_metrics(model, x, y, *, loss="cross_entropy", set_grad=False) -> dict[str, float]
+    step_metrics(model, x, y, *, loss="cross_entropy", set_grad=False, n_projections=None) -> dict[str, float]
+    per_example_grad_norms(model, x, y, *, loss="cross_entropy") -> Tensor (b,)
     theorem_terms(model, x) -> dict[str, Tensor]
     functional_dimension(model, x, *, outputs="logits", return_spectrum=False) -> int | (int, ndarray)
 
 Models: any ``nn.Module`` whose parametrized layers are Linear, Conv2d or eval-mode
 BatchNorm and which treats examples independently; anything else raises a TypeError /
-ValueError naming the module.
+ValueError naming the module. Which path and per-layer method each net takes, and what it
+costs: docs/METRICS.md.
 """
 from collect.metrics.capture import check_model, run_pass
 from collect.metrics.fdim import functional_dimension, ntk_gram, spectrum_summary
 from collect.metrics.gc import geometric_complexity, geometric_complexity_estimate
 from collect.metrics.measures import batch_loss, dist_from_init, param_norm_sq, sharpness, spectral_product
 from collect.metrics.rules import RULES, Rule, register_rule
-from collect.metrics.step import step_metrics, step_terms
+from collect.metrics.step import per_example_grad_norms, step_metrics, step_terms
 from collect.metrics.theorem import theorem_terms
 
 __all__ = [
     "geometric_complexity", "geometric_complexity_estimate", "step_metrics", "step_terms",
-    "theorem_terms", "functional_dimension", "ntk_gram", "spectrum_summary",
+    "theorem_terms", "per_example_grad_norms", "functional_dimension", "ntk_gram", "spectrum_summary",
     "param_norm_sq", "spectral_product", "dist_from_init", "sharpness", "batch_loss",
     "check_model", "run_pass", "RULES", "Rule", "register_rule",
 ]

@@ -1,13 +1,14 @@
 """The one pass: one forward that keeps every parametrized layer's input, and one batched
 backward of ``m`` cotangent rows to every layer output and to the input.
 
-Two exact implementations, same result:
+Three exact implementations, same result:
 
 - ``chain.py``: plain ``nn.Sequential`` stacks of Linear and element-wise activations
   (the paper's MLPs) run a hand-written backward with one ``(m·b, n) @ W`` matmul per layer;
   it is ~2.5x faster than vmap-over-autograd on CPU, which matters for the per-step budget.
-- everything else (convs, pooling, residual additions, eval-mode BatchNorm, custom
-  ``forward``): forward hooks save ``h_l`` and ``z_l``, then ONE
+- conv / residual nets (``tape.py``): the forward is recorded as a tape of torch calls and
+  a hand-written backward runs all rows folded into the batch dimension;
+- anything the tape does not cover (``tape.NotTape``): forward hooks save ``h_l`` and ``z_l``, then ONE
   ``torch.autograd.grad(..., is_grads_batched=True)`` call returns ``∂rows/∂z_l`` and
   ``∂rows/∂x`` for all rows at once.
 
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from collect.metrics import chain
+from collect.metrics import chain, tape
 from collect.metrics.rules import Rule, rule_for
 
 # A cotangent spec: None = the k one-hot rows (row i is ∂f^i), else out (b,k) -> rows (m,b,k).
@@ -108,6 +109,11 @@ def run_pass(model: nn.Module, x: Tensor, cot: Cotangents = None, *, need_input:
             res = chain.run(spec, x, cot, entries, need_input=need_input, need_layers=need_layers)
             if res is not None:
                 return Pass(*res)
+        if spec is None:
+            try:
+                return Pass(*tape.run(model, x, cot, entries, need_input=need_input, need_layers=need_layers))
+            except tape.NotTape:
+                pass
     return _generic_pass(model, x, cot, entries, need_input, need_layers)
 
 

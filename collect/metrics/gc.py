@@ -22,6 +22,14 @@ def geometric_complexity(model: nn.Module, x: Tensor, *, n_projections: int | No
     return geometric_complexity_estimate(model, x, n_projections, generator=generator)[0]
 
 
+def projection_rows(out: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+    """(n, b, k) cotangents, each row uniform on the sphere of radius sqrt(k): E[v vᵀ] = I."""
+    b, k = out.shape
+    dev = generator.device if generator is not None else out.device
+    v = torch.randn(n, b, k, generator=generator, dtype=out.dtype, device=dev).to(out.device)
+    return v * (math.sqrt(k) / v.norm(dim=-1, keepdim=True))
+
+
 def geometric_complexity_estimate(model: nn.Module, x: Tensor, n_projections: int, *,
                                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """Hutchinson / random-projection estimate of per-example GC and its standard error.
@@ -33,13 +41,7 @@ def geometric_complexity_estimate(model: nn.Module, x: Tensor, n_projections: in
     if n < 1:
         raise ValueError(f"n_projections must be >= 1, got {n_projections}")
 
-    def rows(out: Tensor) -> Tensor:
-        b, k = out.shape
-        dev = generator.device if generator is not None else out.device
-        v = torch.randn(n, b, k, generator=generator, dtype=out.dtype, device=dev).to(out.device)
-        return v * (math.sqrt(k) / v.norm(dim=-1, keepdim=True))
-
-    p = run_pass(model, x, rows, need_input=True, need_layers=False)
+    p = run_pass(model, x, lambda out: projection_rows(out, n, generator), need_input=True, need_layers=False)
     est = p.gx.square().reshape(n, x.shape[0], -1).sum(2)
     stderr = est.std(0) / math.sqrt(n) if n > 1 else torch.full_like(est[0], math.nan)
     return est.mean(0), stderr

@@ -140,7 +140,8 @@ class Conv2dRule(Rule):
         return delta.reshape(m, b, g, C // g, -1)  # (m, b, g, q, T)
 
     def sq_norms(self, ctx, delta):
-        return _seq_sq_norms(ctx, self._delta(delta), self.trainable)
+        # A rule lives for one pass: its k-row and ε-row calls share AᵀA (a forward's worth of FLOPs).
+        return _seq_sq_norms(ctx, self._delta(delta), self.trainable, cache=self.__dict__)
 
     def grads(self, ctx, delta):
         G = self._delta(delta[None])[0]
@@ -157,15 +158,21 @@ class Conv2dRule(Rule):
         return torch.cat(parts, -1) if parts else delta.new_zeros(m, b, 0)
 
 
-def _seq_sq_norms(A: Tensor, G: Tensor, trainable) -> Tensor:
+def _seq_sq_norms(A: Tensor, G: Tensor, trainable, cache: dict | None = None) -> Tensor:
     """||Σ_t G_t A_tᵀ||² per (row, example), by whichever of two exact forms is cheaper:
-    direct (form the per-example gradient) or ghost (<AᵀA, GᵀG> over position pairs)."""
+    direct (form the per-example gradient) or ghost (<AᵀA, GᵀG> over position pairs); the
+    FLOP count picks the measured winner on every ResNet stage (docs/METRICS.md)."""
     m, b, g, q, T = G.shape
     p = A.shape[2]
     out = G.new_zeros(m, b)
     if "weight" in trainable:
         if T * T * (p + m * q) < m * T * q * p:
-            AA = torch.einsum("bgpt,bgps->bgts", A, A)
+            if cache is not None and cache.get("_gram_of") is A:
+                AA = cache["_gram"]
+            else:
+                AA = torch.einsum("bgpt,bgps->bgts", A, A)
+                if cache is not None:
+                    cache["_gram_of"], cache["_gram"] = A, AA
             GG = torch.einsum("mbgqt,mbgqs->mbgts", G, G)
             out = out + (GG * AA).sum((2, 3, 4))
         else:

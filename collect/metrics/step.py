@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from collect.metrics.capture import run_pass
+from collect.metrics.gc import projection_rows
 
 LOSSES = ("cross_entropy", "mse")
 KEYS = ("gc", "grad_norm_sq", "residual_term", "label_alignment", "batch_alignment",
@@ -48,28 +49,44 @@ def residuals(out: Tensor, y: Tensor, loss: str) -> tuple[Tensor, Tensor, Tensor
 
 
 def step_terms(model: nn.Module, x: Tensor, y: Tensor, *, loss: str = "cross_entropy",
-               set_grad: bool = False) -> dict[str, Tensor]:
+               set_grad: bool = False, n_projections: int | None = None,
+               generator: torch.Generator | None = None) -> dict[str, Tensor]:
     """Tensor version of ``step_metrics`` with per-example detail:
-    scalars (0-dim): the eight ``step_metrics`` keys; per example (b,): ``gc_x``,
-    ``per_example_grad_sq`` (||∇_θ L_x||²), ``loss_x``; (b, k): ``logit_grad_sq`` (||∇_θ f^i(x)||²),
-    ``residual`` (ε)."""
+    scalars (0-dim): the eight ``step_metrics`` keys (plus ``gc_stderr`` with projections);
+    per example (b,): ``gc_x``, ``per_example_grad_sq`` (||∇_θ L_x||²), ``loss_x``; (b, k):
+    ``logit_grad_sq`` (||∇_θ f^i(x)||², NaN with projections), ``residual`` (ε)."""
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
-    p = run_pass(model, x, None, need_input=True, need_layers=True)
+    n = None if n_projections is None else int(n_projections)
+    if n is not None and n < 1:
+        raise ValueError(f"n_projections must be >= 1 (or None for exact), got {n_projections}")
+    saved = {}
+
+    def hutchinson_rows(out: Tensor) -> Tensor:
+        # n rows v (GC), n rows v ⊙ ε (R_B: E||Σ_i v_i ε_i ∇f^i||² = Σ_i ε_i² ||∇f^i||²), one row ε/b.
+        saved["res"] = residuals(out, y, loss)
+        v = projection_rows(out, n, generator)
+        eps = saved["res"][0]
+        return torch.cat([v, v * eps, (eps / out.shape[0])[None]])
+
+    p = run_pass(model, x, None if n is None else hutchinson_rows, need_input=True, need_layers=True)
     with torch.no_grad():
         out = p.out
         b, k = out.shape
-        eps, loss_x, correct = residuals(out, y, loss)
-        # Scale ε by 1/b once: δ^{ε/b} gives the batch gradient directly and every 1/b² of Eq. 6–8.
+        eps, loss_x, correct = saved["res"] if n is not None else residuals(out, y, loss)
         eps_b = (eps / b).unsqueeze(1)                    # (b, 1, k)
-        S = out.new_zeros(k, b)                            # ||∇_θ f^i(x)||²
+        S = out.new_zeros(k if n is None else n, b)        # exact: ||∇_θ f^i(x)||²; else ||∇_θ (v⊙ε)ᵀf||²
         pe_b = out.new_zeros(b)                            # ||∇_θ L_x||² / b²
         grads, params = [], []
         for s in p.layers:
-            S += s.rule.sq_norms(s.ctx, s.delta)
-            # δ^ε(x) = Σ_i ε_x^i δ^i(x): a (1×k)(k×N) product per example, one bmm for the batch.
-            dl = s.delta.reshape(k, b, -1).transpose(0, 1)
-            d_eps = torch.bmm(eps_b, dl).reshape(s.delta.shape[1:])
+            if n is None:
+                S += s.rule.sq_norms(s.ctx, s.delta)
+                # δ^ε(x) = Σ_i ε_x^i δ^i(x): a (1×k)(k×N) product per example, one bmm for the batch.
+                dl = s.delta.reshape(k, b, -1).transpose(0, 1)
+                d_eps = torch.bmm(eps_b, dl).reshape(s.delta.shape[1:])
+            else:
+                S += s.rule.sq_norms(s.ctx, s.delta[n:2 * n])
+                d_eps = s.delta[2 * n]
             pe_b += s.rule.sq_norms(s.ctx, d_eps.unsqueeze(0))[0]
             for name, g in s.rule.grads(s.ctx, d_eps).items():
                 grads.append(g)
@@ -80,21 +97,44 @@ def step_terms(model: nn.Module, x: Tensor, y: Tensor, *, loss: str = "cross_ent
                 param.grad = g.reshape(param.shape).to(param.dtype)
             for param in p.unused:  # never reached the output: what loss.backward() leaves after zero_grad()
                 param.grad = None
-        gc_x = torch.linalg.vector_norm(p.gx.reshape(k, b, -1), dim=(0, 2)).square_()
-        e2S = (eps.square() * S.T).double().sum() / b**2
-        pe_sum = pe_b.double().sum()
         nan = torch.tensor(math.nan, dtype=torch.float64)
+        extra = {}
+        if n is None:
+            gc_x = torch.linalg.vector_norm(p.gx.reshape(k, b, -1), dim=(0, 2)).square_()
+            e2S = (eps.square() * S.T).double().sum() / b**2
+            logit_sq = S.T
+        else:
+            draws = p.gx[:n].reshape(n, b, -1).square().sum(2).double()     # (n, b) unbiased GC samples
+            gc_x = draws.mean(0).to(out.dtype)
+            extra["gc_stderr"] = draws.mean(1).std() / math.sqrt(n) if n > 1 else nan
+            e2S = S.double().sum() / (n * b**2)
+            logit_sq = torch.full_like(eps, math.nan)
+        pe_sum = pe_b.double().sum()
         return {
             "gc": gc_x.double().mean(), "grad_norm_sq": gsq, "residual_term": e2S, "label_alignment": pe_sum - e2S,
             "batch_alignment": gsq - pe_sum, "per_example_grad_norm_sq": pe_sum * b,
             "train_loss": loss_x.double().mean(),
-            "train_acc": nan if correct is None else correct.double().mean(),
-            "gc_x": gc_x, "per_example_grad_sq": pe_b * b**2, "loss_x": loss_x, "logit_grad_sq": S.T, "residual": eps,
+            "train_acc": nan if correct is None else correct.double().mean(), **extra,
+            "gc_x": gc_x, "per_example_grad_sq": pe_b * b**2, "loss_x": loss_x, "logit_grad_sq": logit_sq, "residual": eps,
         }
 
 
+def per_example_grad_norms(model: nn.Module, x: Tensor, y: Tensor, *, loss: str = "cross_entropy") -> Tensor:
+    """(b,) ||∇_θ L_x||², L_x the per-example loss, alone: one forward and one backward of the
+    single row ε (what Opacus ghost clipping and BackPACK ``BatchL2Grad`` compute)."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+    p = run_pass(model, x, lambda out: residuals(out, y, loss)[0][None], need_input=False, need_layers=True)
+    with torch.no_grad():
+        total = p.out.new_zeros(x.shape[0])
+        for s in p.layers:
+            total += s.rule.sq_norms(s.ctx, s.delta)[0]
+        return total
+
+
 def step_metrics(model: nn.Module, x: Tensor, y: Tensor, *, loss: str = "cross_entropy",
-                 set_grad: bool = False) -> dict[str, float]:
+                 set_grad: bool = False, n_projections: int | None = None,
+                 generator: torch.Generator | None = None) -> dict[str, float]:
     """Every per-step metric from one forward and one batched backward.
 
     Returns ``gc`` (mean_x ||∇_x f(x)||_F²), ``grad_norm_sq`` (||∇_θ L_B||²), ``residual_term``
@@ -114,6 +154,11 @@ def step_metrics(model: nn.Module, x: Tensor, y: Tensor, *, loss: str = "cross_e
     which equals ``zero_grad(); loss(model(xb), yb).backward(); optimizer.step()`` plus the
     metrics. Parameters of layers that never ran get ``.grad = None``. The forward runs in the
     model's current mode (Dropout masks are those of this forward; BatchNorm must be in eval).
+
+    ``n_projections=n``: Hutchinson mode for large k (docs/METRICS.md): 2n + 1 backward rows
+    instead of k; ``gc`` and ``residual_term`` (hence ``label_alignment``) are unbiased
+    estimates, ``gc_stderr`` (extra key) is the standard error of ``gc`` (NaN for n = 1); the
+    gradient, ``grad_norm_sq``, ``batch_alignment`` and the per-example norms stay exact.
     """
-    t = step_terms(model, x, y, loss=loss, set_grad=set_grad)
-    return {key: float(t[key]) for key in KEYS}
+    t = step_terms(model, x, y, loss=loss, set_grad=set_grad, n_projections=n_projections, generator=generator)
+    return {key: float(t[key]) for key in KEYS + (("gc_stderr",) if n_projections is not None else ())}

@@ -1,0 +1,190 @@
+"""The conv / residual fast path (collect/metrics/tape.py) against float64 brute force, one net
+per layer type; the Hutchinson step mode against the same projections replayed by hand; the
+per-example loss-gradient norms against brute force and (if installed) Opacus."""
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from collect.metrics import capture, per_example_grad_norms, step_terms, tape
+from collect.metrics.gc import projection_rows
+from collect.models import build_model
+from metrics_bruteforce import batch_grads, close, jacobians, randomize_, step_reference
+
+PER_EXAMPLE = ("gc_x", "logit_grad_sq", "per_example_grad_sq")
+SCALARS = ("gc", "grad_norm_sq", "residual_term", "label_alignment", "batch_alignment",
+           "per_example_grad_norm_sq", "train_loss")
+
+
+def _bn_stats_(net, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    for mod in net.modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            n = mod.running_mean.numel()
+            mod.running_mean.copy_(torch.rand(n, generator=g, dtype=mod.running_mean.dtype) - 0.5)
+            mod.running_var.copy_(torch.rand(n, generator=g, dtype=mod.running_var.dtype) + 0.5)
+    return net.eval()
+
+
+class Residual(nn.Module):
+    """Strided + grouped + dilated convs, eval BN, an out-of-place residual add, overlapping max
+    pool, avg pool, adaptive avg pool to 2x2, eval dropout, Flatten, Linear."""
+
+    def __init__(self, act=nn.ReLU):
+        super().__init__()
+        self.stem = nn.Conv2d(2, 4, 3, stride=2, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.grouped = nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=2, bias=False)
+        self.act = act()
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.avg = nn.AvgPool2d(2, stride=1)
+        self.adapt = nn.AdaptiveAvgPool2d(2)
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.act(self.bn(self.stem(x)))
+        h = self.act(h + self.grouped(h))
+        h = self.adapt(self.avg(self.pool(h)))
+        return self.fc(self.drop(torch.flatten(h, 1)))
+
+
+NETS = {
+    "residual_relu": lambda: Residual(nn.ReLU),
+    "residual_tanh": lambda: Residual(nn.Tanh),
+    "residual_gelu": lambda: Residual(nn.GELU),
+    "cnn_models_py": lambda: build_model("cnn", input_shape=(2, 9, 9), n_out=3, width=3, activation="elu"),
+    "resnet18_models_py": lambda: build_model("resnet18", input_shape=(2, 8, 8), n_out=3, width=2),
+}
+
+
+def _net(name):
+    torch.manual_seed(0)
+    return _bn_stats_(randomize_(NETS[name]().double(), seed=5))
+
+
+def _x(b=4, seed=1):
+    return torch.randn(b, 2, 9, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+
+def _y(b, k=3):
+    return torch.randint(0, k, (b,), generator=torch.Generator().manual_seed(2))
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_fast_path_is_taken_and_matches_bruteforce(name):
+    net = _net(name)
+    x, y = _x(4), _y(4)
+    entries = capture.check_model(net)
+    tape.run(net, x, None, entries, need_input=True, need_layers=True)   # raises NotTape if not on the fast path
+    got = step_terms(net, x, y)
+    ref = step_reference(net, x, y, "cross_entropy")
+    scale = float(ref["grad_norm_sq"] + ref["residual_term"] + ref["per_example_grad_norm_sq"])
+    for key in SCALARS:
+        floor = 1e-9 * scale if key in ("label_alignment", "batch_alignment") else 0.0
+        assert close(got[key], ref[key], 1e-9, floor), (key, float(got[key]), float(ref[key]))
+    for key in PER_EXAMPLE:
+        assert close(got[key], ref[key], 1e-9), key
+    # set_grad writes ∇_θ L_B from the same pass: equal to loss.backward().
+    expect = batch_grads(net, x, y, "cross_entropy")
+    step_terms(net, x, y, set_grad=True)
+    for pname, p in net.named_parameters():
+        assert torch.allclose(p.grad, expect[pname], rtol=1e-10, atol=1e-14), pname
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_per_example_grad_norms_match_bruteforce(name):
+    net = _net(name)
+    x, y = _x(5), _y(5)
+    ref = step_reference(net, x, y, "cross_entropy")["per_example_grad_sq"]
+    assert close(per_example_grad_norms(net, x, y), ref, 1e-10)
+
+
+def test_unsupported_ops_fall_back_with_the_same_numbers():
+    class Scaled(Residual):
+        def forward(self, x):
+            h = self.act(self.bn(self.stem(x)))
+            h = 0.5 * h + self.grouped(h)   # a product: not on the tape, the autograd path takes it
+            return self.fc(torch.flatten(self.adapt(h), 1))
+
+    torch.manual_seed(0)
+    net = _bn_stats_(randomize_(Scaled().double(), seed=5))
+    x, y = _x(3), _y(3)
+    with pytest.raises(tape.NotTape, match="unsupported"):
+        tape.run(net, x, None, capture.check_model(net), need_input=True, need_layers=True)
+    got, ref = step_terms(net, x, y), step_reference(net, x, y, "cross_entropy")
+    for key in PER_EXAMPLE:
+        assert close(got[key], ref[key], 1e-9), key
+
+
+def test_train_mode_batchnorm_is_refused_on_the_fast_path_too():
+    net = _net("resnet18_models_py").train()
+    with pytest.raises(ValueError, match="BatchNorm in train mode"):
+        step_terms(net, _x(2), _y(2))
+
+
+@pytest.mark.parametrize("name", ["residual_relu", "resnet18_models_py"])
+def test_hutchinson_step_replays_its_projections(name):
+    """Each draw is exactly ||vᵀ∇_x f||² (GC) and Σ_x ||∇_θ (v⊙ε)ᵀ f||² (R_B) for the v the
+    generator gives; the exact keys stay exact."""
+    net, n = _net(name), 7
+    x, y = _x(4), _y(4)
+    got = step_terms(net, x, y, n_projections=n, generator=torch.Generator().manual_seed(11))
+    exact = step_terms(net, x, y)
+    Jt, Jx = jacobians(net, x)
+    b = x.shape[0]
+    with torch.no_grad():
+        out = net(x)
+        v = projection_rows(out, n, torch.Generator().manual_seed(11))          # (n, b, k)
+        eps = torch.softmax(out, 1) - nn.functional.one_hot(y, 3).double()
+    gc_draws = torch.einsum("nbk,bkd->nbd", v, Jx.reshape(b, 3, -1)).square().sum(2)   # (n, b)
+    rb_draws = torch.einsum("nbk,bkp->nbp", v * eps, Jt).square().sum((1, 2)) / b**2   # (n,)
+    assert close(got["gc_x"], gc_draws.mean(0), 1e-10)
+    assert close(got["gc_stderr"], gc_draws.mean(1).std() / math.sqrt(n), 1e-10)
+    assert close(got["residual_term"], rb_draws.mean(), 1e-10)
+    for key in ("grad_norm_sq", "batch_alignment", "per_example_grad_norm_sq", "train_loss"):
+        assert close(got[key], exact[key], 1e-10), key
+    assert close(got["label_alignment"], exact["per_example_grad_norm_sq"] / b - rb_draws.mean(), 1e-9,
+                 float(exact["per_example_grad_norm_sq"]))
+    assert torch.isnan(got["logit_grad_sq"]).all()
+
+
+def test_hutchinson_bad_count():
+    with pytest.raises(ValueError, match="n_projections must be >= 1"):
+        step_terms(_net("residual_relu"), _x(2), _y(2), n_projections=0)
+
+
+def test_per_example_norms_equal_opacus():
+    """Opacus supports every layer of this net (Conv2d, Linear; no BatchNorm)."""
+    opacus = pytest.importorskip("opacus")
+    torch.manual_seed(0)
+    net = randomize_(build_model("cnn", input_shape=(2, 9, 9), n_out=3, width=3).double(), seed=5)
+    x, y = _x(6), _y(6)
+    ours = per_example_grad_norms(net, x, y)
+    gsm = opacus.GradSampleModule(copy.deepcopy(net), loss_reduction="sum")
+    nn.functional.cross_entropy(gsm(x), y, reduction="sum").backward()
+    theirs = sum(p.grad_sample.reshape(6, -1).square().sum(1) for p in gsm.parameters())
+    assert close(ours, theirs, 1e-12)
+
+
+def test_train_logs_hutchinson_gc_with_its_standard_error(tmp_path):
+    from collect.config import RunConfig
+    from collect.train import train
+    from store import db
+
+    tiny = dict(sweep="t", dataset="mnist1d", n_train=128, n_test=64, width=8, depth=1, steps=10, batch_size=32,
+                log_every=5, eval_every=10, eval_examples=32, theorem_examples=2, bfd_batch=4, sharpness_iters=2)
+    est, exact = RunConfig(**tiny, gc_projections=4), RunConfig(**tiny)
+    train(est, tmp_path, threads=1)
+    train(exact, tmp_path, threads=1)
+    with db.connect(tmp_path) as con:
+        rows = db.query(con, "SELECT run_id, gc, gc_stderr FROM steps WHERE gc IS NOT NULL").to_dicts()
+        evals = db.query(con, "SELECT run_id, step, gc FROM evals ORDER BY run_id, step, split").to_dicts()
+    hutch = [r for r in rows if r["run_id"] == est.run_id]
+    assert hutch and all(r["gc_stderr"] > 0 and math.isfinite(r["gc"]) for r in hutch)
+    assert all(r["gc_stderr"] is None for r in rows if r["run_id"] == exact.run_id)
+    # Same batches and weights (own generator for the projections), and evals keep exact GC.
+    by_run = {rid: [e["gc"] for e in evals if e["run_id"] == rid] for rid in (est.run_id, exact.run_id)}
+    assert by_run[est.run_id] and by_run[est.run_id] == pytest.approx(by_run[exact.run_id], rel=1e-5)
