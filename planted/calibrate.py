@@ -53,7 +53,7 @@ class Case:
 
 CASES = (
     Case("trends", ("trends",), TREND_SWEEPS, {"trend_slope": 0.0, "acc_slope": 0.0, "output_shrink": 0.0},
-         {"trend_slope": 0.3, "acc_slope": 0.02, "output_shrink": 0.3}, ("runs", "evals", "probes")),
+         {"trend_slope": 0.3, "acc_slope": 0.03, "output_shrink": 0.3}, ("runs", "evals", "probes")),
     Case("fig5", ("double_descent", "ucurve"), ("fig5",), {"fig5_peak": 0.0, "u_curvature": 0.0},
          {"fig5_peak": 1.0, "u_curvature": 0.4}),
     Case("igr", ("igr",), ("igr",), {"igr_slope": 0.0}, {"igr_slope": -0.1}),
