@@ -7,15 +7,25 @@
 - `gc_first`: train-split GC at the first eval (step 0 for fig2's init-only runs).
 - complexity measures: train split at the last eval.
 Only `status = 'completed'` runs appear. Modules embed `RUN_SUMMARY` as a CTE.
+
+Interpolating-model claims (docs/EXPERIMENTS.md, "Training to interpolation"): in the sweeps of
+`INTERPOLATING_SWEEPS` only runs that reached their stop target enter (`FITTED`, a predicate
+on `rs`); `excluded` counts the completed runs left out, per sweep.
 """
 from __future__ import annotations
 
 HYPER_COLUMNS = ["dataset", "model", "width", "depth", "activation", "init", "optimizer", "lr",
                  "momentum", "batch_size", "l2", "spectral_reg", "flatness_reg", "gc_reg",
                  "label_noise", "bias", "init_scale", "loss", "n_train"]
+# Sweeps whose claims the paper states for models at zero training error; they train to that target.
+INTERPOLATING_SWEEPS = ("fig3", "fig4", "fig4_momentum", "fig4_adam", "gcreg", "igr")
+_IN_INTERPOLATING = "sweep IN (" + ", ".join(f"'{s}'" for s in INTERPOLATING_SWEEPS) + ")"
+# The one filter: a run of an interpolating sweep enters only if it reached its target.
+FITTED = f"(NOT {_IN_INTERPOLATING} OR coalesce(target_reached, false))"
 MEASURES = ["gc_last", "param_norm_sq", "spectral_product", "dist_from_init", "sharpness", "bfd"]
 
-_RUN_COLS = ", ".join(f"r.{c}" for c in ["run_id", "sweep", "seed", "status", "steps", "steps_done", *HYPER_COLUMNS])
+_RUN_COLS = ", ".join(f"r.{c}" for c in ["run_id", "sweep", "seed", "status", "steps", "steps_done", "target_reached",
+                                          "final_train_error", *HYPER_COLUMNS])
 
 RUN_SUMMARY = f"""
 WITH ev AS (
@@ -56,3 +66,18 @@ GROUP BY ALL
 def with_runs(select: str) -> str:
     """`select` may read the CTE `rs` (one row per completed run, see the module docstring)."""
     return f"WITH rs AS ({RUN_SUMMARY}) {select}"
+
+
+EXCLUDED_SQL = f"""
+SELECT sweep, count(*) AS n_completed, count(*) FILTER (WHERE NOT {FITTED}) AS n_excluded
+FROM runs WHERE status = 'completed' AND {_IN_INTERPOLATING} GROUP BY sweep ORDER BY sweep
+"""
+
+
+def excluded_note(counts, sweep: str) -> str:
+    """Statistic clause naming how many completed runs of `sweep` the FITTED filter left out
+    (`counts`: the frame of EXCLUDED_SQL)."""
+    row = counts.filter(counts["sweep"] == sweep)
+    n = int(row["n_excluded"][0]) if row.height else 0
+    total = int(row["n_completed"][0]) if row.height else 0
+    return f"{n} of {total} completed runs excluded (did not reach zero training error)"

@@ -4,6 +4,12 @@ One row per heuristic: L2, spectral, flatness, label noise (fig3); GC penalty (g
 batch size (fig4 and its momentum/Adam variants); depth at init (fig2, GC at step 0), plus
 test accuracy where the paper states a direction and fig2's "outputs shrink toward 0".
 
+fig2 rows come per family (init × activation) and pooled: the paper's standard scheme
+(`PAPER_FAMILY`: ReLU, truncated normal 1/fan_in, zero biases, seed 002 §3) carries the paper
+claim; every other family and the pooled fit (family fixed effects) are `toolkit` rows, so a
+failing family is its own row rather than averaged away. fig3, fig4* and gcreg use only runs
+that reached zero training error (`analysis.run_summary.FITTED`); each row counts the rest.
+
 Method per row (see `seed_trend`): Spearman ρ (scipy) of the strength against the statistic,
 and OLS of log GC on the strength's grid level (0, 1, 2, … over the sorted distinct strengths,
 so geometric grids with a zero baseline are evenly spaced) with seed fixed effects. Why seed
@@ -28,12 +34,14 @@ import statsmodels.api as sm
 from scipy import stats
 
 from analysis.result import ALPHA, Analysis, claim, claims_frame, insufficient
-from analysis.run_summary import with_runs
+from analysis.run_summary import EXCLUDED_SQL, FITTED, INTERPOLATING_SWEEPS, excluded_note, with_runs
 from analysis.verdict import decide, describe
 from store.db import query
 
 FIG3_REGS = ["l2", "spectral_reg", "flatness_reg", "label_noise"]
 FIG4_SWEEPS = {"fig4": "SGD", "fig4_momentum": "SGD+momentum", "fig4_adam": "Adam"}
+PAPER_FAMILY = "trunc_normal_fan_in/relu"  # init/activation of the paper's standard scheme (seed 002 §3)
+POOLED = "pooled"
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,8 @@ class Heuristic:
     log: bool = True    # regress log y (positive statistics such as GC)
     fixed: str | None = None  # the other fig4 axis, held at the value with the widest grid of x
     source: str = ""    # where the paper states the claim
+    family: str | None = None  # fig2: one init/activation family, or POOLED (all, family fixed effects)
+    kind: str = "paper"
 
 
 def heuristics() -> list[Heuristic]:
@@ -65,22 +75,35 @@ def heuristics() -> list[Heuristic]:
     rows.append(Heuristic("lr → test acc (SGD)", "fig4", "lr", "test_acc", +1,
                           "higher learning rate gives higher test accuracy (SGD)", log=False, fixed="batch_size",
                           source="seed 002 §5, Fig. 4"))
-    rows.append(Heuristic("depth at init", "fig2", "depth", "gc_first", -1,
-                          "GC at initialization decreases with depth", source="seed 002 §3, Fig. 2 right"))
-    rows.append(Heuristic("depth → |output| at init", "fig2", "depth", "abs_output", -1,
-                          "network outputs at initialization shrink toward 0 with depth",
-                          source="seed 002 §3, Fig. 2 left"))
     return rows
 
 
-_TREND_SQL = with_runs("""
+def fig2_heuristics(families: list[str]) -> list[Heuristic]:
+    """The two fig2 claims for the paper's family, the pooled fit and every other family present."""
+    rows = []
+    for name, y, text, src in [("depth at init", "gc_first", "GC at initialization decreases with depth",
+                                "seed 002 §3, Fig. 2 right"),
+                               ("depth → |output| at init", "abs_output",
+                                "network outputs at initialization shrink toward 0 with depth",
+                                "seed 002 §3, Fig. 2 left")]:
+        for fam in [PAPER_FAMILY, POOLED, *sorted(set(families) - {PAPER_FAMILY})]:
+            paper = fam == PAPER_FAMILY
+            label = (": the paper's standard scheme, zero biases" if paper else
+                     ": all families, family fixed effects" if fam == POOLED else "")
+            rows.append(Heuristic(f"{name} [{fam}]", "fig2", "depth", y, -1, f"{text} ({fam}{label})",
+                                  source=src if paper else f"{src}; SM C.1 (per-family breakdown by gclab)",
+                                  family=fam, kind="paper" if paper else "toolkit"))
+    return rows
+
+
+_TREND_SQL = with_runs(f"""
 SELECT rs.run_id, rs.sweep, rs.seed, rs.lr, rs.batch_size, rs.depth, rs.init, rs.activation,
        rs.l2, rs.spectral_reg, rs.flatness_reg, rs.label_noise, rs.gc_reg,
        rs.gc, rs.gc_first, rs.test_acc, p.abs_output
 FROM rs LEFT JOIN (
     SELECT run_id, avg(abs(output)) AS abs_output FROM probes WHERE step = 0 GROUP BY run_id
 ) p ON rs.run_id = p.run_id
-WHERE rs.sweep IN ('fig2', 'fig3', 'gcreg', 'fig4', 'fig4_momentum', 'fig4_adam')
+WHERE rs.sweep IN ('fig2', 'fig3', 'gcreg', 'fig4', 'fig4_momentum', 'fig4_adam') AND {FITTED}
 """)
 
 
@@ -93,8 +116,9 @@ def _select(runs: pl.DataFrame, h: Heuristic) -> pl.DataFrame:
         widest = (df.group_by(h.fixed).agg(pl.col(h.x).n_unique().alias("k"))
                   .sort(["k", h.fixed], descending=[True, False]).row(0, named=True)[h.fixed])
         df = df.filter(pl.col(h.fixed) == widest)
-    family = pl.concat_str([pl.col("init").fill_null(""), pl.col("activation").fill_null("")], separator="/") \
-        if h.sweep == "fig2" else pl.lit("")
+    if h.family not in (None, POOLED):
+        df = df.filter(pl.col("family") == h.family)
+    family = pl.col("family") if h.sweep == "fig2" else pl.lit("")  # constant (no dummies) but when pooled
     return df.select("run_id", "seed", pl.col(h.x).cast(pl.Float64).alias("x"),
                      pl.col(h.y).cast(pl.Float64).alias("y"), family.alias("family"))
 
@@ -136,17 +160,23 @@ def seed_trend(df: pl.DataFrame, *, direction: int, log: bool) -> dict:
 
 
 def analyze(con) -> Analysis:
-    runs = query(con, _TREND_SQL)
+    runs = query(con, _TREND_SQL).with_columns(
+        pl.concat_str([pl.col("init").fill_null(""), pl.col("activation").fill_null("")], separator="/")
+        .alias("family"))
+    excluded = query(con, EXCLUDED_SQL)
+    families = runs.filter(pl.col("sweep") == "fig2")["family"].unique().to_list()
     rows, claim_rows, points = [], [], []
-    for h in heuristics():
+    for h in heuristics() + fig2_heuristics(families):
         df = _select(runs, h)
         r = seed_trend(df, direction=h.direction, log=h.log)
         what = f"{'log ' if h.log else ''}{h.y} per grid step of {h.x}"
         method = (f"OLS of {'log ' if h.log else ''}{h.y} on the grid level of {h.x} with seed fixed effects"
-                  f"{' and init/activation fixed effects' if h.sweep == 'fig2' else ''}; two-sided t-test "
+                  f"{' and init/activation fixed effects' if h.family == POOLED else ''}; two-sided t-test "
                   f"of the slope, its sign against the paper's direction; value = slope (CI 95%)")
+        if h.sweep in INTERPOLATING_SWEEPS:
+            method += f"; runs at zero training error only: {excluded_note(excluded, h.sweep)}"
         if r["reason"]:
-            claim_rows.append(insufficient(h.claim, h.sweep, method, r["reason"], kind="paper", source=h.source,
+            claim_rows.append(insufficient(h.claim, h.sweep, method, r["reason"], kind=h.kind, source=h.source,
                                            n_runs=r["n_runs"], n_seeds=r["n_seeds"]))
             rows.append({"heuristic": h.name, "experiment": h.sweep, "x": h.x, "y": h.y, "direction": h.direction,
                          **{k: r[k] for k in ("n_runs", "n_seeds", "n_levels")}, "verdict": "insufficient data"})
@@ -155,7 +185,7 @@ def analyze(con) -> Analysis:
         why = describe(verdict, what)
         stat = (f"{method}; Spearman ρ={r['spearman_rho']:.3f} (p={r['spearman_p']:.3g}); "
                 f"{'ratio' if h.log else 'change'} over the grid {r['effect_ratio']:.3g}; {why}")
-        claim_rows.append(claim(h.claim, h.sweep, stat, verdict, kind="paper", source=h.source, value=r["slope"],
+        claim_rows.append(claim(h.claim, h.sweep, stat, verdict, kind=h.kind, source=h.source, value=r["slope"],
                                 p_value=r["p_two_sided"],
                                 ci=(r["slope_lo"], r["slope_hi"]), n_runs=r["n_runs"], n_seeds=r["n_seeds"]))
         rows.append({"heuristic": h.name, "experiment": h.sweep, "x": h.x, "y": h.y, "direction": h.direction,
@@ -169,4 +199,4 @@ def analyze(con) -> Analysis:
     pts = pl.concat(points) if points else pl.DataFrame(
         schema={"run_id": pl.String, "seed": pl.Int64, "x": pl.Float64, "y": pl.Float64, "family": pl.String,
                 "heuristic": pl.String})
-    return Analysis("trends", {"trends": table, "points": pts}, claims_frame(claim_rows))
+    return Analysis("trends", {"trends": table, "points": pts, "excluded": excluded}, claims_frame(claim_rows))

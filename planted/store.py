@@ -48,7 +48,11 @@ EFFECTS: dict = {
     "bfd_random_gap": 0.08,   # bfd: random-input bfd above train/test, as a fraction of bfd_max
     "measure_corr": 1.0,      # gap = 0.3 + 0.2 measure_corr log GC + noise
     "diverged": 1,            # fig4: runs at the largest lr that diverge (first seeds)
+    "unfitted": 0,            # runs per trained-to-target sweep that stop at the cap short of it (first seed)
+    "family_flip": 1.0,       # fig2: sign of the depth effects of FAILING_FAMILY (−1: it fails the claim)
 }
+# fig2's family that `family_flip` plants against the others (issue text: He-normal + tanh rises).
+FAILING_FAMILY = ("he_normal", "tanh")
 # The paper's direction of GC along each hyperparameter (seed 002 §3–5); other axes plant nothing.
 GC_DIRECTION = {"l2": -1, "spectral_reg": -1, "flatness_reg": -1, "label_noise": -1, "gc_reg": -1,
                 "lr": -1, "batch_size": +1, "depth": -1}
@@ -113,13 +117,19 @@ def _fig5(cfg: RunConfig, widths: list[int], fx: dict, rng, offset: float) -> Pl
     return Plant(g, tl, trl, max(0.0, 0.85 - 0.2 * (tl - 1.0)), train_acc, math.log(g))
 
 
-def _plant(cfg: RunConfig, pos: dict, fx: dict, rng, offset: float, context: dict) -> Plant:
+def family_sign(cfg: RunConfig, fx: dict) -> float:
+    """Sign (and size) of fig2's depth effects for this run's init/activation family."""
+    return fx["family_flip"] if (cfg.init, cfg.activation) == FAILING_FAMILY else 1.0
+
+
+def _plant(cfg: RunConfig, pos: dict, fx: dict, rng, offset: float, context: dict, unfitted: bool) -> Plant:
     sweep = cfg.sweep
     if sweep == "fig5":  # no seed block: its tests compare widths, not seeds within a width
         return _fig5(cfg, context["widths"], fx, rng, 0.0)
     lg = offset + fx["seed_noise"] * rng.standard_normal()
     if sweep in TREND_SWEEPS:
-        lg += sum(GC_DIRECTION[a] * fx["trend_slope"] * grid[getattr(cfg, a)] for a, grid in pos.items())
+        lg += sum(GC_DIRECTION[a] * fx["trend_slope"] * grid[getattr(cfg, a)] * (family_sign(cfg, fx) if a == "depth" else 1)
+                  for a, grid in pos.items())
     if sweep == "igr":
         lg += fx["igr_slope"] * (math.log(cfg.lr / cfg.batch_size) - context["log_hb_mid"])
     trl = 0.05 + 0.02 * abs(rng.standard_normal())
@@ -130,7 +140,10 @@ def _plant(cfg: RunConfig, pos: dict, fx: dict, rng, offset: float, context: dic
         acc += fx["acc_slope"] * pos[acc_axis][getattr(cfg, acc_axis)]
     if cfg.loss == "mse":
         return Plant(math.exp(lg), trl + max(gap, 0.01), trl, math.nan, math.nan, lg, fx["fig1_gc_start"])
-    return Plant(math.exp(lg), trl + max(gap, 0.05), trl, min(acc, 0.99), 0.99, lg)
+    if unfitted:  # stopped at the cap far from fitting: low GC, high loss (the confound the filter removes)
+        return Plant(math.exp(lg - 3.0), 1.5, 1.2, 0.4, 0.45, lg - 3.0)
+    fitted = cfg.stop_at_train_error is not None  # trained to zero training error
+    return Plant(math.exp(lg), trl + max(gap, 0.05), trl, min(acc, 0.99), 1.0 if fitted else 0.99, lg)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -140,14 +153,22 @@ def _static(cfg: RunConfig) -> tuple[dict, dict, int]:
     return {**cfg.model_dump(), "n_train": n_train, "n_test": n_test}, cfg.runs_row(), n_params(cfg)
 
 
+def _target_columns(cfg: RunConfig, plant: Plant, done: int, reached: bool) -> dict:
+    """The runs columns of the stop rule (collect/target.py), consistent with the planted fit."""
+    active = cfg.stop_at_train_error is not None or cfg.stop_at_train_loss is not None
+    return {"target_reached": reached if active else None, "target_step": done if active and reached else None,
+            "final_train_error": 1.0 - plant.train_acc, "final_train_loss": plant.train_loss}
+
+
 def _run_tables(cfg: RunConfig, job: int, *, rng_seed: int, fx: dict, pos: dict, context: dict,
-                offsets: dict, diverged: bool, break_eq6: bool, tables: frozenset) -> dict[str, dict]:
+                offsets: dict, diverged: bool, break_eq6: bool, tables: frozenset,
+                unfitted: bool = False) -> dict[str, dict]:
     """The tables of one run (those in `tables`) as columns, the `runs` row last (as collection writes them)."""
     rng = np.random.default_rng([rng_seed, job])
     cols, row, n_par = _static(cfg)
     run_id = row["run_id"]
     done = max(cfg.steps // 3, 1) if diverged else cfg.steps
-    plant = _plant(cfg, pos, fx, rng, offsets[cfg.seed], context)
+    plant = _plant(cfg, pos, fx, rng, offsets[cfg.seed], context, unfitted)
     if diverged:  # loss blew up: huge losses, chance accuracy
         plant = Plant(plant.gc * 50, 40.0, 30.0, 0.1, 0.1, plant.measure_z + 3)
     d, k, n_train, n_test = shape_of(cfg)
@@ -164,7 +185,7 @@ def _run_tables(cfg: RunConfig, job: int, *, rng_seed: int, fx: dict, pos: dict,
         out["probes"] = parabola_probes(rng, run_id, done, cfg.eval_every, n_train, fx["fig1_ripple"])
     else:
         depth_pos = pos.get("depth", {}).get(cfg.depth, 0.0)
-        amp = 2.0 * math.exp(-fx["output_shrink"] * depth_pos + 0.1 * rng.standard_normal())
+        amp = 2.0 * math.exp(-fx["output_shrink"] * family_sign(cfg, fx) * depth_pos + 0.1 * rng.standard_normal())
         out["probes"] = diagonal_probes(rng, run_id, amp)
     test_acc = out["evals"]["acc"][out["evals"]["split"] == "test"]
     out[MARKER_TABLE] = {k: [v] for k, v in {
@@ -172,6 +193,7 @@ def _run_tables(cfg: RunConfig, job: int, *, rng_seed: int, fx: dict, pos: dict,
         "device": "cpu", "wall_s": 0.01 * done, "steps_done": done, "n_train": n_train, "n_test": n_test,
         "best_test_acc": None if np.isnan(test_acc).all() else float(np.nanmax(test_acc)),
         "error": f"loss became non-finite at step {done}" if diverged else None, "gclab_version": "planted",
+        **_target_columns(cfg, plant, done, not (diverged or unfitted)),
     }.items()}
     return out
 
@@ -206,14 +228,17 @@ def planted_runs(*, sweeps: Iterable[str] = PAPER_SWEEPS, seeds: int | None = No
         [rng_seed, 7919, i]).standard_normal(len({r.seed for r in runs}))))
         for i, (s, runs) in enumerate(by_sweep.items())}
     top_lr = {s: max(r.lr for r in runs) for s, runs in by_sweep.items()}
-    n_diverged: dict = defaultdict(int)
+    n_diverged, n_unfitted = defaultdict(int), defaultdict(int)
     first_igr = next((j for j, r in enumerate(jobs) if r.sweep == "igr"), None)
     for j, cfg in enumerate(jobs):
         diverged = cfg.sweep == "fig4" and cfg.lr == top_lr["fig4"] and n_diverged["fig4"] < fx["diverged"]
         n_diverged[cfg.sweep] += diverged
+        unfitted = (not diverged and cfg.stop_at_train_error is not None
+                    and n_unfitted[cfg.sweep] < fx["unfitted"])
+        n_unfitted[cfg.sweep] += unfitted
         yield cfg, _run_tables(cfg, j, rng_seed=rng_seed, fx=fx, pos=pos[cfg.sweep], context=context[cfg.sweep],
                                offsets=offsets[cfg.sweep], diverged=diverged, break_eq6=(j == first_igr),
-                               tables=tables)
+                               tables=tables, unfitted=unfitted)
 
 
 def write_planted_store(data_dir, **kw) -> None:

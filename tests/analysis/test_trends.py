@@ -14,10 +14,13 @@ def test_moderate_trends_are_detected_in_the_papers_direction(tmp_path):
     con = build(tmp_path, sweeps=["fig2", "fig3", "fig4", "gcreg"], effects={"trend_slope": 0.5})
     a = trends.analyze(con)
     tested = a.claims.filter(pl.col("verdict") != "insufficient data")
-    # fig2 (2 rows), fig3 (4), gcreg (2), fig4 SGD (3); momentum/Adam sweeps were not collected.
-    assert tested.height == 11
-    assert tested["verdict"].to_list() == ["supported"] * 11
-    assert set(tested["kind"]) == {"paper"} and tested["source"].str.contains("seed 002").all()
+    # fig3 (4), gcreg (2), fig4 SGD (3), fig2 (2 claims × (paper family + pooled + 9 other families));
+    # momentum/Adam sweeps were not collected.
+    assert tested.height == 9 + 2 * 11
+    assert tested["verdict"].to_list() == ["supported"] * (9 + 22)
+    assert tested.filter(pl.col("kind") == "paper").height == 9 + 2
+    assert set(tested.filter(pl.col("kind") != "paper")["experiment"]) == {"fig2"}
+    assert tested["source"].str.contains("seed 002").all()
     missing = a.claims.filter(pl.col("experiment").is_in(["fig4_momentum", "fig4_adam"]))
     assert missing.height == 4 and set(missing["verdict"]) == {"insufficient data"}
     table = a.tables["trends"].filter(pl.col("heuristic") == "batch_size (SGD)").row(0, named=True)
@@ -26,8 +29,30 @@ def test_moderate_trends_are_detected_in_the_papers_direction(tmp_path):
 
 def test_every_trend_row_follows_the_planted_direction():
     """Paper's direction → supported; against it → contradicted, on every fig2/fig3/fig4/gcreg row."""
-    assert verdicts(trends, sweeps=TREND_SWEEPS, effects=TRENDS) == ["supported"] * 15
-    assert verdicts(trends, sweeps=TREND_SWEEPS, effects=AGAINST) == ["contradicted"] * 15
+    assert verdicts(trends, sweeps=TREND_SWEEPS, effects=TRENDS) == ["supported"] * (13 + 22)
+    assert verdicts(trends, sweeps=TREND_SWEEPS, effects=AGAINST) == ["contradicted"] * (13 + 22)
+
+
+def test_a_failing_fig2_family_is_its_own_row_not_averaged_away():
+    a = trends.analyze(memory(sweeps=["fig2"], effects={"family_flip": -1.0}))
+    got = {(r["claim"].split("(")[1].split(":")[0].rstrip(")"), r["kind"]): r["verdict"]
+           for r in a.claims.iter_rows(named=True) if r["claim"].startswith("GC at init")}
+    assert got[("he_normal/tanh", "toolkit")] == "contradicted"
+    assert got[(trends.PAPER_FAMILY, "paper")] == "supported" and got[("pooled", "toolkit")] == "supported"
+    assert sum(v == "contradicted" for v in got.values()) == 1 and len(got) == 11
+
+
+def test_runs_short_of_zero_training_error_are_excluded_and_counted(tmp_path):
+    # 3 runs per sweep stop at the cap with GC e^-3 lower: in the fig4 lr trend they would be the lowest lr's.
+    con = build(tmp_path, sweeps=["fig4", "gcreg"], effects={"unfitted": 3, "diverged": 0})
+    assert con.sql("SELECT count(*) FROM runs WHERE NOT target_reached").fetchall()[0][0] == 6
+    a = trends.analyze(con)
+    assert a.tables["excluded"].rows() == [("fig4", 32, 3), ("gcreg", 24, 3)]
+    rows = a.claims.filter(pl.col("experiment").is_in(["fig4", "gcreg"]))
+    assert set(rows["verdict"]) == {"supported"}
+    assert rows["statistic"].str.contains("3 of 32 completed runs excluded|3 of 24 completed runs excluded").all()
+    lr = a.tables["trends"].filter(pl.col("heuristic") == "lr (SGD)").row(0, named=True)
+    assert lr["n_runs"] == 4 * 4 - 3  # 4 lrs × 4 seeds at batch 64, minus the 3 unfitted (seed 0, the first jobs)
 
 
 def test_a_flat_trend_is_inconclusive_not_contradicted():
