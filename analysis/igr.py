@@ -5,14 +5,21 @@
   anything above 1e-6 is a bug: the verdict is then `contradicted` and the offending
   (run_id, step) rows are listed in table "violations".
 - R_B, A_B and C_B over training: table "terms", per run means over 20 equal step bins.
-- IGR strength h/b: the igr sweep's GC (at best test accuracy) regressed on log(h/b), OLS of
-  log GC with seed fixed effects (as in `trends`, same reasons); the paper expects GC to fall
-  as h/b grows.
+- IGR strength h/b: the igr sweep's GC (at best test accuracy; runs at zero training error only,
+  `analysis.run_summary.FITTED`) in one OLS, log GC = β_h log h + β_b log b + seed fixed
+  effects (as in `trends`, same reasons). Separate terms, so the data can show the lr and
+  batch-size effects with any signs:
+  - lr row: β_h < 0 (higher lr, lower GC); batch row: β_b > 0 (larger batch, higher GC);
+  - h/b row, the joint contrast c = (β_h − β_b)/2: the elasticity of GC along log(h/b) when h
+    and b move oppositely; the paper expects c < 0;
+  - the `condition` row "only h/b matters": the t-test of β_h + β_b = 0 (statsmodels t_test).
+    It can only be contradicted (significant) or inconclusive: not rejecting is no evidence of
+    equality.
 
 Verdicts: the identity row is a `check` (the engine computes A and C from R), supported with no
-row above the tolerance, contradicted otherwise. The h/b row (`analysis.verdict`): two-sided
-t-test of the slope; significantly negative → supported, positive → contradicted, otherwise
-inconclusive; fewer than 2 seeds or 3 values of h/b → insufficient data.
+row above the tolerance, contradicted otherwise. The others (`analysis.verdict`): two-sided
+t-tests; significant in the claimed direction → supported, against → contradicted, otherwise
+inconclusive; fewer than 2 seeds or 3 values of each of h and b → insufficient data.
 """
 from __future__ import annotations
 
@@ -22,17 +29,22 @@ import numpy as np
 import polars as pl
 import statsmodels.api as sm
 
-from analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, insufficient
-from analysis.run_summary import with_runs
-from analysis.verdict import decide
+from analysis.result import (ALPHA, CONTRADICTED, INCONCLUSIVE, SUPPORTED, Analysis, claim, claims_frame,
+                             insufficient)
+from analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
+from analysis.verdict import decide, describe
 from store.db import query
 
 TOLERANCE = 1e-6
 IDENTITY_CLAIM = "Eq. 6 decomposition ||∇θ L_B||² = R_B + A_B + C_B holds at every logged step"
 HB_CLAIM = "GC decreases as the IGR strength h/b (learning rate / batch size) increases"
+LR_CLAIM = "GC decreases as the learning rate h increases (batch size held in the fit)"
+B_CLAIM = "GC increases with the batch size b (learning rate held in the fit)"
+RATIO_CLAIM = "GC depends on learning rate and batch size only through h/b (β_h = −β_b)"
 N_BINS = 20
 CHECK = {"kind": "check", "source": "seed 002 §5, Eq. 6"}
 PAPER = {"kind": "paper", "source": "seed 002 §5, Eq. 7–8"}
+CONDITION = {"kind": "condition", "source": "seed 002 §5, Eq. 8 (IGR strength h/b)"}
 
 _REL = ("abs(s.grad_norm_sq - (s.residual_term + s.label_alignment + s.batch_alignment)) "
         "/ greatest(abs(s.grad_norm_sq), 1e-300)")
@@ -63,9 +75,9 @@ SELECT run_id, run_sweep AS sweep, run_lr AS lr, run_b AS batch_size,
        avg(batch_alignment) AS C_B, avg(grad_norm_sq) AS grad_norm_sq
 FROM s GROUP BY ALL ORDER BY run_id, bin
 """
-_HB_SQL = with_runs("""
+_HB_SQL = with_runs(f"""
 SELECT run_id, seed, lr, batch_size, lr / batch_size AS h_over_b, gc FROM rs
-WHERE sweep = 'igr' AND gc > 0 AND lr > 0 AND batch_size > 0
+WHERE sweep = 'igr' AND gc > 0 AND lr > 0 AND batch_size > 0 AND {FITTED}
 """)
 
 
@@ -81,34 +93,58 @@ def identity_claim(counts: dict, violations: pl.DataFrame) -> dict:
                  n_runs=counts["n_runs"], n_seeds=counts["n_seeds"])
 
 
-def hb_trend(runs: pl.DataFrame) -> tuple[dict, dict]:
-    """(claim row, fit summary) of log GC on log(h/b) with seed fixed effects."""
-    method = ("OLS of log GC on log(h/b) with seed fixed effects; two-sided t-test of the slope (claim: < 0); "
-              "value = slope (elasticity)")
-    n_runs, n_seeds, n_levels = runs.height, runs["seed"].n_unique(), runs["h_over_b"].n_unique()
+def lr_batch_fit(runs: pl.DataFrame, note: str) -> tuple[list[dict], dict]:
+    """(claim rows lr, batch, h/b, only-h/b; fit summary) of log GC on log h and log b with seed fixed effects."""
+    method = ("OLS of log GC on log h and log b with seed fixed effects (one fit); two-sided t-test of {what}; "
+              f"value = {{value}} (95% CI); {note}")
+    texts = [(LR_CLAIM, "β_h (claim: < 0)", "β_h", PAPER), (B_CLAIM, "β_b (claim: > 0)", "β_b", PAPER),
+             (HB_CLAIM, "the contrast (β_h − β_b)/2 (claim: < 0)", "(β_h − β_b)/2", PAPER),
+             (RATIO_CLAIM, "β_h + β_b = 0 (significant contradicts)", "β_h + β_b", CONDITION)]
+    keys = ("beta_h", "beta_b", "contrast", "beta_sum")
+    n_runs, n_seeds = runs.height, runs["seed"].n_unique()
+    n_h, n_b = runs["lr"].n_unique(), runs["batch_size"].n_unique()
     dummies = runs.select(pl.col("seed").cast(pl.String)).to_dummies(drop_first=True)
-    if n_seeds < 2 or n_levels < 3 or n_runs < dummies.width + 4:
-        why = f"needs ≥ 2 seeds and ≥ 3 values of h/b; have {n_seeds} seeds, {n_levels} values, {n_runs} runs"
-        return insufficient(HB_CLAIM, "igr", method, why, n_runs=n_runs, n_seeds=n_seeds, **PAPER), {}
-    X = np.column_stack([np.ones(n_runs), np.log(runs["h_over_b"].to_numpy()), dummies.to_numpy().astype(float)])
+    if n_seeds < 2 or n_h < 3 or n_b < 3 or n_runs < dummies.width + 5:
+        why = (f"needs ≥ 2 seeds and ≥ 3 values of each of h and b; have {n_seeds} seeds, {n_h} learning rates, "
+               f"{n_b} batch sizes, {n_runs} runs")
+        return [insufficient(t, "igr", method.format(what=w, value=v), why, n_runs=n_runs, n_seeds=n_seeds, **k)
+                for t, w, v, k in texts], {}
+    X = np.column_stack([np.ones(n_runs), np.log(runs["lr"].to_numpy()), np.log(runs["batch_size"].to_numpy()),
+                         dummies.to_numpy().astype(float)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = sm.OLS(np.log(runs["gc"].to_numpy()), X).fit()
-    slope, p2 = float(fit.params[1]), float(fit.pvalues[1])
-    lo, hi = fit.conf_int(ALPHA)[1]
-    if not np.isfinite([slope, p2]).all():
-        return insufficient(HB_CLAIM, "igr", method, "degenerate fit", n_runs=n_runs, n_seeds=n_seeds, **PAPER), {}
-    row = claim(HB_CLAIM, "igr", f"{method}; R² = {fit.rsquared:.3f}", decide(p2, slope < 0), **PAPER,
-                value=slope, p_value=p2, ci=(lo, hi), n_runs=n_runs, n_seeds=n_seeds)
-    return row, {"slope": slope, "slope_lo": float(lo), "slope_hi": float(hi), "p_two_sided": p2,
-                 "r_squared": float(fit.rsquared), "n_runs": n_runs, "n_seeds": n_seeds}
+    contrasts = [np.eye(X.shape[1])[1], np.eye(X.shape[1])[2]]
+    contrasts += [(contrasts[0] - contrasts[1]) / 2, contrasts[0] + contrasts[1]]
+    rows, summary = [], {"r_squared": float(fit.rsquared), "n_runs": n_runs, "n_seeds": n_seeds}
+    for (text, what, value, kind), key, c, direction in zip(texts, keys, contrasts, (-1, +1, -1, 0)):
+        t = fit.t_test(c[None, :])
+        est, p = float(np.squeeze(t.effect)), float(np.squeeze(t.pvalue))
+        lo, hi = (float(v) for v in np.squeeze(t.conf_int(alpha=ALPHA)))
+        m = method.format(what=what, value=value)
+        if not np.isfinite([est, p]).all():
+            rows.append(insufficient(text, "igr", m, "degenerate fit", n_runs=n_runs, n_seeds=n_seeds, **kind))
+            continue
+        if direction:
+            verdict = decide(p, np.sign(est) == direction)
+        else:  # a "no effect" claim: only a significant effect decides (contradicted)
+            verdict = CONTRADICTED if p < ALPHA else INCONCLUSIVE
+        why = describe(verdict, value) if direction else (
+            f"{value} significantly ≠ 0" if verdict == CONTRADICTED else f"{value} not significantly ≠ 0 "
+            "(absence of evidence, not equality)")
+        rows.append(claim(text, "igr", f"{m}; R² = {fit.rsquared:.3f}; {why}", verdict, value=est, p_value=p,
+                          ci=(lo, hi), n_runs=n_runs, n_seeds=n_seeds, **kind))
+        summary |= {key: est, f"{key}_lo": lo, f"{key}_hi": hi, f"{key}_p": p}
+    return rows, summary
 
 
 def analyze(con) -> Analysis:
     counts = query(con, _IDENTITY_SQL).row(0, named=True)
     violations = query(con, _VIOLATIONS_SQL)
     runs = query(con, _HB_SQL)
-    hb_row, hb_fit = hb_trend(runs)
+    excluded = query(con, EXCLUDED_SQL)
+    rows, fit = lr_batch_fit(runs, f"runs at zero training error only: {excluded_note(excluded, 'igr')}")
     tables = {"violations": violations, "terms": query(con, _TERMS_SQL), "identity": pl.DataFrame([counts]),
-              "h_over_b": runs, "h_over_b_fit": pl.DataFrame([hb_fit]) if hb_fit else pl.DataFrame()}
-    return Analysis("igr", tables, claims_frame([identity_claim(counts, violations), hb_row]))
+              "h_over_b": runs, "lr_batch_fit": pl.DataFrame([fit]) if fit else pl.DataFrame(),
+              "excluded": excluded.filter(pl.col("sweep") == "igr")}
+    return Analysis("igr", tables, claims_frame([identity_claim(counts, violations), *rows]))

@@ -34,6 +34,7 @@ FILE = "calibration.json"
 # Rows whose verdict is not a significance test: listed, not calibrated.
 NOT_CALIBRATED = {
     igr.IDENTITY_CLAIM: "deterministic identity check (any row above 1e-6 contradicts)",
+    igr.RATIO_CLAIM: "a no-effect condition: only ever contradicted; its false-contradiction rate is a unit test",
     theorem.VIOLATION_CLAIM: "deterministic check (any violating row contradicts)",
     double_descent.LOCATION_CLAIM: "peak location, only tested after a significant peak",
     fig1.ARC_CLAIM: "CI-versus-tolerance rule, no p-value",

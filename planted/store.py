@@ -43,6 +43,7 @@ EFFECTS: dict = {
     "thm_slope_grad": -1.5,   # thm51: Δ log ||∇θ f||² over training
     "thm_violations": 0,      # thm51: planted rows with gc_x > bound_tight (per run)
     "igr_slope": -0.3,        # igr: d log GC / d log(h/b)
+    "igr_b_extra": 0.0,       # igr: extra d log GC / d log b (≠ 0: lr and batch no longer act only through h/b)
     "eq6_breaks": 0,          # igr: rows of the first igr run whose grad_norm_sq breaks Eq. 6
     "bfd_drop": 0.3,          # bfd: fraction of bfd_max lost over training (train/test)
     "bfd_random_gap": 0.08,   # bfd: random-input bfd above train/test, as a fraction of bfd_max
@@ -132,6 +133,7 @@ def _plant(cfg: RunConfig, pos: dict, fx: dict, rng, offset: float, context: dic
                   for a, grid in pos.items())
     if sweep == "igr":
         lg += fx["igr_slope"] * (math.log(cfg.lr / cfg.batch_size) - context["log_hb_mid"])
+        lg += fx["igr_b_extra"] * (math.log(cfg.batch_size) - context["log_b_mid"])
     trl = 0.05 + 0.02 * abs(rng.standard_normal())
     gap = 0.3 + 0.2 * fx["measure_corr"] * lg + 0.03 * rng.standard_normal()
     acc = 0.8 + 0.01 * rng.standard_normal()
@@ -222,7 +224,8 @@ def planted_runs(*, sweeps: Iterable[str] = PAPER_SWEEPS, seeds: int | None = No
     jobs = jobs[:n_runs] if n_runs is not None else jobs
     pos = {s: positions(runs) for s, runs in by_sweep.items()}
     context = {s: {"widths": sorted({r.width for r in runs}),
-                   "log_hb_mid": float(np.median([math.log(r.lr / r.batch_size) for r in runs]))}
+                   "log_hb_mid": float(np.median([math.log(r.lr / r.batch_size) for r in runs])),
+                   "log_b_mid": float(np.median([math.log(r.batch_size) for r in runs]))}
                for s, runs in by_sweep.items()}
     offsets = {s: dict(zip(sorted({r.seed for r in runs}), fx["seed_offset"] * np.random.default_rng(
         [rng_seed, 7919, i]).standard_normal(len({r.seed for r in runs}))))
