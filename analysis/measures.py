@@ -1,8 +1,10 @@
 """Complexity measures ranked against the generalization gap (Jiang et al. 2020, "Fantastic
-generalization measures"), over every completed, trained run of every sweep.
+generalization measures"), over every completed, trained run of every sweep (runs of sweeps
+trained to zero training error only if they reached it, `analysis.run_summary.FITTED`).
 
-Measures (train split, last eval): gc, param_norm_sq, spectral_product, dist_from_init,
-sharpness, bfd. Gap = test loss − train loss at the last eval.
+Measures (train split): gc = GC at best test accuracy ("GC of a run", as every other row);
+param_norm_sq, spectral_product, dist_from_init, sharpness, bfd at the last eval. Gap = test
+loss − train loss at the last eval.
 - Kendall τ: scipy.stats.kendalltau (τ-b) of measure vs gap over all runs.
 - granulated Kendall coefficient Ψ: for each hyperparameter axis i (a runs column that varies
   within some sweep), group the runs that share sweep, seed and every other hyperparameter, so
@@ -10,9 +12,13 @@ sharpness, bfd. Gap = test loss − train loss at the last eval.
   ψ_i over the axes that have at least one such group. Groups where τ is undefined (a constant
   measure or gap) are left out of the mean.
 
-The claim row is a `toolkit` question (gclab's, not the paper's). Verdict (`analysis.verdict`):
-two-sided Kendall τ test over runs; significantly positive → supported, negative →
-contradicted, otherwise inconclusive; fewer than `MIN_RUNS` runs → insufficient data.
+The claim row is a `toolkit` question (gclab's, not the paper's), decided by GC's Ψ: a
+stratified permutation test — the gap is permuted within every group of every axis (independent
+draws per axis; a group of one axis and one of another share at most one run), `N_PERMUTATIONS`
+seeded resamples, two-sided p = (1 + #{|Ψ*| ≥ |Ψ|}) / (1 + resamples). Significantly positive →
+supported, negative → contradicted, otherwise inconclusive; fewer than `MIN_RUNS` runs or no
+axis with a group → insufficient data. The pooled τ over runs is shown beside Ψ (statistic and
+table), never decides: runs of different sweeps and training stages are not exchangeable.
 """
 from __future__ import annotations
 
@@ -23,19 +29,20 @@ import polars as pl
 from scipy import stats
 
 from analysis.result import Analysis, claim, claims_frame, insufficient
-from analysis.run_summary import HYPER_COLUMNS, with_runs
-from analysis.verdict import decide
+from analysis.run_summary import FITTED, HYPER_COLUMNS, with_runs
+from analysis.verdict import decide, describe
 from store.db import query
 
 MEASURES = ["gc", "param_norm_sq", "spectral_product", "dist_from_init", "sharpness", "bfd"]
-CLAIM = "GC is positively rank-correlated with the generalization gap across runs"
+CLAIM = "GC is positively rank-correlated with the generalization gap (granulated Kendall Ψ)"
 MIN_RUNS = 6
+N_PERMUTATIONS = 999
 TOOLKIT = {"kind": "toolkit", "source": "gclab question, method of Jiang et al. 2020"}
 
 _SQL = with_runs(f"""
 SELECT run_id, sweep, seed, {", ".join(HYPER_COLUMNS)}, gen_gap,
-       gc_last AS gc, param_norm_sq, spectral_product, dist_from_init, sharpness, bfd
-FROM rs WHERE last_step > 0 AND isfinite(gen_gap)
+       gc, param_norm_sq, spectral_product, dist_from_init, sharpness, bfd
+FROM rs WHERE last_step > 0 AND isfinite(gen_gap) AND {FITTED}
 """)
 
 
@@ -57,16 +64,22 @@ def varying_axes(runs: pl.DataFrame, axes: list[str]) -> list[str]:
     return [a for a in axes if counts[a].max() > 1]
 
 
+def axis_groups(runs: pl.DataFrame, axis: str, axes: list[str],
+                group_cols: tuple[str, ...] = ("sweep", "seed")) -> list[pl.DataFrame]:
+    """The groups of runs that share `group_cols` and every axis but `axis`, in which `axis` varies."""
+    others = [*group_cols, *[a for a in axes if a != axis]]
+    key = pl.concat_str([pl.col(c).cast(pl.String).fill_null("∅") for c in others], separator="|")
+    return (runs.with_columns(key.alias("_key"))
+            .filter(pl.col(axis).n_unique().over("_key") >= 2)
+            .partition_by("_key", maintain_order=True))
+
+
 def granulated(runs: pl.DataFrame, measures: list[str], axes: list[str], target: str = "gen_gap",
                group_cols: tuple[str, ...] = ("sweep", "seed")) -> pl.DataFrame:
     """Long table (measure, axis, psi, n_groups): ψ_i per measure and axis (see module docstring)."""
     rows = []
     for axis in axes:
-        others = [*group_cols, *[a for a in axes if a != axis]]
-        key = pl.concat_str([pl.col(c).cast(pl.String).fill_null("∅") for c in others], separator="|")
-        groups = (runs.with_columns(key.alias("_key"))
-                  .filter(pl.col(axis).n_unique().over("_key") >= 2)
-                  .partition_by("_key"))
+        groups = axis_groups(runs, axis, axes, group_cols)
         for m in measures:
             taus = np.array([_tau(g[m].cast(pl.Float64).to_numpy(), g[target].to_numpy())[0] for g in groups])
             taus = taus[np.isfinite(taus)]
@@ -97,30 +110,66 @@ def ranking(runs: pl.DataFrame, measures: list[str], axes: list[str],
     return table, per_axis
 
 
+def _perm_taus(x: np.ndarray, y: np.ndarray, perms: np.ndarray) -> np.ndarray | None:
+    """τ-b of x against y[perm] for every row of `perms` (None when τ is undefined: a constant x or y).
+    Vectorized over permutations: (C − D) = Σ_pairs sign(Δx) sign(Δy); ties are permutation-invariant."""
+    i, j = np.triu_indices(len(x), 1)
+    sx = np.sign(x[i] - x[j])
+    yp = y[perms]
+    sy = np.sign(yp[:, i] - yp[:, j])
+    denom = np.sqrt(np.count_nonzero(sx) * np.count_nonzero(sy[0]))
+    return sy @ sx / denom if denom else None
+
+
+def psi_test(runs: pl.DataFrame, measure: str, axes: list[str], target: str = "gen_gap",
+             n_resamples: int = N_PERMUTATIONS, seed: int = 0) -> dict:
+    """Ψ of `measure` with its stratified permutation p (module docstring): psi, p_value, n_axes, n_groups."""
+    rng = np.random.default_rng(seed)
+    per_axis = []  # (R + 1,) ψ_i: observed first, then the resamples
+    n_groups = 0
+    for axis in axes:
+        taus = []
+        for g in axis_groups(runs, axis, axes):
+            g = g.filter(pl.col(measure).is_finite() & pl.col(target).is_finite())
+            if g.height < 2:
+                continue
+            x, y = g[measure].cast(pl.Float64).to_numpy(), g[target].cast(pl.Float64).to_numpy()
+            perms = np.vstack([np.arange(len(y)), rng.permuted(np.tile(np.arange(len(y)), (n_resamples, 1)), axis=1)])
+            t = _perm_taus(x, y, perms)
+            if t is not None:
+                taus.append(t)
+        if taus:
+            per_axis.append(np.mean(taus, axis=0))
+            n_groups += len(taus)
+    if not per_axis:
+        return {"psi": None, "p_value": None, "n_axes": 0, "n_groups": 0}
+    psi = np.mean(per_axis, axis=0)
+    p = (1 + np.count_nonzero(np.abs(psi[1:]) >= abs(psi[0]) - 1e-12)) / (1 + n_resamples)
+    return {"psi": float(psi[0]), "p_value": float(p), "n_axes": len(per_axis), "n_groups": n_groups}
+
+
 def analyze(con) -> Analysis:
     runs = query(con, _SQL)
     axes = varying_axes(runs, HYPER_COLUMNS)
     table, per_axis = ranking(runs, MEASURES, axes)
     ok = runs.filter(pl.col("gc").is_not_null() & pl.col("gc").is_finite())
     n_runs, n_seeds = ok.height, ok["seed"].n_unique()
-    method = "Kendall τ-b of GC (train, last eval) vs test − train loss over runs; two-sided p (claim: τ > 0); value = τ"
-    if n_runs < MIN_RUNS:
-        row = insufficient(CLAIM, "measures", method, f"needs ≥ {MIN_RUNS} trained runs; have {n_runs}",
-                           n_runs=n_runs, n_seeds=n_seeds, **TOOLKIT)
+    method = (f"granulated Kendall Ψ (Jiang et al. 2020) of GC (train, at best test accuracy) vs test − train loss: "
+              f"mean over hyper-parameter axes of the mean within-group τ-b, other axes fixed; two-sided stratified "
+              f"permutation test ({N_PERMUTATIONS} resamples, claim: Ψ > 0); value = Ψ")
+    res = psi_test(ok, "gc", axes) if n_runs >= MIN_RUNS else {"psi": None}
+    if n_runs < MIN_RUNS or res["psi"] is None:
+        why = (f"needs ≥ {MIN_RUNS} trained runs; have {n_runs}" if n_runs < MIN_RUNS
+               else "no hyper-parameter axis varies within a group of runs")
+        row = insufficient(CLAIM, "measures", method, why, n_runs=n_runs, n_seeds=n_seeds, **TOOLKIT)
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = stats.kendalltau(ok["gc"].to_numpy(), ok["gen_gap"].to_numpy())
         gc_row = table.filter(pl.col("measure") == "gc").row(0, named=True)
         rank = table["measure"].to_list().index("gc") + 1
-        psi = gc_row["granulated_tau"] if gc_row["granulated_tau"] is not None else float("nan")
-        stat = (f"{method}; granulated Ψ = {psi:.3f} "
-                f"over {gc_row['n_axes']} axes, rank {rank} of {len(MEASURES)} measures by Ψ")
-        tau, p = float(res.statistic), float(res.pvalue)
-        if not np.isfinite(tau):
-            row = insufficient(CLAIM, "measures", method, "τ undefined (constant GC or gap)", n_runs=n_runs,
-                               n_seeds=n_seeds, **TOOLKIT)
-        else:
-            row = claim(CLAIM, "measures", stat, decide(p, tau > 0), **TOOLKIT, value=tau, p_value=p,
-                        n_runs=n_runs, n_seeds=n_seeds)
+        verdict = decide(res["p_value"], res["psi"] > 0)
+        tau = gc_row["kendall_tau"] if gc_row["kendall_tau"] is not None else float("nan")
+        stat = (f"{method}; {res['n_axes']} axes, {res['n_groups']} groups; pooled τ over all runs = {tau:.3f} "
+                f"(p = {gc_row['p_value'] if gc_row['p_value'] is not None else float('nan'):.3g}, shown only); "
+                f"rank {rank} of {len(MEASURES)} measures by Ψ; {describe(verdict, 'Ψ')}")
+        row = claim(CLAIM, "measures", stat, verdict, **TOOLKIT, value=res["psi"], p_value=res["p_value"],
+                    n_runs=n_runs, n_seeds=n_seeds)
     return Analysis("measures", {"ranking": table, "per_axis": per_axis}, claims_frame([row]))

@@ -59,7 +59,7 @@ CASES = (
          {"fig5_peak": 1.0, "u_curvature": 0.4}),
     Case("igr", ("igr",), ("igr",), {"igr_slope": 0.0}, {"igr_slope": -0.1}),
     Case("bfd", ("bfd",), ("bfd",), {"bfd_drop": 0.0, "bfd_random_gap": 0.0}, {"bfd_drop": 0.05, "bfd_random_gap": 0.02}),
-    Case("measures", ("measures",), ("gcreg",), {"measure_corr": 0.0}, {"measure_corr": 0.35}),
+    Case("measures", ("measures",), ("gcreg",), {"measure_corr": 0.0}, {"measure_corr": 0.5}),
     Case("theorem", ("theorem",), ("thm51",), {"thm_slope_T": -0.9, "thm_slope_grad": -0.9},
          {"thm_slope_T": -0.7, "thm_slope_grad": -1.1}, ("runs", "evals", "theorem")),
     Case("fig1", ("fig1",), ("fig1",), {"fig1_gc_start": 0.1}, {"fig1_gc_start": 0.05}),

@@ -77,6 +77,8 @@ def test_gc_ranks_first_on_the_planted_store(default_store):
 
     a = measures.analyze(connect(default_store, warn=False))
     assert a.claims["verdict"].to_list() == ["supported"] and a.claims["kind"].to_list() == ["toolkit"]
+    psi = a.tables["ranking"].filter(pl.col("measure") == "gc")["granulated_tau"][0]
+    assert a.claims["value"][0] == pytest.approx(psi) and "pooled τ" in a.claims["statistic"][0]
     assert a.tables["ranking"]["measure"][0] == "gc"
     assert {"lr", "batch_size", "width", "depth", "l2"} <= set(a.tables["per_axis"]["axis"])
 
@@ -88,3 +90,19 @@ def test_negative_correlation_is_contradicted():
 def test_null_correlation_is_calibrated():
     counts = null_counts(measures, 60, sweeps=["gcreg"], effects={"measure_corr": 0.0})
     assert_calibrated(counts, 60)
+
+
+def test_psi_permutation_p_matches_exact_enumeration():
+    # Two seeds × lr ∈ 3 levels: every within-seed permutation of the gap (3! × 3! = 36) enumerated by hand.
+    runs = pl.DataFrame({"sweep": ["s"] * 6, "seed": [0, 0, 0, 1, 1, 1], "lr": [0.1, 0.2, 0.3] * 2,
+                         "m": [1.0, 2, 3, 1.5, 2.5, 3.5], "gen_gap": [0.1, 0.3, 0.2, 0.1, 0.2, 0.3]})
+    obs = (brute_tau_b([1, 2, 3], [0.1, 0.3, 0.2]) + brute_tau_b([1.5, 2.5, 3.5], [0.1, 0.2, 0.3])) / 2
+    null = [(brute_tau_b([1, 2, 3], [[0.1, 0.3, 0.2][i] for i in p])
+             + brute_tau_b([1.5, 2.5, 3.5], [[0.1, 0.2, 0.3][i] for i in q])) / 2
+            for p in itertools.permutations(range(3)) for q in itertools.permutations(range(3))]
+    exact = sum(abs(v) >= abs(obs) - 1e-12 for v in null) / len(null)
+    res = measures.psi_test(runs, "m", ["lr"], n_resamples=20000)
+    assert res["psi"] == pytest.approx(obs) and res["n_axes"] == 1 and res["n_groups"] == 2
+    assert res["p_value"] == pytest.approx(exact, abs=0.01)
+    table, _ = measures.ranking(runs, ["m"], ["lr"])
+    assert table["granulated_tau"][0] == pytest.approx(res["psi"])
