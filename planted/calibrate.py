@@ -37,7 +37,7 @@ NOT_CALIBRATED = {
     igr.RATIO_CLAIM: "a no-effect condition: only ever contradicted; its false-contradiction rate is a unit test",
     theorem.VIOLATION_CLAIM: "deterministic check (any violating row contradicts)",
     double_descent.LOCATION_CLAIM: "peak location, only tested after a significant peak",
-    fig1.ARC_CLAIM: "CI-versus-tolerance rule, no p-value",
+    fig1.ARC_CLAIM: "TOST equivalence at a margin (level α by construction); its failures are unit tests",
 }
 
 

@@ -23,8 +23,8 @@ import pyarrow as pa
 
 from collect.config import RunConfig
 from collect.sweep import load_sweep
-from planted.tables import (Plant, diagonal_probes, evals_table, parabola_probes, steps_table,
-                            theorem_tables)
+from planted.tables import (Plant, diagonal_probes, evals_table, parabola_probes, parabola_train_mse,
+                            steps_table, theorem_tables)
 from store.layout import RunFolder, to_arrow
 from store.schema import MARKER_TABLE, SCHEMAS
 
@@ -36,6 +36,8 @@ EFFECTS: dict = {
     "output_shrink": 2.0,     # fig2: Δ log |output| from the shallowest to the deepest net
     "fig1_ripple": 0.01,      # fig1: amplitude of a wiggle on top of the minimal interpolant
     "fig1_gc_start": 0.001,   # fig1: GC at step 0 as a fraction of the final GC
+    "fig1_fit": 1.0,          # fig1: 1 fits the interpolant; 0 the least-squares line (× fig1_line)
+    "fig1_line": 1.0,         # fig1: with fig1_fit = 0, 1 is the straight-line fit and 0 the zero function
     "fig5_peak": 1.0,         # fig5: GC = profile^fig5_peak; 1 peaks at the threshold, −1 dips, 0 flat
     "u_curvature": 0.4,       # fig5: test loss = 1 + u (GC − 1)²; < 0 an inverted U
     "fig5_noise": 0.05,       # fig5: sd of test loss between runs
@@ -141,6 +143,8 @@ def _plant(cfg: RunConfig, pos: dict, fx: dict, rng, offset: float, context: dic
     if acc_axis in pos:
         acc += fx["acc_slope"] * pos[acc_axis][getattr(cfg, acc_axis)]
     if cfg.loss == "mse":
+        if cfg.dataset == "parabola":  # the train MSE of the planted function, as fig1 measures it
+            trl = 1e-4 + parabola_train_mse(context["n_train"], fx["fig1_fit"], fx["fig1_line"], fx["fig1_ripple"])
         return Plant(math.exp(lg), trl + max(gap, 0.01), trl, math.nan, math.nan, lg, fx["fig1_gc_start"])
     if unfitted:  # stopped at the cap far from fitting: low GC, high loss (the confound the filter removes)
         return Plant(math.exp(lg - 3.0), 1.5, 1.2, 0.4, 0.45, lg - 3.0)
@@ -184,7 +188,8 @@ def _run_tables(cfg: RunConfig, job: int, *, rng_seed: int, fx: dict, pos: dict,
     if not cfg.probe_points or "probes" not in tables:
         pass
     elif cfg.dataset == "parabola":
-        out["probes"] = parabola_probes(rng, run_id, done, cfg.eval_every, n_train, fx["fig1_ripple"])
+        out["probes"] = parabola_probes(rng, run_id, done, cfg.eval_every, n_train, fx["fig1_ripple"],
+                                        fx["fig1_fit"], fx["fig1_line"])
     else:
         depth_pos = pos.get("depth", {}).get(cfg.depth, 0.0)
         amp = 2.0 * math.exp(-fx["output_shrink"] * family_sign(cfg, fx) * depth_pos + 0.1 * rng.standard_normal())
@@ -223,7 +228,7 @@ def planted_runs(*, sweeps: Iterable[str] = PAPER_SWEEPS, seeds: int | None = No
     jobs = sorted((r for runs in by_sweep.values() for r in runs), key=lambda r: r.seed)  # stable: sweep order kept
     jobs = jobs[:n_runs] if n_runs is not None else jobs
     pos = {s: positions(runs) for s, runs in by_sweep.items()}
-    context = {s: {"widths": sorted({r.width for r in runs}),
+    context = {s: {"widths": sorted({r.width for r in runs}), "n_train": shape_of(runs[0])[2],
                    "log_hb_mid": float(np.median([math.log(r.lr / r.batch_size) for r in runs])),
                    "log_b_mid": float(np.median([math.log(r.batch_size) for r in runs]))}
                for s, runs in by_sweep.items()}

@@ -153,12 +153,26 @@ def theorem_tables(rng, run_id, cfg: dict, n_steps: int, eval_every: int, effect
     return theorem, layers
 
 
-def parabola_probes(rng, run_id, n_steps: int, eval_every: int, n_train: int, ripple: float) -> dict:
-    """fig1: f on t ∈ [-1, 1] moves from ≈0 to the piecewise-linear interpolant of y = x² plus a ripple."""
+def parabola_target(t: np.ndarray, n_train: int, fit: float, line: float) -> np.ndarray:
+    """fig1's planted end-of-training function: `fit` × the minimal interpolant of y = x² through the
+    n_train points + (1 − fit) × `line` × their least-squares line (a constant: the points are symmetric).
+    fit = 1: the interpolant; fit = 0, line = 1: the straight-line fit; fit = 0, line = 0: the zero function."""
+    knots = np.linspace(-1.0, 1.0, n_train)
+    return fit * np.interp(t, knots, knots**2) + (1 - fit) * line * np.mean(knots**2)
+
+
+def parabola_train_mse(n_train: int, fit: float, line: float, ripple: float) -> float:
+    """Train MSE of `parabola_target` (+ a ripple of that amplitude, mean square ripple²/2) on the points."""
+    knots = np.linspace(-1.0, 1.0, n_train)
+    return float(np.mean((parabola_target(knots, n_train, fit, line) - knots**2) ** 2) + ripple**2 / 2)
+
+
+def parabola_probes(rng, run_id, n_steps: int, eval_every: int, n_train: int, ripple: float,
+                    fit: float = 1.0, line: float = 1.0) -> dict:
+    """fig1: f on t ∈ [-1, 1] moves from ≈0 to `parabola_target` plus a ripple."""
     e = eval_steps(n_steps, eval_every)
     t = np.linspace(-1.0, 1.0, 201)
-    knots = np.linspace(-1.0, 1.0, n_train)
-    target = np.interp(t, knots, knots**2) + ripple * np.sin(9 * np.pi * t + rng.uniform(0, 2 * np.pi))
+    target = parabola_target(t, n_train, fit, line) + ripple * np.sin(9 * np.pi * t + rng.uniform(0, 2 * np.pi))
     alpha = (1 - np.exp(-5 * _frac(e, n_steps)))[:, None]
     out = alpha * target[None, :] + 0.002 * rng.standard_normal((len(e), len(t)))
     n = out.size

@@ -1,25 +1,50 @@
+import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from analysis import fig1
-from tests.analysis.conftest import assert_calibrated, build, null_counts, verdicts
+from store.layout import run_dir
+from tests.analysis.conftest import assert_calibrated, build, memory, null_counts, verdicts
 
-GROWS = pl.col("claim").str.contains("grows")
+GROWS = pl.col("claim") == fig1.GC_CLAIM
+ARC = pl.col("claim") == fig1.ARC_CLAIM
 
 
-def test_near_minimal_interpolant_and_gc_grows_from_zero(tmp_path):
+def test_an_interpolating_net_is_equivalent_to_the_minimal_interpolant_and_gc_grows(tmp_path):
     a = fig1.analyze(build(tmp_path, sweeps=["fig1"]))
     assert a.claims["verdict"].to_list() == ["supported", "supported"]
     arc = a.tables["arc"]
     # Minimal interpolant through 10 points of x² on [−1, 1]: Σ √(Δx² + Δy²) by hand-checkable numpy.
-    import numpy as np
     k = np.linspace(-1, 1, 10)
     assert abs(arc["arc_min"][0] - np.hypot(np.diff(k), np.diff(k**2)).sum()) < 1e-12
-    assert ((arc["ratio"] > 1.0) & (arc["ratio"] < 1.1)).all()
+    assert arc["reached_fit"].all() and (arc["train_mse"] <= fig1.FIT_MSE).all()
+    # Brute force from the raw Parquet files: the curve at the first eval with train MSE ≤ FIT_MSE.
+    for r in arc.iter_rows(named=True):
+        d = run_dir(tmp_path, "fig1", r["run_id"])
+        ev = pl.from_arrow(pq.read_table(d / "evals.parquet")).filter(pl.col("split") == "train").sort("step")
+        step = ev.filter(pl.col("loss") <= fig1.FIT_MSE)["step"][0]
+        pr = pl.from_arrow(pq.read_table(d / "probes.parquet")).filter(pl.col("step") == step).sort("t")
+        length = np.hypot(np.diff(pr["t"].to_numpy()), np.diff(pr["output"].to_numpy())).sum()
+        assert r["step"] == step and abs(r["arc_length"] - length) < 1e-9
+    assert ((arc["ratio"] > 0.9) & (arc["ratio"] < 1.1)).all()
+
+
+def test_the_zero_function_and_a_straight_line_fit_fail_the_arc_length_test():
+    for name, fx in [("zero function", {"fig1_fit": 0.0, "fig1_line": 0.0}),
+                     ("least-squares line", {"fig1_fit": 0.0, "fig1_line": 1.0})]:
+        a = fig1.analyze(memory(sweeps=["fig1"], effects=fx))
+        row = a.claims.filter(ARC).row(0, named=True)
+        assert row["verdict"] == "contradicted", (name, row)
+        # a flat curve: ≈ 2 / 2.95 = 0.68 of the interpolant's length (+ the planted ripple and noise)
+        assert 0.6 < row["value"] < 0.8 and row["ci_high"] < 1 - fig1.ARC_MARGIN, name
+        assert "5 of 5 runs never reached" in row["statistic"]
+        # and GC is never read at a matched training error these fits never reach
+        assert a.claims.filter(GROWS)["verdict"].to_list() == ["insufficient data"]
 
 
 def test_a_wiggly_fit_is_far_from_the_minimal_interpolant(tmp_path):
     a = fig1.analyze(build(tmp_path, sweeps=["fig1"], effects={"fig1_ripple": 0.2}))
-    row = a.claims.row(0, named=True)
+    row = a.claims.filter(ARC).row(0, named=True)
     assert row["verdict"] == "contradicted" and row["ci_low"] > 1.1
 
 
