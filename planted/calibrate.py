@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 from statsmodels.stats.proportion import proportion_confint
 
-from analysis import double_descent, fig1, igr, theorem
+from analysis import bfd, double_descent, fig1, igr, theorem
 from analysis.claims import MODULES
 from analysis.result import ALPHA, CONTRADICTED, INSUFFICIENT, SUPPORTED
 from planted.store import EFFECTS, TREND_SWEEPS, planted_connection
@@ -37,6 +37,8 @@ NOT_CALIBRATED = {
     igr.RATIO_CLAIM: "a no-effect condition: only ever contradicted; its false-contradiction rate is a unit test",
     theorem.VIOLATION_CLAIM: "deterministic check (any violating row contradicts)",
     double_descent.LOCATION_CLAIM: "peak location, only tested after a significant peak",
+    **{bfd.PLATEAU_CLAIM.format(output=o): "deterministic check (any run off its plateau contradicts)"
+       for o in bfd.OUTPUTS},
     fig1.ARC_CLAIM: "TOST equivalence at a margin (level α by construction); its failures are unit tests",
 }
 
@@ -58,7 +60,8 @@ CASES = (
     Case("fig5", ("double_descent", "ucurve"), ("fig5",), {"fig5_peak": 0.0, "u_curvature": 0.0},
          {"fig5_peak": 1.0, "u_curvature": 0.4}),
     Case("igr", ("igr",), ("igr",), {"igr_slope": 0.0}, {"igr_slope": -0.1}),
-    Case("bfd", ("bfd",), ("bfd",), {"bfd_drop": 0.0, "bfd_random_gap": 0.0}, {"bfd_drop": 0.05, "bfd_random_gap": 0.02}),
+    Case("bfd", ("bfd",), ("bfd",), {"bfd_drop": 0.0, "bfd_random_gap": 0.0, "ffd_deficit": bfd.FFD_MARGIN},
+         {"bfd_drop": 0.05, "bfd_random_gap": 0.02, "ffd_deficit": 0.0}, ("runs", "evals", "fdim")),
     Case("measures", ("measures",), ("gcreg",), {"measure_corr": 0.0}, {"measure_corr": 0.5}),
     Case("theorem", ("theorem",), ("thm51",), {"thm_slope_T": -0.9, "thm_slope_grad": -0.9},
          {"thm_slope_T": -0.7, "thm_slope_grad": -1.1}, ("runs", "evals", "theorem")),

@@ -23,8 +23,8 @@ import pyarrow as pa
 
 from collect.config import RunConfig
 from collect.sweep import load_sweep
-from planted.tables import (Plant, diagonal_probes, evals_table, parabola_probes, parabola_train_mse,
-                            steps_table, theorem_tables)
+from planted.tables import (Plant, diagonal_probes, evals_table, fdim_table, parabola_probes,
+                            parabola_train_mse, steps_table, theorem_tables)
 from store.layout import RunFolder, to_arrow
 from store.schema import MARKER_TABLE, SCHEMAS
 
@@ -48,7 +48,8 @@ EFFECTS: dict = {
     "igr_b_extra": 0.0,       # igr: extra d log GC / d log b (≠ 0: lr and batch no longer act only through h/b)
     "eq6_breaks": 0,          # igr: rows of the first igr run whose grad_norm_sq breaks Eq. 6
     "bfd_drop": 0.3,          # bfd: fraction of bfd_max lost over training (train/test)
-    "bfd_random_gap": 0.08,   # bfd: random-input bfd above train/test, as a fraction of bfd_max
+    "bfd_random_gap": 0.08,   # bfd: random-input bfd above train/test at init, as a fraction of bfd_max
+    "ffd_deficit": 0.0,       # bfd: computable full functional dimension below the ceiling, fraction of it
     "measure_corr": 1.0,      # gap = 0.3 + 0.2 measure_corr log GC + noise
     "diverged": 1,            # fig4: runs at the largest lr that diverge (first seeds)
     "unfitted": 0,            # runs per trained-to-target sweep that stop at the cap short of it (first seed)
@@ -105,6 +106,16 @@ def n_params(cfg: RunConfig) -> int:
     d, k, _, _ = shape_of(cfg)
     w, depth, b = cfg.width, cfg.depth, int(cfg.bias)
     return d * w + b * w + max(depth - 1, 0) * (w * w + b * w) + w * k + b * k
+
+
+def bfd_ceiling(cfg: RunConfig, b: int) -> int:
+    """The BFD ceiling at b inputs (docs/EXPERIMENTS.md bfd): logits min(b·k, P − H), softmax
+    min(b·(k−1), P − H − (width + 1)); H = hidden ReLU units (width × depth)."""
+    _, k, _, _ = shape_of(cfg)
+    free = n_params(cfg) - (cfg.width * cfg.depth if cfg.activation == "relu" else 0)
+    if cfg.bfd_output == "logits":
+        return min(b * k, free)
+    return min(b * (k - 1), free - cfg.width - int(cfg.bias))
 
 
 def _fig5(cfg: RunConfig, widths: list[int], fx: dict, rng, offset: float) -> Plant:
@@ -180,8 +191,11 @@ def _run_tables(cfg: RunConfig, job: int, *, rng_seed: int, fx: dict, pos: dict,
     d, k, n_train, n_test = shape_of(cfg)
     out = {"steps": steps_table(rng, run_id, plant, cols, done, cfg.log_every,
                                 eq6_break_rows=fx["eq6_breaks"] if break_eq6 else 0)} if "steps" in tables else {}
-    bfd_max = min(max(cfg.bfd_batch, 1) * k, n_par)
+    bfd_max = bfd_ceiling(cfg, max(cfg.bfd_batch, 1))
     out["evals"] = evals_table(rng, run_id, plant, cols, done, cfg.eval_every, fx, bfd_max)
+    if cfg.bfd_batch and cfg.sweep == "bfd" and "fdim" in tables:  # analysis reads fdim of the bfd sweep only
+        out["fdim"] = fdim_table(rng, run_id, out["evals"], cfg.bfd_output, cfg.bfd_batch, cfg.bfd_random_batches,
+                                 lambda b: bfd_ceiling(cfg, b))
     if cfg.theorem_examples and cfg.model == "mlp" and "theorem" in tables:
         out["theorem"], out["layers"] = theorem_tables(rng, run_id, cols, done, cfg.eval_every, fx, d, k,
                                                        n_examples=min(cfg.theorem_examples, 8))

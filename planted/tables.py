@@ -89,9 +89,11 @@ def evals_table(rng, run_id, plant: Plant, cfg: dict, n_steps: int, eval_every: 
     # No noise on a perfect accuracy: a run that interpolates reports exactly 1.
     acc = lambda start, end, sd: (np.clip(_approach(start, end, f) + eps(sd) * (end < 1), 0, 1)  # noqa: E731
                                   if classif else np.full(m, np.nan))
-    drop, gap = effects["bfd_drop"], effects["bfd_random_gap"]
-    bfd_fit = np.clip(np.rint(bfd_max * (0.85 - drop * f + eps(0.01))), 1, bfd_max)
-    bfd_rand = np.clip(np.rint(bfd_max * (0.85 - drop * f + gap + eps(0.01))), 1, bfd_max)
+    # Random inputs sit at the computable full functional dimension, ffd_deficit below the ceiling;
+    # training inputs bfd_random_gap below it at init and a further bfd_drop below at the end.
+    drop, gap, top = effects["bfd_drop"], effects["bfd_random_gap"], 1.0 - effects["ffd_deficit"]
+    bfd_fit = np.clip(np.rint(bfd_max * (top - gap - drop * f + eps(0.01))), 1, bfd_max)
+    bfd_rand = np.clip(np.rint(bfd_max * (top + eps(0.01))), 1, bfd_max)
     splits = {
         "train": (_approach(L0, plant.train_loss, f) * np.exp(eps(0.01)), acc(0.1, plant.train_acc, 0.002),
                   gc_traj * np.exp(eps(0.01)), bfd_fit),
@@ -189,3 +191,27 @@ def diagonal_probes(rng, run_id, amplitude: float) -> dict:
     n = len(t)
     return {"run_id": np.full(n, run_id, dtype=object), "step": np.zeros(n, dtype=np.int64),
             "t": t, "x": t, "output": out, "output_index": np.zeros(n, dtype=np.int32)}
+
+
+def fdim_table(rng, run_id, evals: dict, output: str, batch: int, nested: tuple[int, ...], ceiling) -> dict:
+    """fdim rows consistent with `evals`: the train/test/random ranks of its `batch`-input bfd batches,
+    and at every eval the nested random batches of sizes `nested` (`ceiling(n)`: the rank's ceiling at n):
+    the random rank rescaled to n's ceiling, so non-decreasing in n with a plateau at the full ceiling."""
+    step, split, bfd, top = evals["step"], evals["split"], evals["bfd"], evals["bfd_max"]
+    rand = split == "random"
+    rows = {"step": [step], "split": [split], "n_inputs": [np.full(len(step), batch)], "bfd": [bfd],
+            "bfd_max": [top]}
+    for n in nested:
+        cap = ceiling(n)
+        rows["step"].append(step[rand])
+        rows["split"].append(split[rand])
+        rows["n_inputs"].append(np.full(rand.sum(), n))
+        rank = np.rint(bfd[rand] * ceiling(max(nested)) / np.maximum(top[rand], 1))
+        rows["bfd"].append(np.minimum(cap, rank).astype(np.int64))
+        rows["bfd_max"].append(np.full(rand.sum(), cap))
+    out = {k: np.concatenate(v) for k, v in rows.items()}
+    m = len(out["step"])
+    sv_max = np.exp(rng.normal(2.0, 0.1, m))
+    return {"run_id": np.full(m, run_id, dtype=object), **out, "output": np.full(m, output, dtype=object),
+            "sv_max": sv_max, "sv_last_kept": sv_max * 1e-6, "sv_first_dropped": sv_max * 1e-15,
+            "tol": sv_max * 1e-12}

@@ -1,30 +1,58 @@
+import polars as pl
+import pyarrow.parquet as pq
+
 from analysis import bfd
+from planted.calibrate import CADENCE
 from planted.store import sweep_runs
-from tests.analysis.conftest import assert_calibrated, build, null_counts, verdicts
+from store.layout import run_dir
+from tests.analysis.conftest import assert_calibrated, build, memory, null_counts, verdicts
 
 N_RUNS = len(sweep_runs("bfd"))
-NULL = {"bfd_drop": 0.0, "bfd_random_gap": 0.0}
+NULL = {"bfd_drop": 0.0, "bfd_random_gap": 0.0, "ffd_deficit": bfd.FFD_MARGIN}
+TESTS = pl.col("kind") == "paper"
 
 
-def test_bfd_decreases_and_random_inputs_are_higher(tmp_path):
+def test_bfd_decreases_stays_below_the_full_dimension_per_output(tmp_path):
     a = bfd.analyze(build(tmp_path, sweeps=["bfd"]))
-    assert a.claims["verdict"].to_list() == ["supported"] * 4
-    assert set(a.claims["kind"]) == {"paper"} and a.claims["source"].str.contains("seed 001").all()
+    assert a.claims["verdict"].to_list() == ["supported"] * 10
+    assert a.claims["kind"].to_list() == (["paper"] * 4 + ["check"]) * 2
+    assert a.claims["claim"].str.contains("(softmax)", literal=True).sum() == 5
     assert (a.tables["per_run_trend"]["kendall_tau"] < 0).all()
     last = a.tables["last_eval"]
-    assert last.height == N_RUNS and (last["bfd_train"] < last["bfd_random"]).all()
+    assert last.height == N_RUNS and (last["bfd_train"] < last["ffd"]).all()
+    # Brute force from one run's raw fdim file: FFD = max rank at the largest random batch of the last eval.
+    r = last.row(0, named=True)
+    f = pl.from_arrow(pq.read_table(run_dir(tmp_path, "bfd", r["run_id"]) / "fdim.parquet"))
+    f = f.filter((pl.col("step") == f["step"].max()) & (pl.col("split") == "random"))
+    top = f.filter(pl.col("n_inputs") == f["n_inputs"].max())
+    assert r["ffd"] == top["bfd"].max() and r["ceiling"] == top["bfd_max"].max()
+    cfg = next(c for c in sweep_runs("bfd", cadence=CADENCE) if c.run_id == r["run_id"])
+    assert r["output"] == cfg.bfd_output and r["n_inputs"] == max(cfg.bfd_random_batches)
 
 
-def test_bfd_rising_and_random_inputs_lower_are_contradicted():
-    assert verdicts(bfd, sweeps=["bfd"], effects={"bfd_drop": -0.1, "bfd_random_gap": -0.08}) == ["contradicted"] * 4
+def test_rising_bfd_and_a_low_full_dimension_are_contradicted():
+    # FFD 20% under its ceiling; training inputs start 10% above it and rise by 5%.
+    fx = {"bfd_drop": -0.05, "bfd_random_gap": -0.1, "ffd_deficit": 0.2}
+    assert verdicts(bfd, sweeps=["bfd"], effects=fx, tables=["runs", "evals", "fdim"]) == \
+        (["contradicted"] * 4 + ["supported"]) * 2
+
+
+def test_a_full_dimension_off_its_plateau_fails_the_check():
+    con = memory(sweeps=["bfd"], tables=["runs", "evals", "fdim"])
+    con.sql("UPDATE fdim SET bfd = bfd - 3 WHERE split = 'random' AND n_inputs < 200")
+    rows = bfd.analyze(con).claims.filter(pl.col("kind") == "check")
+    assert rows["verdict"].to_list() == ["contradicted"] * 2
+    assert rows["statistic"].str.contains(f"{N_RUNS // 2} of {N_RUNS // 2} runs not at the plateau").all()
 
 
 def test_bfd_nulls_are_calibrated():
-    counts = null_counts(bfd, 30, sweeps=["bfd"], effects=NULL)
-    assert_calibrated(counts, 120)
+    counts = null_counts(bfd, 30, keep=lambda c: c.filter(TESTS), sweeps=["bfd"], effects=NULL,
+                         tables=["runs", "evals", "fdim"])
+    assert_calibrated(counts, 30 * 8)
 
 
 def test_too_few_runs_is_insufficient(tmp_path):
     a = bfd.analyze(build(tmp_path, sweeps=["bfd"], seeds=1))
-    one_seed = len(sweep_runs("bfd", seeds=1))
-    assert set(a.claims["verdict"]) == {"insufficient data"} and (a.claims["n_runs"] == one_seed).all()
+    per_output = len(sweep_runs("bfd", seeds=1)) // 2
+    tested = a.claims.filter(TESTS)
+    assert set(tested["verdict"]) == {"insufficient data"} and (tested["n_runs"] == per_output).all()
