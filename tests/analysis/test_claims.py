@@ -5,6 +5,7 @@ from pathlib import Path
 
 import polars as pl
 
+from analysis import igr
 from analysis.claims import by_kind, claims_table, run_all, summary
 from analysis.result import CLAIM_COLUMNS, CLAIM_SCHEMA, KINDS, VERDICTS
 from analysis.verdict import holm
@@ -22,7 +23,7 @@ def test_empty_store_gives_insufficient_data_everywhere(tmp_path):
         table = claims_table(con)
     assert table.columns == CLAIM_COLUMNS and dict(table.schema) == CLAIM_SCHEMA
     assert table.height >= 25 and set(table["verdict"]) == {"insufficient data"}
-    assert summary(table) == "25 paper claims: 25 insufficient data"
+    assert summary(table) == "31 paper claims: 31 insufficient data"
     assert not table["statistic"].str.contains("analysis failed").any()
 
 
@@ -30,7 +31,8 @@ def test_single_seed_store_gives_insufficient_data_where_seeds_are_needed(tmp_pa
     write_planted_store(tmp_path, seeds=1, cadence=CADENCE)
     with connect(tmp_path, warn=False) as con:
         table = claims_table(con)
-    seeded = table.filter(pl.col("experiment").is_in(SEEDED) | pl.col("claim").str.contains("h/b"))
+    seeded = table.filter((pl.col("experiment").is_in(SEEDED) | pl.col("claim").str.contains("h/b"))
+                          & (pl.col("kind") != "check"))  # the bfd plateau check needs no seeds
     assert seeded.height > 15 and set(seeded["verdict"]) == {"insufficient data"}
     assert not table["statistic"].str.contains("analysis failed").any()
 
@@ -42,9 +44,12 @@ def test_planted_store_supports_every_collected_claim(default_store):
         # The snapshot's temporary tables are gone afterwards: the views answer again.
         assert con.sql("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchall()[0][0] == 0
     assert set(results) == {"fig1", "trends", "double_descent", "ucurve", "theorem", "igr", "bfd", "measures"}
-    assert set(table["verdict"]) == {"supported"}, table.filter(pl.col("verdict") != "supported")
+    # "only h/b matters" is a no-effect condition: it can only be contradicted or inconclusive.
+    rest = table.filter(pl.col("claim") != igr.RATIO_CLAIM)
+    assert set(rest["verdict"]) == {"supported"}, rest.filter(pl.col("verdict") != "supported")
+    assert table.filter(pl.col("claim") == igr.RATIO_CLAIM)["verdict"].to_list() == ["inconclusive"]
     paper = table.filter(pl.col("kind") == "paper")
-    assert paper.height == 25 and paper["p_adjusted"].is_not_null().sum() == paper["p_value"].is_not_null().sum()
+    assert paper.height == 31 and paper["p_adjusted"].is_not_null().sum() == paper["p_value"].is_not_null().sum()
     assert (paper.drop_nulls("p_value").select(pl.col("p_adjusted") >= pl.col("p_value")).to_series()).all()
     assert table.filter(pl.col("kind") != "paper")["p_adjusted"].is_null().all()
     kinds = dict(zip(table["claim"], table["kind"]))
@@ -53,7 +58,7 @@ def test_planted_store_supports_every_collected_claim(default_store):
     assert kinds[next(c for c in kinds if "Theorem 5.1" in c)] == "check"
     assert kinds[next(c for c in kinds if "interpolation threshold" in c)] == "literature"
     assert kinds[next(c for c in kinds if "generalization gap" in c)] == "toolkit"
-    assert summary(table) == "25 paper claims: 25 supported"
+    assert summary(table) == "31 paper claims: 31 supported"
     assert by_kind(table)["kind"].to_list() == sorted(table["kind"], key=KINDS.index)
 
 

@@ -9,7 +9,7 @@ def test_writes_every_test_with_rates_and_intervals(tmp_path, capsys):
                  "--workers", "1"]) == 0
     cal = json.loads((tmp_path / "calibration.json").read_text())
     tested = [t for t in cal["tests"] if t.get("calibrated") is not False]
-    assert len(tested) == 5 and {t["experiment"] for t in tested} == {"igr", "bfd"}
+    assert len(tested) == 3 + 8 and {t["experiment"] for t in tested} == {"igr", "bfd"}
     for t in tested:
         assert t["n_null"] == 4 and t["n_effect"] == 3
         k = round(t["false_positive_rate"] * 4)
