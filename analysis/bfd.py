@@ -49,12 +49,12 @@ SELECT f.run_id, r.seed, r.dataset, f.output, f.split, f.step, f.bfd::DOUBLE AS 
 # Per run and eval: the FFD (max rank at the largest random batch), the rank at the next smaller size, the ceiling.
 _FFD_SQL = f"""
 WITH rnd AS (
-    SELECT f.run_id, f.step, f.n_inputs, max(f.bfd) AS bfd, max(f.bfd_max) AS bfd_max {_BASE} AND f.split = 'random'
-    GROUP BY ALL
+    SELECT f.run_id, r.dataset, f.output, f.step, f.n_inputs, max(f.bfd) AS bfd, max(f.bfd_max) AS bfd_max
+    {_BASE} AND f.split = 'random' GROUP BY ALL
 ), ranked AS (
     SELECT *, row_number() OVER (PARTITION BY run_id, step ORDER BY n_inputs DESC) AS k FROM rnd
 )
-SELECT a.run_id, a.step, a.n_inputs, a.bfd::DOUBLE AS ffd, a.bfd_max::DOUBLE AS ceiling,
+SELECT a.run_id, a.dataset, a.output, a.step, a.n_inputs, a.bfd::DOUBLE AS ffd, a.bfd_max::DOUBLE AS ceiling,
        b.n_inputs AS n_prev, b.bfd::DOUBLE AS ffd_prev
 FROM ranked a LEFT JOIN ranked b ON a.run_id = b.run_id AND a.step = b.step AND b.k = 2
 WHERE a.k = 1 ORDER BY a.run_id, a.step

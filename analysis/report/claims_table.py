@@ -127,6 +127,7 @@ def build(ctx) -> Section:
         from analysis.claims import summary
 
         sec.html_blocks.append(f'<p class="summary">{esc(summary(df))}.</p>')
+        sec.html_blocks.append(_excluded_html(ctx))
         for kind in KINDS:
             part = df.filter(pl.col("kind") == kind)
             if part.height:
@@ -141,3 +142,17 @@ def build(ctx) -> Section:
             "Each verdict comes from `python -m analysis claims`; statistics use completed runs only, and "
             "`n_seeds` counts independent replicates behind each test."]
     return sec
+
+
+def _excluded_html(ctx) -> str:
+    """Per sweep trained to zero training error: completed runs and those left out of its claims
+    (`analysis.run_summary.FITTED`, counted by `analysis.trends`)."""
+    ex = ctx.table("trends", "excluded", ("sweep", "n_completed", "n_excluded"))
+    if ex is None:
+        return ""
+    rows = "".join(f"<tr><td>{esc(r['sweep'])}</td><td class=num>{r['n_completed']}</td>"
+                   f"<td class=num>{r['n_excluded']}</td></tr>" for r in ex.to_dicts())
+    return ("<h3>Runs left out of the interpolating-model claims</h3><p class=note>These sweeps train every run to "
+            "zero training error; a completed run that stopped at its step cap short of it enters no claim.</p>"
+            "<table class=ranking><thead><tr><th>sweep</th><th>completed runs</th><th>excluded (did not reach "
+            f"zero training error)</th></tr></thead><tbody>{rows}</tbody></table>")

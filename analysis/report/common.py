@@ -189,6 +189,26 @@ def log_scale(*columns, pad: float = 1.2, ticks: list | None = None) -> tuple[al
             alt.Axis(values=ticks if ticks is not None else log_ticks(lo, hi), labelExpr=LOG_LABEL))
 
 
+VERDICT_COLORS = {"supported": "#2e7d32", "contradicted": "#c62828", "inconclusive": "#8d8d8d",
+                  "insufficient data": "#d0d0d0"}
+
+
+def estimate_chart(df: pl.DataFrame, row: str, value: str, lo: str, hi: str, *, x_title: str, title: str,
+                   facet: str | None = None):
+    """One estimate per row with its CI (an analysis table's columns), coloured by its `verdict`
+    column, and a rule at 0 (no effect): a failing row is a visible red dot, not averaged away."""
+    color = alt.Color("verdict:N", scale=alt.Scale(domain=list(VERDICT_COLORS), range=list(VERDICT_COLORS.values())))
+    base = alt.Chart().encode(y=alt.Y(f"{row}:N", title=None, sort=None))
+    tip = [f"{row}:N", alt.Tooltip(f"{value}:Q", format=".3g"), alt.Tooltip(f"{lo}:Q", title="95% CI low", format=".3g"),
+           alt.Tooltip(f"{hi}:Q", title="95% CI high", format=".3g"), "verdict:N"]
+    layers = [alt.Chart().mark_rule(color="#555", strokeDash=[3, 3]).encode(x=alt.datum(0)),
+              base.mark_errorbar().encode(x=alt.X(f"{lo}:Q", title=x_title), x2=f"{hi}:Q", color=color),
+              base.mark_point(filled=True, size=60).encode(x=alt.X(f"{value}:Q", title=x_title), color=color,
+                                                           tooltip=tip)]
+    chart = alt.layer(*layers, data=df).properties(width=PANEL_W, height=max(60, 18 * df[row].n_unique()))
+    return (chart.facet(column=alt.Column(f"{facet}:N", title=None)) if facet else chart).properties(title=title)
+
+
 def style(chart):
     """House style applied to every top-level chart."""
     return (chart.configure(font=FONT)

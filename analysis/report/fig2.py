@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 
 from analysis.report.common import (PANEL_H, PANEL_W, Figure, Section, add_ci, collect_note,
-                                    config_tooltip, log_scale, query, run_config, with_config)
+                                    config_tooltip, estimate_chart, log_scale, query, run_config, with_config)
 
 TITLE = "Fig. 2 — deeper networks start closer to the zero function"
 RUNS = "r.sweep = 'fig2' AND r.status = 'completed'"
@@ -59,6 +59,14 @@ def build(ctx) -> Section:
                                   "GC at initialization on the training inputs against depth, per init scheme "
                                   "(colour) and activation (dash). Lines: mean over seeds with 95% t-intervals "
                                   "(error bars); dots: single runs. Log-scaled y."))
+    fam = _family_slopes(ctx)
+    if fam is not None:
+        sec.figures.append(Figure("fig2_families", estimate_chart(
+            fam, "family", "slope", "slope_lo", "slope_hi", x_title="slope per depth step (log scale)", facet="claim",
+            title="Depth trend per init/activation family (the paper's scheme first, then pooled)"),
+            "The slope of log GC (left) and log |output| (right) per step of the depth grid, with seed fixed effects, "
+            "one row per family (`analysis.trends`); negative = the paper's direction. Colour = verdict of that "
+            "family's row: a family where the claim fails shows red, whatever the pooled fit says."))
     sec.caveats += ["Runs of this sweep take no optimizer step (`steps = 0`): every number is at initialization.",
                     "GC ≤ 0 cannot be shown on a log axis; such runs are left out of the GC-vs-depth chart."]
     return sec
@@ -113,3 +121,18 @@ def _gc_depth(gc, ctx):
         tooltip=config_tooltip(alt.Tooltip("gc:Q", title="GC", format=".4g")))
     return alt.layer(bars, dots, lines.add_params(pick)).properties(
         width=PANEL_W + 120, height=PANEL_H + 40, title="GC at initialization vs depth")
+
+
+def _family_slopes(ctx):
+    """The per-family fig2 rows of `analysis.trends` (None without them)."""
+    import polars as pl
+
+    t = ctx.table("trends", "trends", ("heuristic", "slope", "slope_lo", "slope_hi", "verdict"))
+    if t is None:
+        return None
+    t = t.filter((pl.col("experiment") == "fig2") & pl.col("slope").is_not_null())
+    if t.is_empty():
+        return None
+    parts = pl.col("heuristic").str.extract_groups(r"^(?<claim>.*) \[(?<family>.*)\]$")
+    return t.with_columns(parts).unnest("heuristic").select("claim", "family", "slope", "slope_lo", "slope_hi",
+                                                            "verdict")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from analysis.report.common import PANEL_H, Figure, Section, collect_note
+from analysis.report.common import PANEL_H, Figure, Section, collect_note, estimate_chart
 from analysis.report.queries import binned_curves, sweep_where
 
 TITLE = "IGR — the three terms of the batch gradient norm"
@@ -45,6 +45,27 @@ def build(ctx) -> Section:
                               "‖∇_θL_B‖² = R_B + A_B + C_B (Eq. 6), logged per step and averaged over seeds within "
                               "step bins; one line per learning rate at the chosen batch size. Each panel has its "
                               "own y scale."))
+    fit = _coefficients(ctx)
+    if fit is not None:
+        sec.figures.append(Figure("igr_lr_batch", estimate_chart(
+            fit, "term", "estimate", "lo", "hi", x_title="elasticity d log GC / d log(·)",
+            title="GC against learning rate and batch size: separate terms and the h/b contrast"),
+            "One OLS of log GC on log h and log b with seed fixed effects, runs at zero training error only "
+            "(`analysis.igr`): β_h and β_b, the h/b contrast (β_h − β_b)/2 and β_h + β_b (0 if only h/b "
+            "matters), with 95% CIs; colour = verdict of the row."))
     sec.caveats += ["A_B and C_B are alignments and can be negative; axes are linear.",
                     "Terms are computed on the training batch before the update, without regularizers."]
     return sec
+
+
+def _coefficients(ctx) -> pl.DataFrame | None:
+    """`analysis.igr`'s lr/batch fit as one row per coefficient, with the verdicts of its claim rows."""
+    fit = ctx.table("igr", "lr_batch_fit", ("beta_h", "beta_b", "contrast", "beta_sum"))
+    claims = getattr(ctx.analysis("igr"), "claims", None)
+    if fit is None or claims is None or claims.height < 5:
+        return None
+    f = fit.row(0, named=True)
+    labels = {"beta_h": "β_h (learning rate)", "beta_b": "β_b (batch size)", "contrast": "(β_h − β_b)/2 (h/b)",
+              "beta_sum": "β_h + β_b (only h/b?)"}
+    return pl.DataFrame([{"term": label, "estimate": f[k], "lo": f[f"{k}_lo"], "hi": f[f"{k}_hi"], "verdict": v}
+                         for (k, label), v in zip(labels.items(), claims["verdict"][1:5])])

@@ -15,9 +15,9 @@ from analysis.report.pngcheck import blankness, is_blank
 CURVES = {"steps": 200, "log_every": 10, "eval_every": 50}
 SECTIONS = ("overview", "claims", "calibration", "demo", "fig1", "fig2", "fig3", "fig4", "fig5", "theorem", "igr", "bfd",
             "measures")
-FIGURES = ("demo_test_loss", "fig1_function", "fig1_arclength_gc", "fig2_diagonal", "fig2_gc_depth",
+FIGURES = ("demo_test_loss", "fig1_function", "fig1_arclength_gc", "fig2_diagonal", "fig2_gc_depth", "fig2_families",
            "fig3_regularizers", "fig4_lr", "fig4_batch", "fig4_curves", "fig5_width", "fig5_ucurve",
-           "theorem_bound", "theorem_tightness", "igr_terms", "bfd_over_training")
+           "theorem_bound", "theorem_tightness", "igr_terms", "igr_lr_batch", "bfd_over_training")
 # Experiment section → the sweep its collect note names.
 EXPERIMENTS = {"fig1": "fig1", "fig2": "fig2", "fig3": "fig3", "fig4": "fig4", "fig5": "fig5",
                "theorem": "thm51", "igr": "igr", "bfd": "bfd"}
