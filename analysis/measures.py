@@ -29,7 +29,7 @@ import polars as pl
 from scipy import stats
 
 from analysis.result import Analysis, claim, claims_frame, insufficient
-from analysis.run_summary import FITTED, HYPER_COLUMNS, with_runs
+from analysis.run_summary import EXCLUDED_SQL, FITTED, HYPER_COLUMNS, with_runs
 from analysis.verdict import decide, describe
 from store.db import query
 
@@ -157,6 +157,8 @@ def analyze(con) -> Analysis:
     method = (f"granulated Kendall Ψ (Jiang et al. 2020) of GC (train, at best test accuracy) vs test − train loss: "
               f"mean over hyper-parameter axes of the mean within-group τ-b, other axes fixed; two-sided stratified "
               f"permutation test ({N_PERMUTATIONS} resamples, claim: Ψ > 0); value = Ψ")
+    n_out = int(query(con, EXCLUDED_SQL)["n_excluded"].sum())
+    method += f"; {n_out} completed runs of sweeps trained to zero training error left out (did not reach it)"
     res = psi_test(ok, "gc", axes) if n_runs >= MIN_RUNS else {"psi": None}
     if n_runs < MIN_RUNS or res["psi"] is None:
         why = (f"needs ≥ {MIN_RUNS} trained runs; have {n_runs}" if n_runs < MIN_RUNS

@@ -21,6 +21,8 @@ def build(ctx) -> Section:
         sec.empty_note = "No runs yet — collect with `make paper` (the ranking uses every sweep)."
         return sec
     ranking = ctx.table("measures", "ranking", COLS)
+    if ranking is not None and ranking["granulated_tau"].is_null().all() and ranking["kendall_tau"].is_null().all():
+        ranking = None  # no run with both a measure and a gap: nothing to rank
     if ranking is None:
         sec.empty_note = ("No ranking available: `analysis.measures` is missing, failed, or found too few runs "
                           "with train and test evaluations.")
