@@ -6,7 +6,7 @@ from collect.sweep import ConfigError, load_sweep, parse_overrides, shipped_swee
 from store.layout import RunFolder
 from tests.conftest import run_cli, tree_bytes
 
-ALL = ("demo", "fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
+ALL = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
 
 
 def test_every_catalog_sweep_ships_and_expands():
