@@ -83,3 +83,16 @@ def test_bad_override_and_unknown_sweep(tmp_path):
 def test_config_error_is_a_value_error():
     with pytest.raises(ConfigError, match="unknown sweep"):
         load_sweep("no_such_sweep")
+
+
+def test_demo_is_the_demo_sweeps_at_their_demo_scale(tmp_path):
+    from collect.sweep import DEMO_SWEEPS, expand
+
+    names, scale = expand(["demo"], "cpu")
+    assert names == list(DEMO_SWEEPS) and scale == "demo"
+    for name in DEMO_SWEEPS:
+        demo, full = load_sweep(name, scale="demo"), load_sweep(name)
+        assert {c.scale for c in demo.runs} == {"demo"} and len(demo.runs) < len(full.runs)
+        assert not {c.run_id for c in demo.runs} & {c.run_id for c in full.runs}  # never the same runs
+    res = run_cli("collect", "--sweep", "fig1", "--scale", "demo", "--data", tmp_path / "d")
+    assert res.returncode == 2 and "no [demo] section" in res.stderr and not (tmp_path / "d").exists()
