@@ -57,7 +57,7 @@ RUNS = _schema("runs", [
     ("final_train_error", f64, "1 - accuracy on the FULL training set at the last eval (NaN for regression)"),
     ("final_train_loss", f64, "mean loss (no regularizers) on the FULL training set at the last eval"),
     ("zero_bias", boolean, "biases were zero at init (every named scheme; torch's 'default' keeps random ones)"),
-    ("scale", string, "demo | cpu | paper: which size of its sweep the run is (collect --scale); the views and "
+    ("scale", string, "demo, cpu or paper: which size of its sweep the run is (collect --scale); the views and "
                       "analyses use the largest scale present per sweep. Runs written before this column: the "
                       "scale in config_json, else cpu"),
 ])
