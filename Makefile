@@ -2,6 +2,7 @@
 PY_SYS ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+GCLAB  := $(VENV)/bin/gclab
 TORCH  ?= torch==2.13.0
 DATA   ?= data
 OUT    ?= reports
@@ -22,41 +23,43 @@ export DATA OUT SWEEP Q SET WORKERS BACKEND TIMEOUT MEMORY ROWS REPAIR HUGE
 
 .PHONY: setup demo collect paper report sql claims check calibrate test bench clean clean-data
 
-# Stamp depends on pyproject so a dependency change reinstalls; a second call is instant.
+# Stamp depends on pyproject so a dependency change reinstalls; a second call is instant. The pinned
+# torch is named beside the extras (dev has lightning) so pip never swaps it for another build.
 $(STAMP): pyproject.toml
 	@test -x "$(PY)" || $(PY_SYS) -m venv "$(VENV)"
 	"$(PY)" -m pip install -q --disable-pip-version-check $(TORCH)
-	"$(PY)" -m pip install -q --disable-pip-version-check -e ".[dev,ray]"
+	"$(PY)" -m pip install -q --disable-pip-version-check $(TORCH) -e ".[dev,ray]"
 	@touch "$(STAMP)"
 
 setup: $(STAMP)
 
+# The demo's sweeps (collect/sweep.py DEMO_SWEEPS) at their [demo] scale, then the report and its claims summary.
 demo: setup
-	"$(PY)" -m collect --sweep demo --data "$$DATA" --backend "$$BACKEND"
-	"$(PY)" -m analysis report --data "$$DATA" --out "$$OUT"
+	"$(GCLAB)" collect --sweep demo --data "$$DATA" --backend "$$BACKEND"
+	"$(GCLAB)" report --data "$$DATA" --out "$$OUT"
 
 # SET is a space-separated list of key=value, split on purpose; HUGE=1 lifts the size bounds.
 collect: setup
-	"$(PY)" -m collect --sweep "$$SWEEP" --data "$$DATA" --backend "$$BACKEND" $${SET:+--set $$SET} \
+	"$(GCLAB)" collect --sweep "$$SWEEP" --data "$$DATA" --backend "$$BACKEND" $${SET:+--set $$SET} \
 		$${WORKERS:+--workers "$$WORKERS"} $${HUGE:+--allow-huge}
 
 paper: setup
-	"$(PY)" -m collect --paper --data "$$DATA" --backend "$$BACKEND"
+	"$(GCLAB)" collect --paper --data "$$DATA" --backend "$$BACKEND"
 
 report: setup
-	"$(PY)" -m analysis report --data "$$DATA" --out "$$OUT"
+	"$(GCLAB)" report --data "$$DATA" --out "$$OUT"
 
 # TIMEOUT (seconds), MEMORY (e.g. 8GB) and ROWS override the query's bounds.
 sql: setup
-	"$(PY)" -m analysis sql --data "$$DATA" $${Q:+-q "$$Q"} $${TIMEOUT:+--timeout "$$TIMEOUT"} \
+	"$(GCLAB)" sql --data "$$DATA" $${Q:+-q "$$Q"} $${TIMEOUT:+--timeout "$$TIMEOUT"} \
 		$${MEMORY:+--memory-limit "$$MEMORY"} $${ROWS:+--max-rows "$$ROWS"}
 
 claims: setup
-	"$(PY)" -m analysis claims --data "$$DATA"
+	"$(GCLAB)" claims --data "$$DATA"
 
 # Verify every run folder; REPAIR=1 moves bad runs to $(DATA)/quarantine/ (never deletes).
 check: setup
-	"$(PY)" -m store check --data "$$DATA" $${REPAIR:+--repair}
+	"$(GCLAB)" check --data "$$DATA" $${REPAIR:+--repair}
 
 # Each claim test on 200 null and 100 planted-effect stores (in memory; ~10–25 min on 2 cores).
 calibrate: setup
@@ -73,7 +76,7 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	"$(PY)" -m bench --data "$$DATA" --out "$$OUT"
+	"$(GCLAB)" bench --data "$$DATA" --out "$$OUT"
 
 clean:
 	rm -rf "$(VENV)" .pytest_cache build *.egg-info "$${OUT:?}"/*

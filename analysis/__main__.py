@@ -50,10 +50,32 @@ def _claims(args) -> None:
     print(f"\n{summary(table)}; p_adjusted = Holm over the paper rows (verdicts of paper rows use it)")
 
 
+# The toolkit's headline claims: double descent and the U-curve, Theorem 5.1, the Eq. 6 identity, Fig. 4.
+HEADLINE = ("fig5", "thm51", "igr", "fig4")
+
+
+def print_summary(table: pl.DataFrame | None) -> None:
+    """Verdict counts and the headline rows, a few lines for the end of `make demo` / `make report`."""
+    from analysis.claims import summary
+    from analysis.result import INSUFFICIENT
+
+    if table is None:
+        print("claims: not available (see the report's claims section)")
+        return
+    answered = table.filter(pl.col("verdict") != INSUFFICIENT).height
+    print(f"claims: {summary(table)}; {answered} of {table.height} rows answered (any kind, verdict other than "
+          f"'{INSUFFICIENT}')")
+    head = table.filter(pl.col("experiment").is_in(HEADLINE) & pl.col("kind").is_in(["paper", "check"]))
+    for r in head.iter_rows(named=True):
+        text = r["claim"] if len(r["claim"]) <= 78 else r["claim"][:77] + "…"
+        print(f"  {r['experiment']:<6} {r['verdict']:<17} {text}")
+
+
 def _report(args) -> None:
     from analysis.report import render
 
     path = render(args.data, args.out)
+    print_summary(render.last_claims)
     print(f"report: {path}")
 
 

@@ -5,17 +5,19 @@ import argparse
 import sys
 import time
 
-from collect.sweep import MAX_RUNS, ConfigError, load_sweep, parse_overrides, shipped_sweeps
+from collect.sweep import MAX_RUNS, ConfigError, expand, load_sweep, parse_overrides, shipped_sweeps
 
-# `make paper` runs these CPU-scale sweeps (demo is the smoke test, not a paper figure).
+# `make paper` runs these CPU-scale sweeps.
 PAPER_SWEEPS = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m collect", description=__doc__)
-    p.add_argument("--sweep", default="demo", help=f"shipped sweep ({', '.join(shipped_sweeps())}) or a .toml path")
+    p.add_argument("--sweep", default="demo", help=f"shipped sweep ({', '.join(shipped_sweeps())}) or a .toml path; "
+                   "demo = the demo's sweeps at their demo scale")
     p.add_argument("--paper", action="store_true", help="run every CPU-scale paper sweep")
-    p.add_argument("--scale", default="cpu", help="cpu (default) or paper (the paper's sizes; for GPUs)")
+    p.add_argument("--scale", default="cpu", help="cpu (default), paper (the paper's sizes; for GPUs) or demo "
+                   "(the sweep's [demo] section: fewer widths, seeds and steps)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields, e.g. steps=2000")
     p.add_argument("--data", default="data", help="run store folder (default ./data)")
     p.add_argument("--out", default="reports", help="unused here; accepted for symmetry")
@@ -29,8 +31,8 @@ def main(argv=None) -> int:
         from collect.preflight import preflight
 
         overrides = parse_overrides(args.set)
-        names = PAPER_SWEEPS if args.paper else (args.sweep,)
-        sweeps = [load_sweep(n, scale=args.scale, overrides=overrides, allow_huge=args.allow_huge) for n in names]
+        names, scale = (PAPER_SWEEPS, args.scale) if args.paper else expand([args.sweep], args.scale)
+        sweeps = [load_sweep(n, scale=scale, overrides=overrides, allow_huge=args.allow_huge) for n in names]
         preflight(sweeps, args.data, allow_huge=args.allow_huge)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -76,7 +76,7 @@ class RunConfig(BaseModel):
     divergence_factor: float = Field(1e3, gt=1.0, description="a train loss above this × max(initial loss, 1), or NaN/inf, ends the run as diverged")
     dtype: Literal["float32", "float64"] = "float32"
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
-    scale: Literal["cpu", "paper"] = "cpu"
+    scale: Literal["demo", "cpu", "paper"] = Field("cpu", description="sweep scale: demo (`make demo`), cpu (the sweep file) or paper (its [paper] section)")
 
     @model_validator(mode="before")
     @classmethod
@@ -106,6 +106,6 @@ class RunConfig(BaseModel):
         """The `runs` columns this config determines (the rest come from the finished run)."""
         fields = ("sweep", "seed", "dataset", "model", "width", "depth", "activation", "init", "optimizer",
                   "lr", "momentum", "batch_size", "steps", "l2", "spectral_reg", "flatness_reg", "gc_reg",
-                  "label_noise", "bias", "init_scale", "loss", "zero_bias")
+                  "label_noise", "bias", "init_scale", "loss", "zero_bias", "n_train", "n_test", "scale")
         return {"run_id": self.run_id, **{f: getattr(self, f) for f in fields},
                 "config_json": self.model_dump_json()}

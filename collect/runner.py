@@ -22,7 +22,7 @@ from tqdm import tqdm
 from collect.config import RunConfig
 from store.check import inventory, run_state
 from store.claim import Claim
-from store.layout import RunFolder, quarantine, run_dir
+from store.layout import quarantine, run_dir
 
 FINAL = ("completed", "diverged")
 # What run_one reports besides a trained run's status.
@@ -51,17 +51,14 @@ def run_one(config_json: str, data_dir: str, threads: int, progress: bool = Fals
 
 
 def _train_or_record(cfg: RunConfig, data_dir: str, threads: int, progress: bool) -> dict:
-    from collect.train import train  # heavy import inside the worker
+    from collect.recorder import one_line_error
+    from collect.train import train  # heavy imports inside the worker
 
     try:
         return train(cfg, data_dir, threads=threads, progress=progress)
-    except Exception as exc:  # noqa: BLE001 — recorded, shown, and retried by the next collect
-        error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        folder = RunFolder(data_dir, cfg.sweep, cfg.run_id)
-        folder.start()
-        folder.finish({**cfg.runs_row(), "status": "failed", "error": error, "steps_done": 0})
+    except Exception as exc:  # noqa: BLE001 — the Recorder stored it as failed; shown, retried by the next collect
         traceback.print_exc()
-        return {"run_id": cfg.run_id, "status": "failed", "error": error}
+        return {"run_id": cfg.run_id, "status": "failed", "error": one_line_error(exc)}
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -123,3 +120,17 @@ def run_sweep(runs, data_dir, *, backend: str = "local", workers: int | None = N
         if backend == "ray":
             return run_ray(todo, data_dir, bar)
         return run_local(todo, data_dir, workers or os.cpu_count() or 1, bar)
+
+
+def collect_sweep(sweep, data="data", *, scale: str = "cpu", overrides: dict | None = None, backend: str = "local",
+                  workers: int | None = None, allow_huge: bool = False) -> list[dict]:
+    """Train a sweep (shipped name, .toml path, `demo`, or a list of them) into the store at `data`; runs already
+    stored are skipped. Returns the rows of the runs trained now. Bad input raises a one-line ConfigError
+    before anything is written."""
+    from collect.preflight import preflight
+    from collect.sweep import expand, load_sweep
+
+    names, scale = expand([sweep] if isinstance(sweep, (str, Path)) else sweep, scale)
+    sweeps = [load_sweep(str(n), scale=scale, overrides=overrides, allow_huge=allow_huge) for n in names]
+    preflight(sweeps, data, allow_huge=allow_huge)
+    return [r for s in sweeps for r in run_sweep(s.runs, data, backend=backend, workers=workers, label=s.name)]

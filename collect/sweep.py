@@ -7,6 +7,7 @@
     [grid]            # axes: every combination (or [[grids]]: a union of such products)
     lr = [0.01, 0.1]
     [paper]           # overrides used with --scale paper (same keys: seeds, base, grid/grids)
+    [demo]            # overrides used with --scale demo: fewer widths, seeds and steps (`make demo`)
 
 Every problem is raised as a one-line ConfigError naming the file, the key and the fix,
 before anything is written: wrong shapes (`base = 5`), non-UTF-8 text, `seeds = []`, and a
@@ -27,9 +28,19 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
 
 from collect.config import RunConfig
+from store.schema import SCALES  # `cpu` is the sweep file itself, the others its sections
 
-TOP_KEYS = {"description", "seeds", "base", "grid", "grids", "paper"}
+TOP_KEYS = {"description", "seeds", "base", "grid", "grids", "paper", "demo"}
 MAX_RUNS = 10_000  # more is refused without --allow-huge
+# `make demo` / `--sweep demo`: these shipped sweeps, each at its [demo] scale.
+DEMO = "demo"
+DEMO_SWEEPS = ("fig5", "thm51", "fig2", "fig4")
+
+
+def expand(names, scale: str) -> tuple[list[str], str]:
+    """The sweeps and scale a request means: `demo` is DEMO_SWEEPS at the demo scale."""
+    names = [str(n) for n in names]
+    return (list(DEMO_SWEEPS), DEMO) if names == [DEMO] else (names, scale)
 
 
 class _Section(BaseModel):
@@ -44,6 +55,7 @@ class _Section(BaseModel):
 class _SweepFile(_Section):
     description: str = ""
     paper: _Section | None = None
+    demo: _Section | None = None
 
 
 class ConfigError(ValueError):
@@ -59,8 +71,8 @@ class Sweep:
 
 
 def shipped_sweeps() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in resources.files("collect.sweeps").iterdir()
-                  if p.name.endswith(".toml"))
+    return sorted([DEMO, *(p.name.removesuffix(".toml") for p in resources.files("collect.sweeps").iterdir()
+                           if p.name.endswith(".toml"))])
 
 
 def _locate(name_or_path: str) -> Path:
@@ -157,16 +169,19 @@ def load_sweep(name_or_path: str, *, scale: str = "cpu", overrides: dict | None 
     path = _locate(name_or_path)
     where = path.name
     spec = _read_spec(path, where)
-    if scale == "paper":
-        paper = spec.get("paper", {})
-        spec = {**spec, **{k: v for k, v in paper.items() if k != "base"},
-                "base": {**spec.get("base", {}), **paper.get("base", {})}}
-        if "grids" in paper:
+    if scale not in SCALES:
+        raise ConfigError(f"scale = {scale!r} is invalid: use one of {', '.join(SCALES)}")
+    if scale != "cpu":
+        if scale == "demo" and "demo" not in spec:
+            raise ConfigError(f"{where}: no [demo] section, so it has no demo scale; add one (see fig5.toml) "
+                              "or collect it with --scale cpu")
+        section = spec.get(scale, {})
+        spec = {**spec, **{k: v for k, v in section.items() if k != "base"},
+                "base": {**spec.get("base", {}), **section.get("base", {})}}
+        if "grids" in section:
             spec.pop("grid", None)
-        elif "grid" in paper:
+        elif "grid" in section:
             spec.pop("grids", None)
-    elif scale != "cpu":
-        raise ConfigError(f"scale = {scale!r} is invalid: use 'cpu' or 'paper'")
     overrides = dict(overrides or {})
     seeds = overrides.pop("seeds", spec.get("seeds", [0]))
     seeds = seeds if isinstance(seeds, list) else [seeds]

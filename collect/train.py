@@ -1,14 +1,13 @@
-"""One run: build data and model from a RunConfig, train, log, write the run folder.
+"""One run: build data and model from a RunConfig, train, and record it through `Recorder`
+(collect/recorder.py), the same path that records a user's own loop.
 
-A logged step costs one forward and one batched backward: `step_metrics(..., set_grad=True)`
-computes GC, R_B, A_B, C_B and also leaves ∇L_B in `.grad` for the optimizer. Explicit
-penalties add their gradients on top. The `runs` row (run.parquet) is written last.
+A logged step costs one forward and one batched backward: `rec.step` runs `step_metrics(...,
+set_grad=True)`, which computes GC, R_B, A_B, C_B and also leaves ∇L_B in `.grad` for the
+optimizer. Explicit penalties add their gradients on top.
 """
 from __future__ import annotations
 
 import math
-import time
-from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -16,22 +15,15 @@ from torch import nn
 
 from collect import metrics
 from collect.metrics import batch_loss
-from collect.buffer import TableBuffer
 from collect.config import RunConfig
 from collect.datasets import load_dataset
 from collect.device import resolve_device
-from collect.evaluate import log_eval, make_splits
+from collect.evaluate import make_splits
 from collect.init import initialize
 from collect.models import build_model
 from collect.regularizers import add_penalty_grads
+from collect.recorder import Diverged, Recorder
 from collect.target import TrainTarget
-from store.layout import RunFolder
-
-TABLES = ("steps", "evals", "theorem", "layers", "probes", "fdim")
-
-
-class Diverged(Exception):
-    pass
 
 
 def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
@@ -60,10 +52,6 @@ def load_run_dataset(cfg: RunConfig, data_dir, **sizes):
                         raw_dir=cfg.raw_dir or Path(data_dir) / "raw", data_seed=cfg.data_seed, **options)
 
 
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
 class DivergenceCheck:
     """NaN/inf, or a train loss far above where training started, ends the run as diverged."""
 
@@ -85,14 +73,18 @@ class DivergenceCheck:
 
 
 def train(cfg: RunConfig, data_dir, *, threads: int | None = None, progress: bool = False) -> dict:
-    """Train one run and write its folder; returns the runs row."""
-    if threads:
-        torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    device, dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
-    folder = RunFolder(data_dir, cfg.sweep, cfg.run_id)
-    folder.start()
+    """Train one run and record it through `Recorder` (the folder is written at the end); returns the runs row.
 
+    Any exception is recorded as a `failed` run by the Recorder and propagates."""
+    with Recorder(data_dir, config=cfg) as rec:
+        if threads:
+            torch.set_num_threads(threads)
+        _train(cfg, data_dir, rec, progress)
+    return rec.row
+
+
+def _train(cfg: RunConfig, data_dir, rec: Recorder, progress: bool) -> None:
+    device, dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
     ds = load_run_dataset(cfg, data_dir)
     x_train = ds.x_train.to(device, dtype)
     y_train = ds.y_train.to(device) if ds.task == "classification" else ds.y_train.to(device, dtype)
@@ -101,27 +93,24 @@ def train(cfg: RunConfig, data_dir, *, threads: int | None = None, progress: boo
                         depth=None if cfg.model == "resnet18" else cfg.depth, activation=cfg.activation, bias=cfg.bias)
     initialize(model, cfg.init, scale=cfg.init_scale, zero_bias=cfg.zero_bias, generator=gen)
     model.to(device, dtype)
-    init_params = [p.detach().clone() for p in model.parameters()]
     opt = make_optimizer(cfg, model.parameters())
     splits = make_splits(ds, cfg, device, dtype)
-    bufs = {t: TableBuffer() for t in TABLES}
-    # BatchNorm's train-mode gradient differs from the eval-mode one the metrics use.
-    one_pass = cfg.metrics and not has_batchnorm(model)
     # Own generator: the projections must not shift the batch order drawn from `gen`.
     hutchinson = ({} if cfg.gc_projections is None else
                   {"n_projections": cfg.gc_projections, "generator": torch.Generator().manual_seed(cfg.seed)})
     loss_fn = lambda out, y: batch_loss(out, y, cfg.loss)  # noqa: E731
+    rec.annotate(n_params=sum(p.numel() for p in model.parameters()), device=str(device),
+                 n_train=ds.n_train, n_test=ds.n_test)
 
-    status, error, step = "completed", None, 0
     check_finite = DivergenceCheck(cfg, model)
     target = TrainTarget(cfg, x_train, y_train)
     order = batches(ds.n_train, cfg.batch_size, gen)
-    bar = _bar(cfg, progress)
+    bar, step = _bar(cfg, progress), 0
     try:
         for step in range(cfg.steps + 1):
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 check_finite.params(model, step)
-                log_eval(model, splits, cfg, step, init_params, bufs)
+                rec.evaluate(step, model, splits)
                 # Without a target the full training set is measured once, at the end.
                 if (target.active or step == cfg.steps) and target.met(model, step):
                     break
@@ -129,46 +118,18 @@ def train(cfg: RunConfig, data_dir, *, threads: int | None = None, progress: boo
                 break
             idx = next(order)
             xb, yb = x_train[idx], y_train[idx]
-            opt.zero_grad(set_to_none=False)
-            if cfg.metrics and step % cfg.log_every == 0:
-                if one_pass:
-                    row = metrics.step_metrics(model, xb, yb, loss=cfg.loss, set_grad=True, **hutchinson)
-                else:
-                    model.eval()
-                    row = metrics.step_metrics(model, xb, yb, loss=cfg.loss, **hutchinson)
-                    model.train()
-                    loss_fn(model(xb), yb).backward()
+            if step % cfg.log_every == 0:
+                row = rec.step(step, model, xb, yb, metrics_on=cfg.metrics, **hutchinson)
                 check_finite(row["train_loss"], step)
-                bufs["steps"].append(run_id=cfg.run_id, step=step, lr=cfg.lr, batch_size=len(idx),
-                                     wall_s=time.perf_counter() - t0, **row)
             else:
-                out = model(xb)
-                loss = loss_fn(out, yb)
-                loss.backward()
-                if step % cfg.log_every == 0:
-                    check_finite(float(loss.detach()), step)
-                    acc = float((out.argmax(1) == yb).double().mean()) if cfg.loss == "cross_entropy" else float("nan")
-                    bufs["steps"].append(run_id=cfg.run_id, step=step, lr=cfg.lr, batch_size=len(idx),
-                                         train_loss=float(loss.detach()), train_acc=acc, wall_s=time.perf_counter() - t0)
+                opt.zero_grad(set_to_none=False)
+                loss_fn(model(xb), yb).backward()
             add_penalty_grads(model, xb, yb, loss_fn, cfg, generator=gen)
             opt.step()
             bar.update(1)
-    except Diverged as exc:
-        status, error = "diverged", str(exc)
     finally:
         bar.close()
-
-    for table, buf in bufs.items():
-        if len(buf):
-            folder.write(table, buf.columns())
-    evals = bufs["evals"].columns() if len(bufs["evals"]) else {}
-    test_acc = [a for a, s in zip(evals.get("acc", []), evals.get("split", [])) if s == "test" and math.isfinite(a)]
-    row = {**cfg.runs_row(), "status": status, "error": error, "steps_done": step,
-           "n_params": sum(p.numel() for p in model.parameters()), "device": str(device),
-           "n_train": ds.n_train, "n_test": ds.n_test, "best_test_acc": max(test_acc, default=None),
-           "gclab_version": version("gclab"), "wall_s": time.perf_counter() - t0, **target.columns()}
-    folder.finish(row)
-    return row
+        rec.annotate(steps_done=step, **target.columns())
 
 
 def _bar(cfg: RunConfig, enabled: bool):

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from collect.config import RunConfig
-from collect.sweep import load_sweep
+from collect.sweep import DEMO, load_sweep
 from planted.tables import (Plant, diagonal_probes, evals_table, fdim_table, parabola_probes,
                             parabola_train_mse, steps_table, theorem_tables)
 from store.layout import RunFolder, to_arrow
@@ -79,9 +79,13 @@ def sweep_runs(sweep: str, *, seeds: int | None = None, cadence: dict | None = N
 @functools.lru_cache(maxsize=256)
 def _sweep_runs(sweep: str, seeds: int | None, cadence: tuple) -> tuple[RunConfig, ...]:
     overrides = {"seeds": list(range(seeds))} if seeds is not None else {}
-    runs = load_sweep(sweep, overrides=overrides).runs
+    # `demo` is no sweep file (collect/sweep.py expands it); its stand-in: thm51's demo scale named demo.
+    name, scale = ("thm51", "demo") if sweep == DEMO else (sweep, "cpu")
+    if sweep == DEMO:
+        overrides["sweep"] = DEMO
+    runs = load_sweep(name, scale=scale, overrides=overrides).runs
     if cadence and any(r.steps > 0 for r in runs):
-        runs = load_sweep(sweep, overrides={**overrides, **dict(cadence)}).runs
+        runs = load_sweep(name, scale=scale, overrides={**overrides, **dict(cadence)}).runs
     return tuple(runs)
 
 

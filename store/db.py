@@ -18,7 +18,7 @@ import duckdb
 import polars as pl
 
 from store.check import Inventory, inventory, warning_lines
-from store.schema import FILE_NAMES, SCHEMAS
+from store.schema import FILE_NAMES, MARKER_TABLE, SCALES, SCHEMAS
 
 DB_FILE = "runs.duckdb"
 _DUCK_TYPES = {"string": "VARCHAR", "double": "DOUBLE", "int64": "BIGINT", "int32": "INTEGER", "bool": "BOOLEAN"}
@@ -37,19 +37,53 @@ def _empty_select(table: str) -> str:
     return f"SELECT {cols} WHERE false"
 
 
+def scale_views(sources: dict[str, str]) -> dict[str, str]:
+    """CREATE VIEW statements over each table's `sources` relation (SQL of a FROM item):
+    `runs_all` holds every stored run, `runs` and the other tables only the runs of the largest
+    scale (store.schema.SCALES) present per sweep, so no analysis pools a demo with a full sweep.
+    `runs.scale` is filled for runs written before the column: from config_json, else 'cpu'."""
+    rank = "CASE scale " + " ".join(f"WHEN {sql_literal(s)} THEN {i}" for i, s in enumerate(SCALES)) + " ELSE -1 END"
+    out = {"runs_all": f"CREATE OR REPLACE VIEW runs_all AS SELECT * REPLACE (coalesce(scale, "
+                       f"json_extract_string(config_json, '$.scale'), 'cpu') AS scale) "
+                       f"FROM ({_empty_select(MARKER_TABLE)} UNION ALL BY NAME SELECT * FROM {sources[MARKER_TABLE]})",
+           MARKER_TABLE: f"CREATE OR REPLACE VIEW {MARKER_TABLE} AS SELECT * FROM runs_all WHERE (sweep, scale) IN "
+                         f"(SELECT (sweep, arg_max(scale, {rank})) FROM runs_all GROUP BY sweep)"}
+    for table in FILE_NAMES:
+        if table != MARKER_TABLE:
+            out[table] = (f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {sources[table]} "
+                          f"WHERE run_id IN (SELECT run_id FROM {MARKER_TABLE})")
+    return out
+
+
 def view_statements(inv: Inventory) -> dict[str, str]:
-    """CREATE VIEW statements over the trusted files, table by table."""
-    out = {}
+    """CREATE VIEW statements over the trusted files (see `scale_views`), `runs_all` and `runs` first."""
+    sources = {}
     for table in FILE_NAMES:
         files = inv.files[table]
         if not files:
-            body = _empty_select(table)
+            sources[table] = f"({_empty_select(table)})"
         else:
             listed = "[" + ", ".join(sql_literal(str(p.resolve())) for p in files) + "]"
-            body = (f"SELECT * FROM read_parquet({listed}, hive_partitioning = true, union_by_name = true, "
-                    f"hive_types_autocast = false)")
-        out[table] = f"CREATE OR REPLACE VIEW {table} AS {body}"
-    return out
+            sources[table] = (f"read_parquet({listed}, hive_partitioning = true, union_by_name = true, "
+                              f"hive_types_autocast = false)")
+    return scale_views(sources)
+
+
+def scale_notes(con) -> list[str]:
+    """One line per sweep stored at several scales: which scale the views use and what they leave out."""
+    rows = con.sql("SELECT a.sweep, a.scale, count(*) AS n, bool_or(a.run_id IN (SELECT run_id FROM runs)) AS used "
+                   "FROM runs_all a GROUP BY ALL ORDER BY a.sweep, a.scale").fetchall()
+    by_sweep: dict[str, list] = {}
+    for sweep, scale, n, used in rows:
+        by_sweep.setdefault(sweep, []).append((scale, n, used))
+    notes = []
+    for sweep, scales in by_sweep.items():
+        if len(scales) > 1:
+            kept = next(f"{n} {scale}-scale runs" for scale, n, used in scales if used)
+            left = ", ".join(f"{n} {scale}-scale" for scale, n, used in scales if not used)
+            notes.append(f"sweep {sweep}: analyses use its {kept}, the largest scale stored; {left} runs left out "
+                         "(scales are never pooled; they stay in the runs_all view)")
+    return notes
 
 
 def scan(data_dir: str | Path, *, warn: bool = True) -> Inventory:
@@ -110,14 +144,18 @@ def views_connection(views: dict[str, str]) -> duckdb.DuckDBPyConnection:
             con.sql(sql)
         except duckdb.Error as exc:  # should not happen over verified files; never leave the view missing
             print(f"warning: view {table} could not be built ({_one_line(exc)}); it is empty", file=sys.stderr)
-            con.sql(f"CREATE OR REPLACE VIEW {table} AS {_empty_select(table)}")
+            con.sql(f"CREATE OR REPLACE VIEW {table} AS {_empty_select(table if table in SCHEMAS else MARKER_TABLE)}")
     return con
 
 
 def connect(data_dir: str | Path, *, warn: bool = True) -> duckdb.DuckDBPyConnection:
     """A fresh in-memory connection with one view per table (and `runs.duckdb` refreshed)."""
     _, views = refresh(data_dir, warn=warn)
-    return views_connection(views)
+    con = views_connection(views)
+    if warn:
+        for line in scale_notes(con):
+            print(f"note: {line}", file=sys.stderr)
+    return con
 
 
 def query(con: duckdb.DuckDBPyConnection, sql: str, params=None) -> pl.DataFrame:

@@ -25,13 +25,14 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from store.check import Inventory
-from store.db import StoreError, _one_line, scan_and_share
+from store.db import StoreError, _one_line, scale_views, scan_and_share
 from store.layout import runs_root
 from store.schema import FILE_NAMES, MARKER_TABLE, SCHEMAS
 
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_MEMORY_LIMIT = "2GB"
 SLOW_NOTICE_S = 2.0
+STORED = "stored_"  # the registered datasets; the views over them carry the table names
 
 
 class Interrupted(Exception):
@@ -132,7 +133,10 @@ def sandbox(data_dir: str | Path, *, memory_limit: str = DEFAULT_MEMORY_LIMIT, w
     con.execute("SET lock_configuration = true")
     root = runs_root(data_dir).resolve()
     for table in FILE_NAMES:
-        con.register(table, _dataset(inv, table, root))
+        con.register(f"{STORED}{table}", _dataset(inv, table, root))
+    # The same views as every other command (one scale per sweep, `runs_all` for all of them).
+    for sql in scale_views({t: f"{STORED}{t}" for t in FILE_NAMES}).values():
+        con.execute(sql)
     return con
 
 
@@ -188,7 +192,8 @@ def bounded_query(con, sql: str, *, max_rows: int, timeout_s: float = DEFAULT_TI
 def describe(con) -> pl.DataFrame:
     return con.sql("SELECT table_name AS view, string_agg(column_name || ' ' || data_type, ', ' "
                    "ORDER BY ordinal_position) AS columns FROM information_schema.columns "
-                   "WHERE table_schema = 'main' GROUP BY table_name ORDER BY table_name").pl()
+                   f"WHERE table_schema = 'main' AND NOT starts_with(table_name, '{STORED}') "
+                   "GROUP BY table_name ORDER BY table_name").pl()
 
 
 def read_only_query(data_dir: str | Path, sql: str, *, max_rows: int = 10_000, **limits) -> pl.DataFrame:

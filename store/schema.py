@@ -57,6 +57,9 @@ RUNS = _schema("runs", [
     ("final_train_error", f64, "1 - accuracy on the FULL training set at the last eval (NaN for regression)"),
     ("final_train_loss", f64, "mean loss (no regularizers) on the FULL training set at the last eval"),
     ("zero_bias", boolean, "biases were zero at init (every named scheme; torch's 'default' keeps random ones)"),
+    ("scale", string, "demo, cpu or paper: which size of its sweep the run is (collect --scale); the views and "
+                      "analyses use the largest scale present per sweep. Runs written before this column: the "
+                      "scale in config_json, else cpu"),
 ])
 
 STEPS = _schema("steps", [
@@ -149,6 +152,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 MARKER_TABLE = "runs"
 FILE_NAMES: dict[str, str] = {t: ("run" if t == MARKER_TABLE else t) + ".parquet" for t in SCHEMAS}
 RUN_STATUSES = ("completed", "diverged", "failed")
+SCALES = ("demo", "cpu", "paper")  # sizes of a sweep, smallest first (runs.scale)
 SPLITS = ("train", "test", "random")
 
 

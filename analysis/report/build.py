@@ -101,6 +101,7 @@ def render(data_dir, out_dir, *, strict: bool = False, figures: bool = True, pro
     os.replace(tmp, index)
     lap("page")
     render.last_timings = timings  # for bench/report.py
+    render.last_claims = ctx.claims  # for the summary `gclab report` prints
     return index
 
 
@@ -122,3 +123,4 @@ def _build_section(name: str, ctx: Context, strict: bool) -> Section:
 
 
 render.last_timings = {}
+render.last_claims = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from analysis.report.common import Section, esc, query
+from store.db import scale_notes
 from store.layout import runs_root
 from store.schema import FILE_NAMES, MARKER_TABLE
 
@@ -47,6 +48,7 @@ def build(ctx) -> Section:
                count(*) FILTER (WHERE r.status = 'failed') AS failed,
                count(DISTINCT r.seed) AS seeds,
                string_agg(DISTINCT r.model, ', ') AS models, string_agg(DISTINCT r.dataset, ', ') AS datasets,
+               string_agg(DISTINCT r.scale, ', ') AS scale,
                max(r.steps_done) AS max_steps, sum(r.wall_s) AS wall_s
         FROM runs r GROUP BY r.sweep ORDER BY r.sweep""")
     n_runs = int(df["runs"].sum()) if df.height else 0
@@ -61,10 +63,10 @@ def build(ctx) -> Section:
     if not df.height:
         sec.empty_note = "The store is empty — collect with `make demo`, `make collect SWEEP=<sweep>` or `make paper`."
     else:
-        head = ("<tr><th>sweep</th><th>runs</th><th>completed</th><th>diverged</th><th>failed</th><th>seeds</th>"
+        head = ("<tr><th>sweep</th><th>scale</th><th>runs</th><th>completed</th><th>diverged</th><th>failed</th><th>seeds</th>"
                 "<th>model</th><th>dataset</th><th>steps (max)</th><th>wall time</th></tr>")
         rows = "".join(
-            f"<tr><td><a href=\"#{esc(_anchor(r['sweep']))}\">{esc(r['sweep'])}</a></td>"
+            f"<tr><td><a href=\"#{esc(_anchor(r['sweep']))}\">{esc(r['sweep'])}</a></td><td>{esc(r['scale'])}</td>"
             f"<td class=num>{r['runs']}</td><td class=num>{r['completed']}</td><td class=num>{r['diverged']}</td>"
             f"<td class=num>{r['failed']}</td><td class=num>{r['seeds']}</td><td>{esc(r['models'])}</td>"
             f"<td>{esc(r['datasets'])}</td><td class=num>{r['max_steps'] if r['max_steps'] is not None else '—'}</td>"
@@ -75,6 +77,7 @@ def build(ctx) -> Section:
         sec.caveats.append("Paper sweeps without completed runs: " + ", ".join(f"`{s}`" for s in missing)
                            + " — `make paper` collects them all.")
     sec.caveats.append("Only completed runs enter charts and statistics; diverged and failed runs are counted here.")
+    sec.caveats += [note[0].upper() + note[1:] + "." for note in scale_notes(ctx.con)]
     return sec
 
 

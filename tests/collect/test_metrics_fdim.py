@@ -163,20 +163,21 @@ def test_bfd_run_matches_matrix_rank_across_training(tmp_path, monkeypatch, outp
     """A bfd-style run (ReLU MLP, b·k > P − #hidden, trained to zero train error): the stored
     evals.bfd equals float64 numpy.linalg.matrix_rank of the brute-force Jacobian on the same
     weights and batch at every eval step, and the fdim table holds the nested random batches."""
+    import collect.recorder as recorder_mod  # the built-in loop evaluates through the Recorder
     import collect.train as train_mod
     from collect.config import RunConfig
     from collect.evaluate import FULL_FDIM
     from store import db
 
     snaps = {}
-    real = train_mod.log_eval
+    real = recorder_mod.log_eval
 
     def spy(model, splits, cfg, step, init_params, bufs):
         snaps[step] = (copy.deepcopy(model).double(),
                        {s.name: (s.x if s.name == FULL_FDIM else s.x[:cfg.bfd_batch]).double() for s in splits})
         real(model, splits, cfg, step, init_params, bufs)
 
-    monkeypatch.setattr(train_mod, "log_eval", spy)
+    monkeypatch.setattr(recorder_mod, "log_eval", spy)
     cfg = RunConfig(sweep="bfd_t", dataset="mnist1d", n_train=48, n_test=48, width=8, depth=2, lr=0.2, batch_size=16,
                     steps=2000, log_every=50, eval_every=100, eval_examples=48, theorem_examples=0, bfd_batch=48,
                     sharpness_iters=0, bfd_output=output, bfd_random_batches=(8, 24, 64), stop_at_train_error=0.0)

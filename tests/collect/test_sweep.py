@@ -6,7 +6,7 @@ from collect.sweep import ConfigError, load_sweep, parse_overrides, shipped_swee
 from store.layout import RunFolder
 from tests.conftest import run_cli, tree_bytes
 
-ALL = ("demo", "fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
+ALL = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
 
 
 def test_every_catalog_sweep_ships_and_expands():
@@ -83,3 +83,16 @@ def test_bad_override_and_unknown_sweep(tmp_path):
 def test_config_error_is_a_value_error():
     with pytest.raises(ConfigError, match="unknown sweep"):
         load_sweep("no_such_sweep")
+
+
+def test_demo_is_the_demo_sweeps_at_their_demo_scale(tmp_path):
+    from collect.sweep import DEMO_SWEEPS, expand
+
+    names, scale = expand(["demo"], "cpu")
+    assert names == list(DEMO_SWEEPS) and scale == "demo"
+    for name in DEMO_SWEEPS:
+        demo, full = load_sweep(name, scale="demo"), load_sweep(name)
+        assert {c.scale for c in demo.runs} == {"demo"} and len(demo.runs) < len(full.runs)
+        assert not {c.run_id for c in demo.runs} & {c.run_id for c in full.runs}  # never the same runs
+    res = run_cli("collect", "--sweep", "fig1", "--scale", "demo", "--data", tmp_path / "d")
+    assert res.returncode == 2 and "no [demo] section" in res.stderr and not (tmp_path / "d").exists()

@@ -1,0 +1,212 @@
+"""`Recorder`: record any training loop into the run store, the one path that writes runs.
+
+    with Recorder(data="data", sweep="mine", config={"lr": 0.1, "width": 64}) as rec:
+        for step, (xb, yb) in enumerate(loader):
+            rec.step(step, model, xb, yb)      # forward + backward: ∇L_B in .grad, a steps row
+            optimizer.step()
+            if step % 500 == 0:
+                rec.evaluate(step, model, {"train": (xtr, ytr), "test": (xte, yte)})  # an evals row per split
+
+`rec.step` runs the metric engine's `step_metrics(..., set_grad=True)`: GC and the Eq. 6 terms
+of the batch from the same pass that leaves the gradient for the optimizer (docs/METRICS.md).
+The run folder is written when the block ends, atomically like every run (docs/SCHEMA.md):
+`completed`, or `diverged` when the block raises `Diverged`, or `failed` with the one-line error
+of any other exception (which propagates). The built-in loop, `collect.train`, records through
+this class. `config` keys that are RunConfig fields fill the `runs` columns; every key is kept in
+`config_json`; the run_id is the hash of sweep + config (+ `tag`), so recording the same config
+again replaces that run (give a `tag` to keep both).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, fields
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Mapping
+
+import pyarrow as pa
+import torch
+from torch import nn
+
+from collect import metrics
+from collect.buffer import TableBuffer
+from collect.config import RunConfig
+from collect.evaluate import Split, log_eval
+from collect.metrics import batch_loss
+from store.layout import RunFolder, run_id_of
+from store.schema import RUNS, SCHEMAS
+
+SWEEP_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# RunConfig fields that are runs columns: a user's config fills them when it has them.
+CONFIG_COLUMNS = tuple(f for f in RunConfig.model_fields if f in RUNS.names)
+
+
+def one_line_error(exc: BaseException) -> str:
+    """The error as stored in runs.error: type and message on one line."""
+    text = str(exc) if isinstance(exc, Diverged) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:500]
+
+
+class Diverged(Exception):
+    """Raise inside a Recorder block to end the run as `diverged` (stored, not re-raised)."""
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What `evaluate` measures besides loss, accuracy and GC (the RunConfig fields of the same
+    names; all off for a user's loop unless its config names them)."""
+    run_id: str
+    loss: str = "cross_entropy"
+    seed: int = 0
+    theorem_examples: int = 0
+    bfd_batch: int = 0
+    bfd_output: str = "logits"
+    bfd_random_batches: tuple[int, ...] = ()
+    sharpness_iters: int = 0
+    probe_points: int = 0
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _user_config(sweep: str, config: Mapping[str, Any], tag: str | None) -> tuple[str, dict, str]:
+    """(run_id, runs columns, config_json) of a user's config; one-line ValueError if it cannot be stored."""
+    if not isinstance(sweep, str) or not SWEEP_NAME.match(sweep):
+        raise ValueError(f"sweep {sweep!r} is not a valid name: use letters, digits, '_', '.', '-' (e.g. sweep='mine')")
+    config = dict(config)
+    identity = {**config, "sweep": sweep, **({"tag": tag} if tag is not None else {})}
+    try:
+        run_id = run_id_of(identity)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"config must hold JSON values (numbers, strings, bools, lists) and no NaN/inf: {exc}; "
+                         "convert other values to strings") from None
+    columns = {"sweep": sweep}
+    for key in CONFIG_COLUMNS:
+        if key in config and key != "sweep":
+            try:
+                pa.array([config[key]], type=RUNS.field(key).type)
+            except (pa.ArrowException, TypeError, ValueError):
+                raise ValueError(f"config[{key!r}] = {config[key]!r} does not fit the runs column {key} "
+                                 f"({RUNS.field(key).type}); pass a {RUNS.field(key).type} or rename the key") from None
+            columns[key] = config[key]
+    return run_id, columns, json.dumps(identity, sort_keys=True)
+
+
+class Recorder:
+    """Record one run (see the module docstring). `config` is a dict, or a RunConfig (the built-in loop)."""
+
+    def __init__(self, data: str | Path = "data", sweep: str = "adhoc", config: Mapping[str, Any] | RunConfig | None = None,
+                 *, tag: str | None = None, loss: str | None = None):
+        self.data = Path(data)
+        if isinstance(config, RunConfig):
+            self.run_id, self.sweep = config.run_id, config.sweep
+            self._columns = config.runs_row()
+            self.settings = EvalSettings(**{f.name: getattr(config, f.name) for f in fields(EvalSettings)
+                                            if f.name != "run_id"}, run_id=self.run_id)
+        else:
+            config = dict(config or {})
+            self.run_id, columns, config_json = _user_config(sweep, config, tag)
+            self.sweep = sweep
+            self._columns = {"run_id": self.run_id, **columns, "config_json": config_json}
+            options = {f.name: config[f.name] for f in fields(EvalSettings) if f.name in config and f.name != "run_id"}
+            self.settings = EvalSettings(run_id=self.run_id, **{**options, **({"loss": loss} if loss else {})})
+        if self.settings.loss not in ("cross_entropy", "mse"):
+            raise ValueError(f"loss {self.settings.loss!r} is not one the engine knows: use 'cross_entropy' or 'mse'")
+        self.bufs = {t: TableBuffer() for t in SCHEMAS if t != "runs"}
+        self.folder = RunFolder(self.data, self.sweep, self.run_id)
+        self._extra: dict[str, Any] = {}
+        self._init_params: list[torch.Tensor] | None = None
+        self._last_step = self._last_eval = -1
+        self.row: dict | None = None
+
+    # -- the block -----------------------------------------------------------------------
+    def __enter__(self) -> "Recorder":
+        self.t0 = time.perf_counter()
+        self.folder.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        status, error = "completed", None
+        if exc is not None:
+            status, error = ("diverged" if isinstance(exc, Diverged) else "failed"), one_line_error(exc)
+        self._finish(status, error)
+        return isinstance(exc, Diverged)  # a divergence is a result; anything else propagates
+
+    def annotate(self, **columns) -> None:
+        """Set runs columns the recorder cannot know (e.g. n_train); names must be in store/schema.py."""
+        unknown = set(columns) - set(RUNS.names)
+        if unknown:
+            raise ValueError(f"{sorted(unknown)} are not runs columns; see docs/SCHEMA.md for the names")
+        self._extra.update(columns)
+
+    # -- logging -------------------------------------------------------------------------
+    def _seen(self, model: nn.Module) -> None:
+        if self._init_params is None:  # θ₀ for dist_from_init: the parameters when first seen
+            self._init_params = [p.detach().clone() for p in model.parameters()]
+            first = next(model.parameters(), None)
+            self._extra.setdefault("n_params", sum(p.numel() for p in model.parameters()))
+            self._extra.setdefault("device", str(first.device) if first is not None else "cpu")
+
+    def step(self, step: int, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, metrics_on: bool = True,
+             set_grad: bool = True, lr: float | None = None, n_projections: int | None = None,
+             generator: torch.Generator | None = None) -> dict[str, float]:
+        """Forward and backward on the batch, leaving ∇L_B in `.grad` (as `zero_grad(); loss.backward()`),
+        and a steps row: GC and the Eq. 6 terms (`metrics_on=False`: loss and accuracy only). Returns the row.
+        `set_grad=False` leaves `.grad` alone (a framework that runs its own backward, e.g. Lightning)."""
+        self._seen(model)
+        loss, batchnorm = self.settings.loss, has_batchnorm(model)
+        if metrics_on and set_grad and not batchnorm:  # one pass: metrics and the gradient
+            row = metrics.step_metrics(model, x, y, loss=loss, set_grad=True, n_projections=n_projections,
+                                       generator=generator)
+        elif metrics_on:  # BatchNorm's train-mode gradient differs from the eval-mode one the metrics use
+            was_training = model.training
+            model.train(was_training and not batchnorm)
+            row = metrics.step_metrics(model, x, y, loss=loss, n_projections=n_projections, generator=generator)
+            model.train(was_training)
+            if set_grad:
+                model.zero_grad(set_to_none=False)
+                batch_loss(model(x), y, loss).backward()
+        else:
+            if set_grad:
+                model.zero_grad(set_to_none=False)
+            with torch.set_grad_enabled(set_grad):
+                out = model(x)
+                value = batch_loss(out, y, loss)
+            if set_grad:
+                value.backward()
+            acc = float((out.argmax(1) == y).double().mean()) if loss == "cross_entropy" else math.nan
+            row = {"train_loss": float(value.detach()), "train_acc": acc}
+        if lr is None:
+            lr = self._columns.get("lr")
+        self.bufs["steps"].append(run_id=self.run_id, step=step, lr=math.nan if lr is None else lr, batch_size=len(x),
+                                  wall_s=time.perf_counter() - self.t0, **row)
+        self._last_step = max(self._last_step, step)
+        return row
+
+    def evaluate(self, step: int, model: nn.Module,
+                 splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | list[Split]) -> None:
+        """An evals row per split (loss, accuracy, GC, ‖θ‖², spectral product, distance from θ₀), in eval mode;
+        theorem, fdim and probe rows too when the settings ask for them."""
+        self._seen(model)
+        if isinstance(splits, Mapping):
+            splits = [Split(name, x, y) for name, (x, y) in splits.items()]
+        with torch.enable_grad():
+            log_eval(model, splits, self.settings, step, self._init_params, self.bufs)
+        self._last_eval = max(self._last_eval, step)
+
+    # -- the run folder ------------------------------------------------------------------
+    def _finish(self, status: str, error: str | None) -> None:
+        for table, buf in self.bufs.items():
+            if len(buf):
+                self.folder.write(table, buf.columns())
+        evals = self.bufs["evals"].columns() if len(self.bufs["evals"]) else {}
+        test_acc = [a for a, s in zip(evals.get("acc", []), evals.get("split", [])) if s == "test" and math.isfinite(a)]
+        self.row = {**self._columns, "status": status, "error": error,
+                    "steps_done": max(self._last_step + 1, self._last_eval, 0),
+                    "best_test_acc": max(test_acc, default=None), "gclab_version": version("gclab"),
+                    "wall_s": time.perf_counter() - self.t0, **self._extra}
+        self.folder.finish(self.row)
