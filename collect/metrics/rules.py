@@ -214,8 +214,8 @@ def _seq_sq_norms(A: Tensor, G: Tensor, trainable, AA: Tensor | None = None) -> 
     if "weight" in trainable:
         if AA is not None or _ghost_is_cheaper(A, G):
             AA = torch.einsum("bgpt,bgps->bgts", A, A) if AA is None else AA
-            GG = torch.einsum("mbgqt,mbgqs->mbgts", G, G)
-            out = out + (GG * AA).sum((2, 3, 4))
+            # <GᵀG, AᵀA> as Σ (G·AᵀA) ⊙ G: one (m·q, T)(T, T) product per example (no (m, T, T) temporary).
+            out = out + (torch.einsum("mbgqt,bgts->mbgqs", G, AA) * G).sum((2, 3, 4))
         else:
             out = out + torch.einsum("mbgqt,bgpt->mbgqp", G, A).square().sum((2, 3, 4))
     if "bias" in trainable:
