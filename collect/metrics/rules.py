@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from collect.metrics.chain import workspace
+
 
 class Rule:
     """Base class. ``ctx = prepare(h)`` is computed once per pass and reused for every row."""
@@ -75,7 +77,12 @@ def mix(delta: Tensor, w: Tensor) -> Tensor:
 def _mixed_from_per_example(J: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``row_terms`` from materialized per-example gradients J (m, b, P): (S, pe, Σ_x J^w (P,))."""
     Jw = torch.einsum("bm,mbp->bp", w, J)
-    return J.square().sum(-1), Jw.square().sum(-1), Jw.sum(0)
+    return _sq(J, -1), _sq(Jw, -1), Jw.sum(0)
+
+
+def _sq(t: Tensor, dim) -> Tensor:
+    """Σ t² over ``dim`` without a t-sized temporary."""
+    return torch.linalg.vector_norm(t, dim=dim).square_()
 
 
 def _split(flat: Tensor, params: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -195,8 +202,23 @@ class Conv2dRule(Rule):
             return (_seq_sq_norms(A, G, self.trainable, AA), _seq_sq_norms(A, self._delta(d[None]), self.trainable, AA)[0],
                     self.grads(ctx, d))
         # Direct: the m rows' per-example gradients are formed anyway; the mixed row is their combination.
-        S, pe, total = _mixed_from_per_example(self.per_example(ctx, delta), w)
-        return S, pe, _split(total, self.trainable)
+        m, b, g, q, T = G.shape
+        S, pe, grads = G.new_zeros(m, b), G.new_zeros(b), {}
+        if "weight" in self.trainable:
+            Jt = torch.einsum("bgpt,mbgqt->bgpmq", A, G)   # kept in the product's layout: no J-sized copy
+            S += _sq(Jt, (1, 2, 4)).T
+            Jw = Jt[:, :, :, 0] * w[:, 0].view(b, 1, 1, 1)
+            for i in range(1, m):
+                Jw.addcmul_(Jt[:, :, :, i], w[:, i].view(b, 1, 1, 1))
+            pe += _sq(Jw, (1, 2, 3))
+            grads["weight"] = Jw.sum(0).transpose(1, 2).reshape(self.module.weight.shape)
+        if "bias" in self.trainable:
+            B = G.sum(4)   # (m, b, g, q)
+            Bw = torch.einsum("bm,mbgq->bgq", w, B)
+            S += _sq(B, (2, 3))
+            pe += _sq(Bw, (1, 2))
+            grads["bias"] = Bw.sum(0).reshape(-1)
+        return S, pe, grads
 
 
 def _ghost_is_cheaper(A: Tensor, G: Tensor) -> bool:
@@ -215,11 +237,11 @@ def _seq_sq_norms(A: Tensor, G: Tensor, trainable, AA: Tensor | None = None) -> 
         if AA is not None or _ghost_is_cheaper(A, G):
             AA = torch.einsum("bgpt,bgps->bgts", A, A) if AA is None else AA
             # <GᵀG, AᵀA> as Σ (G·AᵀA) ⊙ G: one (m·q, T)(T, T) product per example (no (m, T, T) temporary).
-            out = out + (torch.einsum("mbgqt,bgts->mbgqs", G, AA) * G).sum((2, 3, 4))
+            out = out + torch.einsum("mbgqt,bgts->mbgqs", G, AA).mul_(G).sum((2, 3, 4))
         else:
-            out = out + torch.einsum("mbgqt,bgpt->mbgqp", G, A).square().sum((2, 3, 4))
+            out = out + _sq(torch.einsum("bgpt,mbgqt->bgpmq", A, G), (1, 2, 4)).T
     if "bias" in trainable:
-        out = out + G.sum(4).square().sum((2, 3))
+        out = out + _sq(G.sum(4), (2, 3))
     return out
 
 
@@ -227,7 +249,9 @@ def _seq_per_example(A: Tensor, G: Tensor, trainable) -> list[Tensor]:
     m, b = G.shape[:2]
     parts = []
     if "weight" in trainable:
-        parts.append(torch.einsum("mbgqt,bgpt->mbgqp", G, A).reshape(m, b, -1))
+        # A (p, T) on the left of each example's product: measured ~1.6x faster than G Aᵀ when p is small
+        # (a first layer's C_in·kh·kw), never slower; on example-major rows Gᵀ is a free view.
+        parts.append(torch.einsum("bgpt,mbgqt->bgpmq", A, G).permute(3, 0, 1, 4, 2).reshape(m, b, -1))
     if "bias" in trainable:
         parts.append(G.sum(4).reshape(m, b, -1))
     return parts
@@ -245,11 +269,14 @@ class BatchNormEvalRule(Rule):
 
     def per_example(self, ctx, delta):
         m, b, C = delta.shape[:3]
+        d = delta.reshape(m, b, C, -1)
         parts = []
         if "weight" in self.trainable:
-            parts.append((delta * ctx).reshape(m, b, C, -1).sum(-1))
+            # δ ⊙ x̂ into a reused buffer: a fresh δ-sized temporary costs more in page faults than the product.
+            tmp = workspace().get(("bn", d.shape), d.shape, d)
+            parts.append(torch.mul(d, ctx.reshape(b, C, -1), out=tmp).sum(-1))
         if "bias" in self.trainable:
-            parts.append(delta.reshape(m, b, C, -1).sum(-1))
+            parts.append(d.sum(-1))
         return torch.cat(parts, -1) if parts else delta.new_zeros(m, b, 0)
 
     def sq_norms(self, ctx, delta):

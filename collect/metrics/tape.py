@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 from torch.overrides import TorchFunctionMode
 
-from collect.metrics.chain import _has_hooks
+from collect.metrics.chain import _has_hooks, workspace
 
 
 class NotTape(Exception):
@@ -183,9 +183,10 @@ def _rows(g: Tensor, m: int, like: Tensor) -> Tensor:
     return g.reshape(like.shape[0], m, *like.shape[1:])
 
 
-def vjp(op: Op, g: Tensor, m: int, inplace: bool = False) -> Tensor:
+def vjp(op: Op, g: Tensor, m: int, inplace: bool = False, buf=None) -> Tensor:
     """Cotangent of the op's tracked input for the cotangent ``g`` (b·m, *out) of its output;
-    ``inplace``: g is ours alone, element-wise backwards may overwrite it (no fresh allocation)."""
+    ``inplace``: g is ours alone, element-wise backwards may overwrite it (no fresh allocation);
+    ``buf(shape)``: where to put a result built from zeros (a reused workspace buffer)."""
     a, inp = op.a, op.a["input"]
     k = op.kind
     if k == CONV:
@@ -218,7 +219,8 @@ def vjp(op: Op, g: Tensor, m: int, inplace: bool = False) -> Tensor:
         return (gr.mul_(d) if inplace else gr * d).reshape(g.shape)
     if k == "maxpool":
         b, C = inp.shape[:2]
-        gi = g.new_zeros(b, m, C, inp[0, 0].numel())
+        shape = (b, m, C, inp[0, 0].numel())
+        gi = g.new_zeros(shape) if buf is None else buf(shape).zero_()
         idx = op.extra.reshape(b, 1, C, -1).expand(-1, m, -1, -1)
         return gi.scatter_add_(3, idx, g.reshape(b, m, C, -1)).reshape(m * b, *inp.shape[1:])
     if k == "avgpool":
@@ -249,10 +251,12 @@ def backward(x: Tensor, out: Tensor, ops: list[Op], rows: Tensor, need_input: bo
     of x. Rows are folded example-major, (b, m) -> b·m, so that a rule's per-example products
     see each example's m rows as one contiguous matrix (no copy before its matmul)."""
     m, b = rows.shape[:2]
+    ws = workspace()
     cot: dict[int, Tensor] = {id(out): rows.transpose(0, 1).reshape(b * m, *out.shape[1:])}
     owned: set[int] = set()   # ids of cotangents no other tensor aliases
     deltas: dict[int, Tensor] = {}
-    for op in reversed(ops):
+    for pos in range(len(ops) - 1, -1, -1):
+        op = ops[pos]
         g = cot.pop(id(op.out), None)
         if g is None:
             continue
@@ -266,7 +270,7 @@ def backward(x: Tensor, out: Tensor, ops: list[Op], rows: Tensor, need_input: bo
             if op.ins == [id(x)] and not need_input:
                 continue
             inplace = mine and op.kind in _INPLACE
-            gi = vjp(op, g, m, inplace)
+            gi = vjp(op, g, m, inplace, lambda shape: ws.get(("tape", pos), shape, g))
             fresh = op.kind in _FRESH or inplace or (mine and op.kind in ("reshape", "identity"))
             targets = [(op.ins[0], gi, fresh)]
         for i, gi, fresh in targets:
