@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from collect.metrics.chain import workspace
+from collect.metrics.workspace import workspace
 
 
 class Rule:
@@ -206,11 +206,9 @@ class Conv2dRule(Rule):
         S, pe, grads = G.new_zeros(m, b), G.new_zeros(b), {}
         if "weight" in self.trainable:
             Jt = torch.einsum("bgpt,mbgqt->bgpmq", A, G)   # kept in the product's layout: no J-sized copy
-            S += _sq(Jt, (1, 2, 4)).T
-            Jw = Jt[:, :, :, 0] * w[:, 0].view(b, 1, 1, 1)
-            for i in range(1, m):
-                Jw.addcmul_(Jt[:, :, :, i], w[:, i].view(b, 1, 1, 1))
-            pe += _sq(Jw, (1, 2, 3))
+            S += _sq(Jt, -1).sum((1, 2)).T                  # the contiguous q first: measured 2-7x faster
+            Jw = (Jt * w.view(b, 1, 1, m, 1)).sum(3)        # (b, g, p, q)
+            pe += _sq(Jw, -1).sum((1, 2))
             grads["weight"] = Jw.sum(0).transpose(1, 2).reshape(self.module.weight.shape)
         if "bias" in self.trainable:
             B = G.sum(4)   # (m, b, g, q)

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 from torch.overrides import TorchFunctionMode
 
-from collect.metrics.chain import _has_hooks, workspace
+from collect.metrics.chain import _has_hooks
+from collect.metrics.workspace import workspace
 
 
 class NotTape(Exception):
