@@ -94,15 +94,16 @@ def test_fast_path_is_taken_and_matches_bruteforce(name):
         assert torch.allclose(p.grad, expect[pname], rtol=1e-10, atol=1e-14), pname
 
 
-@pytest.mark.parametrize("method", ["ghost", "direct"])
+@pytest.mark.parametrize("method", ["ghost", "direct", "direct_in_product_layout"])
 @pytest.mark.parametrize("name", ["residual_relu", "resnet18_models_py"])
 def test_both_conv_norm_methods_match_bruteforce(name, method, monkeypatch):
-    """Each conv layer picks ghost or direct by FLOPs; force every layer onto one, then the other
-    (strided, grouped + dilated, biased and bias-free convs), for the step terms and the norms."""
+    """Each conv layer picks ghost or direct by FLOPs (and, direct, whether to copy J by its size);
+    force every layer onto each branch (strided, grouped + dilated, biased and bias-free convs)."""
     from collect.metrics import rules
 
     calls = []
     monkeypatch.setattr(rules, "_ghost_is_cheaper", lambda A, G: calls.append(1) or method == "ghost")
+    monkeypatch.setattr(rules, "SMALL_J", 0 if method == "direct_in_product_layout" else 1 << 40)
     net = _net(name)
     x, y = _x(4), _y(4)
     got, ref = step_terms(net, x, y, set_grad=True), step_reference(net, x, y, "cross_entropy")
