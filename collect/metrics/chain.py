@@ -9,12 +9,12 @@ top layer's product is free (row i of δ_L W_L is the i-th row of W_L).
 """
 from __future__ import annotations
 
-import math
-import threading
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from collect.metrics.workspace import NoWorkspace, workspace
 
 # Element-wise activations (exact type match: a subclass may change forward).
 ELEMENTWISE = frozenset({
@@ -93,40 +93,6 @@ def parse(model: nn.Module, strict: bool = False) -> Chain | None:
         return None
 
 
-class Workspace:
-    """Per-thread buffers reused across calls for the large per-step tensors. Why: glibc hands
-    freed MB-sized blocks back to the OS, and re-touching fresh pages costs ~1 ms per step on
-    this kind of VM (measured: chain backward 3.2 ms -> 2.1 ms single-threaded)."""
-
-    def __init__(self):
-        self.bufs: dict = {}
-
-    MAX_ELEMENTS = 1 << 24  # larger buffers (e.g. many Hutchinson rows) are not kept
-
-    def get(self, key, shape, like: Tensor) -> Tensor:
-        if math.prod(shape) > self.MAX_ELEMENTS:
-            self.bufs.pop(key, None)
-            return torch.empty(shape, dtype=like.dtype, device=like.device)
-        t = self.bufs.get(key)
-        if t is None or t.shape != shape or t.dtype != like.dtype or t.device != like.device:
-            t = self.bufs[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
-        return t
-
-
-class _NoWorkspace:
-    def get(self, key, shape, like):
-        return torch.empty(shape, dtype=like.dtype, device=like.device)
-
-
-_LOCAL = threading.local()
-
-
-def workspace() -> Workspace:
-    if not hasattr(_LOCAL, "ws"):
-        _LOCAL.ws = Workspace()
-    return _LOCAL.ws
-
-
 def _act(mod: nn.Module, z: Tensor, owned: bool, ws, key) -> tuple[Tensor, Tensor]:
     """Activation value and its element-wise derivative (as torch's backward computes it).
     ``owned``: z is our own buffer, so the activation may overwrite it."""
@@ -149,7 +115,7 @@ def _act(mod: nn.Module, z: Tensor, owned: bool, ws, key) -> tuple[Tensor, Tenso
 def forward(spec: Chain, x: Tensor, ws=None) -> Forward | None:
     """Forward keeping each Linear's input and the activation derivatives (no autograd graph).
     With a ``Workspace``, the tensors returned live in it until the next call."""
-    ws = ws or _NoWorkspace()
+    ws = ws or NoWorkspace()
     b = x.shape[0]
     h = x.reshape(b, -1) if spec.flatten else x
     if h.dim() != 2:
@@ -179,7 +145,7 @@ def forward(spec: Chain, x: Tensor, ws=None) -> Forward | None:
 def backward(fw: Forward, rows: Tensor | None, need_input: bool, ws=None) -> tuple[list[Tensor], Tensor | None]:
     """δ_l = ∂rows/∂z_l for every Linear (each (m, b, n_l)) and ∂rows/∂x (m, b, d) flattened.
     ``rows=None`` means the k one-hot rows."""
-    ws = ws or _NoWorkspace()
+    ws = ws or NoWorkspace()
     out = fw.out
     b, k = out.shape
     L = len(fw.linears)

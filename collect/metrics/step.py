@@ -74,21 +74,16 @@ def step_terms(model: nn.Module, x: Tensor, y: Tensor, *, loss: str = "cross_ent
         out = p.out
         b, k = out.shape
         eps, loss_x, correct = saved["res"] if n is not None else residuals(out, y, loss)
-        eps_b = (eps / b).unsqueeze(1)                    # (b, 1, k)
         S = out.new_zeros(k if n is None else n, b)        # exact: ||∇_θ f^i(x)||²; else ||∇_θ (v⊙ε)ᵀf||²
         pe_b = out.new_zeros(b)                            # ||∇_θ L_x||² / b²
         grads, params = [], []
+        # Exact: the k one-hot rows, mixed by ε/b. Hutchinson: rows n..2n (v ⊙ ε) and row 2n (ε/b) mixed by one-hot.
+        w = eps / b if n is None else F.one_hot(torch.full((b,), n, device=out.device), n + 1).to(out.dtype)
         for s in p.layers:
-            if n is None:
-                S += s.rule.sq_norms(s.ctx, s.delta)
-                # δ^ε(x) = Σ_i ε_x^i δ^i(x): a (1×k)(k×N) product per example, one bmm for the batch.
-                dl = s.delta.reshape(k, b, -1).transpose(0, 1)
-                d_eps = torch.bmm(eps_b, dl).reshape(s.delta.shape[1:])
-            else:
-                S += s.rule.sq_norms(s.ctx, s.delta[n:2 * n])
-                d_eps = s.delta[2 * n]
-            pe_b += s.rule.sq_norms(s.ctx, d_eps.unsqueeze(0))[0]
-            for name, g in s.rule.grads(s.ctx, d_eps).items():
+            S_l, pe_l, g_l = s.rule.row_terms(s.ctx, s.delta if n is None else s.delta[n:], w)
+            S += S_l if n is None else S_l[:n]
+            pe_b += pe_l
+            for name, g in g_l.items():
                 grads.append(g)
                 params.append(s.rule.trainable[name])
         gsq = torch.stack(torch._foreach_norm(grads)).double().square().sum() if grads else out.new_zeros((), dtype=torch.float64)

@@ -1,6 +1,6 @@
 """Fast exact path for conv and residual nets: record the forward as a tape of torch calls,
 then run ONE hand-written backward of all ``m`` cotangent rows with the rows folded into the
-batch dimension (``(m·b, C, H, W)``), so every op's backward is one plain kernel call:
+batch dimension (``(b·m, C, H, W)``), so every op's backward is one plain kernel call:
 conv → transposed conv, eval BatchNorm → per-channel scale, ReLU → mask,
 pooling → its aten backward, residual add → fan-out sum, Flatten → reshape, Linear → matmul.
 
@@ -22,6 +22,7 @@ from torch.nn.modules.utils import _pair
 from torch.overrides import TorchFunctionMode
 
 from collect.metrics.chain import _has_hooks
+from collect.metrics.workspace import workspace
 
 
 class NotTape(Exception):
@@ -174,16 +175,19 @@ def record(model: nn.Module, x: Tensor, params: dict[int, str]) -> tuple[Tensor,
 
 
 def _expand_like(t: Tensor, m: int) -> Tensor:
-    """A zero-stride stand-in of shape (m·b, ...) for kernels that only read the input's shape."""
+    """A zero-stride stand-in of shape (b·m, ...) for kernels that only read the input's shape."""
     return t.new_empty(()).expand(m * t.shape[0], *t.shape[1:])
 
 
 def _rows(g: Tensor, m: int, like: Tensor) -> Tensor:
-    return g.reshape(m, *like.shape)
+    """(b·m, *out) -> (b, m, *out): rows are folded example-major (see ``backward``)."""
+    return g.reshape(like.shape[0], m, *like.shape[1:])
 
 
-def vjp(op: Op, g: Tensor, m: int) -> Tensor:
-    """Cotangent of the op's tracked input for the cotangent ``g`` (m·b, *out) of its output."""
+def vjp(op: Op, g: Tensor, m: int, inplace: bool = False, buf=None) -> Tensor:
+    """Cotangent of the op's tracked input for the cotangent ``g`` (b·m, *out) of its output;
+    ``inplace``: g is ours alone, element-wise backwards may overwrite it (no fresh allocation);
+    ``buf(shape)``: where to put a result built from zeros (a reused workspace buffer)."""
     a, inp = op.a, op.a["input"]
     k = op.kind
     if k == CONV:
@@ -199,7 +203,8 @@ def vjp(op: Op, g: Tensor, m: int) -> Tensor:
         scale = torch.rsqrt(a["running_var"] + a["eps"])
         if a["weight"] is not None:
             scale = scale * a["weight"]
-        return g * scale.view(1, -1, *([1] * (g.dim() - 2)))
+        scale = scale.view(1, -1, *([1] * (g.dim() - 2)))
+        return g.mul_(scale) if inplace else g * scale
     if k == "act":
         if op.func in (F.relu, torch.relu, torch.Tensor.relu):
             d = op.out > 0
@@ -211,12 +216,14 @@ def vjp(op: Op, g: Tensor, m: int) -> Tensor:
                 extra = {kk: v for kk, v in a.items() if kk not in ("input", "args", "kwargs", "inplace")}
                 y = op.func(z, *a["args"], **a["kwargs"], **extra)
                 (d,) = torch.autograd.grad(y, z, torch.ones_like(y))
-        return (_rows(g, m, op.out) * d).reshape(g.shape)
+        gr, d = _rows(g, m, op.out), d.unsqueeze(1)
+        return (gr.mul_(d) if inplace else gr * d).reshape(g.shape)
     if k == "maxpool":
         b, C = inp.shape[:2]
-        gi = g.new_zeros(m, b, C, inp[0, 0].numel())
-        idx = op.extra.reshape(1, b, C, -1).expand(m, -1, -1, -1)
-        return gi.scatter_add_(3, idx, g.reshape(m, b, C, -1)).reshape(m * b, *inp.shape[1:])
+        shape = (b, m, C, inp[0, 0].numel())
+        gi = g.new_zeros(shape) if buf is None else buf(shape).zero_()
+        idx = op.extra.reshape(b, 1, C, -1).expand(-1, m, -1, -1)
+        return gi.scatter_add_(3, idx, g.reshape(b, m, C, -1)).reshape(m * b, *inp.shape[1:])
     if k == "avgpool":
         return torch.ops.aten.avg_pool2d_backward(
             g, _expand_like(inp, m), a["kernel_size"], a["stride"] or a["kernel_size"], a["padding"],
@@ -233,26 +240,51 @@ def vjp(op: Op, g: Tensor, m: int) -> Tensor:
     raise AssertionError(k)
 
 
+# Element-wise backwards that may run in place on a cotangent no one else holds.
+_INPLACE = {"act", "bn"}
+# Backwards returning a fresh tensor (ours to overwrite later); reshape/identity pass ownership on.
+_FRESH = {CONV, LINEAR, "maxpool", "avgpool"}
+
+
 def backward(x: Tensor, out: Tensor, ops: list[Op], rows: Tensor, need_input: bool,
              layer_ids: set[int]) -> tuple[dict[int, Tensor], Tensor | None]:
-    """Cotangents (m·b, *out) of every layer-op output in ``layer_ids`` (by id of the output) and of x."""
-    m = rows.shape[0]
-    cot: dict[int, Tensor] = {id(out): rows.reshape(m * out.shape[0], *out.shape[1:])}
+    """Cotangents (b·m, *out) of every layer-op output in ``layer_ids`` (by id of the output) and
+    of x. Rows are folded example-major, (b, m) -> b·m, so that a rule's per-example products
+    see each example's m rows as one contiguous matrix (no copy before its matmul)."""
+    m, b = rows.shape[:2]
+    ws = workspace()
+    cot: dict[int, Tensor] = {id(out): rows.transpose(0, 1).reshape(b * m, *out.shape[1:])}
+    owned: set[int] = set()   # ids of cotangents no other tensor aliases
     deltas: dict[int, Tensor] = {}
-    for op in reversed(ops):
+    for pos in range(len(ops) - 1, -1, -1):
+        op = ops[pos]
         g = cot.pop(id(op.out), None)
         if g is None:
             continue
+        mine = id(g) in owned
+        owned.discard(id(g))
         if id(op.out) in layer_ids:
-            deltas[id(op.out)] = g
+            deltas[id(op.out)], mine = g, False   # the rule reads it later
         if op.kind == "add":
-            targets = [(i, g) for i in op.ins]
+            targets = [(i, g, mine and len(op.ins) == 1) for i in op.ins]
         else:
             if op.ins == [id(x)] and not need_input:
                 continue
-            targets = [(op.ins[0], vjp(op, g, m))]
-        for i, gi in targets:
-            cot[i] = gi if i not in cot else cot[i] + gi
+            inplace = mine and op.kind in _INPLACE
+            gi = vjp(op, g, m, inplace, lambda shape: ws.get(("tape", pos), shape, g))
+            fresh = op.kind in _FRESH or inplace or (mine and op.kind in ("reshape", "identity"))
+            targets = [(op.ins[0], gi, fresh)]
+        for i, gi, fresh in targets:
+            if i not in cot:
+                cot[i] = gi
+            elif id(cot[i]) in owned:
+                cot[i].add_(gi)
+                continue
+            else:
+                cot[i] = cot[i] + gi
+                fresh = True
+            if fresh:
+                owned.add(id(cot[i]))
     return deltas, cot.get(id(x))
 
 
@@ -297,9 +329,9 @@ def run(model: nn.Module, x: Tensor, cot, entries, *, need_input: bool, need_lay
     layers = []
     for op, (name, mod, rule) in layer_ops:
         g = deltas.get(id(op.out))
-        g = op.out.new_zeros(m, *op.out.shape) if g is None else g.reshape(m, *op.out.shape)
+        g = op.out.new_zeros(m, *op.out.shape) if g is None else _rows(g, m, op.out).transpose(0, 1)
         layers.append(LayerSignal(name, mod, rule, rule.prepare(op.a["input"]), g))
     if need_input:
-        gx = x.new_zeros(m, *x.shape) if gx is None else gx.reshape(m, *x.shape)
+        gx = x.new_zeros(m, *x.shape) if gx is None else _rows(gx, m, x).transpose(0, 1)
     unused = [p for _, mod, r in entries if id(mod) not in seen for p in r.params()] if need_layers else []
     return out, layers, gx, unused

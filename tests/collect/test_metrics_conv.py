@@ -94,6 +94,29 @@ def test_fast_path_is_taken_and_matches_bruteforce(name):
         assert torch.allclose(p.grad, expect[pname], rtol=1e-10, atol=1e-14), pname
 
 
+@pytest.mark.parametrize("method", ["ghost", "direct", "direct_in_product_layout"])
+@pytest.mark.parametrize("name", ["residual_relu", "resnet18_models_py"])
+def test_both_conv_norm_methods_match_bruteforce(name, method, monkeypatch):
+    """Each conv layer picks ghost or direct by FLOPs (and, direct, whether to copy J by its size);
+    force every layer onto each branch (strided, grouped + dilated, biased and bias-free convs)."""
+    from collect.metrics import rules
+
+    calls = []
+    monkeypatch.setattr(rules, "_ghost_is_cheaper", lambda A, G: calls.append(1) or method == "ghost")
+    monkeypatch.setattr(rules, "SMALL_J", 0 if method == "direct_in_product_layout" else 1 << 40)
+    net = _net(name)
+    x, y = _x(4), _y(4)
+    got, ref = step_terms(net, x, y, set_grad=True), step_reference(net, x, y, "cross_entropy")
+    assert calls
+    for key in PER_EXAMPLE:
+        assert close(got[key], ref[key], 1e-9), key
+    expect = batch_grads(net, x, y, "cross_entropy")
+    step_terms(net, x, y, set_grad=True)
+    for pname, p in net.named_parameters():
+        assert torch.allclose(p.grad, expect[pname], rtol=1e-10, atol=1e-14), pname
+    assert close(per_example_grad_norms(net, x, y), ref["per_example_grad_sq"], 1e-10)
+
+
 @pytest.mark.parametrize("name", sorted(NETS))
 def test_per_example_grad_norms_match_bruteforce(name):
     net = _net(name)
