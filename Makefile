@@ -73,6 +73,9 @@ test: setup
 $(BENCH_STAMP): $(STAMP)
 	"$(PY)" -m pip install -q --disable-pip-version-check $(TORCH) -e ".[dev,ray,bench]"
 	"$(PY)" -c "import sys, torch; a = sys.argv[1]; want = a.split('==')[1].split()[0] if '==' in a else torch.__version__; sys.exit(0 if torch.__version__.startswith(want) else 'bench extra replaced torch: ' + torch.__version__)" "$(TORCH)"
+	# PyPI's torchvision is built for the CUDA torch and cannot load against the CPU build; BackPACK
+	# only declares it, and a broken torchvision breaks Lightning's optional import of it.
+	"$(PY)" -c "import torchvision" 2>/dev/null || "$(PY)" -m pip uninstall -y -q torchvision
 	@touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
