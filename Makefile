@@ -63,7 +63,7 @@ check: setup
 
 # Each claim test on 200 null and 100 planted-effect stores (in memory; ~10–25 min on 2 cores).
 calibrate: setup
-	"$(PY)" -m planted.calibrate --out "$$OUT"
+	"$(PY)" -m gclab.planted.calibrate --out "$$OUT"
 
 test: setup
 	"$(PY)" -m pytest -n 2 tests

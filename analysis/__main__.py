@@ -7,12 +7,12 @@ import sys
 
 import polars as pl
 
-from store.db import StoreError
-from store.readonly import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, Interrupted
+from gclab.store.db import StoreError
+from gclab.store.readonly import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, Interrupted
 
 
 def _sql(args) -> None:
-    from store.readonly import bounded_query, check_read_only, describe, sandbox
+    from gclab.store.readonly import bounded_query, check_read_only, describe, sandbox
 
     if args.max_rows < 1 or args.timeout <= 0:
         raise StoreError("--max-rows and --timeout must be positive, e.g. --max-rows 50 --timeout 300")
@@ -31,8 +31,8 @@ def _sql(args) -> None:
 
 
 def _claims(args) -> None:
-    from analysis.claims import by_kind, claims_table, summary
-    from store.db import connect
+    from gclab.analysis.claims import by_kind, claims_table, summary
+    from gclab.store.db import connect
 
     with connect(args.data) as con:
         table = by_kind(claims_table(con))
@@ -56,8 +56,8 @@ HEADLINE = ("fig5", "thm51", "igr", "fig4")
 
 def print_summary(table: pl.DataFrame | None) -> None:
     """Verdict counts and the headline rows, a few lines for the end of `make demo` / `make report`."""
-    from analysis.claims import summary
-    from analysis.result import INSUFFICIENT
+    from gclab.analysis.claims import summary
+    from gclab.analysis.result import INSUFFICIENT
 
     if table is None:
         print("claims: not available (see the report's claims section)")
@@ -72,7 +72,7 @@ def print_summary(table: pl.DataFrame | None) -> None:
 
 
 def _report(args) -> None:
-    from analysis.report import render
+    from gclab.analysis.report import render
 
     path = render(args.data, args.out)
     print_summary(render.last_claims)

@@ -29,9 +29,9 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from analysis.result import CONTRADICTED, INCONCLUSIVE, SUPPORTED, Analysis, claim, claims_frame, insufficient
-from analysis.verdict import decide
-from store.db import query
+from gclab.analysis.result import CONTRADICTED, INCONCLUSIVE, SUPPORTED, Analysis, claim, claims_frame, insufficient
+from gclab.analysis.verdict import decide
+from gclab.store.db import query
 
 MIN_RUNS = 3
 OUTPUTS = ("softmax", "logits")

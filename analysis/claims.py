@@ -16,10 +16,10 @@ from contextlib import contextmanager
 
 import polars as pl
 
-from analysis import bfd, double_descent, fig1, igr, measures, theorem, trends, ucurve
-from analysis.result import CLAIM_COLUMNS, KINDS, VERDICTS, Analysis, claims_frame, insufficient
-from analysis.verdict import holm
-from store.schema import SCHEMAS
+from gclab.analysis import bfd, double_descent, fig1, igr, measures, theorem, trends, ucurve
+from gclab.analysis.result import CLAIM_COLUMNS, KINDS, VERDICTS, Analysis, claims_frame, insufficient
+from gclab.analysis.verdict import holm
+from gclab.store.schema import SCHEMAS
 
 MODULES = {"fig1": fig1, "trends": trends, "double_descent": double_descent, "ucurve": ucurve,
            "theorem": theorem, "igr": igr, "bfd": bfd, "measures": measures}
@@ -51,7 +51,7 @@ def run_all(con) -> dict[str, Analysis]:
                 out[name] = module.analyze(con)
             except Exception as exc:  # noqa: BLE001 — reported as a row, see module docstring
                 row = insufficient(f"{name} analysis", name, "analysis failed", f"{type(exc).__name__}: {exc}",
-                                   kind="check", source=f"analysis.{name}")
+                                   kind="check", source=f"gclab.analysis.{name}")
                 out[name] = Analysis(name, {}, claims_frame([row]))
     return out
 

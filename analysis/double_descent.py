@@ -28,10 +28,10 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, insufficient
-from analysis.run_summary import with_runs
-from analysis.verdict import decide, two_sided
-from store.db import query
+from gclab.analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, insufficient
+from gclab.analysis.run_summary import with_runs
+from gclab.analysis.verdict import decide, two_sided
+from gclab.store.db import query
 
 CLAIMS = {"test_loss": "test loss double-descends in width: an interior peak above both sides (Fig. 5 left)",
           "gc": "GC double-descends in width like the test loss (Fig. 5 left)"}

@@ -29,10 +29,10 @@ import polars as pl
 from scipy import stats
 from statsmodels.stats.weightstats import DescrStatsW
 
-from analysis.result import (ALPHA, CONTRADICTED, INCONCLUSIVE, SUPPORTED, Analysis, claim, claims_frame,
+from gclab.analysis.result import (ALPHA, CONTRADICTED, INCONCLUSIVE, SUPPORTED, Analysis, claim, claims_frame,
                              insufficient)
-from analysis.verdict import decide
-from store.db import query
+from gclab.analysis.verdict import decide
+from gclab.store.db import query
 
 ARC_CLAIM = "at zero training error the network's arc length is equivalent to the minimal interpolant's (Fig. 1)"
 GC_CLAIM = "GC grows from ≈0 during training, compared at matched (zero) training error (Fig. 1)"

@@ -29,11 +29,11 @@ import numpy as np
 import polars as pl
 import statsmodels.api as sm
 
-from analysis.result import (ALPHA, CONTRADICTED, INCONCLUSIVE, SUPPORTED, Analysis, claim, claims_frame,
+from gclab.analysis.result import (ALPHA, CONTRADICTED, INCONCLUSIVE, SUPPORTED, Analysis, claim, claims_frame,
                              insufficient)
-from analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
-from analysis.verdict import decide, describe
-from store.db import query
+from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
+from gclab.analysis.verdict import decide, describe
+from gclab.store.db import query
 
 TOLERANCE = 1e-6
 IDENTITY_CLAIM = "Eq. 6 decomposition ||∇θ L_B||² = R_B + A_B + C_B holds at every logged step"

@@ -28,10 +28,10 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from analysis.result import Analysis, claim, claims_frame, insufficient
-from analysis.run_summary import EXCLUDED_SQL, FITTED, HYPER_COLUMNS, with_runs
-from analysis.verdict import decide, describe
-from store.db import query
+from gclab.analysis.result import Analysis, claim, claims_frame, insufficient
+from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, HYPER_COLUMNS, with_runs
+from gclab.analysis.verdict import decide, describe
+from gclab.store.db import query
 
 MEASURES = ["gc", "param_norm_sq", "spectral_product", "dist_from_init", "sharpness", "bfd"]
 CLAIM = "GC is positively rank-correlated with the generalization gap (granulated Kendall Ψ)"

@@ -21,9 +21,9 @@ import polars as pl
 import statsmodels.api as sm
 from statsmodels.stats.proportion import proportion_confint
 
-from analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, insufficient
-from analysis.verdict import decide, wilcoxon_two_sided
-from store.db import query
+from gclab.analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, insufficient
+from gclab.analysis.verdict import decide, wilcoxon_two_sided
+from gclab.store.db import query
 
 VIOLATION_CLAIM = "Theorem 5.1 holds: ||∇x f||² ≤ ||∇θ f||² / Σ T² for every logged example"
 CONDITION_CLAIM = "Σ T² shrinks slower than ||∇θ f||² during training (the paper's condition for IGR to reduce GC)"

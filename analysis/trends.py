@@ -33,10 +33,10 @@ import polars as pl
 import statsmodels.api as sm
 from scipy import stats
 
-from analysis.result import ALPHA, Analysis, claim, claims_frame, insufficient
-from analysis.run_summary import EXCLUDED_SQL, FITTED, INTERPOLATING_SWEEPS, excluded_note, with_runs
-from analysis.verdict import decide, describe
-from store.db import query
+from gclab.analysis.result import ALPHA, Analysis, claim, claims_frame, insufficient
+from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, INTERPOLATING_SWEEPS, excluded_note, with_runs
+from gclab.analysis.verdict import decide, describe
+from gclab.store.db import query
 
 FIG3_REGS = ["l2", "spectral_reg", "flatness_reg", "label_noise"]
 FIG4_SWEEPS = {"fig4": "SGD", "fig4_momentum": "SGD+momentum", "fig4_adam": "Adam"}

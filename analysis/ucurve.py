@@ -30,10 +30,10 @@ import statsmodels.api as sm
 from scipy import stats
 from statsmodels.nonparametric.smoothers_lowess import lowess
 
-from analysis.result import ALPHA, Analysis, claim, claims_frame, insufficient
-from analysis.run_summary import with_runs
-from analysis.verdict import decide
-from store.db import query
+from gclab.analysis.result import ALPHA, Analysis, claim, claims_frame, insufficient
+from gclab.analysis.run_summary import with_runs
+from gclab.analysis.verdict import decide
+from gclab.store.db import query
 
 CLAIM = "test loss is U-shaped in GC across widths (Fig. 5 right)"
 PAPER = {"kind": "paper", "source": "seed 002 §6, Fig. 5 right"}

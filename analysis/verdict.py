@@ -17,7 +17,7 @@ import polars as pl
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from analysis.result import ALPHA, CONTRADICTED, INCONCLUSIVE, SUPPORTED
+from gclab.analysis.result import ALPHA, CONTRADICTED, INCONCLUSIVE, SUPPORTED
 
 HOLM_NOTE = "not significant after Holm's correction over the paper rows"
 

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     for name in args.only:
         t0 = time.perf_counter()
         print(f"bench {name} ...", file=sys.stderr, flush=True)
-        result[name] = importlib.import_module(f"bench.{name}").run()
+        result[name] = importlib.import_module(f"gclab.bench.{name}").run()
         result[name]["bench_wall_s"] = round(time.perf_counter() - t0, 1)
         path.write_text(json.dumps(result, indent=2, default=float))  # keep what is done so far
     print(json.dumps(result, indent=2, default=float))

@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _fig5_run_seconds(metrics: bool, data_dir: str) -> tuple[float, int]:
-    from collect.sweep import load_sweep
-    from collect.train import train
+    from gclab.collect.sweep import load_sweep
+    from gclab.collect.train import train
 
     runs = [c for c in load_sweep("fig5", overrides={"metrics": metrics}).runs if c.seed == 0]
     cfg = min(runs, key=lambda c: abs(c.width - 60))  # a run near the interpolation threshold

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
-from collect.metrics import functional_dimension, step_metrics
+from gclab.collect.metrics import functional_dimension, step_metrics
 
 D_IN, WIDTH, K = 40, 256, 10
 TARGETS = {"suite_max_ratio": 4.5, "vmap_min_speedup": 25.0, "loop_min_speedup": 60.0, "bfd_min_speedup": 10.0}

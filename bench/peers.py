@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from collect.metrics import geometric_complexity, per_example_grad_norms, step_metrics
-from collect.models import build_model
+from gclab.collect.metrics import geometric_complexity, per_example_grad_norms, step_metrics
+from gclab.collect.models import build_model
 
 # name: (builder, input shape, batch, suite target, gc target)
 NETS = {

@@ -20,8 +20,8 @@ def _dir_bytes(folder: Path) -> int:
 
 def gc_at_best_query_seconds(data_dir: Path) -> tuple[float, float, int]:
     """(connect s, query s, rows): "GC at best test acc per run" over the Parquet views, as a user's SQL runs."""
-    from analysis.report.queries import GC_AT_BEST_SQL
-    from store.db import connect, query
+    from gclab.analysis.report.queries import GC_AT_BEST_SQL
+    from gclab.store.db import connect, query
 
     t0 = time.perf_counter()
     with connect(data_dir, warn=False) as con:
@@ -32,8 +32,8 @@ def gc_at_best_query_seconds(data_dir: Path) -> tuple[float, float, int]:
 
 
 def run(tmp_dir=None) -> dict:
-    from analysis.report import render
-    from planted.store import SWEEPS, write_planted_store
+    from gclab.analysis.report import render
+    from gclab.planted.store import SWEEPS, write_planted_store
 
     own = tmp_dir is None
     root = Path(tempfile.mkdtemp(prefix="gclab-bench-report-") if own else tmp_dir)

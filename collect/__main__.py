@@ -5,7 +5,7 @@ import argparse
 import sys
 import time
 
-from collect.sweep import MAX_RUNS, ConfigError, expand, load_sweep, parse_overrides, shipped_sweeps
+from gclab.collect.sweep import MAX_RUNS, ConfigError, expand, load_sweep, parse_overrides, shipped_sweeps
 
 # `make paper` runs these CPU-scale sweeps.
 PAPER_SWEEPS = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
@@ -28,7 +28,7 @@ def main(argv=None) -> int:
                    help=f"allow more than {MAX_RUNS:,} runs and models or data beyond the size bounds")
     args = p.parse_args(argv)
     try:
-        from collect.preflight import preflight
+        from gclab.collect.preflight import preflight
 
         overrides = parse_overrides(args.set)
         names, scale = (PAPER_SWEEPS, args.scale) if args.paper else expand([args.sweep], args.scale)
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
             for c in s.runs:
                 print(s.name, c.run_id, c.model_dump_json(exclude_defaults=True))
         return 0
-    from collect.runner import CLAIMED, DONE_ELSEWHERE, run_sweep
+    from gclab.collect.runner import CLAIMED, DONE_ELSEWHERE, run_sweep
 
     t0 = time.perf_counter()
     rows = [r for s in sweeps for r in run_sweep(s.runs, args.data, backend=args.backend, workers=args.workers, label=s.name)]

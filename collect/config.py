@@ -10,11 +10,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from collect.datasets import DATASETS
-from collect.init import INIT_SCHEMES as INITS
-from collect.init import zero_bias_default
-from collect.models import ACTIVATIONS, MODELS
-from store.layout import run_id_of
+from gclab.collect.datasets import DATASETS
+from gclab.collect.init import INIT_SCHEMES as INITS
+from gclab.collect.init import zero_bias_default
+from gclab.collect.models import ACTIVATIONS, MODELS
+from gclab.store.layout import run_id_of
 
 # Fields that do not change what is computed, so they stay out of the run_id.
 NOT_HASHED = ("device", "raw_dir")

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from collect import metrics
-from collect.buffer import TableBuffer
-from collect.metrics import batch_loss
-from collect.metrics.chain import parse as parse_chain
-from collect.metrics.fdim import bfd_ceiling, rank_of
+from gclab.collect import metrics
+from gclab.collect.buffer import TableBuffer
+from gclab.collect.metrics import batch_loss
+from gclab.collect.metrics.chain import parse as parse_chain
+from gclab.collect.metrics.fdim import bfd_ceiling, rank_of
 
 
 FULL_FDIM = "random_full"  # the nested random-input pool: fdim rows with split 'random', never evals rows

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 import torch
 from lightning.pytorch import Callback
 
-from collect.recorder import Recorder
+from gclab.collect.recorder import Recorder
 
 
 def first_two(batch) -> tuple[torch.Tensor, torch.Tensor]:

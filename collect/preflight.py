@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from collect.sweep import ConfigError
+from gclab.collect.sweep import ConfigError
 
 MAX_PARAMS = 100_000_000  # 400 MB of float32 weights, before gradients and optimizer state
 MAX_DATA_BYTES = 8 * 2**30  # float32 features of train + test
@@ -25,8 +25,8 @@ def _where(sweep) -> str:
 
 def _dataset_shape(cfg, data_dir, cache: dict) -> tuple[tuple, int]:
     """(input_shape, n_classes) from a one-example load (files checked, nothing generated at size)."""
-    from collect.datasets import DatasetNotFoundError
-    from collect.train import load_run_dataset
+    from gclab.collect.datasets import DatasetNotFoundError
+    from gclab.collect.train import load_run_dataset
 
     key = (cfg.dataset, cfg.raw_dir, cfg.model == "mlp", cfg.input_dim, cfg.n_classes, cfg.data_seed)
     if key not in cache:
@@ -42,7 +42,7 @@ def _dataset_shape(cfg, data_dir, cache: dict) -> tuple[tuple, int]:
 
 
 def _n_params(cfg, input_shape, n_out, cache: dict) -> int:
-    from collect.models import build_model
+    from gclab.collect.models import build_model
 
     key = (cfg.model, input_shape, n_out, cfg.width, cfg.depth, cfg.activation, cfg.bias)
     if key not in cache:
@@ -55,7 +55,7 @@ def _n_params(cfg, input_shape, n_out, cache: dict) -> int:
 
 
 def check_device(requested: str) -> None:
-    from collect.device import resolve_device
+    from gclab.collect.device import resolve_device
 
     try:
         device = resolve_device(requested)

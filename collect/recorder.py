@@ -31,13 +31,13 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from collect import metrics
-from collect.buffer import TableBuffer
-from collect.config import RunConfig
-from collect.evaluate import Split, log_eval
-from collect.metrics import batch_loss
-from store.layout import RunFolder, run_id_of
-from store.schema import RUNS, SCHEMAS
+from gclab.collect import metrics
+from gclab.collect.buffer import TableBuffer
+from gclab.collect.config import RunConfig
+from gclab.collect.evaluate import Split, log_eval
+from gclab.collect.metrics import batch_loss
+from gclab.store.layout import RunFolder, run_id_of
+from gclab.store.schema import RUNS, SCHEMAS
 
 SWEEP_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 # RunConfig fields that are runs columns: a user's config fills them when it has them.

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from collect.config import RunConfig
-from store.check import inventory, run_state
-from store.claim import Claim
-from store.layout import quarantine, run_dir
+from gclab.collect.config import RunConfig
+from gclab.store.check import inventory, run_state
+from gclab.store.claim import Claim
+from gclab.store.layout import quarantine, run_dir
 
 FINAL = ("completed", "diverged")
 # What run_one reports besides a trained run's status.
@@ -51,8 +51,8 @@ def run_one(config_json: str, data_dir: str, threads: int, progress: bool = Fals
 
 
 def _train_or_record(cfg: RunConfig, data_dir: str, threads: int, progress: bool) -> dict:
-    from collect.recorder import one_line_error
-    from collect.train import train  # heavy imports inside the worker
+    from gclab.collect.recorder import one_line_error
+    from gclab.collect.train import train  # heavy imports inside the worker
 
     try:
         return train(cfg, data_dir, threads=threads, progress=progress)
@@ -127,8 +127,8 @@ def collect_sweep(sweep, data="data", *, scale: str = "cpu", overrides: dict | N
     """Train a sweep (shipped name, .toml path, `demo`, or a list of them) into the store at `data`; runs already
     stored are skipped. Returns the rows of the runs trained now. Bad input raises a one-line ConfigError
     before anything is written."""
-    from collect.preflight import preflight
-    from collect.sweep import expand, load_sweep
+    from gclab.collect.preflight import preflight
+    from gclab.collect.sweep import expand, load_sweep
 
     names, scale = expand([sweep] if isinstance(sweep, (str, Path)) else sweep, scale)
     sweeps = [load_sweep(str(n), scale=scale, overrides=overrides, allow_huge=allow_huge) for n in names]

@@ -27,8 +27,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
 
-from collect.config import RunConfig
-from store.schema import SCALES  # `cpu` is the sweep file itself, the others its sections
+from gclab.collect.config import RunConfig
+from gclab.store.schema import SCALES  # `cpu` is the sweep file itself, the others its sections
 
 TOP_KEYS = {"description", "seeds", "base", "grid", "grids", "paper", "demo"}
 MAX_RUNS = 10_000  # more is refused without --allow-huge
@@ -71,7 +71,7 @@ class Sweep:
 
 
 def shipped_sweeps() -> list[str]:
-    return sorted([DEMO, *(p.name.removesuffix(".toml") for p in resources.files("collect.sweeps").iterdir()
+    return sorted([DEMO, *(p.name.removesuffix(".toml") for p in resources.files("gclab.collect.sweeps").iterdir()
                            if p.name.endswith(".toml"))])
 
 
@@ -81,7 +81,7 @@ def _locate(name_or_path: str) -> Path:
         if not path.is_file():
             raise ConfigError(f"sweep file {path} not found; give a shipped sweep name ({', '.join(shipped_sweeps())}) or a path to a .toml file")
         return path
-    shipped = resources.files("collect.sweeps") / f"{name_or_path}.toml"
+    shipped = resources.files("gclab.collect.sweeps") / f"{name_or_path}.toml"
     if not shipped.is_file():
         hint = difflib.get_close_matches(name_or_path, shipped_sweeps(), n=1)
         raise ConfigError(f"unknown sweep '{name_or_path}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from collect.config import RunConfig
-from collect.evaluate import loss_and_acc
+from gclab.collect.config import RunConfig
+from gclab.collect.evaluate import loss_and_acc
 
 
 class TrainTarget:

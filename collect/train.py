@@ -13,17 +13,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from collect import metrics
-from collect.metrics import batch_loss
-from collect.config import RunConfig
-from collect.datasets import load_dataset
-from collect.device import resolve_device
-from collect.evaluate import make_splits
-from collect.init import initialize
-from collect.models import build_model
-from collect.regularizers import add_penalty_grads
-from collect.recorder import Diverged, Recorder
-from collect.target import TrainTarget
+from gclab.collect import metrics
+from gclab.collect.metrics import batch_loss
+from gclab.collect.config import RunConfig
+from gclab.collect.datasets import load_dataset
+from gclab.collect.device import resolve_device
+from gclab.collect.evaluate import make_splits
+from gclab.collect.init import initialize
+from gclab.collect.models import build_model
+from gclab.collect.regularizers import add_penalty_grads
+from gclab.collect.recorder import Diverged, Recorder
+from gclab.collect.target import TrainTarget
 
 
 def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:

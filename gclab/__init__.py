@@ -19,9 +19,9 @@ from importlib import import_module
 _METRICS = ("geometric_complexity", "geometric_complexity_estimate", "step_metrics", "step_terms", "theorem_terms",
             "per_example_grad_norms", "functional_dimension", "ntk_gram", "spectrum_summary", "param_norm_sq",
             "spectral_product", "dist_from_init", "sharpness", "batch_loss", "register_rule")
-_HOMES = {**{name: "collect.metrics" for name in _METRICS},
-          "Recorder": "collect.recorder", "Diverged": "collect.recorder", "RunConfig": "collect.config",
-          "collect_sweep": "collect.runner", "load_sweep": "collect.sweep"}
+_HOMES = {**{name: "gclab.collect.metrics" for name in _METRICS},
+          "Recorder": "gclab.collect.recorder", "Diverged": "gclab.collect.recorder", "RunConfig": "gclab.collect.config",
+          "collect_sweep": "gclab.collect.runner", "load_sweep": "gclab.collect.sweep"}
 
 __all__ = [*_HOMES, "claims", "render_report", "query", "metrics", "lightning"]
 
@@ -30,7 +30,7 @@ def __getattr__(name: str):
     if name in _HOMES:
         value = getattr(import_module(_HOMES[name]), name)
     elif name == "metrics":
-        value = import_module("collect.metrics")
+        value = import_module("gclab.collect.metrics")
     elif name == "lightning":
         value = import_module("gclab.lightning")
     else:
@@ -41,8 +41,8 @@ def __getattr__(name: str):
 
 def claims(data="data"):
     """The claims table (one row per claim, verdicts, Holm-adjusted p) of the store at `data`, as polars."""
-    from analysis.claims import by_kind, claims_table
-    from store.db import connect
+    from gclab.analysis.claims import by_kind, claims_table
+    from gclab.store.db import connect
 
     with connect(data) as con:
         return by_kind(claims_table(con))
@@ -50,14 +50,14 @@ def claims(data="data"):
 
 def render_report(data="data", out="reports", **options):
     """Render `<out>/index.html` and `<out>/figures/` from the store at `data`; returns the page's path."""
-    from analysis.report import render
+    from gclab.analysis.report import render
 
     return render(data, out, **options)
 
 
 def query(sql: str, data="data", *, max_rows: int = 10_000, **limits):
     """One read-only SQL statement over the store's views (runs, steps, evals, …) as a polars frame."""
-    from store.readonly import read_only_query
+    from gclab.store.readonly import read_only_query
 
     return read_only_query(data, sql, max_rows=max_rows, **limits)
 

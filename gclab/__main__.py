@@ -7,12 +7,12 @@ from importlib import import_module
 
 # command → (module whose main() runs it, arguments put in front, help)
 COMMANDS = {
-    "collect": ("collect.__main__", [], "train a sweep's runs into the run store (--sweep NAME|PATH, --scale, --set)"),
-    "report": ("analysis.__main__", ["report"], "render reports/index.html and figures, then print the claims summary"),
-    "claims": ("analysis.__main__", ["claims"], "the paper's claims with verdicts (--json for scripts)"),
-    "sql": ("analysis.__main__", ["sql"], "one read-only SQL statement over the store (-q \"SELECT ...\")"),
-    "bench": ("bench.__main__", [], "speed figures → reports/bench.json (needs the bench extra)"),
-    "check": ("store.__main__", ["check"], "verify every run folder (--repair quarantines bad ones)"),
+    "collect": ("gclab.collect.__main__", [], "train a sweep's runs into the run store (--sweep NAME|PATH, --scale, --set)"),
+    "report": ("gclab.analysis.__main__", ["report"], "render reports/index.html and figures, then print the claims summary"),
+    "claims": ("gclab.analysis.__main__", ["claims"], "the paper's claims with verdicts (--json for scripts)"),
+    "sql": ("gclab.analysis.__main__", ["sql"], "one read-only SQL statement over the store (-q \"SELECT ...\")"),
+    "bench": ("gclab.bench.__main__", [], "speed figures → reports/bench.json (needs the bench extra)"),
+    "check": ("gclab.store.__main__", ["check"], "verify every run folder (--repair quarantines bad ones)"),
 }
 
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import polars as pl
 from statsmodels.stats.proportion import proportion_confint
 
-from analysis import bfd, double_descent, fig1, igr, theorem
-from analysis.claims import MODULES
-from analysis.result import ALPHA, CONTRADICTED, INSUFFICIENT, SUPPORTED
-from planted.store import EFFECTS, TREND_SWEEPS, planted_connection
+from gclab.analysis import bfd, double_descent, fig1, igr, theorem
+from gclab.analysis.claims import MODULES
+from gclab.analysis.result import ALPHA, CONTRADICTED, INSUFFICIENT, SUPPORTED
+from gclab.planted.store import EFFECTS, TREND_SWEEPS, planted_connection
 
 CADENCE = {"steps": 20, "log_every": 10, "eval_every": 10}  # few rows per run; the statistics see run summaries
 TARGET_FPR, TARGET_POWER = ALPHA + 0.02, 0.8

@@ -21,12 +21,12 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from collect.config import RunConfig
-from collect.sweep import DEMO, load_sweep
-from planted.tables import (Plant, diagonal_probes, evals_table, fdim_table, parabola_probes,
+from gclab.collect.config import RunConfig
+from gclab.collect.sweep import DEMO, load_sweep
+from gclab.planted.tables import (Plant, diagonal_probes, evals_table, fdim_table, parabola_probes,
                             parabola_train_mse, steps_table, theorem_tables)
-from store.layout import RunFolder, to_arrow
-from store.schema import MARKER_TABLE, SCHEMAS
+from gclab.store.layout import RunFolder, to_arrow
+from gclab.store.schema import MARKER_TABLE, SCHEMAS
 
 EFFECTS: dict = {
     "trend_slope": 1.0,       # Δ log GC across each regularizer's grid, in the paper's direction

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import polars as pl
 
-from store.check import RUN_DIR, SWEEP_DIR, inventory
-from store.claim import Claim
-from store.layout import quarantine, runs_root
+from gclab.store.check import RUN_DIR, SWEEP_DIR, inventory
+from gclab.store.claim import Claim
+from gclab.store.layout import quarantine, runs_root
 
 
 def _repair(data_dir: Path, inv) -> int:

@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from store.layout import runs_root
-from store.schema import FILE_NAMES, MARKER_TABLE, SCHEMAS
+from gclab.store.layout import runs_root
+from gclab.store.schema import FILE_NAMES, MARKER_TABLE, SCHEMAS
 
 CACHE_FILE = ".verified.json"
 CACHE_VERSION = 1

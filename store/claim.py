@@ -12,7 +12,7 @@ import os
 import socket
 from pathlib import Path
 
-from store.layout import run_dir
+from gclab.store.layout import run_dir
 
 
 class Claim:

@@ -17,8 +17,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from store.check import Inventory, inventory, warning_lines
-from store.schema import FILE_NAMES, MARKER_TABLE, SCALES, SCHEMAS
+from gclab.store.check import Inventory, inventory, warning_lines
+from gclab.store.schema import FILE_NAMES, MARKER_TABLE, SCALES, SCHEMAS
 
 DB_FILE = "runs.duckdb"
 _DUCK_TYPES = {"string": "VARCHAR", "double": "DOUBLE", "int64": "BIGINT", "int32": "INTEGER", "bool": "BOOLEAN"}

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from store.schema import FILE_NAMES, MARKER_TABLE, SCHEMAS
+from gclab.store.schema import FILE_NAMES, MARKER_TABLE, SCHEMAS
 
 RUNS_DIR = "runs"
 QUARANTINE_DIR = "quarantine"

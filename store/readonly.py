@@ -24,10 +24,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from store.check import Inventory
-from store.db import StoreError, _one_line, scale_views, scan_and_share
-from store.layout import runs_root
-from store.schema import FILE_NAMES, MARKER_TABLE, SCHEMAS
+from gclab.store.check import Inventory
+from gclab.store.db import StoreError, _one_line, scale_views, scan_and_share
+from gclab.store.layout import runs_root
+from gclab.store.schema import FILE_NAMES, MARKER_TABLE, SCHEMAS
 
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_MEMORY_LIMIT = "2GB"

@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from store.layout import RunFolder
+from gclab.store.layout import RunFolder
 from tests.conftest import ROOT, tree_bytes
 
 

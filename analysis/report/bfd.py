@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from analysis.report.common import PANEL_H, PANEL_W, Figure, Section, collect_note
+from gclab.analysis.report.common import PANEL_H, PANEL_W, Figure, Section, collect_note
 
 TITLE = "Functional dimension — the network uses fewer directions on data"
 SERIES_COLORS = {"train": "#2f6fb3", "test": "#e07b39", "full (random, plateau)": "#7a7a7a"}

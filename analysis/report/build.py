@@ -12,10 +12,10 @@ from pathlib import Path
 import altair as alt
 from tqdm import tqdm
 
-from analysis.report.claims_table import load_claims, verdict_aside
-from analysis.report.common import Context, Section, style
-from analysis.report.page import js_bundle, page_html, section_html, vl_version
-from analysis.report.queries import ROW_BUDGET, snapshot
+from gclab.analysis.report.claims_table import load_claims, verdict_aside
+from gclab.analysis.report.common import Context, Section, style
+from gclab.analysis.report.page import js_bundle, page_html, section_html, vl_version
+from gclab.analysis.report.queries import ROW_BUDGET, snapshot
 
 # Section modules, in page order. Each has build(ctx) -> Section.
 SECTIONS = ("overview", "claims_table", "calibration", "demo", "fig1", "fig2", "fig3", "fig4", "fig5",
@@ -35,7 +35,7 @@ def rounded_values(data=None, max_rows: int = MAX_ROWS):
 
     import polars as pl
 
-    from analysis.report.common import finite
+    from gclab.analysis.report.common import finite
 
     def pipe(df):
         return default_data_transformer(finite(df) if isinstance(df, pl.DataFrame) else df, max_rows=max_rows)
@@ -85,7 +85,7 @@ def render(data_dir, out_dir, *, strict: bool = False, figures: bool = True, pro
         specs = {fig.name: fig.spec for sec in built for fig in sec.figures}
         lap("specs")
     if figures and specs:
-        from analysis.report.export import export_all
+        from gclab.analysis.report.export import export_all
 
         with tqdm(total=len(specs), desc="figures (png+svg)", unit="chart", disable=not progress, file=sys.stderr) as pbar:
             export_all(specs, out_dir / "figures", vl_version(), progress=pbar)
@@ -106,7 +106,7 @@ def render(data_dir, out_dir, *, strict: bool = False, figures: bool = True, pro
 
 
 def _build_section(name: str, ctx: Context, strict: bool) -> Section:
-    module = importlib.import_module(f"analysis.report.{name}")
+    module = importlib.import_module(f"gclab.analysis.report.{name}")
     try:
         sec = module.build(ctx)
         for fig in sec.figures:  # to Vega-Lite JSON here, so a chart that fails fails its section only

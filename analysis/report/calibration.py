@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from analysis.report.common import Section, esc
+from gclab.analysis.report.common import Section, esc
 
 TITLE = "How far to trust these verdicts"
 FILE = "calibration.json"

@@ -6,9 +6,9 @@ import sys
 
 import polars as pl
 
-from analysis.report.common import Section, esc
+from gclab.analysis.report.common import Section, esc
 
-from analysis.result import CLAIM_COLUMNS, KINDS
+from gclab.analysis.result import CLAIM_COLUMNS, KINDS
 
 COLUMNS = tuple(CLAIM_COLUMNS)
 KIND_TITLES = {"paper": "Claims of the papers", "condition": "Conditions the paper assumes",
@@ -24,10 +24,10 @@ def load_claims(ctx) -> tuple[pl.DataFrame | None, str | None]:
     """
     import importlib.util
 
-    if importlib.util.find_spec("analysis.claims") is None:
+    if importlib.util.find_spec("gclab.analysis.claims") is None:
         return None, "The statistics module (`analysis.claims`) is not installed in this checkout."
     try:
-        import analysis.claims as claims_mod
+        import gclab.analysis.claims as claims_mod
 
         if hasattr(claims_mod, "run_all"):
             results = claims_mod.run_all(ctx.con)
@@ -124,7 +124,7 @@ def build(ctx) -> Section:
     elif df.is_empty():
         sec.empty_note = "No claim can be tested yet: the store has no runs of the experiments behind them."
     else:
-        from analysis.claims import summary
+        from gclab.analysis.claims import summary
 
         sec.html_blocks.append(f'<p class="summary">{esc(summary(df))}.</p>')
         sec.html_blocks.append(_excluded_html(ctx))

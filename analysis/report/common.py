@@ -79,13 +79,13 @@ class Context:
         return self._analyses[name]
 
     def _run_analysis(self, name: str):
-        modname = f"analysis.{name}"
+        modname = f"gclab.analysis.{name}"
         try:
             if importlib.util.find_spec(modname) is None:
                 return None
             return importlib.import_module(modname).analyze(self.con)
         except Exception as exc:  # a broken statistic must not take the whole report down
-            msg = f"analysis.{name} failed ({type(exc).__name__}: {_one_line(exc)}); charts use the report's own aggregation"
+            msg = f"gclab.analysis.{name} failed ({type(exc).__name__}: {_one_line(exc)}); charts use the report's own aggregation"
             self.warnings.append(msg)
             print(f"warning: {msg}", file=sys.stderr)
             return None
@@ -102,7 +102,7 @@ class Context:
 
 def query(con, sql: str, params=None) -> pl.DataFrame:
     """DuckDB → Polars with NaN turned into null (JSON has no NaN) and infinities dropped to null."""
-    from store.db import query as store_query
+    from gclab.store.db import query as store_query
 
     return finite(store_query(con, sql, params))
 

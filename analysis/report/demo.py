@@ -4,9 +4,9 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from analysis.report.common import (PANEL_H, Figure, Section, config_tooltip, log_scale, run_config,
+from gclab.analysis.report.common import (PANEL_H, Figure, Section, config_tooltip, log_scale, run_config,
                                     with_config)
-from analysis.report.queries import binned_curves, points_per_run
+from gclab.analysis.report.queries import binned_curves, points_per_run
 
 
 MAX_LABELLED = 12

@@ -11,7 +11,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from analysis.report.pngcheck import is_blank
+from gclab.analysis.report.pngcheck import is_blank
 
 PNG_SCALE = 1.5
 

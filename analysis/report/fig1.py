@@ -6,7 +6,7 @@ import altair as alt
 import numpy as np
 import polars as pl
 
-from analysis.report.common import PANEL_H, PANEL_W, Figure, Section, collect_note, esc, log_scale, query
+from gclab.analysis.report.common import PANEL_H, PANEL_W, Figure, Section, collect_note, esc, log_scale, query
 
 TITLE = "Fig. 1 — the learned function stays short"
 MAX_SEEDS, N_STEPS_SHOWN, MAX_T = 5, 6, 101
@@ -66,7 +66,7 @@ def build(ctx) -> Section:
                                   "where the network starts; black: the minimal interpolant's arc length."))
     arc = ctx.table("fig1", "arc", ("run_id", "seed", "step", "train_mse", "ratio", "reached_fit"))
     if arc is not None:
-        from analysis.fig1 import ARC_MARGIN, FIT_MSE
+        from gclab.analysis.fig1 import ARC_MARGIN, FIT_MSE
 
         rows = "".join(f"<tr><td>{esc(r['run_id'])}</td><td class=num>{r['seed']}</td><td class=num>{r['step']}</td>"
                        f"<td class=num>{r['train_mse']:.3g}</td><td class=num>{r['ratio']:.4f}</td>"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import altair as alt
 
-from analysis.report.common import (PANEL_H, PANEL_W, Figure, Section, add_ci, collect_note,
+from gclab.analysis.report.common import (PANEL_H, PANEL_W, Figure, Section, add_ci, collect_note,
                                     config_tooltip, estimate_chart, log_scale, query, run_config, with_config)
 
 TITLE = "Fig. 2 — deeper networks start closer to the zero function"

@@ -4,9 +4,9 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from analysis.report.common import (Figure, Section, add_ci, collect_note, config_tooltip, query,
+from gclab.analysis.report.common import (Figure, Section, add_ci, collect_note, config_tooltip, query,
                                     run_config, with_config)
-from analysis.report.queries import summary_sql
+from gclab.analysis.report.queries import summary_sql
 
 TITLE = "Fig. 3 — explicit regularization lowers GC"
 REGS = {"l2": "L2 penalty", "spectral_reg": "spectral penalty", "flatness_reg": "flatness penalty",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from analysis.report.common import (PANEL_H, PANEL_W, Figure, Section, add_ci, collect_note,
+from gclab.analysis.report.common import (PANEL_H, PANEL_W, Figure, Section, add_ci, collect_note,
                                     config_tooltip, log_scale, query, run_config, with_config)
-from analysis.report.queries import binned_curves, summary_sql
+from gclab.analysis.report.queries import binned_curves, summary_sql
 
 TITLE = "Fig. 4 — larger learning rates and smaller batches lower GC"
 SWEEPS = ("fig4", "fig4_momentum", "fig4_adam")

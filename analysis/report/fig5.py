@@ -6,9 +6,9 @@ import altair as alt
 import numpy as np
 import polars as pl
 
-from analysis.report.common import (PANEL_H, PANEL_W, Figure, Section, collect_note, config_tooltip,
+from gclab.analysis.report.common import (PANEL_H, PANEL_W, Figure, Section, collect_note, config_tooltip,
                                     log_scale, run_config, with_config)
-from analysis.report.queries import group_mean_ci, run_summary
+from gclab.analysis.report.queries import group_mean_ci, run_summary
 
 TITLE = "Fig. 5 — GC follows double descent; test loss is U-shaped in GC"
 RUNS = "r.sweep = 'fig5'"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from analysis.report.common import PANEL_H, Figure, Section, collect_note, estimate_chart
-from analysis.report.queries import binned_curves, sweep_where
+from gclab.analysis.report.common import PANEL_H, Figure, Section, collect_note, estimate_chart
+from gclab.analysis.report.queries import binned_curves, sweep_where
 
 TITLE = "IGR — the three terms of the batch gradient norm"
 TERMS = {"residual_term": "R_B (residual term, Eq. 6)", "label_alignment": "A_B (label alignment, Eq. 8)",

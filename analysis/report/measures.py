@@ -6,7 +6,7 @@ import math
 import altair as alt
 import polars as pl
 
-from analysis.report.common import Figure, Section, esc
+from gclab.analysis.report.common import Figure, Section, esc
 
 TITLE = "Complexity measures — which one tracks generalization?"
 COLS = ("measure", "granulated_tau", "n_axes", "kendall_tau", "p_value", "n_runs")

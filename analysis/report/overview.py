@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.report.common import Section, esc, query
-from store.db import scale_notes
-from store.layout import runs_root
-from store.schema import FILE_NAMES, MARKER_TABLE
+from gclab.analysis.report.common import Section, esc, query
+from gclab.store.db import scale_notes
+from gclab.store.layout import runs_root
+from gclab.store.schema import FILE_NAMES, MARKER_TABLE
 
 PAPER_SWEEPS = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
 

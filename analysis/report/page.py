@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import altair as alt
 
-from analysis.report.common import Section, esc, md_code
+from gclab.analysis.report.common import Section, esc, md_code
 
 EMBED_OPTIONS = {"renderer": "svg", "actions": False}
 NAV = {"overview": "Overview", "claims": "Claims", "calibration": "Trust",

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from analysis.report.common import query
-from analysis.run_summary import with_runs
+from gclab.analysis.report.common import query
+from gclab.analysis.run_summary import with_runs
 
 MAX_POINTS_PER_CURVE = 200
 ROW_BUDGET = 12_000  # rows per chart's main dataset (Altair's max_rows is set just above it)
@@ -30,7 +30,7 @@ def snapshot(data_dir):
     """
     import duckdb
 
-    from store.db import refresh
+    from gclab.store.db import refresh
 
     _, views = refresh(data_dir)
     mem = duckdb.connect()
@@ -121,7 +121,7 @@ def _n_groups(con, by: tuple[str, ...], runs_where: str) -> int:
 
 def group_mean_ci(con, summary_where: str, by: tuple[str, ...], values: tuple[str, ...]) -> pl.DataFrame:
     """Mean, sd and n over seeds of per-run summary values, grouped by config columns, with 95% t CIs."""
-    from analysis.report.common import add_ci
+    from gclab.analysis.report.common import add_ci
 
     aggs = ", ".join(f"avg({v}) AS {v}, stddev_samp({v}) AS {v}_sd, count({v}) AS {v}_n" for v in values)
     df = query(con, f"SELECT {', '.join(by)}, {aggs} FROM ({summary_sql(summary_where)}) "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from analysis.report.common import (PANEL_H, PANEL_W, Figure, Section, collect_note, config_tooltip,
+from gclab.analysis.report.common import (PANEL_H, PANEL_W, Figure, Section, collect_note, config_tooltip,
                                     log_scale, query, run_config, with_config)
 
 TITLE = "Theorem 5.1 — the transfer bound on GC"

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from collect.metrics import chain, tape
-from collect.metrics.rules import Rule, rule_for
+from gclab.collect.metrics import chain, tape
+from gclab.collect.metrics.rules import Rule, rule_for
 
 # A cotangent spec: None = the k one-hot rows (row i is ∂f^i), else out (b,k) -> rows (m,b,k).
 Cotangents = Callable[[Tensor], Tensor] | None

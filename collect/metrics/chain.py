@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from collect.metrics.workspace import NoWorkspace, workspace
+from gclab.collect.metrics.workspace import NoWorkspace, workspace
 
 # Element-wise activations (exact type match: a subclass may change forward).
 ELEMENTWISE = frozenset({
@@ -189,7 +189,7 @@ def backward(fw: Forward, rows: Tensor | None, need_input: bool, ws=None) -> tup
 
 def run(spec: Chain, x: Tensor, cot, entries, *, need_input: bool, need_layers: bool):
     """(out, layer signals, gx, unused params) in capture.Pass order, or None if x does not fit."""
-    from collect.metrics.capture import LayerSignal, _check_out
+    from gclab.collect.metrics.capture import LayerSignal, _check_out
 
     ws = workspace()
     fw = forward(spec, x, ws)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from collect.metrics.capture import check_model, run_pass
+from gclab.collect.metrics.capture import check_model, run_pass
 
 OUTPUTS = ("logits", "softmax")
 METHODS = ("auto", "jacobian", "gram")

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from collect.metrics.capture import run_pass
+from gclab.collect.metrics.capture import run_pass
 
 
 def geometric_complexity(model: nn.Module, x: Tensor, *, n_projections: int | None = None,

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from collect.metrics.workspace import workspace
+from gclab.collect.metrics.workspace import workspace
 
 
 class Rule:

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from collect.metrics.capture import run_pass
-from collect.metrics.gc import projection_rows
+from gclab.collect.metrics.capture import run_pass
+from gclab.collect.metrics.gc import projection_rows
 
 LOSSES = ("cross_entropy", "mse")
 KEYS = ("gc", "grad_norm_sq", "residual_term", "label_alignment", "batch_alignment",

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 from torch.overrides import TorchFunctionMode
 
-from collect.metrics.chain import _has_hooks
-from collect.metrics.workspace import workspace
+from gclab.collect.metrics.chain import _has_hooks
+from gclab.collect.metrics.workspace import workspace
 
 
 class NotTape(Exception):
@@ -309,7 +309,7 @@ def _layer_of(op: Op, by_param: dict[int, tuple]) -> tuple | None:
 
 def run(model: nn.Module, x: Tensor, cot, entries, *, need_input: bool, need_layers: bool):
     """(out, layer signals, gx, unused params) in capture.Pass order; raises NotTape."""
-    from collect.metrics.capture import LayerSignal, _check_out, onehot_rows
+    from gclab.collect.metrics.capture import LayerSignal, _check_out, onehot_rows
 
     by_param = {id(p): (name, mod, rule) for name, mod, rule in entries for p in rule.params()}
     out, ops = record(model, x, {i: e[0] for i, e in by_param.items()})

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from collect.metrics import chain
-from collect.metrics.capture import _check_out, check_model
+from gclab.collect.metrics import chain
+from gclab.collect.metrics.capture import _check_out, check_model
 
 _EXACT_BUDGET = 4e8      # multiply-adds allowed for exact batched Jacobians
 _EXACT_MEMORY = 3e7      # elements of the largest batched Jacobian

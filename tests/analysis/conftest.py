@@ -7,10 +7,10 @@ from collections import Counter
 import polars as pl
 import pytest
 
-from analysis.result import CONTRADICTED, INSUFFICIENT, SUPPORTED
-from planted.calibrate import CADENCE, TARGET_FPR
-from planted.store import planted_connection, write_planted_store
-from store.db import connect
+from gclab.analysis.result import CONTRADICTED, INSUFFICIENT, SUPPORTED
+from gclab.planted.calibrate import CADENCE, TARGET_FPR
+from gclab.planted.store import planted_connection, write_planted_store
+from gclab.store.db import connect
 
 
 def build(path, **kw):

@@ -1,10 +1,10 @@
 import polars as pl
 import pyarrow.parquet as pq
 
-from analysis import bfd
-from planted.calibrate import CADENCE
-from planted.store import sweep_runs
-from store.layout import run_dir
+from gclab.analysis import bfd
+from gclab.planted.calibrate import CADENCE
+from gclab.planted.store import sweep_runs
+from gclab.store.layout import run_dir
 from tests.analysis.conftest import assert_calibrated, build, memory, null_counts, verdicts
 
 N_RUNS = len(sweep_runs("bfd"))

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import polars as pl
 
-from analysis import igr
-from analysis.claims import by_kind, claims_table, run_all, summary
-from analysis.result import CLAIM_COLUMNS, CLAIM_SCHEMA, KINDS, VERDICTS
-from analysis.verdict import holm
-from planted.calibrate import CADENCE
-from planted.store import write_planted_store
-from store.db import connect
+from gclab.analysis import igr
+from gclab.analysis.claims import by_kind, claims_table, run_all, summary
+from gclab.analysis.result import CLAIM_COLUMNS, CLAIM_SCHEMA, KINDS, VERDICTS
+from gclab.analysis.verdict import holm
+from gclab.planted.calibrate import CADENCE
+from gclab.planted.store import write_planted_store
+from gclab.store.db import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_PY = ROOT / ".venv" / "bin" / "python"

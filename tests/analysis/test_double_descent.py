@@ -1,7 +1,7 @@
 import polars as pl
 
-from analysis import double_descent
-from planted.store import sweep_runs
+from gclab.analysis import double_descent
+from gclab.planted.store import sweep_runs
 from tests.analysis.conftest import assert_calibrated, build, memory, null_counts, verdicts
 
 WIDTHS = sorted({r.width for r in sweep_runs("fig5")})

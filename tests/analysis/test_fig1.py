@@ -2,8 +2,8 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from analysis import fig1
-from store.layout import run_dir
+from gclab.analysis import fig1
+from gclab.store.layout import run_dir
 from tests.analysis.conftest import assert_calibrated, build, memory, null_counts, verdicts
 
 GROWS = pl.col("claim") == fig1.GC_CLAIM

@@ -3,9 +3,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analysis import igr
-from store.layout import run_dir
-from planted.calibrate import TARGET_FPR
+from gclab.analysis import igr
+from gclab.store.layout import run_dir
+from gclab.planted.calibrate import TARGET_FPR
 from tests.analysis.conftest import assert_calibrated, build, null_counts, verdicts
 
 HB = pl.col("claim") == igr.HB_CLAIM

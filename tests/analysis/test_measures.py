@@ -5,7 +5,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analysis import measures
+from gclab.analysis import measures
 from tests.analysis.conftest import assert_calibrated, null_counts, verdicts
 
 
@@ -73,7 +73,7 @@ def test_matches_brute_force_with_ties_and_missing_runs():
 
 
 def test_gc_ranks_first_on_the_planted_store(default_store):
-    from store.db import connect
+    from gclab.store.db import connect
 
     a = measures.analyze(connect(default_store, warn=False))
     assert a.claims["verdict"].to_list() == ["supported"] and a.claims["kind"].to_list() == ["toolkit"]

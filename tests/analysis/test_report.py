@@ -8,8 +8,8 @@ import json
 import re
 from pathlib import Path
 
-from analysis.report import render
-from analysis.report.pngcheck import blankness, is_blank
+from gclab.analysis.report import render
+from gclab.analysis.report.pngcheck import blankness, is_blank
 
 # Training curves long enough to draw (collection cadence of the sweeps is shortened).
 CURVES = {"steps": 200, "log_every": 10, "eval_every": 50}
@@ -25,7 +25,7 @@ EXPERIMENTS = {"fig1": "fig1", "fig2": "fig2", "fig3": "fig3", "fig4": "fig4", "
 
 def expected_figures() -> tuple[str, ...]:
     # The ranking chart is drawn from analysis.measures, written alongside this renderer.
-    return FIGURES + (("measures_ranking",) if importlib.util.find_spec("analysis.measures") else ())
+    return FIGURES + (("measures_ranking",) if importlib.util.find_spec("gclab.analysis.measures") else ())
 
 
 def missing_note(sweep: str) -> str:
@@ -51,7 +51,7 @@ def assert_offline(doc: str) -> None:
 
 def test_full_report_page_sections_and_figures(tmp_path):
     """One render of a store with every sweep (rendering is the slow part, so all checks share it)."""
-    from planted.store import SWEEPS, write_planted_store
+    from gclab.planted.store import SWEEPS, write_planted_store
 
     write_planted_store(tmp_path / "data", sweeps=SWEEPS, seeds=2, cadence=CURVES)
     index = render(tmp_path / "data", tmp_path / "reports", strict=True, progress=False)
@@ -80,7 +80,7 @@ def test_full_report_page_sections_and_figures(tmp_path):
         assert '<aside class="verdicts">' in body and "Claim verdicts" in body
         assert '<ul class="caveats">' in body
     assert "eval mode" in section_html(doc, "theorem") and "no theorem rows" in section_html(doc, "theorem")
-    if importlib.util.find_spec("analysis.claims"):
+    if importlib.util.find_spec("gclab.analysis.claims"):
         claims = section_html(doc, "claims")
         assert re.search(r'class="verdict v-(good|bad|meh)"', claims)
         assert re.findall(r'<h3 data-kind="(\w+)">', claims) == ["paper", "condition", "check", "literature", "toolkit"]
@@ -101,7 +101,7 @@ def test_full_report_page_sections_and_figures(tmp_path):
 
 
 def test_missing_experiments_get_a_collect_note(tmp_path):
-    from planted.store import write_planted_store
+    from gclab.planted.store import write_planted_store
 
     write_planted_store(tmp_path / "data", sweeps=("demo", "fig5"), seeds=2, cadence=CURVES)
     doc = render(tmp_path / "data", tmp_path / "out", strict=True, progress=False, figures=False).read_text()
@@ -132,7 +132,7 @@ def test_empty_store_renders_notes_and_no_charts(tmp_path):
 
 
 def test_cli_report_prints_the_path(tmp_path, capsys):
-    from analysis.__main__ import main
+    from gclab.analysis.__main__ import main
 
     assert main(["report", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out.strip().splitlines()[-1]
@@ -140,7 +140,7 @@ def test_cli_report_prints_the_path(tmp_path, capsys):
 
 
 def _run(folder_root, sweep, run_id, evals, seed=0):
-    from store.layout import RunFolder
+    from gclab.store.layout import RunFolder
 
     folder = RunFolder(folder_root, sweep, run_id)
     folder.start()
@@ -150,8 +150,8 @@ def _run(folder_root, sweep, run_id, evals, seed=0):
 
 def test_gc_of_a_run_is_train_gc_at_best_test_acc_earliest_tie(tmp_path):
     """docs/EXPERIMENTS.md: train-split GC at the eval step with the highest test acc (ties: earliest)."""
-    from analysis.report.queries import GC_AT_BEST_SQL, run_summary
-    from store.db import connect, query
+    from gclab.analysis.report.queries import GC_AT_BEST_SQL, run_summary
+    from gclab.store.db import connect, query
 
     steps = [0, 50, 100, 150]
     test_acc = [0.1, 0.7, 0.9, 0.9]  # best at 100 and 150: the earliest (100) counts
@@ -170,9 +170,9 @@ def test_gc_of_a_run_is_train_gc_at_best_test_acc_earliest_tie(tmp_path):
 
 def test_curves_are_binned_per_run_in_sql(tmp_path):
     """A run with 1,000 logged steps reaches the chart as at most `points` binned rows."""
-    from analysis.report.queries import binned_curves
-    from store.db import connect
-    from store.layout import RunFolder
+    from gclab.analysis.report.queries import binned_curves
+    from gclab.store.db import connect
+    from gclab.store.layout import RunFolder
 
     folder = RunFolder(tmp_path, "demo", "b")
     folder.start()
@@ -188,7 +188,7 @@ def test_curves_are_binned_per_run_in_sql(tmp_path):
 
 
 def test_a_truncated_file_is_named_and_the_report_still_renders(tmp_path, capfd):
-    from planted.store import write_planted_store
+    from gclab.planted.store import write_planted_store
 
     write_planted_store(tmp_path / "data", sweeps=("demo",), seeds=2, cadence=CURVES)
     victim = sorted((tmp_path / "data" / "runs").glob("sweep=demo/run_id=*/evals.parquet"))[0]
@@ -201,8 +201,8 @@ def test_a_truncated_file_is_named_and_the_report_still_renders(tmp_path, capfd)
 
 def test_calibration_section_shows_every_test(tmp_path):
     """`make calibrate`'s JSON (a tiny run of two groups here) becomes one table row per test."""
-    from analysis.report.common import esc
-    from planted.calibrate import CASES, FILE, calibrate
+    from gclab.analysis.report.common import esc
+    from gclab.planted.calibrate import CASES, FILE, calibrate
 
     out = tmp_path / "out"
     out.mkdir()

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.report import render
-from analysis.report.pngcheck import blankness
+from gclab.analysis.report import render
+from gclab.analysis.report.pngcheck import blankness
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -137,7 +137,7 @@ def chromium():
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    from planted.store import SWEEPS, write_planted_store
+    from gclab.planted.store import SWEEPS, write_planted_store
 
     root = tmp_path_factory.mktemp("report_browser")
     write_planted_store(root / "data", sweeps=SWEEPS, seeds=2, cadence={"steps": 200, "log_every": 10, "eval_every": 50})

@@ -1,10 +1,10 @@
 import numpy as np
 import polars as pl
 
-from analysis import theorem
-from store.db import connect
-from store.layout import RunFolder
-from planted.store import sweep_runs
+from gclab.analysis import theorem
+from gclab.store.db import connect
+from gclab.store.layout import RunFolder
+from gclab.planted.store import sweep_runs
 from tests.analysis.conftest import assert_calibrated, build, null_counts, verdicts
 
 N_RUNS = len(sweep_runs("thm51"))

@@ -1,5 +1,5 @@
-from analysis import ucurve
-from planted.store import sweep_runs
+from gclab.analysis import ucurve
+from gclab.planted.store import sweep_runs
 from tests.analysis.conftest import assert_calibrated, build, null_counts, verdicts
 
 N_FIG5 = len(sweep_runs("fig5"))

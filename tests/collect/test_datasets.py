@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from collect.datasets import DATASETS, Dataset, DatasetNotFoundError, load_dataset, read_idx
+from gclab.collect.datasets import DATASETS, Dataset, DatasetNotFoundError, load_dataset, read_idx
 
 # ----------------------------------------------------------------------------- helpers
 

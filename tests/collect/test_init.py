@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from collect.init import INIT_SCHEMES, TRUNC_STD_FACTOR, initialize
+from gclab.collect.init import INIT_SCHEMES, TRUNC_STD_FACTOR, initialize
 
 FAN_IN, FAN_OUT = 1000, 600  # 600k weights: the std estimate is good to ~0.2%
 
@@ -111,8 +111,8 @@ def test_batchnorm_untouched_and_errors():
 
 
 def test_fig2_standard_scheme_has_zero_biases():
-    from collect.config import RunConfig
-    from collect.sweep import load_sweep
+    from gclab.collect.config import RunConfig
+    from gclab.collect.sweep import load_sweep
 
     runs = load_sweep("fig2").runs
     std = [r for r in runs if r.init == "trunc_normal_fan_in"]

@@ -9,7 +9,7 @@ pytest.importorskip("lightning")  # in the dev extra; `make test` always has it
 import lightning as L  # noqa: E402
 
 from gclab.lightning import GCCallback  # noqa: E402
-from store import db  # noqa: E402
+from gclab.store import db  # noqa: E402
 from tests.collect.test_recorder import bruteforce  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from collect.metrics import capture, per_example_grad_norms, step_terms, tape
-from collect.metrics.gc import projection_rows
-from collect.models import build_model
+from gclab.collect.metrics import capture, per_example_grad_norms, step_terms, tape
+from gclab.collect.metrics.gc import projection_rows
+from gclab.collect.models import build_model
 from metrics_bruteforce import batch_grads, close, jacobians, randomize_, step_reference
 
 PER_EXAMPLE = ("gc_x", "logit_grad_sq", "per_example_grad_sq")
@@ -99,7 +99,7 @@ def test_fast_path_is_taken_and_matches_bruteforce(name):
 def test_both_conv_norm_methods_match_bruteforce(name, method, monkeypatch):
     """Each conv layer picks ghost or direct by FLOPs (and, direct, whether to copy J by its size);
     force every layer onto each branch (strided, grouped + dilated, biased and bias-free convs)."""
-    from collect.metrics import rules
+    from gclab.collect.metrics import rules
 
     calls = []
     monkeypatch.setattr(rules, "_ghost_is_cheaper", lambda A, G: calls.append(1) or method == "ghost")
@@ -193,9 +193,9 @@ def test_per_example_norms_equal_opacus():
 
 
 def test_train_logs_hutchinson_gc_with_its_standard_error(tmp_path):
-    from collect.config import RunConfig
-    from collect.train import train
-    from store import db
+    from gclab.collect.config import RunConfig
+    from gclab.collect.train import train
+    from gclab.store import db
 
     tiny = dict(sweep="t", dataset="mnist1d", n_train=128, n_test=64, width=8, depth=1, steps=10, batch_size=32,
                 log_every=5, eval_every=10, eval_examples=32, theorem_examples=2, bfd_batch=4, sharpness_iters=2)

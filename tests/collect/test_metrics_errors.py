@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from collect.metrics import functional_dimension, geometric_complexity, step_metrics, theorem_terms
+from gclab.collect.metrics import functional_dimension, geometric_complexity, step_metrics, theorem_terms
 
 X = torch.randn(4, 3)
 Y = torch.randint(0, 2, (4,))

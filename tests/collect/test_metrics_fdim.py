@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from collect.metrics import functional_dimension, ntk_gram
-from collect.metrics.fdim import bfd_ceiling
+from gclab.collect.metrics import functional_dimension, ntk_gram
+from gclab.collect.metrics.fdim import bfd_ceiling
 from metrics_bruteforce import jacobians, mlp, randomize_
 
 
@@ -163,11 +163,11 @@ def test_bfd_run_matches_matrix_rank_across_training(tmp_path, monkeypatch, outp
     """A bfd-style run (ReLU MLP, b·k > P − #hidden, trained to zero train error): the stored
     evals.bfd equals float64 numpy.linalg.matrix_rank of the brute-force Jacobian on the same
     weights and batch at every eval step, and the fdim table holds the nested random batches."""
-    import collect.recorder as recorder_mod  # the built-in loop evaluates through the Recorder
-    import collect.train as train_mod
-    from collect.config import RunConfig
-    from collect.evaluate import FULL_FDIM
-    from store import db
+    import gclab.collect.recorder as recorder_mod  # the built-in loop evaluates through the Recorder
+    import gclab.collect.train as train_mod
+    from gclab.collect.config import RunConfig
+    from gclab.collect.evaluate import FULL_FDIM
+    from gclab.store import db
 
     snaps = {}
     real = recorder_mod.log_eval

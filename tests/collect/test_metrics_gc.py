@@ -4,7 +4,7 @@ import copy
 import torch
 from torch import nn
 
-from collect.metrics import geometric_complexity, geometric_complexity_estimate
+from gclab.collect.metrics import geometric_complexity, geometric_complexity_estimate
 from metrics_bruteforce import close, jacobians, mlp, randomize_
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, hessian
 
-from collect.metrics import dist_from_init, param_norm_sq, sharpness, spectral_product
+from gclab.collect.metrics import dist_from_init, param_norm_sq, sharpness, spectral_product
 from metrics_bruteforce import mlp, per_example_loss
 
 

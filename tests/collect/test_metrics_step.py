@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from collect.metrics import step_metrics, step_terms
+from gclab.collect.metrics import step_metrics, step_terms
 from metrics_bruteforce import batch_grads, close, mlp, randomize_, step_reference
 
 KEYS = ("gc", "grad_norm_sq", "residual_term", "label_alignment", "batch_alignment",

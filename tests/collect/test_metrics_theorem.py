@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.func import jacrev, vmap
 
-from collect.metrics import theorem_terms
+from gclab.collect.metrics import theorem_terms
 from metrics_bruteforce import close, jacobians, mlp
 
 ACT = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "elu": nn.ELU, "sigmoid": nn.Sigmoid,

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from collect.models import ACTIVATIONS, MODELS, build_model
+from gclab.collect.models import ACTIVATIONS, MODELS, build_model
 
 SHAPES = [(40,), (64,), (784,), (1, 28, 28), (3, 32, 32)]
 

@@ -1,9 +1,9 @@
 """BACKEND=ray on a real local Ray cluster gives the same run_ids and values as the local pool."""
 import pytest
 
-from collect.sweep import load_sweep
-from collect.runner import run_sweep
-from store import db
+from gclab.collect.sweep import load_sweep
+from gclab.collect.runner import run_sweep
+from gclab.store import db
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]')")
 

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch.func import jacrev, vmap
 
-from collect.recorder import Diverged, Recorder
-from store import db
-from store.layout import run_dir
+from gclab.collect.recorder import Diverged, Recorder
+from gclab.store import db
+from gclab.store.layout import run_dir
 from tests.conftest import ROOT, run_cli
 
 sys.path.insert(0, str(ROOT / "examples"))

@@ -2,9 +2,9 @@
 import torch
 from torch import nn
 
-from collect.config import RunConfig
-from collect.metrics import batch_loss
-from collect.regularizers import add_penalty_grads, gc_penalty
+from gclab.collect.config import RunConfig
+from gclab.collect.metrics import batch_loss
+from gclab.collect.regularizers import add_penalty_grads, gc_penalty
 
 
 def net():

@@ -5,8 +5,8 @@ import subprocess
 import sys
 import time
 
-from store import db
-from store.layout import completed_run_ids
+from gclab.store import db
+from gclab.store.layout import completed_run_ids
 from tests.conftest import ROOT, run_cli
 
 SWEEP = """

@@ -1,9 +1,9 @@
 """Sweep files: expansion, overrides and one-line errors that leave data/ byte-identical."""
 import pytest
 
-from collect.config import RunConfig
-from collect.sweep import ConfigError, load_sweep, parse_overrides, shipped_sweeps
-from store.layout import RunFolder
+from gclab.collect.config import RunConfig
+from gclab.collect.sweep import ConfigError, load_sweep, parse_overrides, shipped_sweeps
+from gclab.store.layout import RunFolder
 from tests.conftest import run_cli, tree_bytes
 
 ALL = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
@@ -86,7 +86,7 @@ def test_config_error_is_a_value_error():
 
 
 def test_demo_is_the_demo_sweeps_at_their_demo_scale(tmp_path):
-    from collect.sweep import DEMO_SWEEPS, expand
+    from gclab.collect.sweep import DEMO_SWEEPS, expand
 
     names, scale = expand(["demo"], "cpu")
     assert names == list(DEMO_SWEEPS) and scale == "demo"

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from collect.config import RunConfig
-from collect.sweep import ConfigError, load_sweep
-from collect.train import load_run_dataset, train
-from store import db
+from gclab.collect.config import RunConfig
+from gclab.collect.sweep import ConfigError, load_sweep
+from gclab.collect.train import load_run_dataset, train
+from gclab.store import db
 
 # 64 training examples: the eval subset (16) is smaller, so the rule must look past it.
 FIT = dict(sweep="t", dataset="mnist1d", n_train=64, n_test=32, width=64, depth=2, lr=0.1, batch_size=16,
@@ -16,9 +16,9 @@ FIT = dict(sweep="t", dataset="mnist1d", n_train=64, n_test=32, width=64, depth=
 def _errors_by_brute_force(cfg, data):
     """Train error on every training example at each eval step, re-training a copy step by step
     with the same seeds (an independent loop: plain forward passes, no collect.evaluate)."""
-    from collect.init import initialize
-    from collect.models import build_model
-    from collect.train import batches, make_optimizer
+    from gclab.collect.init import initialize
+    from gclab.collect.models import build_model
+    from gclab.collect.train import batches, make_optimizer
 
     ds = load_run_dataset(cfg, data)
     x, y = ds.x_train.double(), ds.y_train

@@ -6,10 +6,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from collect.config import RunConfig
-from collect.train import train
-from store import db
-from store.layout import run_dir
+from gclab.collect.config import RunConfig
+from gclab.collect.train import train
+from gclab.store import db
+from gclab.store.layout import run_dir
 
 TINY = dict(sweep="t", dataset="mnist1d", n_train=256, n_test=128, width=16, depth=2, steps=30, batch_size=32,
             log_every=5, eval_every=10, eval_examples=64, theorem_examples=4, bfd_batch=8, sharpness_iters=5)

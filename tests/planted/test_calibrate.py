@@ -1,7 +1,7 @@
 """`python -m planted.calibrate`: the JSON lists every claim test; bad input is a one-line error."""
 import json
 
-from planted.calibrate import NOT_CALIBRATED, TARGET_FPR, main
+from gclab.planted.calibrate import NOT_CALIBRATED, TARGET_FPR, main
 
 
 def test_writes_every_test_with_rates_and_intervals(tmp_path, capsys):

@@ -4,10 +4,10 @@ import json
 import pytest
 from polars.testing import assert_frame_equal
 
-from collect.sweep import load_sweep
-from planted.calibrate import CADENCE
-from planted.store import PAPER_SWEEPS, planted_connection, sweep_runs, write_planted_store
-from store.db import connect
+from gclab.collect.sweep import load_sweep
+from gclab.planted.calibrate import CADENCE
+from gclab.planted.store import PAPER_SWEEPS, planted_connection, sweep_runs, write_planted_store
+from gclab.store.db import connect
 
 
 @pytest.fixture(scope="module")

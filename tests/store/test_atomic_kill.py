@@ -5,13 +5,13 @@ import subprocess
 import sys
 import time
 
-from store import db
-from store.layout import RunFolder, completed_run_ids
+from gclab.store import db
+from gclab.store.layout import RunFolder, completed_run_ids
 from tests.conftest import ROOT, run_cli
 
 WRITER = """
 import sys, numpy as np
-from store.layout import RunFolder
+from gclab.store.layout import RunFolder
 data = sys.argv[1]
 rf = RunFolder(data, "demo", "victim"); rf.start()
 n = 3_000_000  # big enough that writing takes a while

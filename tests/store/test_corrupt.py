@@ -1,7 +1,7 @@
 """A truncated Parquet file in a completed run is named in a warning; the rest is still served."""
 import pytest
 
-from store.layout import RunFolder
+from gclab.store.layout import RunFolder
 from tests.conftest import run_cli, tree_bytes
 
 

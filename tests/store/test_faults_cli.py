@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from store.layout import RunFolder
+from gclab.store.layout import RunFolder
 from tests.conftest import PYTHON, ROOT, run_cli
 
 N_STEPS = 100
@@ -90,7 +90,7 @@ def test_explain_wrapped_writes_are_refused(store, tmp_path, template):
 
 def test_sandbox_cannot_write_even_past_the_check(store, tmp_path):
     """The statement check is not the only guard: DuckDB itself may open no file."""
-    from store.readonly import sandbox
+    from gclab.store.readonly import sandbox
 
     target = store / "runs" / "sweep=demo" / "run_id=r0" / "steps.parquet"
     before = digests(store)

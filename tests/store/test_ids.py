@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from store.layout import run_id_of
+from gclab.store.layout import run_id_of
 
 
 def test_known_value_is_pinned():

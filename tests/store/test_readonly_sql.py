@@ -1,8 +1,8 @@
 """Ad-hoc SQL is read-only: a writing statement fails in one line and no file changes."""
 import pytest
 
-from store import db, readonly
-from store.layout import RunFolder
+from gclab.store import db, readonly
+from gclab.store.layout import RunFolder
 from tests.conftest import run_cli, tree_bytes
 
 

@@ -4,10 +4,10 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from store import db
-from store.layout import RunFolder
-from store.readonly import read_only_query
-from store.schema import RUNS
+from gclab.store import db
+from gclab.store.layout import RunFolder
+from gclab.store.readonly import read_only_query
+from gclab.store.schema import RUNS
 from tests.conftest import run_cli
 
 
@@ -52,4 +52,4 @@ def test_gclab_command_lists_subcommands_and_imports_outside_the_checkout(tmp_pa
         assert cmd in res.stdout
     out = subprocess.run([sys.executable, "-c", "import gclab; print(gclab.Recorder, gclab.geometric_complexity)"],
                          cwd=tmp_path, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
-    assert out.returncode == 0 and "collect.recorder.Recorder" in out.stdout, out.stderr
+    assert out.returncode == 0 and "gclab.collect.recorder.Recorder" in out.stdout, out.stderr

@@ -6,9 +6,9 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from store import db
-from store.layout import RunFolder, to_arrow
-from store.schema import FILE_NAMES, SCHEMAS, schema_markdown
+from gclab.store import db
+from gclab.store.layout import RunFolder, to_arrow
+from gclab.store.schema import FILE_NAMES, SCHEMAS, schema_markdown
 
 SPEC_KEYS = {
     "runs": "run_id sweep status seed dataset model width depth activation init optimizer lr momentum batch_size "
@@ -114,7 +114,7 @@ def test_schema_doc_is_current():
 
 
 def test_schema_module_imports_nothing_heavy():
-    code = ("import sys, store.schema; heavy = {'torch', 'duckdb', 'polars', 'pandas', 'scipy', 'store.db'} & set(sys.modules); "
+    code = ("import sys, store.schema; heavy = {'torch', 'duckdb', 'polars', 'pandas', 'scipy', 'gclab.store.db'} & set(sys.modules); "
             "print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
