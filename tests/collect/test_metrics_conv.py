@@ -73,6 +73,14 @@ def _y(b, k=3):
     return torch.randint(0, k, (b,), generator=torch.Generator().manual_seed(2))
 
 
+def _assert_set_grad_is_batch_grad(net, x, y):
+    """set_grad writes ∇_θ L_B from the same pass: equal to loss.backward()."""
+    expect = batch_grads(net, x, y, "cross_entropy")
+    step_terms(net, x, y, set_grad=True)
+    for pname, p in net.named_parameters():
+        assert torch.allclose(p.grad, expect[pname], rtol=1e-10, atol=1e-14), pname
+
+
 @pytest.mark.parametrize("name", sorted(NETS))
 def test_fast_path_is_taken_and_matches_bruteforce(name):
     net = _net(name)
@@ -87,11 +95,7 @@ def test_fast_path_is_taken_and_matches_bruteforce(name):
         assert close(got[key], ref[key], 1e-9, floor), (key, float(got[key]), float(ref[key]))
     for key in PER_EXAMPLE:
         assert close(got[key], ref[key], 1e-9), key
-    # set_grad writes ∇_θ L_B from the same pass: equal to loss.backward().
-    expect = batch_grads(net, x, y, "cross_entropy")
-    step_terms(net, x, y, set_grad=True)
-    for pname, p in net.named_parameters():
-        assert torch.allclose(p.grad, expect[pname], rtol=1e-10, atol=1e-14), pname
+    _assert_set_grad_is_batch_grad(net, x, y)
 
 
 @pytest.mark.parametrize("method", ["ghost", "direct", "direct_in_product_layout"])
@@ -110,10 +114,7 @@ def test_both_conv_norm_methods_match_bruteforce(name, method, monkeypatch):
     assert calls
     for key in PER_EXAMPLE:
         assert close(got[key], ref[key], 1e-9), key
-    expect = batch_grads(net, x, y, "cross_entropy")
-    step_terms(net, x, y, set_grad=True)
-    for pname, p in net.named_parameters():
-        assert torch.allclose(p.grad, expect[pname], rtol=1e-10, atol=1e-14), pname
+    _assert_set_grad_is_batch_grad(net, x, y)
     assert close(per_example_grad_norms(net, x, y), ref["per_example_grad_sq"], 1e-10)
 
 
