@@ -65,7 +65,10 @@ check: setup
 calibrate: setup
 	"$(PY)" -m gclab.planted.calibrate --out "$$OUT"
 
+# Lint and format are checked first (pyproject.toml [tool.ruff]): a violation fails the build.
 test: setup
+	"$(VENV)/bin/ruff" check .
+	"$(VENV)/bin/ruff" format --check .
 	"$(PY)" -m pytest -n 2 tests
 
 # The pinned torch is named in the same pip call, so backpack's torchvision resolves to a

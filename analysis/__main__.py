@@ -1,4 +1,5 @@
 """`python -m analysis {report,sql,claims}` — the read side of gclab. Never imports torch."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,10 @@ def _sql(args) -> None:
     with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=200, tbl_width_chars=200):
         print(frame)
     if more:
-        print(f"more rows: only the first {args.max_rows} were fetched; add LIMIT/WHERE, or raise --max-rows "
-              f"(make sql ROWS=...)")
+        print(
+            f"more rows: only the first {args.max_rows} were fetched; add LIMIT/WHERE, or raise --max-rows "
+            f"(make sql ROWS=...)"
+        )
 
 
 def _claims(args) -> None:
@@ -41,9 +44,17 @@ def _claims(args) -> None:
         print()
         return
     # The method text and source are in --json and the report; the terminal keeps what fits a line.
-    shown = table.select("kind", "claim", "verdict", "experiment", "value", "p_value", "p_adjusted", "n_runs", "n_seeds")
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=220, tbl_hide_dataframe_shape=True,
-                   tbl_hide_column_data_types=True):
+    shown = table.select(
+        "kind", "claim", "verdict", "experiment", "value", "p_value", "p_adjusted", "n_runs", "n_seeds"
+    )
+    with pl.Config(
+        tbl_rows=-1,
+        tbl_cols=-1,
+        fmt_str_lengths=80,
+        tbl_width_chars=220,
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+    ):
         for (kind,), part in shown.group_by("kind", maintain_order=True):
             print(f"\n== {kind} ({part.height} rows)")
             print(part.drop("kind"))
@@ -63,8 +74,10 @@ def print_summary(table: pl.DataFrame | None) -> None:
         print("claims: not available (see the report's claims section)")
         return
     answered = table.filter(pl.col("verdict") != INSUFFICIENT).height
-    print(f"claims: {summary(table)}; {answered} of {table.height} rows answered (any kind, verdict other than "
-          f"'{INSUFFICIENT}')")
+    print(
+        f"claims: {summary(table)}; {answered} of {table.height} rows answered (any kind, verdict other than "
+        f"'{INSUFFICIENT}')"
+    )
     head = table.filter(pl.col("experiment").is_in(HEADLINE) & pl.col("kind").is_in(["paper", "check"]))
     for r in head.iter_rows(named=True):
         text = r["claim"] if len(r["claim"]) <= 78 else r["claim"][:77] + "…"
@@ -82,19 +95,28 @@ def _report(args) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, fn, help_ in [("sql", _sql, "run one read-only SQL statement over the run store"),
-                            ("claims", _claims, "the paper's claims with verdicts"),
-                            ("report", _report, "render reports/index.html and figures")]:
+    for name, fn, help_ in [
+        ("sql", _sql, "run one read-only SQL statement over the run store"),
+        ("claims", _claims, "the paper's claims with verdicts"),
+        ("report", _report, "render reports/index.html and figures"),
+    ]:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--data", default="data", help="run store folder (default ./data)")
         p.add_argument("--out", default="reports", help="output folder (default ./reports)")
         p.set_defaults(fn=fn)
     sub.choices["sql"].add_argument("-q", "--query", help="SQL; without it, list the views and their columns")
     sub.choices["sql"].add_argument("--max-rows", type=int, default=50, help="rows to fetch and print (default 50)")
-    sub.choices["sql"].add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                                    help=f"seconds before the query is stopped (default {DEFAULT_TIMEOUT_S:g})")
-    sub.choices["sql"].add_argument("--memory-limit", default=DEFAULT_MEMORY_LIMIT,
-                                    help=f"DuckDB memory limit, e.g. 8GB (default {DEFAULT_MEMORY_LIMIT})")
+    sub.choices["sql"].add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help=f"seconds before the query is stopped (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    sub.choices["sql"].add_argument(
+        "--memory-limit",
+        default=DEFAULT_MEMORY_LIMIT,
+        help=f"DuckDB memory limit, e.g. 8GB (default {DEFAULT_MEMORY_LIMIT})",
+    )
     sub.choices["claims"].add_argument("--json", action="store_true", help="print a JSON list of objects")
     args = parser.parse_args(argv)
     try:

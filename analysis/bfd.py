@@ -21,6 +21,7 @@ Why not a rank test: the shipped sweep has 6 runs per output, and a signed-rank 
 runs cannot go below p = 1/32, which Holm's correction over the paper rows never lets through. The check: supported when
 every run has plateaued, contradicted otherwise (the row names how many did not).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -39,8 +40,10 @@ PLATEAU_CLAIM = "the nested random batches have reached their plateau at the las
 FFD_MARGIN = 0.05  # "close to the number of parameters": within 5% of the ceiling (docs/EXPERIMENTS.md)
 SOURCE = "seed 001 abstract and §6 (experiments)"
 PAPER = {"kind": "paper", "source": SOURCE}
-_BASE = ("FROM fdim f JOIN runs r ON f.run_id = r.run_id "
-         "WHERE r.status = 'completed' AND r.sweep = 'bfd' AND f.bfd IS NOT NULL")
+_BASE = (
+    "FROM fdim f JOIN runs r ON f.run_id = r.run_id "
+    "WHERE r.status = 'completed' AND r.sweep = 'bfd' AND f.bfd IS NOT NULL"
+)
 _SERIES_SQL = f"""
 SELECT f.run_id, r.seed, r.dataset, f.output, f.split, f.step, f.bfd::DOUBLE AS bfd, f.bfd_max::DOUBLE AS bfd_max,
        f.bfd::DOUBLE / nullif(f.bfd_max, 0) AS bfd_frac
@@ -76,17 +79,35 @@ SELECT r.dataset, f.output, f.split, f.step, count(*) AS n_runs, avg(f.bfd) AS b
        avg(f.bfd::DOUBLE / nullif(f.bfd_max, 0)) AS bfd_frac_mean
 {_BASE} AND f.split IN ('train', 'test') GROUP BY ALL ORDER BY ALL
 """
-_TAU_SCHEMA = {"run_id": pl.String, "seed": pl.Int64, "output": pl.String, "split": pl.String,
-               "n_evals": pl.Int64, "kendall_tau": pl.Float64, "p_value": pl.Float64}
+_TAU_SCHEMA = {
+    "run_id": pl.String,
+    "seed": pl.Int64,
+    "output": pl.String,
+    "split": pl.String,
+    "n_evals": pl.Int64,
+    "kendall_tau": pl.Float64,
+    "p_value": pl.Float64,
+}
 
 
 def _run_tau(g: pl.DataFrame) -> pl.DataFrame:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant series: τ is NaN, dropped below
         res = stats.kendalltau(g["step"].to_numpy(), g["bfd"].to_numpy())
-    return pl.DataFrame([{"run_id": g["run_id"][0], "seed": g["seed"][0], "output": g["output"][0],
-                          "split": g["split"][0], "n_evals": g.height, "kendall_tau": float(res.statistic),
-                          "p_value": float(res.pvalue)}], schema=_TAU_SCHEMA).fill_nan(None)
+    return pl.DataFrame(
+        [
+            {
+                "run_id": g["run_id"][0],
+                "seed": g["seed"][0],
+                "output": g["output"][0],
+                "split": g["split"][0],
+                "n_evals": g.height,
+                "kendall_tau": float(res.statistic),
+                "p_value": float(res.pvalue),
+            }
+        ],
+        schema=_TAU_SCHEMA,
+    ).fill_nan(None)
 
 
 def _row(text: str, method: str, d: np.ndarray, seeds: pl.Series, direction: int = -1) -> dict:
@@ -95,22 +116,42 @@ def _row(text: str, method: str, d: np.ndarray, seeds: pl.Series, direction: int
     n, n_seeds = len(d), seeds.n_unique()
     method += "; two-sided one-sample t-test over runs; value = mean"
     if n < MIN_RUNS:
-        return insufficient(text, "bfd", method, f"needs ≥ {MIN_RUNS} runs; have {n}", n_runs=n, n_seeds=n_seeds,
-                            **PAPER)
+        return insufficient(
+            text, "bfd", method, f"needs ≥ {MIN_RUNS} runs; have {n}", n_runs=n, n_seeds=n_seeds, **PAPER
+        )
     if np.ptp(d) == 0:
-        return claim(text, "bfd", f"{method}; every run gives {d[0]:.4g}: no variance to test", INCONCLUSIVE,
-                     **PAPER, value=float(d[0]), n_runs=n, n_seeds=n_seeds)
+        return claim(
+            text,
+            "bfd",
+            f"{method}; every run gives {d[0]:.4g}: no variance to test",
+            INCONCLUSIVE,
+            **PAPER,
+            value=float(d[0]),
+            n_runs=n,
+            n_seeds=n_seeds,
+        )
     res = stats.ttest_1samp(d, 0.0)
     ci = res.confidence_interval(0.95)
     n_dir = int((np.sign(d) == direction).sum())
-    return claim(text, "bfd", f"{method}; {n_dir} of {n} runs in the stated direction",
-                 decide(float(res.pvalue), np.sign(d.mean()) == direction), **PAPER, value=float(d.mean()),
-                 p_value=float(res.pvalue), ci=(ci.low, ci.high), n_runs=n, n_seeds=n_seeds)
+    return claim(
+        text,
+        "bfd",
+        f"{method}; {n_dir} of {n} runs in the stated direction",
+        decide(float(res.pvalue), np.sign(d.mean()) == direction),
+        **PAPER,
+        value=float(d.mean()),
+        p_value=float(res.pvalue),
+        ci=(ci.low, ci.high),
+        n_runs=n,
+        n_seeds=n_seeds,
+    )
 
 
 def _plateau_row(last: pl.DataFrame, output: str) -> dict:
     text = PLATEAU_CLAIM.format(output=output)
-    method = "rank at the largest random batch = rank at the next smaller one, every run (else the FFD is a lower bound)"
+    method = (
+        "rank at the largest random batch = rank at the next smaller one, every run (else the FFD is a lower bound)"
+    )
     ok = last.drop_nulls(["ffd", "ffd_prev"])
     n, n_seeds = ok.height, ok["seed"].n_unique()
     kw = {"kind": "check", "source": "seed 001 sampling theorem (computable full functional dimension)"}
@@ -119,48 +160,89 @@ def _plateau_row(last: pl.DataFrame, output: str) -> dict:
     short = ok.filter(pl.col("ffd") != pl.col("ffd_prev"))
     stat = f"{method}; {short.height} of {n} runs not at the plateau"
     if short.height:
-        stat += f" (e.g. run {short['run_id'][0]}: {short['ffd_prev'][0]:.0f} at n={short['n_prev'][0]}, " \
-                f"{short['ffd'][0]:.0f} at n={short['n_inputs'][0]})"
-    return claim(text, "bfd", stat, CONTRADICTED if short.height else SUPPORTED, value=float(short.height),
-                 n_runs=n, n_seeds=n_seeds, **kw)
+        stat += (
+            f" (e.g. run {short['run_id'][0]}: {short['ffd_prev'][0]:.0f} at n={short['n_prev'][0]}, "
+            f"{short['ffd'][0]:.0f} at n={short['n_inputs'][0]})"
+        )
+    return claim(
+        text,
+        "bfd",
+        stat,
+        CONTRADICTED if short.height else SUPPORTED,
+        value=float(short.height),
+        n_runs=n,
+        n_seeds=n_seeds,
+        **kw,
+    )
 
 
 def _change(series: pl.DataFrame, output: str) -> pl.DataFrame:
     """Per run: training-input BFD at the last eval minus at the first, as a fraction of the ceiling."""
     s = series.filter((pl.col("output") == output) & (pl.col("split") == "train"))
-    return s.group_by("run_id").agg(pl.col("seed").first(), pl.len().alias("n_evals"),
-                                    ((pl.col("bfd").sort_by("step").last() - pl.col("bfd").sort_by("step").first())
-                                     / pl.col("bfd_max").max()).alias("change")).filter(pl.col("n_evals") >= 2)
+    return (
+        s.group_by("run_id")
+        .agg(
+            pl.col("seed").first(),
+            pl.len().alias("n_evals"),
+            (
+                (pl.col("bfd").sort_by("step").last() - pl.col("bfd").sort_by("step").first()) / pl.col("bfd_max").max()
+            ).alias("change"),
+        )
+        .filter(pl.col("n_evals") >= 2)
+    )
 
 
 def _rows(series: pl.DataFrame, last: pl.DataFrame, output: str) -> list[dict]:
     ch = _change(series, output)
     last = last.filter(pl.col("output") == output)
-    rows = [_row(f"BFD on training inputs decreases during training ({output})",
-                 "per run, training-input BFD at the last eval − at the first, / bfd_max (claim: < 0)",
-                 ch["change"].to_numpy(), ch["seed"])]
+    rows = [
+        _row(
+            f"BFD on training inputs decreases during training ({output})",
+            "per run, training-input BFD at the last eval − at the first, / bfd_max (claim: < 0)",
+            ch["change"].to_numpy(),
+            ch["seed"],
+        )
+    ]
     for split in ("train", "test"):
         pair = last.drop_nulls([f"bfd_{split}", "ffd", "ceiling"])
-        rows.append(_row(f"BFD on {split} inputs at the end of training is below the computable full functional "
-                         f"dimension ({output})",
-                         f"last eval, per run (BFD({split}) − FFD) / bfd_max, FFD = max rank at the largest nested "
-                         "random batch (claim: < 0)",
-                         ((pair[f"bfd_{split}"] - pair["ffd"]) / pair["ceiling"]).to_numpy(), pair["seed"]))
+        rows.append(
+            _row(
+                f"BFD on {split} inputs at the end of training is below the computable full functional "
+                f"dimension ({output})",
+                f"last eval, per run (BFD({split}) − FFD) / bfd_max, FFD = max rank at the largest nested "
+                "random batch (claim: < 0)",
+                ((pair[f"bfd_{split}"] - pair["ffd"]) / pair["ceiling"]).to_numpy(),
+                pair["seed"],
+            )
+        )
     frac = last.drop_nulls(["ffd", "ceiling"]).filter(pl.col("ceiling") > 0)
-    rows.append(_row(f"the computable full functional dimension stays close to its ceiling P − #hidden ({output})",
-                     f"last eval, per run FFD / bfd_max − {1 - FFD_MARGIN:g} (claim: > 0, i.e. within "
-                     f"{FFD_MARGIN:.0%} of the ceiling)",
-                     (frac["ffd"] / frac["ceiling"] - (1 - FFD_MARGIN)).to_numpy(), frac["seed"], direction=+1))
+    rows.append(
+        _row(
+            f"the computable full functional dimension stays close to its ceiling P − #hidden ({output})",
+            f"last eval, per run FFD / bfd_max − {1 - FFD_MARGIN:g} (claim: > 0, i.e. within "
+            f"{FFD_MARGIN:.0%} of the ceiling)",
+            (frac["ffd"] / frac["ceiling"] - (1 - FFD_MARGIN)).to_numpy(),
+            frac["seed"],
+            direction=+1,
+        )
+    )
     rows.append(_plateau_row(last, output))
     return rows
 
 
 def analyze(con) -> Analysis:
     series = query(con, _SERIES_SQL)
-    taus = (series.group_by("run_id", "output", "split", maintain_order=True).map_groups(_run_tau)
-            if series.height else pl.DataFrame(schema=_TAU_SCHEMA))
+    taus = (
+        series.group_by("run_id", "output", "split", maintain_order=True).map_groups(_run_tau)
+        if series.height
+        else pl.DataFrame(schema=_TAU_SCHEMA)
+    )
     last = query(con, _LAST_SQL)
     rows = [r for output in OUTPUTS for r in _rows(series, last, output)]
-    tables = {"over_training": query(con, _MEAN_SQL), "per_run_trend": taus, "last_eval": last,
-              "ffd_over_training": query(con, _FFD_SQL)}
+    tables = {
+        "over_training": query(con, _MEAN_SQL),
+        "per_run_trend": taus,
+        "last_eval": last,
+        "ffd_over_training": query(con, _FFD_SQL),
+    }
     return Analysis("bfd", tables, claims_frame(rows))

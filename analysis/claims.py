@@ -10,6 +10,7 @@ the same name (temporary tables shadow the views for unqualified names), so all 
 same runs even while collection writes, and the Parquet files are opened once, not per query
 (≈ 20× faster on a 1,000-run store). The copies are dropped afterwards.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -21,16 +22,28 @@ from gclab.analysis.result import CLAIM_COLUMNS, KINDS, VERDICTS, Analysis, clai
 from gclab.analysis.verdict import holm
 from gclab.store.schema import SCHEMAS
 
-MODULES = {"fig1": fig1, "trends": trends, "double_descent": double_descent, "ucurve": ucurve,
-           "theorem": theorem, "igr": igr, "bfd": bfd, "measures": measures}
+MODULES = {
+    "fig1": fig1,
+    "trends": trends,
+    "double_descent": double_descent,
+    "ucurve": ucurve,
+    "theorem": theorem,
+    "igr": igr,
+    "bfd": bfd,
+    "measures": measures,
+}
 
 
 @contextmanager
 def snapshot(con):
     """Copy each store view into a same-named temporary table for the duration (see module docstring)."""
     # Only views are copied: a caller's own materialized tables (or an earlier snapshot) are reused.
-    views = {r[0] for r in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal AND NOT temporary "
-                                   "AND schema_name = 'main'").fetchall()}
+    views = {
+        r[0]
+        for r in con.sql(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal AND NOT temporary AND schema_name = 'main'"
+        ).fetchall()
+    }
     present = {r[0] for r in con.sql("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()}
     made = [t for t in SCHEMAS if t in views and t not in present]
     try:
@@ -50,8 +63,14 @@ def run_all(con) -> dict[str, Analysis]:
             try:
                 out[name] = module.analyze(con)
             except Exception as exc:  # noqa: BLE001 — reported as a row, see module docstring
-                row = insufficient(f"{name} analysis", name, "analysis failed", f"{type(exc).__name__}: {exc}",
-                                   kind="check", source=f"gclab.analysis.{name}")
+                row = insufficient(
+                    f"{name} analysis",
+                    name,
+                    "analysis failed",
+                    f"{type(exc).__name__}: {exc}",
+                    kind="check",
+                    source=f"gclab.analysis.{name}",
+                )
                 out[name] = Analysis(name, {}, claims_frame([row]))
     return out
 

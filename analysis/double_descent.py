@@ -15,11 +15,13 @@ Verdicts (`analysis.verdict`): the same permutation test of the mirrored statist
 dip below both sides, S on −y) is the test against the claim; the two one-sided p-values give a
 two-sided p, and the smaller decides: a significant peak → supported, a significant dip →
 contradicted, otherwise inconclusive (monotone curves included). A real double-descent curve
-also dips before its peak; the verdict goes with the stronger of the two; fewer than 3 widths with 2 seeds → insufficient data.
+also dips before its peak; the verdict goes with the stronger of the two; fewer than 3 widths with 2 seeds →
+insufficient data.
 The peak location is Nakkiran et al.'s claim (`literature`): within one grid step of the
 interpolation threshold → supported, further → contradicted; no significant peak to locate →
 insufficient data.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -33,14 +35,18 @@ from gclab.analysis.run_summary import with_runs
 from gclab.analysis.verdict import decide, two_sided
 from gclab.store.db import query
 
-CLAIMS = {"test_loss": "test loss double-descends in width: an interior peak above both sides (Fig. 5 left)",
-          "gc": "GC double-descends in width like the test loss (Fig. 5 left)"}
+CLAIMS = {
+    "test_loss": "test loss double-descends in width: an interior peak above both sides (Fig. 5 left)",
+    "gc": "GC double-descends in width like the test loss (Fig. 5 left)",
+}
 LOCATION_CLAIM = "the test-loss peak lies at the interpolation threshold (within one grid step)"
 PAPER = {"kind": "paper", "source": "seed 002 §6, Fig. 5 left"}
 LITERATURE = {"kind": "literature", "source": "Nakkiran et al. 2021 (deep double descent), cited in seed 002 §6"}
-METHOD = ("S = min(peak − min left, peak − min right) of width means with the interior peak re-selected per "
-          "resample, over the pooled within-width sd; permutation test of widths over runs (1999 resamples), "
-          "two-sided with the mirrored dip statistic; value = S (unstudentized)")
+METHOD = (
+    "S = min(peak − min left, peak − min right) of width means with the interior peak re-selected per "
+    "resample, over the pooled within-width sd; permutation test of widths over runs (1999 resamples), "
+    "two-sided with the mirrored dip statistic; value = S (unstudentized)"
+)
 
 _POINTS_SQL = with_runs("""
 SELECT run_id, width, seed, test_loss, gc_last AS gc FROM rs
@@ -48,7 +54,8 @@ WHERE sweep = 'fig5' AND width IS NOT NULL AND isfinite(test_loss) AND isfinite(
 """)
 _BY_WIDTH_SQL = with_runs("""
 SELECT width, count(*) AS n_seeds, avg(test_loss) AS test_loss_mean, stddev_samp(test_loss) AS test_loss_sd,
-       avg(gc_last) AS gc_mean, stddev_samp(gc_last) AS gc_sd, avg(1 - train_acc) AS train_err_mean, avg(n_train) AS n_train
+       avg(gc_last) AS gc_mean, stddev_samp(gc_last) AS gc_sd, avg(1 - train_acc) AS train_err_mean,
+       avg(n_train) AS n_train
 FROM rs WHERE sweep = 'fig5' AND width IS NOT NULL AND isfinite(test_loss) AND isfinite(gc_last)
 GROUP BY width ORDER BY width
 """)
@@ -61,12 +68,22 @@ def by_width(con) -> pl.DataFrame:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a single seed has no interval: NaN, then null
         for c in ("test_loss", "gc"):
-            lo, hi = stats.t.interval(1 - ALPHA, n - 1, loc=agg[f"{c}_mean"].to_numpy(),
-                                      scale=agg[f"{c}_sd"].to_numpy() / np.sqrt(n))
+            lo, hi = stats.t.interval(
+                1 - ALPHA, n - 1, loc=agg[f"{c}_mean"].to_numpy(), scale=agg[f"{c}_sd"].to_numpy() / np.sqrt(n)
+            )
             bounds |= {f"{c}_lo": lo, f"{c}_hi": hi}
-    return agg.with_columns(*[pl.Series(k, v, dtype=pl.Float64).fill_nan(None) for k, v in bounds.items()]
-    ).select("width", "n_seeds", "test_loss_mean", "test_loss_lo", "test_loss_hi", "gc_mean", "gc_lo",
-             "gc_hi", "train_err_mean", "n_train")
+    return agg.with_columns(*[pl.Series(k, v, dtype=pl.Float64).fill_nan(None) for k, v in bounds.items()]).select(
+        "width",
+        "n_seeds",
+        "test_loss_mean",
+        "test_loss_lo",
+        "test_loss_hi",
+        "gc_mean",
+        "gc_lo",
+        "gc_hi",
+        "train_err_mean",
+        "n_train",
+    )
 
 
 def _peak_parts(means: np.ndarray):
@@ -97,15 +114,36 @@ def peak_test(width_index: np.ndarray, y: np.ndarray, n_widths: int, seed: int =
 
     peak, left, right, s = _peak_parts(y @ onehot / counts)
     peak, left, right = int(peak), int(left), int(right)
-    res, dip = (stats.permutation_test((sign * y,), statistic, permutation_type="pairings", vectorized=True,
-                                       n_resamples=1999, alternative="greater", rng=np.random.default_rng(seed))
-                for sign in (1.0, -1.0))
+    res, dip = (
+        stats.permutation_test(
+            (sign * y,),
+            statistic,
+            permutation_type="pairings",
+            vectorized=True,
+            n_resamples=1999,
+            alternative="greater",
+            rng=np.random.default_rng(seed),
+        )
+        for sign in (1.0, -1.0)
+    )
     p_two, agrees = two_sided(float(res.pvalue), float(dip.pvalue))
-    welch = [stats.ttest_ind(y[width_index == peak], y[width_index == side], equal_var=False,
-                             alternative="greater").pvalue for side in (left, right)]
-    return {"peak": peak, "left_min": left, "right_min": right, "S": float(s), "S_studentized": float(res.statistic),
-            "p_perm": float(res.pvalue), "p_dip": float(dip.pvalue), "p_two_sided": p_two, "agrees": agrees,
-            "welch_p_left": float(welch[0]), "welch_p_right": float(welch[1])}
+    welch = [
+        stats.ttest_ind(y[width_index == peak], y[width_index == side], equal_var=False, alternative="greater").pvalue
+        for side in (left, right)
+    ]
+    return {
+        "peak": peak,
+        "left_min": left,
+        "right_min": right,
+        "S": float(s),
+        "S_studentized": float(res.statistic),
+        "p_perm": float(res.pvalue),
+        "p_dip": float(dip.pvalue),
+        "p_two_sided": p_two,
+        "agrees": agrees,
+        "welch_p_left": float(welch[0]),
+        "welch_p_right": float(welch[1]),
+    }
 
 
 def analyze(con) -> Analysis:
@@ -114,24 +152,54 @@ def analyze(con) -> Analysis:
     n_runs, n_seeds, widths = pts.height, pts["seed"].n_unique(), table["width"].to_list()
     tables = {"by_width": table, "peaks": pl.DataFrame()}
     if len(widths) < 3 or n_seeds < 2 or table["n_seeds"].min() < 2:
-        why = (f"needs ≥ 3 widths with ≥ 2 seeds each; have {len(widths)} widths, "
-               f"{table['n_seeds'].min() if table.height else 0} seeds at the sparsest")
-        rows = [insufficient(c, "fig5", METHOD, why, n_runs=n_runs, n_seeds=n_seeds, **PAPER)
-                for c in CLAIMS.values()]
-        rows.append(insufficient(LOCATION_CLAIM, "fig5", "peak width vs interpolation threshold", why,
-                                 n_runs=n_runs, n_seeds=n_seeds, **LITERATURE))
+        why = (
+            f"needs ≥ 3 widths with ≥ 2 seeds each; have {len(widths)} widths, "
+            f"{table['n_seeds'].min() if table.height else 0} seeds at the sparsest"
+        )
+        rows = [insufficient(c, "fig5", METHOD, why, n_runs=n_runs, n_seeds=n_seeds, **PAPER) for c in CLAIMS.values()]
+        rows.append(
+            insufficient(
+                LOCATION_CLAIM,
+                "fig5",
+                "peak width vs interpolation threshold",
+                why,
+                n_runs=n_runs,
+                n_seeds=n_seeds,
+                **LITERATURE,
+            )
+        )
         return Analysis("double_descent", tables, claims_frame(rows))
     width_index = pts.select(pl.col("width").rank("dense").cast(pl.Int64) - 1).to_series().to_numpy()
     rows, peaks = [], []
     for col, text in CLAIMS.items():
         r = peak_test(width_index, pts[col].to_numpy(), len(widths))
-        peaks.append({"statistic": col, **r, "peak_width": widths[r["peak"]],
-                      "left_min_width": widths[r["left_min"]], "right_min_width": widths[r["right_min"]]})
-        stat = (f"{METHOD}; peak at width {widths[r['peak']]}, minima at {widths[r['left_min']]} and "
-                f"{widths[r['right_min']]}; unselected one-sided Welch p = {r['welch_p_left']:.3g} (left), "
-                f"{r['welch_p_right']:.3g} (right)")
-        rows.append(claim(text, "fig5", stat, decide(r["p_two_sided"], r["agrees"]), **PAPER, value=r["S"],
-                          p_value=r["p_two_sided"], n_runs=n_runs, n_seeds=n_seeds))
+        peaks.append(
+            {
+                "statistic": col,
+                **r,
+                "peak_width": widths[r["peak"]],
+                "left_min_width": widths[r["left_min"]],
+                "right_min_width": widths[r["right_min"]],
+            }
+        )
+        stat = (
+            f"{METHOD}; peak at width {widths[r['peak']]}, minima at {widths[r['left_min']]} and "
+            f"{widths[r['right_min']]}; unselected one-sided Welch p = {r['welch_p_left']:.3g} (left), "
+            f"{r['welch_p_right']:.3g} (right)"
+        )
+        rows.append(
+            claim(
+                text,
+                "fig5",
+                stat,
+                decide(r["p_two_sided"], r["agrees"]),
+                **PAPER,
+                value=r["S"],
+                p_value=r["p_two_sided"],
+                n_runs=n_runs,
+                n_seeds=n_seeds,
+            )
+        )
     # Interpolation threshold and where the test-loss peak sits relative to it.
     interp = table.filter(pl.col("train_err_mean") <= 1.0 / pl.col("n_train"))
     loss_peak = peaks[0]
@@ -139,17 +207,46 @@ def analyze(con) -> Analysis:
     for p in peaks:
         p["threshold_width"] = threshold
     tables["peaks"] = pl.DataFrame(peaks)
-    loc_stat = "grid steps from the interpolation threshold (first width with mean train error ≤ 1/n_train) " \
-               "to the test-loss peak"
+    loc_stat = (
+        "grid steps from the interpolation threshold (first width with mean train error ≤ 1/n_train) "
+        "to the test-loss peak"
+    )
     if threshold is None:
-        rows.append(insufficient(LOCATION_CLAIM, "fig5", loc_stat, "no width reaches zero train error",
-                                 n_runs=n_runs, n_seeds=n_seeds, **LITERATURE))
+        rows.append(
+            insufficient(
+                LOCATION_CLAIM,
+                "fig5",
+                loc_stat,
+                "no width reaches zero train error",
+                n_runs=n_runs,
+                n_seeds=n_seeds,
+                **LITERATURE,
+            )
+        )
     elif not (loss_peak["p_two_sided"] < ALPHA and loss_peak["agrees"]):
-        rows.append(insufficient(LOCATION_CLAIM, "fig5", loc_stat, "no significant test-loss peak to locate",
-                                 n_runs=n_runs, n_seeds=n_seeds, **LITERATURE))
+        rows.append(
+            insufficient(
+                LOCATION_CLAIM,
+                "fig5",
+                loc_stat,
+                "no significant test-loss peak to locate",
+                n_runs=n_runs,
+                n_seeds=n_seeds,
+                **LITERATURE,
+            )
+        )
     else:
         steps = loss_peak["peak"] - widths.index(threshold)
-        rows.append(claim(LOCATION_CLAIM, "fig5", f"{loc_stat}: threshold at width {threshold}, peak at "
-                          f"{loss_peak['peak_width']}", SUPPORTED if abs(steps) <= 1 else CONTRADICTED,
-                          **LITERATURE, value=steps, n_runs=n_runs, n_seeds=n_seeds))
+        rows.append(
+            claim(
+                LOCATION_CLAIM,
+                "fig5",
+                f"{loc_stat}: threshold at width {threshold}, peak at {loss_peak['peak_width']}",
+                SUPPORTED if abs(steps) <= 1 else CONTRADICTED,
+                **LITERATURE,
+                value=steps,
+                n_runs=n_runs,
+                n_seeds=n_seeds,
+            )
+        )
     return Analysis("double_descent", tables, claims_frame(rows))

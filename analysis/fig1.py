@@ -20,6 +20,7 @@ is read at its eval of lowest train MSE (its closest approach), and the rows cou
   supported, above → contradicted, otherwise inconclusive.
 Fewer than 2 seeds → insufficient data.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,16 @@ import polars as pl
 from scipy import stats
 from statsmodels.stats.weightstats import DescrStatsW
 
-from gclab.analysis.result import (ALPHA, CONTRADICTED, INCONCLUSIVE, SUPPORTED, Analysis, claim, claims_frame,
-                             insufficient)
+from gclab.analysis.result import (
+    ALPHA,
+    CONTRADICTED,
+    INCONCLUSIVE,
+    SUPPORTED,
+    Analysis,
+    claim,
+    claims_frame,
+    insufficient,
+)
 from gclab.analysis.verdict import decide
 from gclab.store.db import query
 
@@ -96,51 +105,100 @@ def _not_fitted(df: pl.DataFrame) -> str:
 
 def _arc_claim(arc: pl.DataFrame) -> dict:
     lo_m, hi_m = 1 - ARC_MARGIN, 1 + ARC_MARGIN
-    method = (f"arc length of f on [−1, 1] at the fit step / the minimal interpolant's; TOST (statsmodels ttost_mean) "
-              f"of the mean ratio over seeds within [{lo_m:g}, {hi_m:g}]; contradicted if significantly outside; "
-              f"value = mean ratio (90% CI); {_not_fitted(arc)}")
+    method = (
+        f"arc length of f on [−1, 1] at the fit step / the minimal interpolant's; TOST (statsmodels ttost_mean) "
+        f"of the mean ratio over seeds within [{lo_m:g}, {hi_m:g}]; contradicted if significantly outside; "
+        f"value = mean ratio (90% CI); {_not_fitted(arc)}"
+    )
     ratios = arc["ratio"].drop_nulls().to_numpy()
     n, n_seeds = len(ratios), arc["seed"].n_unique()
     if n < 2 or n_seeds < 2:
-        return insufficient(ARC_CLAIM, "fig1", method, f"needs ≥ 2 seeds; have {n_seeds}", n_runs=n, n_seeds=n_seeds,
-                            **PAPER)
+        return insufficient(
+            ARC_CLAIM, "fig1", method, f"needs ≥ 2 seeds; have {n_seeds}", n_runs=n, n_seeds=n_seeds, **PAPER
+        )
     if np.ptp(ratios) == 0:
-        return insufficient(ARC_CLAIM, "fig1", method, "identical ratios across seeds: no variance to test",
-                            n_runs=n, n_seeds=n_seeds, **PAPER)
+        return insufficient(
+            ARC_CLAIM,
+            "fig1",
+            method,
+            "identical ratios across seeds: no variance to test",
+            n_runs=n,
+            n_seeds=n_seeds,
+            **PAPER,
+        )
     d = DescrStatsW(ratios)
     p_tost = float(d.ttost_mean(lo_m, hi_m)[0])
-    outside = [stats.ttest_1samp(ratios, lo_m, alternative="less").pvalue,
-               stats.ttest_1samp(ratios, hi_m, alternative="greater").pvalue]
+    outside = [
+        stats.ttest_1samp(ratios, lo_m, alternative="less").pvalue,
+        stats.ttest_1samp(ratios, hi_m, alternative="greater").pvalue,
+    ]
     p_out = float(min(outside))
     verdict = SUPPORTED if p_tost < ALPHA else CONTRADICTED if p_out < ALPHA else INCONCLUSIVE
     lo, hi = d.tconfint_mean(alpha=2 * ALPHA)
-    note = {SUPPORTED: "equivalent within the margin", CONTRADICTED: "significantly outside the margin",
-            INCONCLUSIVE: "neither equivalence nor a difference shown; more seeds needed"}[verdict]
-    return claim(ARC_CLAIM, "fig1", f"{method}; TOST p = {p_tost:.3g}, outside p = {p_out:.3g}; {note}", verdict,
-                 value=float(ratios.mean()), p_value=p_out if verdict == CONTRADICTED else p_tost, ci=(lo, hi),
-                 n_runs=n, n_seeds=n_seeds, **PAPER)
+    note = {
+        SUPPORTED: "equivalent within the margin",
+        CONTRADICTED: "significantly outside the margin",
+        INCONCLUSIVE: "neither equivalence nor a difference shown; more seeds needed",
+    }[verdict]
+    return claim(
+        ARC_CLAIM,
+        "fig1",
+        f"{method}; TOST p = {p_tost:.3g}, outside p = {p_out:.3g}; {note}",
+        verdict,
+        value=float(ratios.mean()),
+        p_value=p_out if verdict == CONTRADICTED else p_tost,
+        ci=(lo, hi),
+        n_runs=n,
+        n_seeds=n_seeds,
+        **PAPER,
+    )
 
 
 def _gc_claim(gc: pl.DataFrame) -> dict:
-    method = (f"GC(first eval) / GC(first eval at train MSE ≤ {FIT_MSE:g}) per run; two-sided t-test over seeds of "
-              f"log ratio against log {GC_START_MAX} (claim: below); value = geometric mean ratio (95% CI)")
+    method = (
+        f"GC(first eval) / GC(first eval at train MSE ≤ {FIT_MSE:g}) per run; two-sided t-test over seeds of "
+        f"log ratio against log {GC_START_MAX} (claim: below); value = geometric mean ratio (95% CI)"
+    )
     left_out = int((~gc["reached_fit"]).sum()) if gc.height else 0
     method += f"; {left_out} runs never reached that training error (left out)"
     ok = gc.filter(pl.col("reached_fit") & (pl.col("gc_first") > 0) & (pl.col("gc_fit") > 0))
     n, n_seeds = ok.height, ok["seed"].n_unique()
     if n < 2 or n_seeds < 2:
-        return insufficient(GC_CLAIM, "fig1", method, f"needs ≥ 2 seeds with positive GC at the fit; have {n_seeds}",
-                            n_runs=n, n_seeds=n_seeds, **PAPER)
+        return insufficient(
+            GC_CLAIM,
+            "fig1",
+            method,
+            f"needs ≥ 2 seeds with positive GC at the fit; have {n_seeds}",
+            n_runs=n,
+            n_seeds=n_seeds,
+            **PAPER,
+        )
     log_ratio = (ok["gc_first"] / ok["gc_fit"]).log().to_numpy()
     test = stats.ttest_1samp(log_ratio, math.log(GC_START_MAX))
     ci = stats.ttest_1samp(log_ratio, 0.0).confidence_interval(1 - ALPHA)
     p = float(test.pvalue)
     if not math.isfinite(p):
-        return insufficient(GC_CLAIM, "fig1", method, "identical ratios across seeds: no variance to test",
-                            n_runs=n, n_seeds=n_seeds, **PAPER)
-    return claim(GC_CLAIM, "fig1", method, decide(p, float(test.statistic) < 0), **PAPER,
-                 value=float(np.exp(log_ratio.mean())), p_value=p, ci=(math.exp(ci.low), math.exp(ci.high)),
-                 n_runs=n, n_seeds=n_seeds)
+        return insufficient(
+            GC_CLAIM,
+            "fig1",
+            method,
+            "identical ratios across seeds: no variance to test",
+            n_runs=n,
+            n_seeds=n_seeds,
+            **PAPER,
+        )
+    return claim(
+        GC_CLAIM,
+        "fig1",
+        method,
+        decide(p, float(test.statistic) < 0),
+        **PAPER,
+        value=float(np.exp(log_ratio.mean())),
+        p_value=p,
+        ci=(math.exp(ci.low), math.exp(ci.high)),
+        n_runs=n,
+        n_seeds=n_seeds,
+    )
 
 
 def analyze(con) -> Analysis:

@@ -21,6 +21,7 @@ row above the tolerance, contradicted otherwise. The others (`analysis.verdict`)
 t-tests; significant in the claimed direction → supported, against → contradicted, otherwise
 inconclusive; fewer than 2 seeds or 3 values of each of h and b → insufficient data.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -29,8 +30,16 @@ import numpy as np
 import polars as pl
 import statsmodels.api as sm
 
-from gclab.analysis.result import (ALPHA, CONTRADICTED, INCONCLUSIVE, SUPPORTED, Analysis, claim, claims_frame,
-                             insufficient)
+from gclab.analysis.result import (
+    ALPHA,
+    CONTRADICTED,
+    INCONCLUSIVE,
+    SUPPORTED,
+    Analysis,
+    claim,
+    claims_frame,
+    insufficient,
+)
 from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
 from gclab.analysis.verdict import decide, describe
 from gclab.store.db import query
@@ -46,10 +55,14 @@ CHECK = {"kind": "check", "source": "seed 002 §5, Eq. 6"}
 PAPER = {"kind": "paper", "source": "seed 002 §5, Eq. 7–8"}
 CONDITION = {"kind": "condition", "source": "seed 002 §5, Eq. 8 (IGR strength h/b)"}
 
-_REL = ("abs(s.grad_norm_sq - (s.residual_term + s.label_alignment + s.batch_alignment)) "
-        "/ greatest(abs(s.grad_norm_sq), 1e-300)")
-_TERMS_OK = ("s.grad_norm_sq IS NOT NULL AND s.residual_term IS NOT NULL AND s.label_alignment IS NOT NULL "
-             "AND s.batch_alignment IS NOT NULL")
+_REL = (
+    "abs(s.grad_norm_sq - (s.residual_term + s.label_alignment + s.batch_alignment)) "
+    "/ greatest(abs(s.grad_norm_sq), 1e-300)"
+)
+_TERMS_OK = (
+    "s.grad_norm_sq IS NOT NULL AND s.residual_term IS NOT NULL AND s.label_alignment IS NOT NULL "
+    "AND s.batch_alignment IS NOT NULL"
+)
 _BASE = f"FROM steps s JOIN runs r ON s.run_id = r.run_id WHERE r.status = 'completed' AND {_TERMS_OK}"
 _IDENTITY_SQL = f"""
 SELECT count(*) AS n_rows, count(DISTINCT s.run_id) AS n_runs, count(DISTINCT r.seed) AS n_seeds,
@@ -86,31 +99,60 @@ def identity_claim(counts: dict, violations: pl.DataFrame) -> dict:
     if not counts["n_rows"]:
         return insufficient(IDENTITY_CLAIM, "igr", method, "no logged steps with all four terms", **CHECK)
     bad = counts["n_violations"] + counts["non_finite"]
-    worst = (f"; worst: run {violations['run_id'][0]} step {violations['step'][0]} "
-             f"(rel. error {violations['rel_err'][0]:.3g})") if violations.height else ""
+    worst = (
+        (
+            f"; worst: run {violations['run_id'][0]} step {violations['step'][0]} "
+            f"(rel. error {violations['rel_err'][0]:.3g})"
+        )
+        if violations.height
+        else ""
+    )
     stat = f"{method}; {bad} of {counts['n_rows']} rows exceed it{worst}"
-    return claim(IDENTITY_CLAIM, "igr", stat, CONTRADICTED if bad else SUPPORTED, **CHECK, value=counts["max_rel_err"],
-                 n_runs=counts["n_runs"], n_seeds=counts["n_seeds"])
+    return claim(
+        IDENTITY_CLAIM,
+        "igr",
+        stat,
+        CONTRADICTED if bad else SUPPORTED,
+        **CHECK,
+        value=counts["max_rel_err"],
+        n_runs=counts["n_runs"],
+        n_seeds=counts["n_seeds"],
+    )
 
 
 def lr_batch_fit(runs: pl.DataFrame, note: str) -> tuple[list[dict], dict]:
     """(claim rows lr, batch, h/b, only-h/b; fit summary) of log GC on log h and log b with seed fixed effects."""
-    method = ("OLS of log GC on log h and log b with seed fixed effects (one fit); two-sided t-test of {what}; "
-              f"value = {{value}} (95% CI); {note}")
-    texts = [(LR_CLAIM, "β_h (claim: < 0)", "β_h", PAPER), (B_CLAIM, "β_b (claim: > 0)", "β_b", PAPER),
-             (HB_CLAIM, "the contrast (β_h − β_b)/2 (claim: < 0)", "(β_h − β_b)/2", PAPER),
-             (RATIO_CLAIM, "β_h + β_b = 0 (significant contradicts)", "β_h + β_b", CONDITION)]
+    method = (
+        "OLS of log GC on log h and log b with seed fixed effects (one fit); two-sided t-test of {what}; "
+        f"value = {{value}} (95% CI); {note}"
+    )
+    texts = [
+        (LR_CLAIM, "β_h (claim: < 0)", "β_h", PAPER),
+        (B_CLAIM, "β_b (claim: > 0)", "β_b", PAPER),
+        (HB_CLAIM, "the contrast (β_h − β_b)/2 (claim: < 0)", "(β_h − β_b)/2", PAPER),
+        (RATIO_CLAIM, "β_h + β_b = 0 (significant contradicts)", "β_h + β_b", CONDITION),
+    ]
     keys = ("beta_h", "beta_b", "contrast", "beta_sum")
     n_runs, n_seeds = runs.height, runs["seed"].n_unique()
     n_h, n_b = runs["lr"].n_unique(), runs["batch_size"].n_unique()
     dummies = runs.select(pl.col("seed").cast(pl.String)).to_dummies(drop_first=True)
     if n_seeds < 2 or n_h < 3 or n_b < 3 or n_runs < dummies.width + 5:
-        why = (f"needs ≥ 2 seeds and ≥ 3 values of each of h and b; have {n_seeds} seeds, {n_h} learning rates, "
-               f"{n_b} batch sizes, {n_runs} runs")
-        return [insufficient(t, "igr", method.format(what=w, value=v), why, n_runs=n_runs, n_seeds=n_seeds, **k)
-                for t, w, v, k in texts], {}
-    X = np.column_stack([np.ones(n_runs), np.log(runs["lr"].to_numpy()), np.log(runs["batch_size"].to_numpy()),
-                         dummies.to_numpy().astype(float)])
+        why = (
+            f"needs ≥ 2 seeds and ≥ 3 values of each of h and b; have {n_seeds} seeds, {n_h} learning rates, "
+            f"{n_b} batch sizes, {n_runs} runs"
+        )
+        return [
+            insufficient(t, "igr", method.format(what=w, value=v), why, n_runs=n_runs, n_seeds=n_seeds, **k)
+            for t, w, v, k in texts
+        ], {}
+    X = np.column_stack(
+        [
+            np.ones(n_runs),
+            np.log(runs["lr"].to_numpy()),
+            np.log(runs["batch_size"].to_numpy()),
+            dummies.to_numpy().astype(float),
+        ]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = sm.OLS(np.log(runs["gc"].to_numpy()), X).fit()
@@ -129,11 +171,29 @@ def lr_batch_fit(runs: pl.DataFrame, note: str) -> tuple[list[dict], dict]:
             verdict = decide(p, np.sign(est) == direction)
         else:  # a "no effect" claim: only a significant effect decides (contradicted)
             verdict = CONTRADICTED if p < ALPHA else INCONCLUSIVE
-        why = describe(verdict, value) if direction else (
-            f"{value} significantly ≠ 0" if verdict == CONTRADICTED else f"{value} not significantly ≠ 0 "
-            "(absence of evidence, not equality)")
-        rows.append(claim(text, "igr", f"{m}; R² = {fit.rsquared:.3f}; {why}", verdict, value=est, p_value=p,
-                          ci=(lo, hi), n_runs=n_runs, n_seeds=n_seeds, **kind))
+        why = (
+            describe(verdict, value)
+            if direction
+            else (
+                f"{value} significantly ≠ 0"
+                if verdict == CONTRADICTED
+                else f"{value} not significantly ≠ 0 (absence of evidence, not equality)"
+            )
+        )
+        rows.append(
+            claim(
+                text,
+                "igr",
+                f"{m}; R² = {fit.rsquared:.3f}; {why}",
+                verdict,
+                value=est,
+                p_value=p,
+                ci=(lo, hi),
+                n_runs=n_runs,
+                n_seeds=n_seeds,
+                **kind,
+            )
+        )
         summary |= {key: est, f"{key}_lo": lo, f"{key}_hi": hi, f"{key}_p": p}
     return rows, summary
 
@@ -144,7 +204,12 @@ def analyze(con) -> Analysis:
     runs = query(con, _HB_SQL)
     excluded = query(con, EXCLUDED_SQL)
     rows, fit = lr_batch_fit(runs, f"runs at zero training error only: {excluded_note(excluded, 'igr')}")
-    tables = {"violations": violations, "terms": query(con, _TERMS_SQL), "identity": pl.DataFrame([counts]),
-              "h_over_b": runs, "lr_batch_fit": pl.DataFrame([fit]) if fit else pl.DataFrame(),
-              "excluded": excluded.filter(pl.col("sweep") == "igr")}
+    tables = {
+        "violations": violations,
+        "terms": query(con, _TERMS_SQL),
+        "identity": pl.DataFrame([counts]),
+        "h_over_b": runs,
+        "lr_batch_fit": pl.DataFrame([fit]) if fit else pl.DataFrame(),
+        "excluded": excluded.filter(pl.col("sweep") == "igr"),
+    }
     return Analysis("igr", tables, claims_frame([identity_claim(counts, violations), *rows]))

@@ -20,6 +20,7 @@ supported, negative → contradicted, otherwise inconclusive; fewer than `MIN_RU
 axis with a group → insufficient data. The pooled τ over runs is shown beside Ψ (statistic and
 table), never decides: runs of different sweeps and training stages are not exchangeable.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -64,18 +65,26 @@ def varying_axes(runs: pl.DataFrame, axes: list[str]) -> list[str]:
     return [a for a in axes if counts[a].max() > 1]
 
 
-def axis_groups(runs: pl.DataFrame, axis: str, axes: list[str],
-                group_cols: tuple[str, ...] = ("sweep", "seed")) -> list[pl.DataFrame]:
+def axis_groups(
+    runs: pl.DataFrame, axis: str, axes: list[str], group_cols: tuple[str, ...] = ("sweep", "seed")
+) -> list[pl.DataFrame]:
     """The groups of runs that share `group_cols` and every axis but `axis`, in which `axis` varies."""
     others = [*group_cols, *[a for a in axes if a != axis]]
     key = pl.concat_str([pl.col(c).cast(pl.String).fill_null("∅") for c in others], separator="|")
-    return (runs.with_columns(key.alias("_key"))
-            .filter(pl.col(axis).n_unique().over("_key") >= 2)
-            .partition_by("_key", maintain_order=True))
+    return (
+        runs.with_columns(key.alias("_key"))
+        .filter(pl.col(axis).n_unique().over("_key") >= 2)
+        .partition_by("_key", maintain_order=True)
+    )
 
 
-def granulated(runs: pl.DataFrame, measures: list[str], axes: list[str], target: str = "gen_gap",
-               group_cols: tuple[str, ...] = ("sweep", "seed")) -> pl.DataFrame:
+def granulated(
+    runs: pl.DataFrame,
+    measures: list[str],
+    axes: list[str],
+    target: str = "gen_gap",
+    group_cols: tuple[str, ...] = ("sweep", "seed"),
+) -> pl.DataFrame:
     """Long table (measure, axis, psi, n_groups): ψ_i per measure and axis (see module docstring)."""
     rows = []
     for axis in axes:
@@ -83,18 +92,26 @@ def granulated(runs: pl.DataFrame, measures: list[str], axes: list[str], target:
         for m in measures:
             taus = np.array([_tau(g[m].cast(pl.Float64).to_numpy(), g[target].to_numpy())[0] for g in groups])
             taus = taus[np.isfinite(taus)]
-            rows.append({"measure": m, "axis": axis, "psi": float(taus.mean()) if taus.size else None,
-                         "n_groups": int(taus.size)})
-    return pl.DataFrame(rows, schema={"measure": pl.String, "axis": pl.String, "psi": pl.Float64,
-                                      "n_groups": pl.Int64})
+            rows.append(
+                {
+                    "measure": m,
+                    "axis": axis,
+                    "psi": float(taus.mean()) if taus.size else None,
+                    "n_groups": int(taus.size),
+                }
+            )
+    return pl.DataFrame(rows, schema={"measure": pl.String, "axis": pl.String, "psi": pl.Float64, "n_groups": pl.Int64})
 
 
-def ranking(runs: pl.DataFrame, measures: list[str], axes: list[str],
-            target: str = "gen_gap") -> tuple[pl.DataFrame, pl.DataFrame]:
+def ranking(
+    runs: pl.DataFrame, measures: list[str], axes: list[str], target: str = "gen_gap"
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(ranking, per_axis): Kendall τ over all runs and granulated Ψ per measure."""
     per_axis = granulated(runs, measures, axes, target)
-    psi = per_axis.group_by("measure").agg(pl.col("psi").drop_nulls().mean().alias("granulated_tau"),
-                                           pl.col("psi").drop_nulls().len().cast(pl.Int64).alias("n_axes"))
+    psi = per_axis.group_by("measure").agg(
+        pl.col("psi").drop_nulls().mean().alias("granulated_tau"),
+        pl.col("psi").drop_nulls().len().cast(pl.Int64).alias("n_axes"),
+    )
     y = runs[target].to_numpy() if runs.height else np.array([])
     rows = []
     for m in measures:
@@ -102,11 +119,15 @@ def ranking(runs: pl.DataFrame, measures: list[str], axes: list[str],
         tau, p = _tau(x, y)
         n = int((np.isfinite(x) & np.isfinite(y)).sum())
         rows.append({"measure": m, "kendall_tau": tau, "p_value": p, "n_runs": n})
-    table = (pl.DataFrame(rows, schema={"measure": pl.String, "kendall_tau": pl.Float64, "p_value": pl.Float64,
-                                        "n_runs": pl.Int64}).fill_nan(None)
-             .join(psi, on="measure", how="left")
-             .select("measure", "kendall_tau", "p_value", "granulated_tau", "n_runs", "n_axes")
-             .sort("granulated_tau", descending=True, nulls_last=True))
+    table = (
+        pl.DataFrame(
+            rows, schema={"measure": pl.String, "kendall_tau": pl.Float64, "p_value": pl.Float64, "n_runs": pl.Int64}
+        )
+        .fill_nan(None)
+        .join(psi, on="measure", how="left")
+        .select("measure", "kendall_tau", "p_value", "granulated_tau", "n_runs", "n_axes")
+        .sort("granulated_tau", descending=True, nulls_last=True)
+    )
     return table, per_axis
 
 
@@ -121,8 +142,14 @@ def _perm_taus(x: np.ndarray, y: np.ndarray, perms: np.ndarray) -> np.ndarray | 
     return sy @ sx / denom if denom else None
 
 
-def psi_test(runs: pl.DataFrame, measure: str, axes: list[str], target: str = "gen_gap",
-             n_resamples: int = N_PERMUTATIONS, seed: int = 0) -> dict:
+def psi_test(
+    runs: pl.DataFrame,
+    measure: str,
+    axes: list[str],
+    target: str = "gen_gap",
+    n_resamples: int = N_PERMUTATIONS,
+    seed: int = 0,
+) -> dict:
     """Ψ of `measure` with its stratified permutation p (module docstring): psi, p_value, n_axes, n_groups."""
     rng = np.random.default_rng(seed)
     per_axis = []  # (R + 1,) ψ_i: observed first, then the resamples
@@ -154,24 +181,40 @@ def analyze(con) -> Analysis:
     table, per_axis = ranking(runs, MEASURES, axes)
     ok = runs.filter(pl.col("gc").is_not_null() & pl.col("gc").is_finite())
     n_runs, n_seeds = ok.height, ok["seed"].n_unique()
-    method = (f"granulated Kendall Ψ (Jiang et al. 2020) of GC (train, at best test accuracy) vs test − train loss: "
-              f"mean over hyper-parameter axes of the mean within-group τ-b, other axes fixed; two-sided stratified "
-              f"permutation test ({N_PERMUTATIONS} resamples, claim: Ψ > 0); value = Ψ")
+    method = (
+        f"granulated Kendall Ψ (Jiang et al. 2020) of GC (train, at best test accuracy) vs test − train loss: "
+        f"mean over hyper-parameter axes of the mean within-group τ-b, other axes fixed; two-sided stratified "
+        f"permutation test ({N_PERMUTATIONS} resamples, claim: Ψ > 0); value = Ψ"
+    )
     n_out = int(query(con, EXCLUDED_SQL)["n_excluded"].sum())
     method += f"; {n_out} completed runs of sweeps trained to zero training error left out (did not reach it)"
     res = psi_test(ok, "gc", axes) if n_runs >= MIN_RUNS else {"psi": None}
     if n_runs < MIN_RUNS or res["psi"] is None:
-        why = (f"needs ≥ {MIN_RUNS} trained runs; have {n_runs}" if n_runs < MIN_RUNS
-               else "no hyper-parameter axis varies within a group of runs")
+        why = (
+            f"needs ≥ {MIN_RUNS} trained runs; have {n_runs}"
+            if n_runs < MIN_RUNS
+            else "no hyper-parameter axis varies within a group of runs"
+        )
         row = insufficient(CLAIM, "measures", method, why, n_runs=n_runs, n_seeds=n_seeds, **TOOLKIT)
     else:
         gc_row = table.filter(pl.col("measure") == "gc").row(0, named=True)
         rank = table["measure"].to_list().index("gc") + 1
         verdict = decide(res["p_value"], res["psi"] > 0)
         tau = gc_row["kendall_tau"] if gc_row["kendall_tau"] is not None else float("nan")
-        stat = (f"{method}; {res['n_axes']} axes, {res['n_groups']} groups; pooled τ over all runs = {tau:.3f} "
-                f"(p = {gc_row['p_value'] if gc_row['p_value'] is not None else float('nan'):.3g}, shown only); "
-                f"rank {rank} of {len(MEASURES)} measures by Ψ; {describe(verdict, 'Ψ')}")
-        row = claim(CLAIM, "measures", stat, verdict, **TOOLKIT, value=res["psi"], p_value=res["p_value"],
-                    n_runs=n_runs, n_seeds=n_seeds)
+        stat = (
+            f"{method}; {res['n_axes']} axes, {res['n_groups']} groups; pooled τ over all runs = {tau:.3f} "
+            f"(p = {gc_row['p_value'] if gc_row['p_value'] is not None else float('nan'):.3g}, shown only); "
+            f"rank {rank} of {len(MEASURES)} measures by Ψ; {describe(verdict, 'Ψ')}"
+        )
+        row = claim(
+            CLAIM,
+            "measures",
+            stat,
+            verdict,
+            **TOOLKIT,
+            value=res["psi"],
+            p_value=res["p_value"],
+            n_runs=n_runs,
+            n_seeds=n_seeds,
+        )
     return Analysis("measures", {"ranking": table, "per_axis": per_axis}, claims_frame([row]))

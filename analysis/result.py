@@ -5,6 +5,7 @@ text states it (`source`); which experiment tests it; the statistic (method name
 its value, p-value (and Holm-adjusted p for `paper` rows, see `analysis.verdict`) and CI; how
 many runs and seeds entered; and a verdict, only ever one of `VERDICTS` (docs/EXPERIMENTS.md).
 """
+
 from __future__ import annotations
 
 import math
@@ -12,10 +13,21 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-CLAIM_SCHEMA = {"claim": pl.String, "kind": pl.String, "source": pl.String, "experiment": pl.String,
-                "statistic": pl.String, "value": pl.Float64, "p_value": pl.Float64, "p_adjusted": pl.Float64,
-                "ci_low": pl.Float64, "ci_high": pl.Float64, "n_runs": pl.Int64, "n_seeds": pl.Int64,
-                "verdict": pl.String}
+CLAIM_SCHEMA = {
+    "claim": pl.String,
+    "kind": pl.String,
+    "source": pl.String,
+    "experiment": pl.String,
+    "statistic": pl.String,
+    "value": pl.Float64,
+    "p_value": pl.Float64,
+    "p_adjusted": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "n_runs": pl.Int64,
+    "n_seeds": pl.Int64,
+    "verdict": pl.String,
+}
 CLAIM_COLUMNS = list(CLAIM_SCHEMA)
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, INSUFFICIENT = "supported", "contradicted", "inconclusive", "insufficient data"
 VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, INSUFFICIENT)
@@ -33,23 +45,56 @@ def _num(v) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def claim(claim: str, experiment: str, statistic: str, verdict: str, *, kind: str, source: str, value=None,
-          p_value=None, ci=(None, None), n_runs=0, n_seeds=0) -> dict:
+def claim(
+    claim: str,
+    experiment: str,
+    statistic: str,
+    verdict: str,
+    *,
+    kind: str,
+    source: str,
+    value=None,
+    p_value=None,
+    ci=(None, None),
+    n_runs=0,
+    n_seeds=0,
+) -> dict:
     """One claim row; the verdict must be one of VERDICTS and the kind one of KINDS."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict {verdict!r} is not one of {VERDICTS}")
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r} is not one of {KINDS}")
-    return {"claim": claim, "kind": kind, "source": source, "experiment": experiment, "statistic": statistic,
-            "value": _num(value), "p_value": _num(p_value), "p_adjusted": None, "ci_low": _num(ci[0]),
-            "ci_high": _num(ci[1]), "n_runs": int(n_runs or 0), "n_seeds": int(n_seeds or 0), "verdict": verdict}
+    return {
+        "claim": claim,
+        "kind": kind,
+        "source": source,
+        "experiment": experiment,
+        "statistic": statistic,
+        "value": _num(value),
+        "p_value": _num(p_value),
+        "p_adjusted": None,
+        "ci_low": _num(ci[0]),
+        "ci_high": _num(ci[1]),
+        "n_runs": int(n_runs or 0),
+        "n_seeds": int(n_seeds or 0),
+        "verdict": verdict,
+    }
 
 
-def insufficient(claim_text: str, experiment: str, statistic: str, reason: str, *, kind: str, source: str,
-                 n_runs=0, n_seeds=0) -> dict:
+def insufficient(
+    claim_text: str, experiment: str, statistic: str, reason: str, *, kind: str, source: str, n_runs=0, n_seeds=0
+) -> dict:
     """A claim that could not be tested; the reason goes into the statistic text."""
-    return claim(claim_text, experiment, f"{statistic} — {reason}", INSUFFICIENT, kind=kind, source=source,
-                 n_runs=n_runs, n_seeds=n_seeds)
+    return claim(
+        claim_text,
+        experiment,
+        f"{statistic} — {reason}",
+        INSUFFICIENT,
+        kind=kind,
+        source=source,
+        n_runs=n_runs,
+        n_seeds=n_seeds,
+    )
 
 
 def claims_frame(rows: list[dict]) -> pl.DataFrame:
@@ -64,6 +109,7 @@ def empty_claims() -> pl.DataFrame:
 @dataclass
 class Analysis:
     """What one analysis module returns: named result tables and its claim rows."""
+
     name: str
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)
     claims: pl.DataFrame = field(default_factory=empty_claims)

@@ -12,11 +12,30 @@ Interpolating-model claims (docs/EXPERIMENTS.md, "Training to interpolation"): i
 `INTERPOLATING_SWEEPS` only runs that reached their stop target enter (`FITTED`, a predicate
 on `rs`); `excluded` counts the completed runs left out, per sweep.
 """
+
 from __future__ import annotations
 
-HYPER_COLUMNS = ["dataset", "model", "width", "depth", "activation", "init", "optimizer", "lr",
-                 "momentum", "batch_size", "l2", "spectral_reg", "flatness_reg", "gc_reg",
-                 "label_noise", "bias", "init_scale", "loss", "n_train"]
+HYPER_COLUMNS = [
+    "dataset",
+    "model",
+    "width",
+    "depth",
+    "activation",
+    "init",
+    "optimizer",
+    "lr",
+    "momentum",
+    "batch_size",
+    "l2",
+    "spectral_reg",
+    "flatness_reg",
+    "gc_reg",
+    "label_noise",
+    "bias",
+    "init_scale",
+    "loss",
+    "n_train",
+]
 # Sweeps whose claims the paper states for models at zero training error; they train to that target.
 INTERPOLATING_SWEEPS = ("fig3", "fig4", "fig4_momentum", "fig4_adam", "gcreg", "igr")
 _IN_INTERPOLATING = "sweep IN (" + ", ".join(f"'{s}'" for s in INTERPOLATING_SWEEPS) + ")"
@@ -24,8 +43,20 @@ _IN_INTERPOLATING = "sweep IN (" + ", ".join(f"'{s}'" for s in INTERPOLATING_SWE
 FITTED = f"(NOT {_IN_INTERPOLATING} OR coalesce(target_reached, false))"
 MEASURES = ["gc_last", "param_norm_sq", "spectral_product", "dist_from_init", "sharpness", "bfd"]
 
-_RUN_COLS = ", ".join(f"r.{c}" for c in ["run_id", "sweep", "seed", "status", "steps", "steps_done", "target_reached",
-                                          "final_train_error", *HYPER_COLUMNS])
+_RUN_COLS = ", ".join(
+    f"r.{c}"
+    for c in [
+        "run_id",
+        "sweep",
+        "seed",
+        "status",
+        "steps",
+        "steps_done",
+        "target_reached",
+        "final_train_error",
+        *HYPER_COLUMNS,
+    ]
+)
 
 RUN_SUMMARY = f"""
 WITH ev AS (

@@ -12,6 +12,7 @@ no violation, contradicted with any. The shrink-rate row is a `condition` the pa
 two-sided Wilcoxon (`analysis.verdict`): significantly > 0 → supported, < 0 → contradicted,
 otherwise inconclusive; fewer than `MIN_RUNS` runs → insufficient data.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -30,7 +31,7 @@ CONDITION_CLAIM = "Σ T² shrinks slower than ||∇θ f||² during training (the
 VIOLATES = "t.gc_x > t.bound_tight * (1 + 1e-6) + 1e-12"
 MIN_RUNS, MIN_STEPS = 6, 3
 CHECK = {"kind": "check", "source": "seed 002 §5, Theorem 5.1"}
-CONDITION = {"kind": "condition", "source": "seed 002 §5 (\"for any settings where…\")"}
+CONDITION = {"kind": "condition", "source": 'seed 002 §5 ("for any settings where…")'}
 
 _BASE = "FROM theorem t JOIN runs r ON t.run_id = r.run_id WHERE r.status = 'completed'"
 _COUNT_SQL = f"""
@@ -46,8 +47,13 @@ SELECT t.run_id, r.sweep, t.step, t.split, t.example, t.gc_x, t.bound_tight, t.g
 """
 _TIGHT_SQL = f"""
 SELECT r.depth, t.step, count(*) AS n,
-       {", ".join(f"quantile_cont(t.{b} / t.gc_x, {q}) AS {b}_q{int(q * 100)}"
-                  for b in ("bound", "bound_tight") for q in (0.1, 0.5, 0.9))}
+       {
+    ", ".join(
+        f"quantile_cont(t.{b} / t.gc_x, {q}) AS {b}_q{int(q * 100)}"
+        for b in ("bound", "bound_tight")
+        for q in (0.1, 0.5, 0.9)
+    )
+}
 {_BASE} AND t.gc_x > 0 AND isfinite(t.bound) AND isfinite(t.bound_tight)
 GROUP BY ALL ORDER BY r.depth, t.step
 """
@@ -56,8 +62,13 @@ SELECT t.run_id, r.seed, r.depth, t.step, avg(t.transfer_sq_sum) AS t_sq, avg(t.
 {_BASE} AND t.split = 'train' AND t.transfer_sq_sum > 0 AND t.grad_theta_sq > 0
 GROUP BY ALL
 """
-_SLOPE_SCHEMA = {"run_id": pl.String, "seed": pl.Int64, "depth": pl.Int64, "n_steps": pl.Int64,
-                 **{f"slope_{q}{s}": pl.Float64 for q in ("T", "grad") for s in ("", "_lo", "_hi")}}
+_SLOPE_SCHEMA = {
+    "run_id": pl.String,
+    "seed": pl.Int64,
+    "depth": pl.Int64,
+    "n_steps": pl.Int64,
+    **{f"slope_{q}{s}": pl.Float64 for q in ("T", "grad") for s in ("", "_lo", "_hi")},
+}
 
 
 def _run_slopes(g: pl.DataFrame) -> pl.DataFrame:
@@ -77,38 +88,81 @@ def _run_slopes(g: pl.DataFrame) -> pl.DataFrame:
 
 
 def _violation_claim(counts: dict, violations: pl.DataFrame) -> dict:
-    method = ("count of rows with gc_x > bound_tight·(1+1e-6)+1e-12 (recomputed); value = count, "
-              "CI = Clopper–Pearson 95% of the rate")
+    method = (
+        "count of rows with gc_x > bound_tight·(1+1e-6)+1e-12 (recomputed); value = count, "
+        "CI = Clopper–Pearson 95% of the rate"
+    )
     if not counts["n_rows"]:
         return insufficient(VIOLATION_CLAIM, "thm51", method, "no theorem rows from completed runs", **CHECK)
     lo, hi = proportion_confint(counts["violations"], counts["n_rows"], alpha=ALPHA, method="beta")
-    worst = (f"; worst: run {violations['run_id'][0]} step {violations['step'][0]} example "
-             f"{violations['example'][0]} (gc_x/bound = {violations['ratio'][0]:.6g})") if violations.height else ""
-    stat = (f"{method}; {counts['violations']} of {counts['n_rows']} rows violate; `holds` false on "
-            f"{counts['holds_false']}; {counts['non_finite']} non-finite rows{worst}")
-    return claim(VIOLATION_CLAIM, "thm51", stat, SUPPORTED if counts["violations"] == 0 else CONTRADICTED, **CHECK,
-                 value=counts["violations"], ci=(lo, hi), n_runs=counts["n_runs"], n_seeds=counts["n_seeds"])
+    worst = (
+        (
+            f"; worst: run {violations['run_id'][0]} step {violations['step'][0]} example "
+            f"{violations['example'][0]} (gc_x/bound = {violations['ratio'][0]:.6g})"
+        )
+        if violations.height
+        else ""
+    )
+    stat = (
+        f"{method}; {counts['violations']} of {counts['n_rows']} rows violate; `holds` false on "
+        f"{counts['holds_false']}; {counts['non_finite']} non-finite rows{worst}"
+    )
+    return claim(
+        VIOLATION_CLAIM,
+        "thm51",
+        stat,
+        SUPPORTED if counts["violations"] == 0 else CONTRADICTED,
+        **CHECK,
+        value=counts["violations"],
+        ci=(lo, hi),
+        n_runs=counts["n_runs"],
+        n_seeds=counts["n_seeds"],
+    )
 
 
 def _condition_claim(slopes: pl.DataFrame) -> dict:
-    method = ("per-run OLS slopes of log mean Σ T² and log mean ||∇θ f||² vs step (train split); two-sided "
-              "Wilcoxon signed-rank of slope_T − slope_grad across runs (condition: > 0); value = median "
-              "difference per step")
+    method = (
+        "per-run OLS slopes of log mean Σ T² and log mean ||∇θ f||² vs step (train split); two-sided "
+        "Wilcoxon signed-rank of slope_T − slope_grad across runs (condition: > 0); value = median "
+        "difference per step"
+    )
     ok = slopes.drop_nulls(["slope_T", "slope_grad"])
     n_runs, n_seeds = ok.height, ok["seed"].n_unique()
     if n_runs < MIN_RUNS:
-        return insufficient(CONDITION_CLAIM, "thm51", method,
-                            f"needs ≥ {MIN_RUNS} runs with ≥ {MIN_STEPS} eval steps; have {n_runs}",
-                            n_runs=n_runs, n_seeds=n_seeds, **CONDITION)
+        return insufficient(
+            CONDITION_CLAIM,
+            "thm51",
+            method,
+            f"needs ≥ {MIN_RUNS} runs with ≥ {MIN_STEPS} eval steps; have {n_runs}",
+            n_runs=n_runs,
+            n_seeds=n_seeds,
+            **CONDITION,
+        )
     d = (ok["slope_T"] - ok["slope_grad"]).to_numpy()
     res = wilcoxon_two_sided(-d)  # the claim is d > 0, i.e. −d below 0
     if res is None:
-        return insufficient(CONDITION_CLAIM, "thm51", method, "all slope differences are exactly 0",
-                            n_runs=n_runs, n_seeds=n_seeds, **CONDITION)
+        return insufficient(
+            CONDITION_CLAIM,
+            "thm51",
+            method,
+            "all slope differences are exactly 0",
+            n_runs=n_runs,
+            n_seeds=n_seeds,
+            **CONDITION,
+        )
     p, agrees = res
     stat = f"{method}; slope_T > slope_grad in {int((d > 0).sum())} of {n_runs} runs"
-    return claim(CONDITION_CLAIM, "thm51", stat, decide(p, agrees), **CONDITION, value=float(np.median(d)),
-                 p_value=p, n_runs=n_runs, n_seeds=n_seeds)
+    return claim(
+        CONDITION_CLAIM,
+        "thm51",
+        stat,
+        decide(p, agrees),
+        **CONDITION,
+        value=float(np.median(d)),
+        p_value=p,
+        n_runs=n_runs,
+        n_seeds=n_seeds,
+    )
 
 
 def analyze(con) -> Analysis:
@@ -116,6 +170,10 @@ def analyze(con) -> Analysis:
     violations = query(con, _VIOLATIONS_SQL)
     series = query(con, _SERIES_SQL).sort("run_id", "step")
     slopes = series.group_by("run_id").map_groups(_run_slopes) if series.height else pl.DataFrame(schema=_SLOPE_SCHEMA)
-    tables = {"violations": violations, "tightness": query(con, _TIGHT_SQL), "slopes": slopes.sort("run_id"),
-              "counts": pl.DataFrame([counts])}
+    tables = {
+        "violations": violations,
+        "tightness": query(con, _TIGHT_SQL),
+        "slopes": slopes.sort("run_id"),
+        "counts": pl.DataFrame([counts]),
+    }
     return Analysis("theorem", tables, claims_frame([_violation_claim(counts, violations), _condition_claim(slopes)]))

@@ -23,6 +23,7 @@ Verdicts (`analysis.verdict.decide`): the two-sided t-test of the slope; signifi
 paper's sign → supported, with the opposite sign → contradicted, otherwise inconclusive;
 fewer than 2 seeds, 3 strengths or enough runs for the fixed effects → insufficient data.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -48,51 +49,129 @@ POOLED = "pooled"
 class Heuristic:
     name: str
     sweep: str
-    x: str              # runs column that varies
-    y: str              # statistic column of the run frame
-    direction: int      # paper's direction of y as x grows: -1 decreases, +1 increases
+    x: str  # runs column that varies
+    y: str  # statistic column of the run frame
+    direction: int  # paper's direction of y as x grows: -1 decreases, +1 increases
     claim: str
-    log: bool = True    # regress log y (positive statistics such as GC)
+    log: bool = True  # regress log y (positive statistics such as GC)
     fixed: str | None = None  # the other fig4 axis, held at the value with the widest grid of x
-    source: str = ""    # where the paper states the claim
+    source: str = ""  # where the paper states the claim
     family: str | None = None  # fig2: one init/activation family, or POOLED (all, family fixed effects)
     kind: str = "paper"
 
 
 def heuristics() -> list[Heuristic]:
-    rows = [Heuristic(reg, "fig3", reg, "gc", -1, f"GC (at best test accuracy) decreases as {reg} strength increases",
-                      source="seed 002 §4, Fig. 3; SM C.5") for reg in FIG3_REGS]
-    rows.append(Heuristic("gc_reg", "gcreg", "gc_reg", "gc", -1, "GC decreases as the explicit GC penalty increases",
-                          source="seed 002 SM C.4"))
-    rows.append(Heuristic("gc_reg → test acc", "gcreg", "gc_reg", "test_acc", +1,
-                          "test accuracy increases with the explicit GC penalty", log=False, source="seed 002 SM C.4"))
+    rows = [
+        Heuristic(
+            reg,
+            "fig3",
+            reg,
+            "gc",
+            -1,
+            f"GC (at best test accuracy) decreases as {reg} strength increases",
+            source="seed 002 §4, Fig. 3; SM C.5",
+        )
+        for reg in FIG3_REGS
+    ]
+    rows.append(
+        Heuristic(
+            "gc_reg",
+            "gcreg",
+            "gc_reg",
+            "gc",
+            -1,
+            "GC decreases as the explicit GC penalty increases",
+            source="seed 002 SM C.4",
+        )
+    )
+    rows.append(
+        Heuristic(
+            "gc_reg → test acc",
+            "gcreg",
+            "gc_reg",
+            "test_acc",
+            +1,
+            "test accuracy increases with the explicit GC penalty",
+            log=False,
+            source="seed 002 SM C.4",
+        )
+    )
     for sweep, opt in FIG4_SWEEPS.items():
         src = "seed 002 §5, Fig. 4" if sweep == "fig4" else "seed 002 SM C.7–C.8"
-        rows.append(Heuristic(f"lr ({opt})", sweep, "lr", "gc", -1,
-                              f"higher learning rate gives lower GC ({opt})", fixed="batch_size", source=src))
-        rows.append(Heuristic(f"batch_size ({opt})", sweep, "batch_size", "gc", +1,
-                              f"larger batch size gives higher GC ({opt})", fixed="lr", source=src))
-    rows.append(Heuristic("lr → test acc (SGD)", "fig4", "lr", "test_acc", +1,
-                          "higher learning rate gives higher test accuracy (SGD)", log=False, fixed="batch_size",
-                          source="seed 002 §5, Fig. 4"))
+        rows.append(
+            Heuristic(
+                f"lr ({opt})",
+                sweep,
+                "lr",
+                "gc",
+                -1,
+                f"higher learning rate gives lower GC ({opt})",
+                fixed="batch_size",
+                source=src,
+            )
+        )
+        rows.append(
+            Heuristic(
+                f"batch_size ({opt})",
+                sweep,
+                "batch_size",
+                "gc",
+                +1,
+                f"larger batch size gives higher GC ({opt})",
+                fixed="lr",
+                source=src,
+            )
+        )
+    rows.append(
+        Heuristic(
+            "lr → test acc (SGD)",
+            "fig4",
+            "lr",
+            "test_acc",
+            +1,
+            "higher learning rate gives higher test accuracy (SGD)",
+            log=False,
+            fixed="batch_size",
+            source="seed 002 §5, Fig. 4",
+        )
+    )
     return rows
 
 
 def fig2_heuristics(families: list[str]) -> list[Heuristic]:
     """The two fig2 claims for the paper's family, the pooled fit and every other family present."""
     rows = []
-    for name, y, text, src in [("depth at init", "gc_first", "GC at initialization decreases with depth",
-                                "seed 002 §3, Fig. 2 right"),
-                               ("depth → |output| at init", "abs_output",
-                                "network outputs at initialization shrink toward 0 with depth",
-                                "seed 002 §3, Fig. 2 left")]:
+    for name, y, text, src in [
+        ("depth at init", "gc_first", "GC at initialization decreases with depth", "seed 002 §3, Fig. 2 right"),
+        (
+            "depth → |output| at init",
+            "abs_output",
+            "network outputs at initialization shrink toward 0 with depth",
+            "seed 002 §3, Fig. 2 left",
+        ),
+    ]:
         for fam in [PAPER_FAMILY, POOLED, *sorted(set(families) - {PAPER_FAMILY})]:
             paper = fam == PAPER_FAMILY
-            label = (": the paper's standard scheme, zero biases" if paper else
-                     ": all families, family fixed effects" if fam == POOLED else "")
-            rows.append(Heuristic(f"{name} [{fam}]", "fig2", "depth", y, -1, f"{text} ({fam}{label})",
-                                  source=src if paper else f"{src}; SM C.1 (per-family breakdown by gclab)",
-                                  family=fam, kind="paper" if paper else "toolkit"))
+            label = (
+                ": the paper's standard scheme, zero biases"
+                if paper
+                else ": all families, family fixed effects"
+                if fam == POOLED
+                else ""
+            )
+            rows.append(
+                Heuristic(
+                    f"{name} [{fam}]",
+                    "fig2",
+                    "depth",
+                    y,
+                    -1,
+                    f"{text} ({fam}{label})",
+                    source=src if paper else f"{src}; SM C.1 (per-family breakdown by gclab)",
+                    family=fam,
+                    kind="paper" if paper else "toolkit",
+                )
+            )
     return rows
 
 
@@ -113,14 +192,23 @@ def _select(runs: pl.DataFrame, h: Heuristic) -> pl.DataFrame:
     if h.sweep == "fig3":
         df = df.filter(*[pl.col(r).fill_null(0) == 0 for r in FIG3_REGS if r != h.x])
     if h.fixed and df.height:
-        widest = (df.group_by(h.fixed).agg(pl.col(h.x).n_unique().alias("k"))
-                  .sort(["k", h.fixed], descending=[True, False]).row(0, named=True)[h.fixed])
+        widest = (
+            df.group_by(h.fixed)
+            .agg(pl.col(h.x).n_unique().alias("k"))
+            .sort(["k", h.fixed], descending=[True, False])
+            .row(0, named=True)[h.fixed]
+        )
         df = df.filter(pl.col(h.fixed) == widest)
     if h.family not in (None, POOLED):
         df = df.filter(pl.col("family") == h.family)
     family = pl.col("family") if h.sweep == "fig2" else pl.lit("")  # constant (no dummies) but when pooled
-    return df.select("run_id", "seed", pl.col(h.x).cast(pl.Float64).alias("x"),
-                     pl.col(h.y).cast(pl.Float64).alias("y"), family.alias("family"))
+    return df.select(
+        "run_id",
+        "seed",
+        pl.col(h.x).cast(pl.Float64).alias("x"),
+        pl.col(h.y).cast(pl.Float64).alias("y"),
+        family.alias("family"),
+    )
 
 
 def seed_trend(df: pl.DataFrame, *, direction: int, log: bool) -> dict:
@@ -132,17 +220,22 @@ def seed_trend(df: pl.DataFrame, *, direction: int, log: bool) -> dict:
     data cannot support the test (then the statistics are None).
     """
     y = pl.col("y").log() if log else pl.col("y")
-    df = df.filter(pl.col("y").is_not_null() & pl.col("x").is_not_null()
-                   & (pl.col("y") > 0 if log else pl.lit(True))).with_columns(y.alias("ly"))
+    df = df.filter(
+        pl.col("y").is_not_null() & pl.col("x").is_not_null() & (pl.col("y") > 0 if log else pl.lit(True))
+    ).with_columns(y.alias("ly"))
     df = df.filter(pl.col("ly").is_finite()).with_columns(
-        (pl.col("x").rank("dense") - 1).cast(pl.Float64).alias("level"))
+        (pl.col("x").rank("dense") - 1).cast(pl.Float64).alias("level")
+    )
     out = {"n_runs": df.height, "n_seeds": df["seed"].n_unique(), "n_levels": df["x"].n_unique()}
-    dummies = df.select(pl.col("seed").cast(pl.String), "family").to_dummies(drop_first=True) if df.height \
-        else pl.DataFrame()
+    dummies = (
+        df.select(pl.col("seed").cast(pl.String), "family").to_dummies(drop_first=True) if df.height else pl.DataFrame()
+    )
     n_params = 2 + dummies.width
     if out["n_seeds"] < 2 or out["n_levels"] < 3 or df.height < n_params + 2:
-        return out | {"reason": f"needs ≥ 2 seeds, ≥ 3 strengths and > {n_params + 1} runs; have "
-                                f"{out['n_seeds']} seeds, {out['n_levels']} strengths, {df.height} runs"}
+        return out | {
+            "reason": f"needs ≥ 2 seeds, ≥ 3 strengths and > {n_params + 1} runs; have "
+            f"{out['n_seeds']} seeds, {out['n_levels']} strengths, {df.height} runs"
+        }
     X = np.column_stack([np.ones(df.height), df["level"].to_numpy(), dummies.to_numpy().astype(float)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -154,15 +247,24 @@ def seed_trend(df: pl.DataFrame, *, direction: int, log: bool) -> dict:
         return out | {"reason": "degenerate fit (constant statistic or collinear design)"}
     p1 = p2 / 2 if np.sign(slope) == direction else 1 - p2 / 2
     span = out["n_levels"] - 1
-    return out | {"spearman_rho": float(rho), "spearman_p": float(rho_p), "slope": slope, "slope_lo": lo,
-                  "slope_hi": hi, "p_two_sided": p2, "p_one_sided": p1, "agrees": bool(np.sign(slope) == direction),
-                  "effect_ratio": float(np.exp(slope * span)) if log else slope * span, "reason": None}
+    return out | {
+        "spearman_rho": float(rho),
+        "spearman_p": float(rho_p),
+        "slope": slope,
+        "slope_lo": lo,
+        "slope_hi": hi,
+        "p_two_sided": p2,
+        "p_one_sided": p1,
+        "agrees": bool(np.sign(slope) == direction),
+        "effect_ratio": float(np.exp(slope * span)) if log else slope * span,
+        "reason": None,
+    }
 
 
 def analyze(con) -> Analysis:
     runs = query(con, _TREND_SQL).with_columns(
-        pl.concat_str([pl.col("init").fill_null(""), pl.col("activation").fill_null("")], separator="/")
-        .alias("family"))
+        pl.concat_str([pl.col("init").fill_null(""), pl.col("activation").fill_null("")], separator="/").alias("family")
+    )
     excluded = query(con, EXCLUDED_SQL)
     families = runs.filter(pl.col("sweep") == "fig2")["family"].unique().to_list()
     rows, claim_rows, points = [], [], []
@@ -170,33 +272,103 @@ def analyze(con) -> Analysis:
         df = _select(runs, h)
         r = seed_trend(df, direction=h.direction, log=h.log)
         what = f"{'log ' if h.log else ''}{h.y} per grid step of {h.x}"
-        method = (f"OLS of {'log ' if h.log else ''}{h.y} on the grid level of {h.x} with seed fixed effects"
-                  f"{' and init/activation fixed effects' if h.family == POOLED else ''}; two-sided t-test "
-                  f"of the slope, its sign against the paper's direction; value = slope (CI 95%)")
+        method = (
+            f"OLS of {'log ' if h.log else ''}{h.y} on the grid level of {h.x} with seed fixed effects"
+            f"{' and init/activation fixed effects' if h.family == POOLED else ''}; two-sided t-test "
+            f"of the slope, its sign against the paper's direction; value = slope (CI 95%)"
+        )
         if h.sweep in INTERPOLATING_SWEEPS:
             method += f"; runs at zero training error only: {excluded_note(excluded, h.sweep)}"
         if r["reason"]:
-            claim_rows.append(insufficient(h.claim, h.sweep, method, r["reason"], kind=h.kind, source=h.source,
-                                           n_runs=r["n_runs"], n_seeds=r["n_seeds"]))
-            rows.append({"heuristic": h.name, "experiment": h.sweep, "x": h.x, "y": h.y, "direction": h.direction,
-                         **{k: r[k] for k in ("n_runs", "n_seeds", "n_levels")}, "verdict": "insufficient data"})
+            claim_rows.append(
+                insufficient(
+                    h.claim,
+                    h.sweep,
+                    method,
+                    r["reason"],
+                    kind=h.kind,
+                    source=h.source,
+                    n_runs=r["n_runs"],
+                    n_seeds=r["n_seeds"],
+                )
+            )
+            rows.append(
+                {
+                    "heuristic": h.name,
+                    "experiment": h.sweep,
+                    "x": h.x,
+                    "y": h.y,
+                    "direction": h.direction,
+                    **{k: r[k] for k in ("n_runs", "n_seeds", "n_levels")},
+                    "verdict": "insufficient data",
+                }
+            )
             continue
         verdict = decide(r["p_two_sided"], r["agrees"])
         why = describe(verdict, what)
-        stat = (f"{method}; Spearman ρ={r['spearman_rho']:.3f} (p={r['spearman_p']:.3g}); "
-                f"{'ratio' if h.log else 'change'} over the grid {r['effect_ratio']:.3g}; {why}")
-        claim_rows.append(claim(h.claim, h.sweep, stat, verdict, kind=h.kind, source=h.source, value=r["slope"],
-                                p_value=r["p_two_sided"],
-                                ci=(r["slope_lo"], r["slope_hi"]), n_runs=r["n_runs"], n_seeds=r["n_seeds"]))
-        rows.append({"heuristic": h.name, "experiment": h.sweep, "x": h.x, "y": h.y, "direction": h.direction,
-                     **{k: v for k, v in r.items() if k not in ("reason", "agrees")}, "verdict": verdict})
+        stat = (
+            f"{method}; Spearman ρ={r['spearman_rho']:.3f} (p={r['spearman_p']:.3g}); "
+            f"{'ratio' if h.log else 'change'} over the grid {r['effect_ratio']:.3g}; {why}"
+        )
+        claim_rows.append(
+            claim(
+                h.claim,
+                h.sweep,
+                stat,
+                verdict,
+                kind=h.kind,
+                source=h.source,
+                value=r["slope"],
+                p_value=r["p_two_sided"],
+                ci=(r["slope_lo"], r["slope_hi"]),
+                n_runs=r["n_runs"],
+                n_seeds=r["n_seeds"],
+            )
+        )
+        rows.append(
+            {
+                "heuristic": h.name,
+                "experiment": h.sweep,
+                "x": h.x,
+                "y": h.y,
+                "direction": h.direction,
+                **{k: v for k, v in r.items() if k not in ("reason", "agrees")},
+                "verdict": verdict,
+            }
+        )
         points.append(df.with_columns(pl.lit(h.name).alias("heuristic")))
-    schema = {"heuristic": pl.String, "experiment": pl.String, "x": pl.String, "y": pl.String,
-              "direction": pl.Int64, "n_runs": pl.Int64, "n_seeds": pl.Int64, "n_levels": pl.Int64,
-              "spearman_rho": pl.Float64, "spearman_p": pl.Float64, "slope": pl.Float64, "slope_lo": pl.Float64,
-              "slope_hi": pl.Float64, "p_two_sided": pl.Float64, "p_one_sided": pl.Float64, "effect_ratio": pl.Float64, "verdict": pl.String}
+    schema = {
+        "heuristic": pl.String,
+        "experiment": pl.String,
+        "x": pl.String,
+        "y": pl.String,
+        "direction": pl.Int64,
+        "n_runs": pl.Int64,
+        "n_seeds": pl.Int64,
+        "n_levels": pl.Int64,
+        "spearman_rho": pl.Float64,
+        "spearman_p": pl.Float64,
+        "slope": pl.Float64,
+        "slope_lo": pl.Float64,
+        "slope_hi": pl.Float64,
+        "p_two_sided": pl.Float64,
+        "p_one_sided": pl.Float64,
+        "effect_ratio": pl.Float64,
+        "verdict": pl.String,
+    }
     table = pl.DataFrame(rows, schema=schema)
-    pts = pl.concat(points) if points else pl.DataFrame(
-        schema={"run_id": pl.String, "seed": pl.Int64, "x": pl.Float64, "y": pl.Float64, "family": pl.String,
-                "heuristic": pl.String})
+    pts = (
+        pl.concat(points)
+        if points
+        else pl.DataFrame(
+            schema={
+                "run_id": pl.String,
+                "seed": pl.Int64,
+                "x": pl.Float64,
+                "y": pl.Float64,
+                "family": pl.String,
+                "heuristic": pl.String,
+            }
+        )
+    )
     return Analysis("trends", {"trends": table, "points": pts, "excluded": excluded}, claims_frame(claim_rows))

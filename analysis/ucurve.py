@@ -20,6 +20,7 @@ so each shape's false-positive rate is ≤ α/2); fewer than `MIN_RUNS` runs or 
 insufficient data.
 - `lowess`: statsmodels LOWESS trend of test loss on GC.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -67,11 +68,24 @@ def quadratic_vertex(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
     fit = sm.OLS(y, np.vander(x, 3, increasing=True)).fit()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        boot = stats.bootstrap((x, y), vertex, paired=True, vectorized=True, n_resamples=999, batch=200,
-                               method="percentile", confidence_level=1 - ALPHA, rng=np.random.default_rng(seed))
-    return {"b2": float(fit.params[2]), "b2_p": float(fit.pvalues[2]),
-            "vertex": float(-fit.params[1] / (2 * fit.params[2])),
-            "vertex_lo": float(boot.confidence_interval.low), "vertex_hi": float(boot.confidence_interval.high)}
+        boot = stats.bootstrap(
+            (x, y),
+            vertex,
+            paired=True,
+            vectorized=True,
+            n_resamples=999,
+            batch=200,
+            method="percentile",
+            confidence_level=1 - ALPHA,
+            rng=np.random.default_rng(seed),
+        )
+    return {
+        "b2": float(fit.params[2]),
+        "b2_p": float(fit.pvalues[2]),
+        "vertex": float(-fit.params[1] / (2 * fit.params[2])),
+        "vertex_lo": float(boot.confidence_interval.low),
+        "vertex_hi": float(boot.confidence_interval.high),
+    }
 
 
 def _two_lines_fit(x: np.ndarray, y: np.ndarray, xc: float):
@@ -98,24 +112,39 @@ def two_lines(x: np.ndarray, y: np.ndarray, smooth: np.ndarray) -> dict:
     b1, b2 = float(fit.params[1]), float(fit.params[2])
     p1, p2 = float(fit.pvalues[1]), float(fit.pvalues[2])
     u = b1 < 0 < b2 and max(p1, p2) < ALPHA
-    return {"breakpoint": xc, "slope_low": b1, "p_low": p1, "slope_high": b2, "p_high": p2,
-            "p_u": max(p1, p2) if b1 < 0 < b2 else 1.0, "u": u, "reason": None}
+    return {
+        "breakpoint": xc,
+        "slope_low": b1,
+        "p_low": p1,
+        "slope_high": b2,
+        "p_high": p2,
+        "p_u": max(p1, p2) if b1 < 0 < b2 else 1.0,
+        "u": u,
+        "reason": None,
+    }
 
 
 def analyze(con) -> Analysis:
     pts = query(con, _SQL)
     n_runs, n_seeds = pts.height, pts["seed"].n_unique()
-    method = ("Simonsohn two-lines test (LOWESS breakpoint + Robin Hood, interrupted OLS); "
-              "p = max of the two lines' p-values; value = vertex of the OLS quadratic with its "
-              "percentile bootstrap 95% CI")
-    empty = {"points": pts, "poly6": pl.DataFrame(schema={"gc": pl.Float64, "fit": pl.Float64, "lo": pl.Float64,
-                                                          "hi": pl.Float64}),
-             "lowess": pl.DataFrame(schema={"gc": pl.Float64, "test_loss": pl.Float64}),
-             "fits": pl.DataFrame()}
+    method = (
+        "Simonsohn two-lines test (LOWESS breakpoint + Robin Hood, interrupted OLS); "
+        "p = max of the two lines' p-values; value = vertex of the OLS quadratic with its "
+        "percentile bootstrap 95% CI"
+    )
+    empty = {
+        "points": pts,
+        "poly6": pl.DataFrame(schema={"gc": pl.Float64, "fit": pl.Float64, "lo": pl.Float64, "hi": pl.Float64}),
+        "lowess": pl.DataFrame(schema={"gc": pl.Float64, "test_loss": pl.Float64}),
+        "fits": pl.DataFrame(),
+    }
     if n_runs < MIN_RUNS or pts["gc"].n_unique() < 2 * MIN_SIDE or n_seeds < 2:
         why = f"needs ≥ {MIN_RUNS} completed fig5 runs over ≥ 2 seeds; have {n_runs} runs, {n_seeds} seeds"
-        return Analysis("ucurve", empty, claims_frame([insufficient(CLAIM, "fig5", method, why, n_runs=n_runs,
-                                                                    n_seeds=n_seeds, **PAPER)]))
+        return Analysis(
+            "ucurve",
+            empty,
+            claims_frame([insufficient(CLAIM, "fig5", method, why, n_runs=n_runs, n_seeds=n_seeds, **PAPER)]),
+        )
     x, y = pts["gc"].to_numpy(), pts["test_loss"].to_numpy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -124,19 +153,46 @@ def analyze(con) -> Analysis:
     tl = two_lines(x, y, smooth)
     cap = two_lines(x, -y, -smooth)  # an inverted U of y is a U of −y
     quad = quadratic_vertex(x, y)
-    fits = pl.DataFrame([{**{k: v for k, v in tl.items() if k != "reason"}, **quad,
-                          "p_inverted_u": cap.get("p_u"), "inverted_u_breakpoint": cap.get("breakpoint")}])
-    tables = {"points": pts, "poly6": poly6(x, y, grid),
-              "lowess": pl.DataFrame({"gc": x, "test_loss": smooth}), "fits": fits}
+    fits = pl.DataFrame(
+        [
+            {
+                **{k: v for k, v in tl.items() if k != "reason"},
+                **quad,
+                "p_inverted_u": cap.get("p_u"),
+                "inverted_u_breakpoint": cap.get("breakpoint"),
+            }
+        ]
+    )
+    tables = {
+        "points": pts,
+        "poly6": poly6(x, y, grid),
+        "lowess": pl.DataFrame({"gc": x, "test_loss": smooth}),
+        "fits": fits,
+    }
     if tl["reason"]:
-        return Analysis("ucurve", tables, claims_frame([insufficient(CLAIM, "fig5", method, tl["reason"],
-                                                                     n_runs=n_runs, n_seeds=n_seeds, **PAPER)]))
-    stat = (f"{method}; breakpoint GC {tl['breakpoint']:.3g}; low slope {tl['slope_low']:.3g} "
-            f"(p={tl['p_low']:.3g}), high slope {tl['slope_high']:.3g} "
-            f"(p={tl['p_high']:.3g})")
+        return Analysis(
+            "ucurve",
+            tables,
+            claims_frame([insufficient(CLAIM, "fig5", method, tl["reason"], n_runs=n_runs, n_seeds=n_seeds, **PAPER)]),
+        )
+    stat = (
+        f"{method}; breakpoint GC {tl['breakpoint']:.3g}; low slope {tl['slope_low']:.3g} "
+        f"(p={tl['p_low']:.3g}), high slope {tl['slope_high']:.3g} "
+        f"(p={tl['p_high']:.3g})"
+    )
     p_cap = cap["p_u"] if not cap["reason"] else 1.0
     p = min(tl["p_u"], p_cap)
     stat += f"; inverted-U test p = {p_cap:.3g}"
-    row = claim(CLAIM, "fig5", stat, decide(p, tl["p_u"] <= p_cap), **PAPER, value=quad["vertex"],
-                p_value=p, ci=(quad["vertex_lo"], quad["vertex_hi"]), n_runs=n_runs, n_seeds=n_seeds)
+    row = claim(
+        CLAIM,
+        "fig5",
+        stat,
+        decide(p, tl["p_u"] <= p_cap),
+        **PAPER,
+        value=quad["vertex"],
+        p_value=p,
+        ci=(quad["vertex_lo"], quad["vertex_hi"]),
+        n_runs=n_runs,
+        n_seeds=n_seeds,
+    )
     return Analysis("ucurve", tables, claims_frame([row]))

@@ -8,6 +8,7 @@ contradiction). Under no effect each of `supported` and `contradicted` happens w
 probability ≤ α/2. A one-sided pair (p for, p against) maps to the two-sided p
 min(1, 2·min(p_for, p_against)), so modules whose natural test is one-sided plug in unchanged.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,9 +38,14 @@ def wilcoxon_two_sided(d: np.ndarray) -> tuple[float, bool] | None:
     if not np.any(d != 0):
         return None
     ranks = stats.rankdata(np.abs(d))
-    res = stats.permutation_test((d,), lambda x, axis=-1: (np.sign(x) * ranks).sum(axis=axis),
-                                 permutation_type="samples", vectorized=True, n_resamples=9999,
-                                 rng=np.random.default_rng(0))
+    res = stats.permutation_test(
+        (d,),
+        lambda x, axis=-1: (np.sign(x) * ranks).sum(axis=axis),
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=9999,
+        rng=np.random.default_rng(0),
+    )
     return float(res.pvalue), bool(res.statistic < 0)
 
 
@@ -52,9 +58,10 @@ def decide(p_two_sided: float | None, agrees: bool) -> str:
 
 def describe(verdict: str, what: str) -> str:
     """A short clause saying what the verdict rests on, for the statistic text."""
-    return {SUPPORTED: f"significant in the claimed direction ({what})",
-            CONTRADICTED: f"significant against the claimed direction ({what})"}.get(
-        verdict, f"no significant effect in either direction at α={ALPHA} ({what})")
+    return {
+        SUPPORTED: f"significant in the claimed direction ({what})",
+        CONTRADICTED: f"significant against the claimed direction ({what})",
+    }.get(verdict, f"no significant effect in either direction at α={ALPHA} ({what})")
 
 
 def holm(table: pl.DataFrame) -> pl.DataFrame:
@@ -72,4 +79,5 @@ def holm(table: pl.DataFrame) -> pl.DataFrame:
     demote = (pl.col("p_adjusted") >= ALPHA) & pl.col("verdict").is_in([SUPPORTED, CONTRADICTED])
     return out.with_columns(
         pl.when(demote).then(pl.col("statistic") + f"; {HOLM_NOTE}").otherwise(pl.col("statistic")).alias("statistic"),
-        pl.when(demote).then(pl.lit(INCONCLUSIVE)).otherwise(pl.col("verdict")).alias("verdict"))
+        pl.when(demote).then(pl.lit(INCONCLUSIVE)).otherwise(pl.col("verdict")).alias("verdict"),
+    )

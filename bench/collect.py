@@ -1,5 +1,6 @@
 """Collection figures: wall time of the `demo` sweep, and one fig5 run (width nearest 60, seed 0)
 with per-step metrics on and off."""
+
 from __future__ import annotations
 
 import subprocess
@@ -25,13 +26,20 @@ def _fig5_run_seconds(metrics: bool, data_dir: str) -> tuple[float, int]:
 def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "collect", "--sweep", "demo", "--data", tmp], cwd=ROOT, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "collect", "--sweep", "demo", "--data", tmp],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
         demo_s = time.perf_counter() - t0
         on, width = _fig5_run_seconds(True, tmp)
         off, _ = _fig5_run_seconds(False, tmp)
     return {
-        "demo_sweep_wall_s": round(demo_s, 2), "demo_target_s": 120,
-        "fig5_run_width": width, "fig5_run_metrics_on_s": round(on, 2), "fig5_run_metrics_off_s": round(off, 2), 
+        "demo_sweep_wall_s": round(demo_s, 2),
+        "demo_target_s": 120,
+        "fig5_run_width": width,
+        "fig5_run_metrics_on_s": round(on, 2),
+        "fig5_run_metrics_off_s": round(off, 2),
         "fig5_metrics_overhead_ratio": round(on / off, 3),
     }

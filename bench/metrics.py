@@ -15,6 +15,7 @@ interleaved after warm-up, median over repeats), so machine load hits both sides
 
 ``python -m bench.metrics`` prints the figures as JSON.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,9 @@ TARGETS = {"suite_max_ratio": 4.5, "vmap_min_speedup": 25.0, "loop_min_speedup":
 
 def _mlp(dtype=torch.float32, seed=0) -> nn.Sequential:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(D_IN, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH), nn.ReLU(),
-                         nn.Linear(WIDTH, K)).to(dtype)
+    return nn.Sequential(nn.Linear(D_IN, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH), nn.ReLU(), nn.Linear(WIDTH, K)).to(
+        dtype
+    )
 
 
 def _data(b, dtype=torch.float32, seed=1):
@@ -77,16 +79,22 @@ def _terms_from_jacobians(Jt, Jx, out, y):
     gB = gx.mean(0)
     G = gB.square().sum()
     R = (eps.square() * S).sum() / b**2
-    return gB, {"gc": float(Jx.square().sum((1, 2)).mean()), "grad_norm_sq": float(G), "residual_term": float(R),
-                "label_alignment": float(pe.sum() / b**2 - R), "batch_alignment": float(G - pe.sum() / b**2),
-                "per_example_grad_norm_sq": float(pe.mean()), "train_loss": float(F.cross_entropy(out, y)),
-                "train_acc": float((out.argmax(1) == y).double().mean())}
+    return gB, {
+        "gc": float(Jx.square().sum((1, 2)).mean()),
+        "grad_norm_sq": float(G),
+        "residual_term": float(R),
+        "label_alignment": float(pe.sum() / b**2 - R),
+        "batch_alignment": float(G - pe.sum() / b**2),
+        "per_example_grad_norm_sq": float(pe.mean()),
+        "train_loss": float(F.cross_entropy(out, y)),
+        "train_acc": float((out.argmax(1) == y).double().mean()),
+    }
 
 
 def _set_flat_grad(model, g):
     i = 0
     for p in model.parameters():
-        p.grad = g[i:i + p.numel()].view_as(p).clone()
+        p.grad = g[i : i + p.numel()].view_as(p).clone()
         i += p.numel()
 
 
@@ -111,7 +119,7 @@ def peer_loop(model, x, y):
     params = list(model.parameters())
     rows_t, rows_x = [], []
     for j in range(x.shape[0]):
-        xj = x[j:j + 1].detach().requires_grad_(True)
+        xj = x[j : j + 1].detach().requires_grad_(True)
         out = model(xj)[0]
         gt, gx = [], []
         for i in range(out.shape[0]):
@@ -163,14 +171,22 @@ def bench_suite(repeats: int = 30, burst: int = 10) -> tuple[dict, dict]:
     best = {name: v.min(1) for name, v in t.items()}
     ratio = float(np.median(best["metrics"]) / np.median(best["plain"]))
     raw = float(np.median(t["metrics"]) / np.median(t["plain"]))
-    row = {"model": "MLP 40-256-256-10", "batch": 128, "k": K, "dtype": "float32",
-           "repeats": repeats, "burst": burst,
-           "plain_step_ms": 1e3 * float(np.median(best["plain"])),
-           "metrics_step_ms": 1e3 * float(np.median(best["metrics"])),
-           "ratio": ratio, "ratio_raw_median": raw,
-           "plain_step_raw_median_ms": 1e3 * float(np.median(t["plain"])),
-           "metrics_step_raw_median_ms": 1e3 * float(np.median(t["metrics"])),
-           "target_max": TARGETS["suite_max_ratio"], "pass": ratio <= TARGETS["suite_max_ratio"]}
+    row = {
+        "model": "MLP 40-256-256-10",
+        "batch": 128,
+        "k": K,
+        "dtype": "float32",
+        "repeats": repeats,
+        "burst": burst,
+        "plain_step_ms": 1e3 * float(np.median(best["plain"])),
+        "metrics_step_ms": 1e3 * float(np.median(best["metrics"])),
+        "ratio": ratio,
+        "ratio_raw_median": raw,
+        "plain_step_raw_median_ms": 1e3 * float(np.median(t["plain"])),
+        "metrics_step_raw_median_ms": 1e3 * float(np.median(t["metrics"])),
+        "target_max": TARGETS["suite_max_ratio"],
+        "pass": ratio <= TARGETS["suite_max_ratio"],
+    }
     return row, t
 
 
@@ -182,9 +198,15 @@ def bench_peers(blocks: int = 3) -> dict:
     agree = {}
     for name, peer in (("vmap_jacrev", peer_vmap), ("autograd_loop", peer_loop)):
         theirs = peer(model, x, y)
-        agree[name] = all(math.isclose(ours[k], theirs[k], rel_tol=1e-3,
-                                       abs_tol=1e-4 * (ours["grad_norm_sq"] + ours["per_example_grad_norm_sq"]))
-                          for k in ours)
+        agree[name] = all(
+            math.isclose(
+                ours[k],
+                theirs[k],
+                rel_tol=1e-3,
+                abs_tol=1e-4 * (ours["grad_norm_sq"] + ours["per_example_grad_norm_sq"]),
+            )
+            for k in ours
+        )
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
 
     def ours_step():
@@ -199,19 +221,26 @@ def bench_peers(blocks: int = 3) -> dict:
         peer_loop(model, x, y)
         opt.step()
 
-    t = _side_by_side({"ours": ours_step, "vmap_jacrev": vmap_step, "autograd_loop": loop_step},
-                      {"ours": 10, "vmap_jacrev": 1, "autograd_loop": 1}, blocks,
-                      warmup={"ours": 3, "vmap_jacrev": 0, "autograd_loop": 0})  # peers ran in the check
+    t = _side_by_side(
+        {"ours": ours_step, "vmap_jacrev": vmap_step, "autograd_loop": loop_step},
+        {"ours": 10, "vmap_jacrev": 1, "autograd_loop": 1},
+        blocks,
+        warmup={"ours": 3, "vmap_jacrev": 0, "autograd_loop": 0},
+    )  # peers ran in the check
     s_vmap = t["vmap_jacrev"]["median_s"] / t["ours"]["median_s"]
     s_loop = t["autograd_loop"]["median_s"] / t["ours"]["median_s"]
-    return {"metrics_step_ms": 1e3 * t["ours"]["median_s"], "vmap_jacrev_step_ms": 1e3 * t["vmap_jacrev"]["median_s"],
-            "autograd_loop_step_ms": 1e3 * t["autograd_loop"]["median_s"],
-            "speedup_vs_vmap_jacrev": s_vmap, "speedup_vs_autograd_loop": s_loop,
-            "target_min_vs_vmap_jacrev": TARGETS["vmap_min_speedup"],
-            "target_min_vs_autograd_loop": TARGETS["loop_min_speedup"],
-            "same_numbers": agree,
-            "pass_vs_vmap_jacrev": s_vmap >= TARGETS["vmap_min_speedup"] and agree["vmap_jacrev"],
-            "pass_vs_autograd_loop": s_loop >= TARGETS["loop_min_speedup"] and agree["autograd_loop"]}
+    return {
+        "metrics_step_ms": 1e3 * t["ours"]["median_s"],
+        "vmap_jacrev_step_ms": 1e3 * t["vmap_jacrev"]["median_s"],
+        "autograd_loop_step_ms": 1e3 * t["autograd_loop"]["median_s"],
+        "speedup_vs_vmap_jacrev": s_vmap,
+        "speedup_vs_autograd_loop": s_loop,
+        "target_min_vs_vmap_jacrev": TARGETS["vmap_min_speedup"],
+        "target_min_vs_autograd_loop": TARGETS["loop_min_speedup"],
+        "same_numbers": agree,
+        "pass_vs_vmap_jacrev": s_vmap >= TARGETS["vmap_min_speedup"] and agree["vmap_jacrev"],
+        "pass_vs_autograd_loop": s_loop >= TARGETS["loop_min_speedup"] and agree["autograd_loop"],
+    }
 
 
 def rank_by_jacobian(model, x) -> int:
@@ -232,23 +261,40 @@ def bench_bfd(blocks: int = 3) -> dict:
     def jacobian_svd():  # no separate warm-up: each call costs seconds, the first one warms up
         ranks["jacobian_svd"] = rank_by_jacobian(model, x)
 
-    t = _side_by_side({"gram": gram, "jacobian_svd": jacobian_svd}, {"gram": 5, "jacobian_svd": 1}, blocks,
-                      warmup={"gram": 2, "jacobian_svd": 0})
+    t = _side_by_side(
+        {"gram": gram, "jacobian_svd": jacobian_svd},
+        {"gram": 5, "jacobian_svd": 1},
+        blocks,
+        warmup={"gram": 2, "jacobian_svd": 0},
+    )
     speedup = t["jacobian_svd"]["median_s"] / t["gram"]["median_s"]
     n_params = sum(p.numel() for p in model.parameters())
     # Also a rank-deficient case (P = 490 < b·k = 640, plus dead ReLUs): not timed, ranks only.
     small = nn.Sequential(nn.Linear(D_IN, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, K)).double()
     with torch.no_grad():
         small[0].bias[:3] = -1e3
-    ranks["deficient_gram"], ranks["deficient_jacobian_svd"] = functional_dimension(small, x), rank_by_jacobian(small, x)
+    ranks["deficient_gram"], ranks["deficient_jacobian_svd"] = (
+        functional_dimension(small, x),
+        rank_by_jacobian(small, x),
+    )
     same = ranks["gram"] == ranks["jacobian_svd"] and ranks["deficient_gram"] == ranks["deficient_jacobian_svd"]
-    return {"model": "MLP 40-256-256-10", "batch": 64, "k": K, "n_params": n_params, "dtype": "float64",
-            "gram_ms": 1e3 * t["gram"]["median_s"], "jacobian_svd_ms": 1e3 * t["jacobian_svd"]["median_s"],
-            "rank_gram": ranks["gram"], "rank_jacobian_svd": ranks["jacobian_svd"],
-            "deficient_case_rank_gram": ranks["deficient_gram"],
-            "deficient_case_rank_jacobian_svd": ranks["deficient_jacobian_svd"], "same_rank": same,
-            "speedup": speedup, "target_min": TARGETS["bfd_min_speedup"],
-            "pass": same and speedup >= TARGETS["bfd_min_speedup"]}
+    return {
+        "model": "MLP 40-256-256-10",
+        "batch": 64,
+        "k": K,
+        "n_params": n_params,
+        "dtype": "float64",
+        "gram_ms": 1e3 * t["gram"]["median_s"],
+        "jacobian_svd_ms": 1e3 * t["jacobian_svd"]["median_s"],
+        "rank_gram": ranks["gram"],
+        "rank_jacobian_svd": ranks["jacobian_svd"],
+        "deficient_case_rank_gram": ranks["deficient_gram"],
+        "deficient_case_rank_jacobian_svd": ranks["deficient_jacobian_svd"],
+        "same_rank": same,
+        "speedup": speedup,
+        "target_min": TARGETS["bfd_min_speedup"],
+        "pass": same and speedup >= TARGETS["bfd_min_speedup"],
+    }
 
 
 def run(*, repeats: int = 30, blocks: int = 3) -> dict:
@@ -263,13 +309,19 @@ def run(*, repeats: int = 30, blocks: int = 3) -> dict:
     finally:
         torch.set_num_threads(threads)
     return {
-        "suite": suite, "suite-vs-peers": peers, "bfd": bfd,
-        "settings": {"torch": torch.__version__, "torch_threads": 2, "cpu_count": os.cpu_count(),
-                     "processor": platform.processor() or platform.machine(),
-                     "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-                     "method": "side by side in one process after warm-up; suite: median over repeats of "
-                               "best-of-10 alternating single steps (raw medians also given); peers and bfd: "
-                               "ratio of medians over interleaved blocks"},
+        "suite": suite,
+        "suite-vs-peers": peers,
+        "bfd": bfd,
+        "settings": {
+            "torch": torch.__version__,
+            "torch_threads": 2,
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "method": "side by side in one process after warm-up; suite: median over repeats of "
+            "best-of-10 alternating single steps (raw medians also given); peers and bfd: "
+            "ratio of medians over interleaved blocks",
+        },
     }
 
 

@@ -12,11 +12,13 @@ block per round, so load from other processes hits all alike), median seconds pe
 
 A peer that is not installed or refuses a net is reported as such. Every peer's norms are
 checked against ours before timing. Wall-time ratios are the targets; own-CPU-time ratios are
-reported beside them (less sensitive to waiting for a loaded core). ``load`` records the load average and the CPU seconds
+reported beside them (less sensitive to waiting for a loaded core). ``load`` records the load average and the CPU
+seconds
 other processes used during the timed rounds (from /proc/stat), so noisy runs show.
 Targets (docs/METRICS.md): suite ≤ 5x (CNN, residual), ≤ 6x (ResNet-18 ¼), ≤ 3x (MLP); gc ≤ 4x
 (CNN, residual); norms no slower than BackPACK.
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,12 +37,27 @@ from gclab.collect.models import build_model
 # name: (builder, input shape, batch, suite target, gc target)
 NETS = {
     "mlp": (lambda: build_model("mlp", input_shape=(40,), n_out=10, width=256, depth=2), (40,), 128, 3.0, None),
-    "cnn": (lambda: build_model("cnn", input_shape=(3, 16, 16), n_out=10, width=16, depth=2), (3, 16, 16), 64,
-            5.0, 4.0),
-    "residual": (lambda: build_model("resnet18", input_shape=(3, 16, 16), n_out=10, width=4), (3, 16, 16), 64,
-                 5.0, 4.0),
-    "resnet18_quarter": (lambda: build_model("resnet18", input_shape=(3, 32, 32), n_out=10, width=16),
-                         (3, 32, 32), 32, 6.0, None),
+    "cnn": (
+        lambda: build_model("cnn", input_shape=(3, 16, 16), n_out=10, width=16, depth=2),
+        (3, 16, 16),
+        64,
+        5.0,
+        4.0,
+    ),
+    "residual": (
+        lambda: build_model("resnet18", input_shape=(3, 16, 16), n_out=10, width=4),
+        (3, 16, 16),
+        64,
+        5.0,
+        4.0,
+    ),
+    "resnet18_quarter": (
+        lambda: build_model("resnet18", input_shape=(3, 32, 32), n_out=10, width=16),
+        (3, 32, 32),
+        32,
+        6.0,
+        None,
+    ),
 }
 
 
@@ -55,13 +72,15 @@ def _opacus(model, x, y):
     from opacus.grad_sample import GradSampleModuleFastGradientClipping
 
     # Opacus hooks act in train mode only; the nets it accepts have no BatchNorm, so the function is the same.
-    gsm = GradSampleModuleFastGradientClipping(copy.deepcopy(_traceable(model)).train(), max_grad_norm=1.0,
-                                               use_ghost_clipping=True, loss_reduction="sum")
+    gsm = GradSampleModuleFastGradientClipping(
+        copy.deepcopy(_traceable(model)).train(), max_grad_norm=1.0, use_ghost_clipping=True, loss_reduction="sum"
+    )
 
     def norms():
         gsm.zero_grad()
         F.cross_entropy(gsm(x), y, reduction="sum").backward()
         return gsm.get_norm_sample().square()
+
     return norms
 
 
@@ -77,6 +96,7 @@ def _backpack(model, x, y):
         with backpack(BatchL2Grad()):
             lossf(net(x), y).backward()
         return sum(p.batch_l2 for p in net.parameters())
+
     return norms
 
 
@@ -92,6 +112,7 @@ def _torch_func(model, x, y):
     def norms():
         g = per_example(params, x, y)
         return sum(t.reshape(x.shape[0], -1).square().sum(1) for t in g.values())
+
     return norms
 
 
@@ -115,10 +136,16 @@ def _load_probe():
     def read() -> dict:
         j1, own1, w1 = _busy_jiffies(), time.process_time(), time.perf_counter()
         other = None if j0 is None else max((j1 - j0) / tick - (own1 - own0), 0.0)
-        return {"load_average_1m_5m_15m": list(os.getloadavg()), "wall_s": round(w1 - w0, 2),
-                "own_cpu_s": round(own1 - own0, 2), "other_processes_cpu_s": None if other is None else round(other, 2),
-                "other_processes_cpu_share_of_machine": None if other is None else
-                round(other / ((w1 - w0) * (os.cpu_count() or 1)), 3)}
+        return {
+            "load_average_1m_5m_15m": list(os.getloadavg()),
+            "wall_s": round(w1 - w0, 2),
+            "own_cpu_s": round(own1 - own0, 2),
+            "other_processes_cpu_s": None if other is None else round(other, 2),
+            "other_processes_cpu_share_of_machine": None
+            if other is None
+            else round(other / ((w1 - w0) * (os.cpu_count() or 1)), 3),
+        }
+
     return read
 
 
@@ -139,8 +166,12 @@ def bench_net(name: str, rounds: int, seconds_per_block: float) -> dict:
         step_metrics(model, x, y, set_grad=True)
         opt.step()
 
-    fns = {"plain": plain, "suite": suite, "gc": lambda: geometric_complexity(model, x),
-           "norms": lambda: per_example_grad_norms(model, x, y)}
+    fns = {
+        "plain": plain,
+        "suite": suite,
+        "gc": lambda: geometric_complexity(model, x),
+        "norms": lambda: per_example_grad_norms(model, x, y),
+    }
     ours = per_example_grad_norms(model, x, y)
     peers = {}
     for peer, make in PEERS.items():
@@ -163,7 +194,7 @@ def bench_net(name: str, rounds: int, seconds_per_block: float) -> dict:
         fn()
         inner[key] = max(1, round(seconds_per_block / max(time.perf_counter() - t, 1e-6)))
     times = {key: [] for key in fns}
-    cpu = {key: [] for key in fns}   # own CPU seconds: less hit by waiting for the cores than wall time
+    cpu = {key: [] for key in fns}  # own CPU seconds: less hit by waiting for the cores than wall time
     probe = _load_probe()
     for _ in range(rounds):
         for key, fn in fns.items():
@@ -176,14 +207,21 @@ def bench_net(name: str, rounds: int, seconds_per_block: float) -> dict:
     med = {key: statistics.median(v) for key, v in times.items()}
     med_cpu = {key: statistics.median(v) for key, v in cpu.items()}
     ratio = {key: med[key] / med["plain"] for key in med}
-    row = {"batch": b, "input": list(shape), "k": 10, "dtype": "float32", "rounds": rounds,
-           "n_params": sum(p.numel() for p in model.parameters()),
-           "ms": {key: round(1e3 * v, 3) for key, v in med.items()},
-           "x_plain_step": {key: round(v, 3) for key, v in ratio.items()},
-           "cpu_ms": {key: round(1e3 * v, 3) for key, v in med_cpu.items()},
-           "x_plain_step_cpu": {key: round(v / med_cpu["plain"], 3) for key, v in med_cpu.items()},
-           "peers": peers, "load": load,
-           "targets": {"suite_max": suite_target, "gc_max": gc_target, "norms_max_vs_backpack": 1.0}}
+    row = {
+        "batch": b,
+        "input": list(shape),
+        "k": 10,
+        "dtype": "float32",
+        "rounds": rounds,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "ms": {key: round(1e3 * v, 3) for key, v in med.items()},
+        "x_plain_step": {key: round(v, 3) for key, v in ratio.items()},
+        "cpu_ms": {key: round(1e3 * v, 3) for key, v in med_cpu.items()},
+        "x_plain_step_cpu": {key: round(v / med_cpu["plain"], 3) for key, v in med_cpu.items()},
+        "peers": peers,
+        "load": load,
+        "targets": {"suite_max": suite_target, "gc_max": gc_target, "norms_max_vs_backpack": 1.0},
+    }
     ok = {"suite": ratio["suite"] <= suite_target}
     if gc_target is not None:
         ok["gc"] = ratio["gc"] <= gc_target
@@ -200,8 +238,14 @@ def run(*, rounds: int = 7, seconds_per_block: float = 0.3, nets=tuple(NETS)) ->
         out = {}
         for name in nets:
             out[name] = bench_net(name, rounds, seconds_per_block)
-        return {"nets": out, "settings": {"torch": torch.__version__, "torch_threads": 2,
-                                          "method": "one process, interleaved rounds, median per call"}}
+        return {
+            "nets": out,
+            "settings": {
+                "torch": torch.__version__,
+                "torch_threads": 2,
+                "method": "one process, interleaved rounds, median per call",
+            },
+        }
     finally:
         torch.set_num_threads(threads)
 

@@ -3,6 +3,7 @@ and the time of the query "GC at best test accuracy per run" on a fresh connecti
 
 Targets (SPEC §4 / issue 6): render ≤ 60 s on 2 cores; the query ≤ 3 s; index.html ≤ 20 MB.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -40,8 +41,9 @@ def run(tmp_dir=None) -> dict:
     try:
         data, out = root / "data", root / "reports"
         t0 = time.perf_counter()
-        write_planted_store(data, sweeps=SWEEPS, n_runs=N_RUNS,
-                            cadence={"steps": N_STEPS, "log_every": 10, "eval_every": 50})
+        write_planted_store(
+            data, sweeps=SWEEPS, n_runs=N_RUNS, cadence={"steps": N_STEPS, "log_every": 10, "eval_every": 50}
+        )
         write_s = time.perf_counter() - t0
 
         connect_s, query_s, n_rows = gc_at_best_query_seconds(data)
@@ -52,16 +54,26 @@ def run(tmp_dir=None) -> dict:
         figures = sorted(p.name for p in (out / "figures").glob("*.png"))
         html_bytes = index.stat().st_size
         return {
-            "store": {"runs": N_RUNS, "steps_per_run": N_STEPS, "bytes": _dir_bytes(data / "runs"),
-                      "write_s": round(write_s, 1)},
+            "store": {
+                "runs": N_RUNS,
+                "steps_per_run": N_STEPS,
+                "bytes": _dir_bytes(data / "runs"),
+                "write_s": round(write_s, 1),
+            },
             "connect_s": round(connect_s, 2),
-            "gc_at_best_test_acc_query_s": round(query_s, 2), "gc_query_rows": n_rows,
-            "gc_query_target_s": QUERY_TARGET_S, "gc_query_ok": query_s <= QUERY_TARGET_S,
-            "render_s": round(render_s, 1), "render_target_s": RENDER_TARGET_S, "render_ok": render_s <= RENDER_TARGET_S,
+            "gc_at_best_test_acc_query_s": round(query_s, 2),
+            "gc_query_rows": n_rows,
+            "gc_query_target_s": QUERY_TARGET_S,
+            "gc_query_ok": query_s <= QUERY_TARGET_S,
+            "render_s": round(render_s, 1),
+            "render_target_s": RENDER_TARGET_S,
+            "render_ok": render_s <= RENDER_TARGET_S,
             "render_phases_s": dict(render.last_timings),
-            "index_html_bytes": html_bytes, "index_html_target_bytes": HTML_TARGET_BYTES,
+            "index_html_bytes": html_bytes,
+            "index_html_target_bytes": HTML_TARGET_BYTES,
             "index_html_ok": html_bytes <= HTML_TARGET_BYTES,
-            "figures": figures, "n_figures": len(figures),
+            "figures": figures,
+            "n_figures": len(figures),
             "figures_bytes": _dir_bytes(out / "figures") if (out / "figures").exists() else 0,
         }
     finally:

@@ -1,4 +1,5 @@
 """`python -m collect --sweep NAME|PATH` — train a sweep's runs into the run store."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,19 +14,30 @@ PAPER_SWEEPS = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "f
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m collect", description=__doc__)
-    p.add_argument("--sweep", default="demo", help=f"shipped sweep ({', '.join(shipped_sweeps())}) or a .toml path; "
-                   "demo = the demo's sweeps at their demo scale")
+    p.add_argument(
+        "--sweep",
+        default="demo",
+        help=f"shipped sweep ({', '.join(shipped_sweeps())}) or a .toml path; "
+        "demo = the demo's sweeps at their demo scale",
+    )
     p.add_argument("--paper", action="store_true", help="run every CPU-scale paper sweep")
-    p.add_argument("--scale", default="cpu", help="cpu (default), paper (the paper's sizes; for GPUs) or demo "
-                   "(the sweep's [demo] section: fewer widths, seeds and steps)")
+    p.add_argument(
+        "--scale",
+        default="cpu",
+        help="cpu (default), paper (the paper's sizes; for GPUs) or demo "
+        "(the sweep's [demo] section: fewer widths, seeds and steps)",
+    )
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields, e.g. steps=2000")
     p.add_argument("--data", default="data", help="run store folder (default ./data)")
     p.add_argument("--out", default="reports", help="unused here; accepted for symmetry")
     p.add_argument("--backend", default="local", choices=("local", "ray"))
     p.add_argument("--workers", type=int, default=None, help="local processes (default: one per core)")
     p.add_argument("--list", action="store_true", help="list the runs and exit")
-    p.add_argument("--allow-huge", action="store_true",
-                   help=f"allow more than {MAX_RUNS:,} runs and models or data beyond the size bounds")
+    p.add_argument(
+        "--allow-huge",
+        action="store_true",
+        help=f"allow more than {MAX_RUNS:,} runs and models or data beyond the size bounds",
+    )
     args = p.parse_args(argv)
     try:
         from gclab.collect.preflight import preflight
@@ -45,16 +57,25 @@ def main(argv=None) -> int:
     from gclab.collect.runner import CLAIMED, DONE_ELSEWHERE, run_sweep
 
     t0 = time.perf_counter()
-    rows = [r for s in sweeps for r in run_sweep(s.runs, args.data, backend=args.backend, workers=args.workers, label=s.name)]
+    rows = [
+        r
+        for s in sweeps
+        for r in run_sweep(s.runs, args.data, backend=args.backend, workers=args.workers, label=s.name)
+    ]
     counts = {st: sum(r.get("status") == st for r in rows) for st in ("completed", "diverged", "failed")}
     trained = sum(counts.values())
-    print(f"collected {trained} runs in {time.perf_counter() - t0:.1f} s: "
-          + ", ".join(f"{n} {st}" for st, n in counts.items()) + f"; store: {args.data}/runs")
+    print(
+        f"collected {trained} runs in {time.perf_counter() - t0:.1f} s: "
+        + ", ".join(f"{n} {st}" for st, n in counts.items())
+        + f"; store: {args.data}/runs"
+    )
     elsewhere = [r for r in rows if r.get("status") in (CLAIMED, DONE_ELSEWHERE)]
     if elsewhere:
         busy = [r["holder"] for r in elsewhere if r["status"] == CLAIMED]
-        print(f"{len(elsewhere)} runs were trained by another collector sharing this store"
-              + (f" ({len(busy)} still running, e.g. by {busy[0]}; collect again when it is done)" if busy else ""))
+        print(
+            f"{len(elsewhere)} runs were trained by another collector sharing this store"
+            + (f" ({len(busy)} still running, e.g. by {busy[0]}; collect again when it is done)" if busy else "")
+        )
     return 1 if counts["failed"] else 0
 
 

@@ -1,4 +1,5 @@
 """Column buffers: rows accumulate as numpy chunks and become one Arrow-ready dict at the end."""
+
 from __future__ import annotations
 
 from collections import defaultdict

@@ -4,6 +4,7 @@ Every `runs` column that describes an experiment is a field here, plus the log/e
 and the device. `run_id` hashes everything but the device (the same experiment on CPU or GPU
 is the same run), so a sweep re-run anywhere finds its finished runs.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -28,7 +29,11 @@ class RunConfig(BaseModel):
     seed: int = Field(0, ge=0)
     # data
     dataset: Literal[DATASETS] = "mnist1d"
-    data_seed: int = Field(42, ge=0, description="seed of the data itself (42: the canonical MNIST-1D); `seed` drives init, order and label noise")
+    data_seed: int = Field(
+        42,
+        ge=0,
+        description="seed of the data itself (42: the canonical MNIST-1D); `seed` drives init, order and label noise",
+    )
     n_train: int | None = Field(None, ge=1, description="training examples (dataset default when unset)")
     n_test: int | None = Field(None, ge=1)
     label_noise: float = Field(0.0, ge=0.0, lt=1.0)
@@ -43,7 +48,13 @@ class RunConfig(BaseModel):
     bias: bool = True
     init: Literal[INITS] = "default"
     init_scale: float = Field(1.0, gt=0.0)
-    zero_bias: bool | None = Field(None, description="zero biases at init; default: the scheme's choice (zero for every named scheme, torch's random biases for 'default')")
+    zero_bias: bool | None = Field(
+        None,
+        description=(
+            "zero biases at init; default: the scheme's choice (zero for every "
+            "named scheme, torch's random biases for 'default')"
+        ),
+    )
     # optimisation
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
     optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
@@ -52,8 +63,18 @@ class RunConfig(BaseModel):
     batch_size: int = Field(64, ge=1, description="batch size; >= n_train means full-batch GD")
     steps: int = Field(1000, ge=0, le=10_000_000, description="optimizer steps; with a stop target, the cap")
     # stop rule (docs/EXPERIMENTS.md, "Training to interpolation"): checked at every eval on the FULL training set
-    stop_at_train_error: float | None = Field(None, ge=0.0, lt=1.0, description="stop at the first eval where the training error (1 − acc on every training example) is <= this; 0 = interpolation")
-    stop_at_train_loss: float | None = Field(None, gt=0.0, description="stop at the first eval where the mean training loss (no regularizers) is <= this")
+    stop_at_train_error: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "stop at the first eval where the training error (1 − acc on every "
+            "training example) is <= this; 0 = interpolation"
+        ),
+    )
+    stop_at_train_loss: float | None = Field(
+        None, gt=0.0, description="stop at the first eval where the mean training loss (no regularizers) is <= this"
+    )
     # explicit regularizers
     l2: float = Field(0.0, ge=0.0)
     spectral_reg: float = Field(0.0, ge=0.0)
@@ -62,21 +83,40 @@ class RunConfig(BaseModel):
     gc_reg_projections: int | None = Field(None, ge=1, description="None: exact GC penalty; n: random projections")
     # logging
     metrics: bool = Field(True, description="per-step GC and Eq. 6 terms in the steps table")
-    gc_projections: int | None = Field(None, ge=1, description="None: exact GC at training steps; n: Hutchinson "
-                                       "estimate from n projections, standard error in steps.gc_stderr (evals stay exact)")
+    gc_projections: int | None = Field(
+        None,
+        ge=1,
+        description="None: exact GC at training steps; n: Hutchinson "
+        "estimate from n projections, standard error in steps.gc_stderr (evals stay exact)",
+    )
     log_every: int = Field(10, ge=1)
     eval_every: int = Field(100, ge=1)
     eval_examples: int = Field(512, ge=1, description="examples per split for eval loss/acc/GC")
     theorem_examples: int = Field(16, ge=0, description="fixed examples per split for theorem/layers rows (MLP)")
     bfd_batch: int = Field(32, ge=0, description="fixed batch per split for functional dimension; 0 = off")
-    bfd_output: Literal["logits", "softmax"] = Field("logits", description="outputs whose parameter Jacobian the BFD ranks (softmax: the official Functional-dimension code's default)")
-    bfd_random_batches: tuple[int, ...] = Field((), description="growing sizes of nested random-input batches for the computable full functional dimension (fdim table); () = off")
+    bfd_output: Literal["logits", "softmax"] = Field(
+        "logits",
+        description=(
+            "outputs whose parameter Jacobian the BFD ranks (softmax: the official Functional-dimension code's default)"
+        ),
+    )
+    bfd_random_batches: tuple[int, ...] = Field(
+        (),
+        description=(
+            "growing sizes of nested random-input batches for the computable "
+            "full functional dimension (fdim table); () = off"
+        ),
+    )
     sharpness_iters: int = Field(20, ge=0, description="power iterations for sharpness; 0 = off")
     probe_points: int = Field(0, ge=0, description="points on the diagonal t*(1,...,1), t in [-1,1]; 0 = off")
-    divergence_factor: float = Field(1e3, gt=1.0, description="a train loss above this × max(initial loss, 1), or NaN/inf, ends the run as diverged")
+    divergence_factor: float = Field(
+        1e3, gt=1.0, description="a train loss above this × max(initial loss, 1), or NaN/inf, ends the run as diverged"
+    )
     dtype: Literal["float32", "float64"] = "float32"
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
-    scale: Literal["demo", "cpu", "paper"] = Field("cpu", description="sweep scale: demo (`make demo`), cpu (the sweep file) or paper (its [paper] section)")
+    scale: Literal["demo", "cpu", "paper"] = Field(
+        "cpu", description="sweep scale: demo (`make demo`), cpu (the sweep file) or paper (its [paper] section)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -93,7 +133,10 @@ class RunConfig(BaseModel):
         if self.loss == "mse" and self.label_noise > 0 and self.dataset == "parabola":
             raise ValueError("label_noise applies to class labels; the parabola is a regression: set label_noise = 0")
         if self.stop_at_train_error is not None and self.loss != "cross_entropy":
-            raise ValueError("stop_at_train_error needs class labels (loss = 'cross_entropy'); for a regression use stop_at_train_loss")
+            raise ValueError(
+                "stop_at_train_error needs class labels (loss = 'cross_entropy'); "
+                "for a regression use stop_at_train_loss"
+            )
         if self.optimizer == "sgd" and self.momentum > 0:
             raise ValueError("optimizer = 'sgd' has no momentum: use optimizer = 'momentum' or set momentum = 0")
         return self
@@ -104,8 +147,31 @@ class RunConfig(BaseModel):
 
     def runs_row(self) -> dict:
         """The `runs` columns this config determines (the rest come from the finished run)."""
-        fields = ("sweep", "seed", "dataset", "model", "width", "depth", "activation", "init", "optimizer",
-                  "lr", "momentum", "batch_size", "steps", "l2", "spectral_reg", "flatness_reg", "gc_reg",
-                  "label_noise", "bias", "init_scale", "loss", "zero_bias", "n_train", "n_test", "scale")
-        return {"run_id": self.run_id, **{f: getattr(self, f) for f in fields},
-                "config_json": self.model_dump_json()}
+        fields = (
+            "sweep",
+            "seed",
+            "dataset",
+            "model",
+            "width",
+            "depth",
+            "activation",
+            "init",
+            "optimizer",
+            "lr",
+            "momentum",
+            "batch_size",
+            "steps",
+            "l2",
+            "spectral_reg",
+            "flatness_reg",
+            "gc_reg",
+            "label_noise",
+            "bias",
+            "init_scale",
+            "loss",
+            "zero_bias",
+            "n_train",
+            "n_test",
+            "scale",
+        )
+        return {"run_id": self.run_id, **{f: getattr(self, f) for f in fields}, "config_json": self.model_dump_json()}

@@ -6,6 +6,7 @@ Seeding: the data itself (generation, train/test split, subsets) follows
 ``options["data_seed"]`` if given, else ``seed``; label noise always follows ``seed`` on
 its own stream, so a sweep can fix the data and still vary the noise.
 """
+
 from __future__ import annotations
 
 import functools
@@ -124,11 +125,12 @@ def _load_mnist1d(n_train, n_test, data_seed, options):
     extra = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
     x, y = _mnist1d_arrays(num, int(data_seed), extra)
     xtr, ytr = x[:n_train], y[:n_train]
-    xte, yte = x[n_train:n_train + n_test], y[n_train:n_train + n_test]
+    xte, yte = x[n_train : n_train + n_test], y[n_train : n_train + n_test]
     return xtr, ytr, xte, yte, 10, "classification"
 
 
 # --------------------------------------------------------------------------- digits
+
 
 def _load_digits(n_train, n_test, data_seed, options):
     from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
@@ -139,11 +141,12 @@ def _load_digits(n_train, n_test, data_seed, options):
     y = d.target.astype(np.int64)
     n_train, n_test = _sizes("digits", n_train, n_test, 1437, 360, total=len(y))
     perm = _rng(data_seed, _STREAM_SUBSET).permutation(len(y))
-    tr, te = perm[:n_train], perm[n_train:n_train + n_test]
+    tr, te = perm[:n_train], perm[n_train : n_train + n_test]
     return x[tr], y[tr], x[te], y[te], 10, "classification"
 
 
 # --------------------------------------------------------------------------- parabola
+
 
 def _load_parabola(n_train, n_test, data_seed, options):
     # Fig. 1: a ReLU MLP fit to 10 evenly spaced points of y = x^2 on [-1, 1];
@@ -157,6 +160,7 @@ def _load_parabola(n_train, n_test, data_seed, options):
 
 # --------------------------------------------------------------------------- teacher
 
+
 def _load_teacher(n_train, n_test, data_seed, options):
     allowed = ("input_dim", "n_classes", "teacher_width", "teacher_depth")
     _check_options("teacher", options, allowed)
@@ -165,16 +169,19 @@ def _load_teacher(n_train, n_test, data_seed, options):
     width = int(options.get("teacher_width", 64))
     depth = int(options.get("teacher_depth", 2))
     if d < 1 or k < 2 or width < 1 or depth < 0:
-        raise ValueError(f"teacher: need input_dim >= 1, n_classes >= 2, teacher_width >= 1, "
-                         f"teacher_depth >= 0; got {d}, {k}, {width}, {depth}")
+        raise ValueError(
+            f"teacher: need input_dim >= 1, n_classes >= 2, teacher_width >= 1, "
+            f"teacher_depth >= 0; got {d}, {k}, {width}, {depth}"
+        )
     n_train, n_test = _sizes("teacher", n_train, n_test, 4000, 1000)
     rng = _rng(data_seed, _STREAM_DATA)
     # The teacher is drawn first and calibrated on its own reference sample, so the
     # labelling function does not depend on n_train / n_test.
     layers, fan_in = [], d
     for _ in range(depth):  # ReLU layers, He-scaled so activations stay O(1) with depth
-        layers.append((rng.standard_normal((fan_in, width)) * math.sqrt(2.0 / fan_in),
-                       0.1 * rng.standard_normal(width)))
+        layers.append(
+            (rng.standard_normal((fan_in, width)) * math.sqrt(2.0 / fan_in), 0.1 * rng.standard_normal(width))
+        )
         fan_in = width
     w_out = rng.standard_normal((fan_in, k)) / math.sqrt(fan_in)
 
@@ -238,14 +245,18 @@ def _mnist_arrays(paths: tuple, stamps: tuple):  # stamps: reload when a file ch
         arr = read_idx(path)
         want = _MNIST_FILES[key][1]
         if arr.ndim != 1 + len(want) or arr.shape[1:] != want:
-            raise ValueError(f"{path}: shape {arr.shape}, expected (n, {', '.join(map(str, want))})"
-                             if want else f"{path}: shape {arr.shape}, expected (n,)")
+            raise ValueError(
+                f"{path}: shape {arr.shape}, expected (n, {', '.join(map(str, want))})"
+                if want
+                else f"{path}: shape {arr.shape}, expected (n,)"
+            )
         out[key] = arr
     for split in ("train", "test"):
         nx, ny = len(out[f"x_{split}"]), len(out[f"y_{split}"])
         if nx != ny:
-            raise ValueError(f"mnist: {paths[0 if split == 'train' else 2]} has {nx} images but "
-                             f"its labels file has {ny}")
+            raise ValueError(
+                f"mnist: {paths[0 if split == 'train' else 2]} has {nx} images but its labels file has {ny}"
+            )
         if ny and out[f"y_{split}"].max() > 9:
             raise ValueError(f"{paths[1 if split == 'train' else 3]}: labels outside 0..9")
     return out
@@ -273,7 +284,8 @@ def _load_mnist(n_train, n_test, data_seed, options, raw_dir):
         raise DatasetNotFoundError(
             f"mnist: missing {', '.join(missing)}; put the four MNIST IDX files "
             f"({', '.join(f for f, _ in _MNIST_FILES.values())}, optionally .gz) in {base}/ "
-            f"— gclab never downloads data")
+            f"— gclab never downloads data"
+        )
     paths = tuple(str(p) for p in found.values())
     stamps = tuple(_stamp(p) for p in paths)
     a = _mnist_arrays(paths, stamps)
@@ -295,9 +307,12 @@ _CIFAR_FILES = _CIFAR_TRAIN + ("test_batch",)
 # CIFAR's batches are pickles; allow only what a dict of bytes/lists/ndarrays needs so a
 # stray file under data/raw cannot execute code when unpickled.
 _PICKLE_ALLOWED = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
     ("_codecs", "encode"),  # how Python 3 writes bytes at pickle protocol 2
 }
 
@@ -322,8 +337,7 @@ def _read_cifar_batch(path: Path):
         raise ValueError(f"{path}: CIFAR-10 batch lacks b'data' or b'labels'")
     x, y = np.asarray(d["data"]), np.asarray(d["labels"])
     if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or y.shape != (len(x),):
-        raise ValueError(f"{path}: data {x.dtype}{x.shape} / labels {y.shape}, expected "
-                         f"uint8 (n, 3072) and (n,)")
+        raise ValueError(f"{path}: data {x.dtype}{x.shape} / labels {y.shape}, expected uint8 (n, 3072) and (n,)")
     if len(y) and (y.min() < 0 or y.max() > 9):
         raise ValueError(f"{path}: labels outside 0..9")
     return x.reshape(-1, 3, 32, 32), y.astype(np.int64)
@@ -349,7 +363,8 @@ def _load_cifar10(n_train, n_test, data_seed, options, raw_dir):
         raise DatasetNotFoundError(
             f"cifar10: missing {', '.join(missing)}; put CIFAR-10's python batches "
             f"(data_batch_1..5, test_batch from cifar-10-python.tar.gz) in {candidates[0]}/ "
-            f"— gclab never downloads data")
+            f"— gclab never downloads data"
+        )
     stamps = tuple(_stamp(folder / f) for f in _CIFAR_FILES)
     xtr, ytr, xte, yte = _cifar_arrays(str(folder), stamps)
     rng = _rng(data_seed, _STREAM_SUBSET)
@@ -369,6 +384,7 @@ def _load_cifar10(n_train, n_test, data_seed, options, raw_dir):
 
 # --------------------------------------------------------------------------- public API
 
+
 def apply_label_noise(y: np.ndarray, p: float, n_classes: int, seed: int) -> np.ndarray:
     """Give exactly round(p*n) examples a uniformly random *different* class."""
     y = np.array(y, dtype=np.int64, copy=True)
@@ -382,9 +398,16 @@ def apply_label_noise(y: np.ndarray, p: float, n_classes: int, seed: int) -> np.
     return y
 
 
-def load_dataset(name: str, *, n_train: int | None = None, n_test: int | None = None,
-                 seed: int = 0, label_noise: float = 0.0, raw_dir="data/raw",
-                 **options) -> Dataset:
+def load_dataset(
+    name: str,
+    *,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+    label_noise: float = 0.0,
+    raw_dir="data/raw",
+    **options,
+) -> Dataset:
     """Load or generate dataset ``name`` (one of ``DATASETS``).
 
     ``label_noise`` p in [0, 1) relabels round(p * n_train) training examples with a
@@ -426,6 +449,13 @@ def load_dataset(name: str, *, n_train: int | None = None, n_test: int | None = 
         return torch.tensor(np.asarray(a), dtype=dtype)
 
     ydtype = torch.int64 if task == "classification" else torch.float32
-    return Dataset(name=name, x_train=t(xtr, torch.float32), y_train=t(ytr, ydtype),
-                   x_test=t(xte, torch.float32), y_test=t(yte, ydtype), n_classes=int(k),
-                   input_shape=tuple(xtr.shape[1:]), task=task)
+    return Dataset(
+        name=name,
+        x_train=t(xtr, torch.float32),
+        y_train=t(ytr, ydtype),
+        x_test=t(xte, torch.float32),
+        y_test=t(yte, ydtype),
+        n_classes=int(k),
+        input_shape=tuple(xtr.shape[1:]),
+        task=task,
+    )

@@ -1,4 +1,5 @@
 """Device choice: CUDA when present, else CPU; `device = "cpu"` (or "cuda:1") overrides."""
+
 from __future__ import annotations
 
 import torch

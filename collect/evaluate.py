@@ -2,6 +2,7 @@
 Theorem 5.1 terms per example and layer (theorem, layers), and model outputs on a fixed line
 (probes). Every split uses fixed examples, so rows at different steps are comparable.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,7 +16,6 @@ from gclab.collect.buffer import TableBuffer
 from gclab.collect.metrics import batch_loss
 from gclab.collect.metrics.chain import parse as parse_chain
 from gclab.collect.metrics.fdim import bfd_ceiling, rank_of
-
 
 FULL_FDIM = "random_full"  # the nested random-input pool: fdim rows with split 'random', never evals rows
 
@@ -47,36 +47,47 @@ def make_splits(ds, cfg, device, dtype) -> list[Split]:
         y_rand = torch.randint(0, ds.n_classes, (n,), generator=g)
     else:
         y_rand = ds.y_train.mean(0) + ds.y_train.std(0) * torch.randn((n, ds.n_classes), generator=g)
-    parts = [("train", ds.x_train[:n], ds.y_train[:n]), ("test", ds.x_test[:n], ds.y_test[:n]),
-             ("random", x_rand, y_rand)]
+    parts = [
+        ("train", ds.x_train[:n], ds.y_train[:n]),
+        ("test", ds.x_test[:n], ds.y_test[:n]),
+        ("random", x_rand, y_rand),
+    ]
     if cfg.bfd_random_batches:
         x_full = random_inputs(ds, max(cfg.bfd_random_batches), cfg.data_seed + 104_729)
         parts.append((FULL_FDIM, x_full, torch.zeros(len(x_full), dtype=torch.int64)))
-    return [Split(name, x.to(device, dtype), (y if y.dtype == torch.int64 else y.to(dtype)).to(device))
-            for name, x, y in parts]
+    return [
+        Split(name, x.to(device, dtype), (y if y.dtype == torch.int64 else y.to(dtype)).to(device))
+        for name, x, y in parts
+    ]
 
 
 @torch.no_grad()
 def loss_and_acc(model: nn.Module, x, y, loss: str, chunk: int = 1024) -> tuple[float, float]:
     total, correct = 0.0, 0
     for i in range(0, len(x), chunk):
-        out = model(x[i:i + chunk])
-        total += float(batch_loss(out, y[i:i + chunk], loss)) * len(out)
+        out = model(x[i : i + chunk])
+        total += float(batch_loss(out, y[i : i + chunk], loss)) * len(out)
         if loss == "cross_entropy":
-            correct += int((out.argmax(1) == y[i:i + chunk]).sum())
+            correct += int((out.argmax(1) == y[i : i + chunk]).sum())
     return total / len(x), (correct / len(x) if loss == "cross_entropy" else float("nan"))
 
 
 def split_gc(model, x, chunk: int = 256) -> float:
-    return float(torch.cat([metrics.geometric_complexity(model, x[i:i + chunk]) for i in range(0, len(x), chunk)]).mean())
+    return float(
+        torch.cat([metrics.geometric_complexity(model, x[i : i + chunk]) for i in range(0, len(x), chunk)]).mean()
+    )
 
 
 def log_eval(model, splits: list[Split], cfg, step: int, init_params, bufs: dict[str, TableBuffer]) -> None:
     was_training = model.training
     model.eval()  # BatchNorm mixes examples: metrics are taken in eval mode
-    shared = dict(run_id=cfg.run_id, step=step, param_norm_sq=float(metrics.param_norm_sq(model)),
-                  spectral_product=float(metrics.spectral_product(model)),
-                  dist_from_init=float(metrics.dist_from_init(model, init_params)))
+    shared = dict(
+        run_id=cfg.run_id,
+        step=step,
+        param_norm_sq=float(metrics.param_norm_sq(model)),
+        spectral_product=float(metrics.spectral_product(model)),
+        dist_from_init=float(metrics.dist_from_init(model, init_params)),
+    )
     # Theorem 5.1 covers dense feed-forward stacks only: the engine's own test decides.
     theorem_ok = cfg.theorem_examples > 0 and parse_chain(model) is not None
     for s in splits:
@@ -87,14 +98,23 @@ def log_eval(model, splits: list[Split], cfg, step: int, init_params, bufs: dict
         loss, acc = loss_and_acc(model, s.x, s.y, cfg.loss)
         bfd = bfd_max = None
         if cfg.bfd_batch:
-            bfd, bfd_max = log_fdim(model, s.x[:cfg.bfd_batch], s.name, cfg, step, bufs["fdim"])
+            bfd, bfd_max = log_fdim(model, s.x[: cfg.bfd_batch], s.name, cfg, step, bufs["fdim"])
         sharp = None
         if cfg.sharpness_iters and s.name == "train":
-            xs, ys = s.x[:cfg.bfd_batch or 128], s.y[:cfg.bfd_batch or 128]
+            xs, ys = s.x[: cfg.bfd_batch or 128], s.y[: cfg.bfd_batch or 128]
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # reproducible start vector
             sharp = float(metrics.sharpness(model, xs, ys, loss=cfg.loss, iters=cfg.sharpness_iters, generator=g))
-        bufs["evals"].append(**shared, split=s.name, loss=loss, acc=acc, gc=split_gc(model, s.x),
-                             bfd=bfd, sharpness=sharp, bfd_max=bfd_max, n_examples=len(s.x))
+        bufs["evals"].append(
+            **shared,
+            split=s.name,
+            loss=loss,
+            acc=acc,
+            gc=split_gc(model, s.x),
+            bfd=bfd,
+            sharpness=sharp,
+            bfd_max=bfd_max,
+            n_examples=len(s.x),
+        )
         if theorem_ok:
             log_theorem(model, s, cfg, step, bufs)
     if cfg.probe_points:
@@ -107,25 +127,48 @@ def log_fdim(model, xb, split: str, cfg, step: int, buf: TableBuffer) -> tuple[i
     r = rank_of(model, xb, outputs=cfg.bfd_output)
     k = int(model(xb[:1]).shape[1])
     ceiling = bfd_ceiling(model, len(xb), k, outputs=cfg.bfd_output)
-    buf.append(run_id=cfg.run_id, step=step, split=split, n_inputs=len(xb), output=cfg.bfd_output, bfd=r.rank,
-               bfd_max=ceiling, sv_max=float(r.sv[0]) if r.sv.size else 0.0, sv_last_kept=r.sv_last_kept,
-               sv_first_dropped=r.sv_first_dropped, tol=r.tol)
+    buf.append(
+        run_id=cfg.run_id,
+        step=step,
+        split=split,
+        n_inputs=len(xb),
+        output=cfg.bfd_output,
+        bfd=r.rank,
+        bfd_max=ceiling,
+        sv_max=float(r.sv[0]) if r.sv.size else 0.0,
+        sv_last_kept=r.sv_last_kept,
+        sv_first_dropped=r.sv_first_dropped,
+        tol=r.tol,
+    )
     return r.rank, ceiling
 
 
 def log_theorem(model, s: Split, cfg, step: int, bufs) -> None:
-    terms = metrics.theorem_terms(model, s.x[:cfg.theorem_examples])
+    terms = metrics.theorem_terms(model, s.x[: cfg.theorem_examples])
     terms = {k: v.detach().cpu().numpy() for k, v in terms.items()}
     n, n_layers = terms["h_norm_sq"].shape
     example = np.arange(n)
     # holds: gc_x <= bound_tight (the stronger claim) within the engine's float tolerance.
-    bufs["theorem"].append(run_id=cfg.run_id, step=step, split=s.name, example=example, holds=terms["holds_tight"],
-                           **{k: terms[k].astype(np.float64) for k in ("gc_x", "grad_theta_sq", "transfer_sq_sum",
-                                                                       "transfer_sq_sum_tight", "bound", "bound_tight")})
+    bufs["theorem"].append(
+        run_id=cfg.run_id,
+        step=step,
+        split=s.name,
+        example=example,
+        holds=terms["holds_tight"],
+        **{
+            k: terms[k].astype(np.float64)
+            for k in ("gc_x", "grad_theta_sq", "transfer_sq_sum", "transfer_sq_sum_tight", "bound", "bound_tight")
+        },
+    )
     per_layer = ("h_norm_sq", "weight_spec", "input_jac_spec", "transfer_sq")
-    bufs["layers"].append(run_id=cfg.run_id, step=step, split=s.name, example=np.repeat(example, n_layers),
-                          layer=np.tile(np.arange(1, n_layers + 1, dtype=np.int32), n),
-                          **{k: terms[k].astype(np.float64).ravel() for k in per_layer})
+    bufs["layers"].append(
+        run_id=cfg.run_id,
+        step=step,
+        split=s.name,
+        example=np.repeat(example, n_layers),
+        layer=np.tile(np.arange(1, n_layers + 1, dtype=np.int32), n),
+        **{k: terms[k].astype(np.float64).ravel() for k in per_layer},
+    )
 
 
 @torch.no_grad()
@@ -135,6 +178,11 @@ def log_probes(model, x_like: torch.Tensor, cfg, step: int, buf: TableBuffer) ->
     x = t.reshape(-1, *([1] * (x_like.dim() - 1))).expand(-1, *x_like.shape[1:])
     out = model(x).cpu().double().numpy()
     p, k = out.shape
-    buf.append(run_id=cfg.run_id, step=step, t=np.repeat(t.cpu().double().numpy(), k),
-               x=np.repeat(t.cpu().double().numpy(), k), output=out.ravel(),
-               output_index=np.tile(np.arange(k, dtype=np.int32), p))
+    buf.append(
+        run_id=cfg.run_id,
+        step=step,
+        t=np.repeat(t.cpu().double().numpy(), k),
+        x=np.repeat(t.cpu().double().numpy(), k),
+        output=out.ravel(),
+        output_index=np.tile(np.arange(k, dtype=np.int32), p),
+    )

@@ -27,6 +27,7 @@ Biases: every named scheme sets them to zero (the paper's standard scheme, and H
 default for all of these initializers); ``default`` is torch's own init and redraws them from
 U(±1/sqrt(fan_in)). ``zero_bias=None`` means "the scheme's own choice" (``zero_bias_default``).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,16 @@ import math
 import torch
 from torch import nn
 
-INIT_SCHEMES = ("default", "lecun_normal", "lecun_uniform", "glorot_normal", "glorot_uniform",
-                "he_normal", "he_uniform", "trunc_normal_fan_in")
+INIT_SCHEMES = (
+    "default",
+    "lecun_normal",
+    "lecun_uniform",
+    "glorot_normal",
+    "glorot_uniform",
+    "he_normal",
+    "he_uniform",
+    "trunc_normal_fan_in",
+)
 
 # Std of a standard normal truncated to [-2, 2]: sqrt(1 - 4φ(2)/(Φ(2) - Φ(-2))).
 _PHI2 = math.exp(-2.0) / math.sqrt(2 * math.pi)
@@ -85,8 +94,14 @@ def _draw(shape, dtype, scheme, fan_in, fan_out, scale, gen):
 
 
 @torch.no_grad()
-def initialize(model: nn.Module, scheme: str = "default", *, scale: float = 1.0,
-               zero_bias: bool | None = None, generator: torch.Generator | int | None = None) -> nn.Module:
+def initialize(
+    model: nn.Module,
+    scheme: str = "default",
+    *,
+    scale: float = 1.0,
+    zero_bias: bool | None = None,
+    generator: torch.Generator | int | None = None,
+) -> nn.Module:
     """Initialize ``model``'s Linear/Conv layers in place (in ``model.modules()`` order) and
     return it.
 
@@ -123,7 +138,6 @@ def initialize(model: nn.Module, scheme: str = "default", *, scale: float = 1.0,
             m.bias.zero_()
         elif redraw:
             bound = 1.0 / math.sqrt(fan_in)
-            b = nn.init.uniform_(torch.empty(m.bias.shape, dtype=m.bias.dtype), -bound, bound,
-                                 generator=generator)
+            b = nn.init.uniform_(torch.empty(m.bias.shape, dtype=m.bias.dtype), -bound, bound, generator=generator)
             m.bias.copy_(b)
     return model

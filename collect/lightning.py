@@ -13,9 +13,11 @@ of the fit, `eval_data` is evaluated (an evals row per split). The LightningModu
 is stored when the fit ends: `completed`, or `failed` with the one-line error if it raised.
 Needs the optional extra: `pip install gclab[lightning]`.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from lightning.pytorch import Callback
@@ -29,10 +31,19 @@ def first_two(batch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class GCCallback(Callback):
-    def __init__(self, data="data", sweep: str = "lightning", config: Mapping[str, Any] | None = None, *,
-                 tag: str | None = None, loss: str | None = None, log_every: int = 10, eval_every: int | None = None,
-                 eval_data: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
-                 batch_to_xy: Callable = first_two):
+    def __init__(
+        self,
+        data="data",
+        sweep: str = "lightning",
+        config: Mapping[str, Any] | None = None,
+        *,
+        tag: str | None = None,
+        loss: str | None = None,
+        log_every: int = 10,
+        eval_every: int | None = None,
+        eval_data: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        batch_to_xy: Callable = first_two,
+    ):
         if log_every < 1 or (eval_every is not None and eval_every < 1):
             raise ValueError("log_every and eval_every must be ≥ 1, e.g. log_every=10")
         self.recorder = Recorder(data, sweep, config, tag=tag, loss=loss)

@@ -4,6 +4,7 @@ the width-k ResNet-18 of Nakkiran et al.'s deep double descent.
 The MLP is deliberately ``nn.Sequential(Flatten, Linear, act, ..., Linear)``: the metric
 engine walks ``model.modules()`` and relies on exactly that structure.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,9 @@ def make_activation(name: str) -> nn.Module:
     return _ACT_MODULES[name]()
 
 
-def build_mlp(d_in: int, n_out: int, width: int, depth: int, activation: str = "relu",
-              bias: bool = True) -> nn.Sequential:
+def build_mlp(
+    d_in: int, n_out: int, width: int, depth: int, activation: str = "relu", bias: bool = True
+) -> nn.Sequential:
     """``depth`` hidden layers of ``width`` units; depth=0 is a linear model."""
     layers: list[nn.Module] = [nn.Flatten()]  # no-op on (n, d) inputs, flattens images
     fan_in = d_in
@@ -48,8 +50,9 @@ def _as_image_shape(input_shape: tuple) -> tuple[int, int, int]:
     raise ValueError(f"input_shape must have 1, 2 or 3 dims, got {input_shape}")
 
 
-def build_cnn(input_shape: tuple, n_out: int, width: int, depth: int,
-              activation: str = "relu", bias: bool = True) -> nn.Sequential:
+def build_cnn(
+    input_shape: tuple, n_out: int, width: int, depth: int, activation: str = "relu", bias: bool = True
+) -> nn.Sequential:
     """``depth`` blocks Conv2d(3x3, same padding) -> act -> MaxPool(2), channels doubling
     from ``width``; then Flatten -> Linear. 1-D inputs such as MNIST-1D (40,) are viewed
     as 1x40 images with 1x3 kernels, so only Conv2d/Linear carry parameters throughout.
@@ -87,8 +90,7 @@ class BasicBlock(nn.Module):
         self.act2 = make_activation(activation)
         self.shortcut = nn.Sequential()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
-                                          nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
@@ -101,11 +103,11 @@ class ResNet18(nn.Module):
     Nakkiran et al. (2020); k=64 is the standard network. Global average pooling makes it
     accept any image size (28x28 as well as 32x32)."""
 
-    def __init__(self, in_channels: int, n_out: int, k: int = 64, activation: str = "relu",
-                 bias: bool = True):
+    def __init__(self, in_channels: int, n_out: int, k: int = 64, activation: str = "relu", bias: bool = True):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, k, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(k), make_activation(activation))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, k, 3, padding=1, bias=False), nn.BatchNorm2d(k), make_activation(activation)
+        )
         blocks, c = [], k
         for i, stride in enumerate((1, 2, 2, 2)):
             c_out = k * 2**i
@@ -131,9 +133,17 @@ def _positive_int(name: str, what: str, value, minimum: int) -> int:
     return int(value)
 
 
-def build_model(name: str, *, input_shape, n_out: int, width: int | None = None,
-                depth: int | None = None, activation: str = "relu", bias: bool = True,
-                width_multiplier: int | None = None) -> nn.Module:
+def build_model(
+    name: str,
+    *,
+    input_shape,
+    n_out: int,
+    width: int | None = None,
+    depth: int | None = None,
+    activation: str = "relu",
+    bias: bool = True,
+    width_multiplier: int | None = None,
+) -> nn.Module:
     """Build model ``name`` (one of ``MODELS``) for inputs of ``input_shape`` (no batch
     dim) and ``n_out`` outputs (logits).
 
@@ -166,7 +176,8 @@ def build_model(name: str, *, input_shape, n_out: int, width: int | None = None,
     if depth not in (None, 18):
         raise ValueError(f"resnet18: depth is fixed at 18, got {depth}")
     if len(input_shape) not in (2, 3):
-        raise ValueError(f"resnet18: needs image inputs (C, H, W) or (H, W), got {input_shape}; "
-                         f"use mlp or cnn for vector data")
+        raise ValueError(
+            f"resnet18: needs image inputs (C, H, W) or (H, W), got {input_shape}; use mlp or cnn for vector data"
+        )
     in_channels = 1 if len(input_shape) == 2 else input_shape[0]
     return ResNet18(in_channels, n_out, width, activation, bias)

@@ -6,6 +6,7 @@
 - model and data sizes are bounded (MAX_PARAMS, MAX_DATA_BYTES) unless huge runs are allowed:
   parameters are counted on PyTorch's meta device, so an absurd width allocates nothing.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,9 +48,15 @@ def _n_params(cfg, input_shape, n_out, cache: dict) -> int:
     key = (cfg.model, input_shape, n_out, cfg.width, cfg.depth, cfg.activation, cfg.bias)
     if key not in cache:
         with torch.device("meta"):
-            model = build_model(cfg.model, input_shape=input_shape, n_out=n_out, width=cfg.width,
-                                depth=None if cfg.model == "resnet18" else cfg.depth,
-                                activation=cfg.activation, bias=cfg.bias)
+            model = build_model(
+                cfg.model,
+                input_shape=input_shape,
+                n_out=n_out,
+                width=cfg.width,
+                depth=None if cfg.model == "resnet18" else cfg.depth,
+                activation=cfg.activation,
+                bias=cfg.bias,
+            )
         cache[key] = sum(p.numel() for p in model.parameters())
     return cache[key]
 
@@ -62,8 +69,10 @@ def check_device(requested: str) -> None:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"device = {requested!r} but this machine has {torch.cuda.device_count()} CUDA "
-                          f"device(s); use device = 'cuda:0' or 'auto'")
+        raise ConfigError(
+            f"device = {requested!r} but this machine has {torch.cuda.device_count()} CUDA "
+            f"device(s); use device = 'cuda:0' or 'auto'"
+        )
 
 
 def preflight(sweeps, data_dir, *, allow_huge: bool = False) -> None:
@@ -82,8 +91,10 @@ def preflight(sweeps, data_dir, *, allow_huge: bool = False) -> None:
                 except ConfigError as exc:
                     raise ConfigError(f"{_where(sweep)}: {exc}") from None
             if cfg.input_dim and cfg.input_dim > 10**7 and not allow_huge:
-                raise ConfigError(f"{_where(sweep)}: input_dim = {cfg.input_dim:,} is absurdly large; "
-                                  "pass --allow-huge (make collect HUGE=1) if you mean it")
+                raise ConfigError(
+                    f"{_where(sweep)}: input_dim = {cfg.input_dim:,} is absurdly large; "
+                    "pass --allow-huge (make collect HUGE=1) if you mean it"
+                )
             try:
                 shape, k = _dataset_shape(cfg, data_dir, datasets)
             except ValueError as exc:  # DatasetNotFoundError is a FileNotFoundError: caught below
@@ -97,11 +108,15 @@ def preflight(sweeps, data_dir, *, allow_huge: bool = False) -> None:
             except ValueError:
                 n = 0  # a model that cannot be built here fails as a recorded `failed` run
             if n > MAX_PARAMS:
-                raise ConfigError(f"{_where(sweep)}: {cfg.model} with width = {cfg.width}, depth = {cfg.depth} has "
-                                  f"{n:,} parameters, more than {MAX_PARAMS:,}; use a smaller width/depth, or pass "
-                                  "--allow-huge (make collect HUGE=1) if you mean it")
+                raise ConfigError(
+                    f"{_where(sweep)}: {cfg.model} with width = {cfg.width}, depth = {cfg.depth} has "
+                    f"{n:,} parameters, more than {MAX_PARAMS:,}; use a smaller width/depth, or pass "
+                    "--allow-huge (make collect HUGE=1) if you mean it"
+                )
             data_bytes = ((cfg.n_train or 0) + (cfg.n_test or 0)) * math.prod(shape) * 4
             if data_bytes > MAX_DATA_BYTES:
-                raise ConfigError(f"{_where(sweep)}: n_train + n_test = {(cfg.n_train or 0) + (cfg.n_test or 0):,} "
-                                  f"examples need {data_bytes / 2**30:.0f} GiB; use fewer, or pass --allow-huge "
-                                  "(make collect HUGE=1) if you mean it")
+                raise ConfigError(
+                    f"{_where(sweep)}: n_train + n_test = {(cfg.n_train or 0) + (cfg.n_test or 0):,} "
+                    f"examples need {data_bytes / 2**30:.0f} GiB; use fewer, or pass --allow-huge "
+                    "(make collect HUGE=1) if you mean it"
+                )

@@ -16,16 +16,18 @@ this class. `config` keys that are RunConfig fields fill the `runs` columns; eve
 `config_json`; the run_id is the hash of sweep + config (+ `tag`), so recording the same config
 again replaces that run (give a `tag` to keep both).
 """
+
 from __future__ import annotations
 
 import json
 import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pyarrow as pa
 import torch
@@ -58,6 +60,7 @@ class Diverged(Exception):
 class EvalSettings:
     """What `evaluate` measures besides loss, accuracy and GC (the RunConfig fields of the same
     names; all off for a user's loop unless its config names them)."""
+
     run_id: str
     loss: str = "cross_entropy"
     seed: int = 0
@@ -82,16 +85,20 @@ def _user_config(sweep: str, config: Mapping[str, Any], tag: str | None) -> tupl
     try:
         run_id = run_id_of(identity)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"config must hold JSON values (numbers, strings, bools, lists) and no NaN/inf: {exc}; "
-                         "convert other values to strings") from None
+        raise ValueError(
+            f"config must hold JSON values (numbers, strings, bools, lists) and no NaN/inf: {exc}; "
+            "convert other values to strings"
+        ) from None
     columns = {"sweep": sweep}
     for key in CONFIG_COLUMNS:
         if key in config and key != "sweep":
             try:
                 pa.array([config[key]], type=RUNS.field(key).type)
             except (pa.ArrowException, TypeError, ValueError):
-                raise ValueError(f"config[{key!r}] = {config[key]!r} does not fit the runs column {key} "
-                                 f"({RUNS.field(key).type}); pass a {RUNS.field(key).type} or rename the key") from None
+                raise ValueError(
+                    f"config[{key!r}] = {config[key]!r} does not fit the runs column {key} "
+                    f"({RUNS.field(key).type}); pass a {RUNS.field(key).type} or rename the key"
+                ) from None
             columns[key] = config[key]
     return run_id, columns, json.dumps(identity, sort_keys=True)
 
@@ -99,14 +106,23 @@ def _user_config(sweep: str, config: Mapping[str, Any], tag: str | None) -> tupl
 class Recorder:
     """Record one run (see the module docstring). `config` is a dict, or a RunConfig (the built-in loop)."""
 
-    def __init__(self, data: str | Path = "data", sweep: str = "adhoc", config: Mapping[str, Any] | RunConfig | None = None,
-                 *, tag: str | None = None, loss: str | None = None):
+    def __init__(
+        self,
+        data: str | Path = "data",
+        sweep: str = "adhoc",
+        config: Mapping[str, Any] | RunConfig | None = None,
+        *,
+        tag: str | None = None,
+        loss: str | None = None,
+    ):
         self.data = Path(data)
         if isinstance(config, RunConfig):
             self.run_id, self.sweep = config.run_id, config.sweep
             self._columns = config.runs_row()
-            self.settings = EvalSettings(**{f.name: getattr(config, f.name) for f in fields(EvalSettings)
-                                            if f.name != "run_id"}, run_id=self.run_id)
+            self.settings = EvalSettings(
+                **{f.name: getattr(config, f.name) for f in fields(EvalSettings) if f.name != "run_id"},
+                run_id=self.run_id,
+            )
         else:
             config = dict(config or {})
             self.run_id, columns, config_json = _user_config(sweep, config, tag)
@@ -124,7 +140,7 @@ class Recorder:
         self.row: dict | None = None
 
     # -- the block -----------------------------------------------------------------------
-    def __enter__(self) -> "Recorder":
+    def __enter__(self) -> Recorder:
         self.t0 = time.perf_counter()
         self.folder.start()
         return self
@@ -151,17 +167,28 @@ class Recorder:
             self._extra.setdefault("n_params", sum(p.numel() for p in model.parameters()))
             self._extra.setdefault("device", str(first.device) if first is not None else "cpu")
 
-    def step(self, step: int, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, metrics_on: bool = True,
-             set_grad: bool = True, lr: float | None = None, n_projections: int | None = None,
-             generator: torch.Generator | None = None) -> dict[str, float]:
+    def step(
+        self,
+        step: int,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        metrics_on: bool = True,
+        set_grad: bool = True,
+        lr: float | None = None,
+        n_projections: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, float]:
         """Forward and backward on the batch, leaving ∇L_B in `.grad` (as `zero_grad(); loss.backward()`),
         and a steps row: GC and the Eq. 6 terms (`metrics_on=False`: loss and accuracy only). Returns the row.
         `set_grad=False` leaves `.grad` alone (a framework that runs its own backward, e.g. Lightning)."""
         self._seen(model)
         loss, batchnorm = self.settings.loss, has_batchnorm(model)
         if metrics_on and set_grad and not batchnorm:  # one pass: metrics and the gradient
-            row = metrics.step_metrics(model, x, y, loss=loss, set_grad=True, n_projections=n_projections,
-                                       generator=generator)
+            row = metrics.step_metrics(
+                model, x, y, loss=loss, set_grad=True, n_projections=n_projections, generator=generator
+            )
         elif metrics_on:  # BatchNorm's train-mode gradient differs from the eval-mode one the metrics use
             was_training = model.training
             model.train(was_training and not batchnorm)
@@ -182,13 +209,20 @@ class Recorder:
             row = {"train_loss": float(value.detach()), "train_acc": acc}
         if lr is None:
             lr = self._columns.get("lr")
-        self.bufs["steps"].append(run_id=self.run_id, step=step, lr=math.nan if lr is None else lr, batch_size=len(x),
-                                  wall_s=time.perf_counter() - self.t0, **row)
+        self.bufs["steps"].append(
+            run_id=self.run_id,
+            step=step,
+            lr=math.nan if lr is None else lr,
+            batch_size=len(x),
+            wall_s=time.perf_counter() - self.t0,
+            **row,
+        )
         self._last_step = max(self._last_step, step)
         return row
 
-    def evaluate(self, step: int, model: nn.Module,
-                 splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | list[Split]) -> None:
+    def evaluate(
+        self, step: int, model: nn.Module, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | list[Split]
+    ) -> None:
         """An evals row per split (loss, accuracy, GC, ‖θ‖², spectral product, distance from θ₀), in eval mode;
         theorem, fdim and probe rows too when the settings ask for them."""
         self._seen(model)
@@ -205,8 +239,14 @@ class Recorder:
                 self.folder.write(table, buf.columns())
         evals = self.bufs["evals"].columns() if len(self.bufs["evals"]) else {}
         test_acc = [a for a, s in zip(evals.get("acc", []), evals.get("split", [])) if s == "test" and math.isfinite(a)]
-        self.row = {**self._columns, "status": status, "error": error,
-                    "steps_done": max(self._last_step + 1, self._last_eval, 0),
-                    "best_test_acc": max(test_acc, default=None), "gclab_version": version("gclab"),
-                    "wall_s": time.perf_counter() - self.t0, **self._extra}
+        self.row = {
+            **self._columns,
+            "status": status,
+            "error": error,
+            "steps_done": max(self._last_step + 1, self._last_eval, 0),
+            "best_test_acc": max(test_acc, default=None),
+            "gclab_version": version("gclab"),
+            "wall_s": time.perf_counter() - self.t0,
+            **self._extra,
+        }
         self.folder.finish(self.row)

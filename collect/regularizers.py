@@ -3,6 +3,7 @@
 Each penalty's gradient is accumulated by autograd on top of the loss gradient the metric
 engine wrote, so the optimizer sees ∇(L_B + penalties) while `steps` logs the plain loss terms.
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,7 +28,7 @@ def gc_penalty(model: nn.Module, x: torch.Tensor, n_projections: int | None, gen
         total = out.new_zeros(())
         for _ in range(n_projections):
             v = torch.randn(out.shape, generator=generator, dtype=out.dtype).to(out.device)
-            v = v / v.norm(dim=1, keepdim=True) * k ** 0.5  # uniform on the sphere of radius sqrt(k)
+            v = v / v.norm(dim=1, keepdim=True) * k**0.5  # uniform on the sphere of radius sqrt(k)
             total = total + torch.autograd.grad((out * v).sum(), x, create_graph=True)[0].pow(2).sum()
         total = total / n_projections
     return total / x.shape[0]

@@ -6,6 +6,7 @@ again from the start; a stored run that fails verification (`store.check`) is mo
 (`store.claim`), and re-checks the store under it, so collectors sharing a store train each
 run once and never remove each other's runs. Workers exit when their parent dies.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,11 @@ def run_one(config_json: str, data_dir: str, threads: int, progress: bool = Fals
             return {"run_id": cfg.run_id, "status": DONE_ELSEWHERE}
         if problems:
             moved = quarantine(data_dir, run_dir(data_dir, cfg.sweep, cfg.run_id))
-            print(f"warning: stored run {cfg.run_id} failed verification ({problems[0].kind}: {problems[0].detail}); "
-                  f"moved to {moved} and run again", file=sys.stderr)
+            print(
+                f"warning: stored run {cfg.run_id} failed verification ({problems[0].kind}: {problems[0].detail}); "
+                f"moved to {moved} and run again",
+                file=sys.stderr,
+            )
         return _train_or_record(cfg, data_dir, threads, progress)
 
 
@@ -63,6 +67,7 @@ def _train_or_record(cfg: RunConfig, data_dir: str, threads: int, progress: bool
 
 def _exit_with_parent(parent: int) -> None:
     """Pool initializer: a worker whose parent died (reparented) exits at once, mid-run or idle."""
+
     def watch():
         while os.getppid() == parent:
             time.sleep(0.5)
@@ -82,8 +87,9 @@ def run_local(todo: list[RunConfig], data_dir: str, workers: int, bar) -> list[d
             bar.update(1)
         return rows
     rows = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                             initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=get_context("spawn"), initializer=_exit_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         futures = [pool.submit(run_one, cfg.model_dump_json(), data_dir, threads) for cfg in todo]
         for fut in as_completed(futures):
             rows.append(fut.result())
@@ -97,8 +103,9 @@ def run_ray(todo: list[RunConfig], data_dir: str, bar) -> list[dict]:
 
     if not ray.is_initialized():
         # RAY_ADDRESS set: join that cluster (data_dir must be on a shared file system).
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        ray.init(
+            address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False, configure_logging=False
+        )
     gpus = 1 if torch.cuda.is_available() else 0
     task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=3, retry_exceptions=False)(run_one)
     pending_refs = [task.remote(cfg.model_dump_json(), data_dir, 1) for cfg in todo]
@@ -110,7 +117,9 @@ def run_ray(todo: list[RunConfig], data_dir: str, bar) -> list[dict]:
     return rows
 
 
-def run_sweep(runs, data_dir, *, backend: str = "local", workers: int | None = None, label: str = "sweep") -> list[dict]:
+def run_sweep(
+    runs, data_dir, *, backend: str = "local", workers: int | None = None, label: str = "sweep"
+) -> list[dict]:
     data_dir = str(Path(data_dir).resolve())
     todo = pending(runs, data_dir)
     print(f"{label}: {len(runs)} runs, {len(runs) - len(todo)} already in the store, {len(todo)} to run")
@@ -122,8 +131,16 @@ def run_sweep(runs, data_dir, *, backend: str = "local", workers: int | None = N
         return run_local(todo, data_dir, workers or os.cpu_count() or 1, bar)
 
 
-def collect_sweep(sweep, data="data", *, scale: str = "cpu", overrides: dict | None = None, backend: str = "local",
-                  workers: int | None = None, allow_huge: bool = False) -> list[dict]:
+def collect_sweep(
+    sweep,
+    data="data",
+    *,
+    scale: str = "cpu",
+    overrides: dict | None = None,
+    backend: str = "local",
+    workers: int | None = None,
+    allow_huge: bool = False,
+) -> list[dict]:
     """Train a sweep (shipped name, .toml path, `demo`, or a list of them) into the store at `data`; runs already
     stored are skipped. Returns the rows of the runs trained now. Bad input raises a one-line ConfigError
     before anything is written."""

@@ -14,6 +14,7 @@ before anything is written: wrong shapes (`base = 5`), non-UTF-8 text, `seeds = 
 grid of more than MAX_RUNS runs unless the caller allows huge sweeps (`--allow-huge`); the
 size is computed before the grid is expanded.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -45,6 +46,7 @@ def expand(names, scale: str) -> tuple[list[str], str]:
 
 class _Section(BaseModel):
     """The shape of a sweep file's tables (values are checked by RunConfig)."""
+
     model_config = ConfigDict(extra="forbid")
     seeds: list[StrictInt] | StrictInt | None = None
     base: dict[str, Any] = {}
@@ -71,29 +73,46 @@ class Sweep:
 
 
 def shipped_sweeps() -> list[str]:
-    return sorted([DEMO, *(p.name.removesuffix(".toml") for p in resources.files("gclab.collect.sweeps").iterdir()
-                           if p.name.endswith(".toml"))])
+    return sorted(
+        [
+            DEMO,
+            *(
+                p.name.removesuffix(".toml")
+                for p in resources.files("gclab.collect.sweeps").iterdir()
+                if p.name.endswith(".toml")
+            ),
+        ]
+    )
 
 
 def _locate(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
-            raise ConfigError(f"sweep file {path} not found; give a shipped sweep name ({', '.join(shipped_sweeps())}) or a path to a .toml file")
+            raise ConfigError(
+                f"sweep file {path} not found; give a shipped sweep name ({', '.join(shipped_sweeps())}) "
+                "or a path to a .toml file"
+            )
         return path
     shipped = resources.files("gclab.collect.sweeps") / f"{name_or_path}.toml"
     if not shipped.is_file():
         hint = difflib.get_close_matches(name_or_path, shipped_sweeps(), n=1)
-        raise ConfigError(f"unknown sweep '{name_or_path}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
-                          + f"; shipped sweeps: {', '.join(shipped_sweeps())}, or pass a path to a .toml file")
+        raise ConfigError(
+            f"unknown sweep '{name_or_path}'"
+            + (f" (did you mean '{hint[0]}'?)" if hint else "")
+            + f"; shipped sweeps: {', '.join(shipped_sweeps())}, or pass a path to a .toml file"
+        )
     return Path(str(shipped))
 
 
 def _unknown_key(where: str, key: str) -> ConfigError:
     fields = list(RunConfig.model_fields)
     hint = difflib.get_close_matches(key, fields, n=1)
-    return ConfigError(f"{where}: unknown key '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
-                       + f"; valid keys: {', '.join(fields)}")
+    return ConfigError(
+        f"{where}: unknown key '{key}'"
+        + (f" (did you mean '{hint[0]}'?)" if hint else "")
+        + f"; valid keys: {', '.join(fields)}"
+    )
 
 
 def _explain(where: str, err: ValidationError) -> ConfigError:
@@ -112,7 +131,7 @@ def parse_overrides(items: list[str] | None) -> dict:
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. SET=\"steps=2000 lr=0.05\"")
+            raise ConfigError(f'--set {item!r}: expected key=value, e.g. SET="steps=2000 lr=0.05"')
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
@@ -139,8 +158,9 @@ def _read_spec(path: Path, where: str) -> dict:
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{where}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
-                          "save the file as UTF-8") from None
+        raise ConfigError(
+            f"{where}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save the file as UTF-8"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot be read ({exc.strerror}); check the path and its permissions") from None
     try:
@@ -155,8 +175,10 @@ def _read_spec(path: Path, where: str) -> dict:
     except ValidationError as err:
         e = err.errors()[0]
         key = ".".join(str(p) for p in e["loc"][:2])
-        raise ConfigError(f"{where}: {key} = {e['input']!r} has the wrong shape ({e['msg']}); see the sweep file "
-                          "layout in collect/sweep.py: seeds = [0, 1], [base] key = value, [grid] key = [values]") from None
+        raise ConfigError(
+            f"{where}: {key} = {e['input']!r} has the wrong shape ({e['msg']}); see the sweep file "
+            "layout in collect/sweep.py: seeds = [0, 1], [base] key = value, [grid] key = [values]"
+        ) from None
     return spec
 
 
@@ -164,8 +186,9 @@ def _n_runs(grids: list[dict], seeds: list) -> int:
     return sum(math.prod(len(v) for v in grid.values()) for grid in grids) * len(seeds)
 
 
-def load_sweep(name_or_path: str, *, scale: str = "cpu", overrides: dict | None = None,
-               allow_huge: bool = False) -> Sweep:
+def load_sweep(
+    name_or_path: str, *, scale: str = "cpu", overrides: dict | None = None, allow_huge: bool = False
+) -> Sweep:
     path = _locate(name_or_path)
     where = path.name
     spec = _read_spec(path, where)
@@ -173,11 +196,16 @@ def load_sweep(name_or_path: str, *, scale: str = "cpu", overrides: dict | None 
         raise ConfigError(f"scale = {scale!r} is invalid: use one of {', '.join(SCALES)}")
     if scale != "cpu":
         if scale == "demo" and "demo" not in spec:
-            raise ConfigError(f"{where}: no [demo] section, so it has no demo scale; add one (see fig5.toml) "
-                              "or collect it with --scale cpu")
+            raise ConfigError(
+                f"{where}: no [demo] section, so it has no demo scale; add one (see fig5.toml) "
+                "or collect it with --scale cpu"
+            )
         section = spec.get(scale, {})
-        spec = {**spec, **{k: v for k, v in section.items() if k != "base"},
-                "base": {**spec.get("base", {}), **section.get("base", {})}}
+        spec = {
+            **spec,
+            **{k: v for k, v in section.items() if k != "base"},
+            "base": {**spec.get("base", {}), **section.get("base", {})},
+        }
         if "grids" in section:
             spec.pop("grid", None)
         elif "grid" in section:
@@ -194,8 +222,10 @@ def load_sweep(name_or_path: str, *, scale: str = "cpu", overrides: dict | None 
     name = base.get("sweep", path.stem)
     grids = _grids(spec, where)
     if (n := _n_runs(grids, seeds)) > MAX_RUNS and not allow_huge:
-        raise ConfigError(f"{where}: {n:,} runs (grid x seeds) is more than {MAX_RUNS:,}; shrink the grid, "
-                          "or pass --allow-huge (make collect HUGE=1) if you mean it")
+        raise ConfigError(
+            f"{where}: {n:,} runs (grid x seeds) is more than {MAX_RUNS:,}; shrink the grid, "
+            "or pass --allow-huge (make collect HUGE=1) if you mean it"
+        )
     runs: dict[str, RunConfig] = {}
     for grid in grids:
         axes = list(grid)

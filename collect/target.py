@@ -5,6 +5,7 @@ Checked at every eval on EVERY training example (not the eval subset), in eval m
 loss the optimizer minimizes minus any explicit penalty. ``steps`` stays the cap: a run that
 never meets its target ends there with ``target_reached = False``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,13 +29,20 @@ class TrainTarget:
         model.train(was_training)
         self.error = 1.0 - acc  # NaN for a regression
         c = self.cfg
-        ok = self.active and (c.stop_at_train_error is None or self.error <= c.stop_at_train_error) \
+        ok = (
+            self.active
+            and (c.stop_at_train_error is None or self.error <= c.stop_at_train_error)
             and (c.stop_at_train_loss is None or self.loss <= c.stop_at_train_loss)
+        )
         if ok and self.step is None:
             self.step = step
         return ok
 
     def columns(self) -> dict:
         """The runs columns this rule fills."""
-        return {"target_reached": (self.step is not None) if self.active else None, "target_step": self.step,
-                "final_train_error": self.error, "final_train_loss": self.loss}
+        return {
+            "target_reached": (self.step is not None) if self.active else None,
+            "target_step": self.step,
+            "final_train_error": self.error,
+            "final_train_loss": self.loss,
+        }

@@ -5,6 +5,7 @@ A logged step costs one forward and one batched backward: `rec.step` runs `step_
 set_grad=True)`, which computes GC, R_B, A_B, C_B and also leaves ∇L_B in `.grad` for the
 optimizer. Explicit penalties add their gradients on top.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,15 +15,15 @@ import torch
 from torch import nn
 
 from gclab.collect import metrics
-from gclab.collect.metrics import batch_loss
 from gclab.collect.config import RunConfig
 from gclab.collect.datasets import load_dataset
 from gclab.collect.device import resolve_device
 from gclab.collect.evaluate import make_splits
 from gclab.collect.init import initialize
+from gclab.collect.metrics import batch_loss
 from gclab.collect.models import build_model
-from gclab.collect.regularizers import add_penalty_grads
 from gclab.collect.recorder import Diverged, Recorder
+from gclab.collect.regularizers import add_penalty_grads
 from gclab.collect.target import TrainTarget
 
 
@@ -40,7 +41,7 @@ def batches(n: int, batch_size: int, generator: torch.Generator):
     while True:
         perm = torch.randperm(n, generator=generator)
         for i in range(0, n - batch_size + 1, batch_size):
-            yield perm[i:i + batch_size]
+            yield perm[i : i + batch_size]
 
 
 def load_run_dataset(cfg: RunConfig, data_dir, **sizes):
@@ -48,8 +49,15 @@ def load_run_dataset(cfg: RunConfig, data_dir, **sizes):
     if cfg.dataset == "mnist":
         options["flatten"] = cfg.model == "mlp"  # the CNN wants (1, 28, 28) images
     sizes = sizes or {"n_train": cfg.n_train, "n_test": cfg.n_test}
-    return load_dataset(cfg.dataset, **sizes, seed=cfg.seed, label_noise=cfg.label_noise,
-                        raw_dir=cfg.raw_dir or Path(data_dir) / "raw", data_seed=cfg.data_seed, **options)
+    return load_dataset(
+        cfg.dataset,
+        **sizes,
+        seed=cfg.seed,
+        label_noise=cfg.label_noise,
+        raw_dir=cfg.raw_dir or Path(data_dir) / "raw",
+        data_seed=cfg.data_seed,
+        **options,
+    )
 
 
 class DivergenceCheck:
@@ -58,7 +66,7 @@ class DivergenceCheck:
     def __init__(self, cfg: RunConfig, model: nn.Module):
         self.cfg, self.limit = cfg, None
         # Dead ReLUs can hold the loss finite while the weights explode: watch ||θ||² too.
-        self.param_limit = cfg.divergence_factor ** 2 * max(float(metrics.param_norm_sq(model)), 1.0)
+        self.param_limit = cfg.divergence_factor**2 * max(float(metrics.param_norm_sq(model)), 1.0)
 
     def params(self, model: nn.Module, step: int) -> None:
         norm_sq = float(metrics.param_norm_sq(model))
@@ -89,18 +97,29 @@ def _train(cfg: RunConfig, data_dir, rec: Recorder, progress: bool) -> None:
     x_train = ds.x_train.to(device, dtype)
     y_train = ds.y_train.to(device) if ds.task == "classification" else ds.y_train.to(device, dtype)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = build_model(cfg.model, input_shape=ds.input_shape, n_out=ds.n_classes, width=cfg.width,
-                        depth=None if cfg.model == "resnet18" else cfg.depth, activation=cfg.activation, bias=cfg.bias)
+    model = build_model(
+        cfg.model,
+        input_shape=ds.input_shape,
+        n_out=ds.n_classes,
+        width=cfg.width,
+        depth=None if cfg.model == "resnet18" else cfg.depth,
+        activation=cfg.activation,
+        bias=cfg.bias,
+    )
     initialize(model, cfg.init, scale=cfg.init_scale, zero_bias=cfg.zero_bias, generator=gen)
     model.to(device, dtype)
     opt = make_optimizer(cfg, model.parameters())
     splits = make_splits(ds, cfg, device, dtype)
     # Own generator: the projections must not shift the batch order drawn from `gen`.
-    hutchinson = ({} if cfg.gc_projections is None else
-                  {"n_projections": cfg.gc_projections, "generator": torch.Generator().manual_seed(cfg.seed)})
+    hutchinson = (
+        {}
+        if cfg.gc_projections is None
+        else {"n_projections": cfg.gc_projections, "generator": torch.Generator().manual_seed(cfg.seed)}
+    )
     loss_fn = lambda out, y: batch_loss(out, y, cfg.loss)  # noqa: E731
-    rec.annotate(n_params=sum(p.numel() for p in model.parameters()), device=str(device),
-                 n_train=ds.n_train, n_test=ds.n_test)
+    rec.annotate(
+        n_params=sum(p.numel() for p in model.parameters()), device=str(device), n_train=ds.n_train, n_test=ds.n_test
+    )
 
     check_finite = DivergenceCheck(cfg, model)
     target = TrainTarget(cfg, x_train, y_train)

@@ -2,10 +2,12 @@
 
     pip install -e ".[lightning]"
     python examples/lightning_loop.py --data data    # ~5 s on CPU, no download
-    gclab sql -q "SELECT r.sweep, s.step, s.gc, s.train_loss FROM steps s JOIN runs r USING (run_id) WHERE r.sweep = 'mine_lightning'"
+    gclab sql -q "SELECT r.sweep, s.step, s.gc, s.train_loss FROM steps s JOIN runs r USING (run_id)
+                  WHERE r.sweep = 'mine_lightning'"
 
 The LightningModule is ordinary; the callback is the only gclab line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +32,9 @@ class Classifier(L.LightningModule):
     def __init__(self, d: int = 20, width: int = 64, k: int = 4, lr: float = 0.05):
         super().__init__()
         self.lr = lr
-        self.net = nn.Sequential(nn.Linear(d, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, k))
+        self.net = nn.Sequential(
+            nn.Linear(d, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, k)
+        )
 
     def forward(self, x):
         return self.net(x)
@@ -56,14 +60,39 @@ def main(argv=None) -> str:
     x_train, y_train = make_data(1024, seed=args.seed)
     x_test, y_test = make_data(512, seed=args.seed + 1)
     loader = DataLoader(TensorDataset(x_train, y_train), batch_size=32, shuffle=True)
-    config = {"dataset": "blobs", "model": "mlp", "width": args.width, "depth": 2, "optimizer": "sgd",
-              "lr": args.lr, "batch_size": 32, "seed": args.seed, "epochs": args.epochs}
-    callback = GCCallback(data=args.data, sweep="mine_lightning", config=config, log_every=10, eval_every=50,
-                          eval_data={"train": (x_train, y_train), "test": (x_test, y_test)})
-    trainer = L.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, callbacks=[callback], logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    config = {
+        "dataset": "blobs",
+        "model": "mlp",
+        "width": args.width,
+        "depth": 2,
+        "optimizer": "sgd",
+        "lr": args.lr,
+        "batch_size": 32,
+        "seed": args.seed,
+        "epochs": args.epochs,
+    }
+    callback = GCCallback(
+        data=args.data,
+        sweep="mine_lightning",
+        config=config,
+        log_every=10,
+        eval_every=50,
+        eval_data={"train": (x_train, y_train), "test": (x_test, y_test)},
+    )
+    trainer = L.Trainer(
+        max_epochs=args.epochs,
+        accelerator="cpu",
+        devices=1,
+        callbacks=[callback],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(Classifier(width=args.width, lr=args.lr), loader)
-    print(f"recorded run {callback.run_id} (sweep 'mine_lightning', {callback.recorder.row['status']}) into {args.data}")
+    print(
+        f"recorded run {callback.run_id} (sweep 'mine_lightning', {callback.recorder.row['status']}) into {args.data}"
+    )
     return callback.run_id
 
 

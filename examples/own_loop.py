@@ -1,13 +1,15 @@
 """Record your own plain-PyTorch training loop into the gclab run store.
 
     python examples/own_loop.py --data data          # trains for ~2 s on CPU, no download
-    gclab sql -q "SELECT step, gc, train_loss, grad_norm_sq FROM steps s JOIN runs r USING (run_id) WHERE r.sweep = 'mine'"
+    gclab sql -q "SELECT step, gc, train_loss, grad_norm_sq FROM steps s JOIN runs r USING (run_id)
+                  WHERE r.sweep = 'mine'"
     gclab report                                     # the run is in the report's overview and curves
 
 Everything here is ordinary PyTorch; the three gclab lines are marked. `rec.step` does the forward
 and backward pass itself (leaving the gradient in `.grad`, as `loss.backward()` would) and logs
 GC and the Eq. 6 terms of the batch; `rec.evaluate` logs loss, accuracy and GC per split.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,15 +49,24 @@ def main(argv=None) -> str:
     batch_size, g = 32, torch.Generator().manual_seed(args.seed)
     splits = {"train": (x_train, y_train), "test": (x_test, y_test)}
     # Keys that are runs columns (lr, width, ...) fill them; every key is kept in config_json.
-    config = {"dataset": "blobs", "model": "mlp", "width": args.width, "depth": 2, "optimizer": "sgd",
-              "lr": args.lr, "batch_size": batch_size, "steps": args.steps, "seed": args.seed}
+    config = {
+        "dataset": "blobs",
+        "model": "mlp",
+        "width": args.width,
+        "depth": 2,
+        "optimizer": "sgd",
+        "lr": args.lr,
+        "batch_size": batch_size,
+        "steps": args.steps,
+        "seed": args.seed,
+    }
 
-    with Recorder(data=args.data, sweep="mine", config=config) as rec:         # gclab
+    with Recorder(data=args.data, sweep="mine", config=config) as rec:  # gclab
         for step in range(args.steps):
             if step % 50 == 0:
-                rec.evaluate(step, model, splits)                               # gclab
+                rec.evaluate(step, model, splits)  # gclab
             idx = torch.randint(0, len(x_train), (batch_size,), generator=g)
-            rec.step(step, model, x_train[idx], y_train[idx])                   # gclab (replaces loss.backward())
+            rec.step(step, model, x_train[idx], y_train[idx])  # gclab (replaces loss.backward())
             optimizer.step()
         rec.evaluate(args.steps, model, splits)
     print(f"recorded run {rec.run_id} (sweep 'mine', {rec.row['status']}) into {args.data}")

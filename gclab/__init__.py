@@ -11,17 +11,37 @@
 Names resolve on first use, so `import gclab` stays light and the read side never loads torch.
 The command line is `gclab --help` (gclab/__main__.py).
 """
+
 from __future__ import annotations
 
 from importlib import import_module
 
 # name → module that defines it (the metric engine's public names come from its __all__).
-_METRICS = ("geometric_complexity", "geometric_complexity_estimate", "step_metrics", "step_terms", "theorem_terms",
-            "per_example_grad_norms", "functional_dimension", "ntk_gram", "spectrum_summary", "param_norm_sq",
-            "spectral_product", "dist_from_init", "sharpness", "batch_loss", "register_rule")
-_HOMES = {**{name: "gclab.collect.metrics" for name in _METRICS},
-          "Recorder": "gclab.collect.recorder", "Diverged": "gclab.collect.recorder", "RunConfig": "gclab.collect.config",
-          "collect_sweep": "gclab.collect.runner", "load_sweep": "gclab.collect.sweep"}
+_METRICS = (
+    "geometric_complexity",
+    "geometric_complexity_estimate",
+    "step_metrics",
+    "step_terms",
+    "theorem_terms",
+    "per_example_grad_norms",
+    "functional_dimension",
+    "ntk_gram",
+    "spectrum_summary",
+    "param_norm_sq",
+    "spectral_product",
+    "dist_from_init",
+    "sharpness",
+    "batch_loss",
+    "register_rule",
+)
+_HOMES = {
+    **{name: "gclab.collect.metrics" for name in _METRICS},
+    "Recorder": "gclab.collect.recorder",
+    "Diverged": "gclab.collect.recorder",
+    "RunConfig": "gclab.collect.config",
+    "collect_sweep": "gclab.collect.runner",
+    "load_sweep": "gclab.collect.sweep",
+}
 
 __all__ = [*_HOMES, "claims", "render_report", "query", "metrics", "lightning"]
 

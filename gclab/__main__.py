@@ -1,4 +1,5 @@
 """`gclab COMMAND [options]` — the toolkit's one command (`gclab COMMAND --help` for each)."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,18 +8,29 @@ from importlib import import_module
 
 # command → (module whose main() runs it, arguments put in front, help)
 COMMANDS = {
-    "collect": ("gclab.collect.__main__", [], "train a sweep's runs into the run store (--sweep NAME|PATH, --scale, --set)"),
-    "report": ("gclab.analysis.__main__", ["report"], "render reports/index.html and figures, then print the claims summary"),
+    "collect": (
+        "gclab.collect.__main__",
+        [],
+        "train a sweep's runs into the run store (--sweep NAME|PATH, --scale, --set)",
+    ),
+    "report": (
+        "gclab.analysis.__main__",
+        ["report"],
+        "render reports/index.html and figures, then print the claims summary",
+    ),
     "claims": ("gclab.analysis.__main__", ["claims"], "the paper's claims with verdicts (--json for scripts)"),
-    "sql": ("gclab.analysis.__main__", ["sql"], "one read-only SQL statement over the store (-q \"SELECT ...\")"),
+    "sql": ("gclab.analysis.__main__", ["sql"], 'one read-only SQL statement over the store (-q "SELECT ...")'),
     "bench": ("gclab.bench.__main__", [], "speed figures → reports/bench.json (needs the bench extra)"),
     "check": ("gclab.store.__main__", ["check"], "verify every run folder (--repair quarantines bad ones)"),
 }
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="gclab", description="Geometric complexity of neural networks: collect runs, "
-                                "query them, test the paper's claims, render the report.")
+    p = argparse.ArgumentParser(
+        prog="gclab",
+        description="Geometric complexity of neural networks: collect runs, "
+        "query them, test the paper's claims, render the report.",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, _, help_) in COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)  # each command's own parser answers --help

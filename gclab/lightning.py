@@ -1,4 +1,5 @@
 """`gclab.lightning.GCCallback`: record a PyTorch Lightning run into the gclab store (collect/lightning.py)."""
+
 from gclab.collect.lightning import GCCallback
 
 __all__ = ["GCCallback"]

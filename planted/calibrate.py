@@ -8,6 +8,7 @@ analysis SQL and statistics are exactly those of `python -m analysis claims`, mo
 before Holm's correction (each test's own calibration; Holm only makes paper rows stricter).
 Writes `<out>/calibration.json`, which the report's "How far to trust these verdicts" shows.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,10 @@ NOT_CALIBRATED = {
     igr.RATIO_CLAIM: "a no-effect condition: only ever contradicted; its false-contradiction rate is a unit test",
     theorem.VIOLATION_CLAIM: "deterministic check (any violating row contradicts)",
     double_descent.LOCATION_CLAIM: "peak location, only tested after a significant peak",
-    **{bfd.PLATEAU_CLAIM.format(output=o): "deterministic check (any run off its plateau contradicts)"
-       for o in bfd.OUTPUTS},
+    **{
+        bfd.PLATEAU_CLAIM.format(output=o): "deterministic check (any run off its plateau contradicts)"
+        for o in bfd.OUTPUTS
+    },
     fig1.ARC_CLAIM: "TOST equivalence at a margin (level α by construction); its failures are unit tests",
 }
 
@@ -46,6 +49,7 @@ NOT_CALIBRATED = {
 @dataclass(frozen=True)
 class Case:
     """One group of claim tests: the modules that decide them, on stores of `sweeps`."""
+
     name: str
     modules: tuple[str, ...]  # names in analysis.claims.MODULES
     sweeps: tuple[str, ...]
@@ -55,24 +59,48 @@ class Case:
 
 
 CASES = (
-    Case("trends", ("trends",), TREND_SWEEPS, {"trend_slope": 0.0, "acc_slope": 0.0, "output_shrink": 0.0},
-         {"trend_slope": 0.3, "acc_slope": 0.03, "output_shrink": 0.3}, ("runs", "evals", "probes")),
-    Case("fig5", ("double_descent", "ucurve"), ("fig5",), {"fig5_peak": 0.0, "u_curvature": 0.0},
-         {"fig5_peak": 1.0, "u_curvature": 0.4}),
+    Case(
+        "trends",
+        ("trends",),
+        TREND_SWEEPS,
+        {"trend_slope": 0.0, "acc_slope": 0.0, "output_shrink": 0.0},
+        {"trend_slope": 0.3, "acc_slope": 0.03, "output_shrink": 0.3},
+        ("runs", "evals", "probes"),
+    ),
+    Case(
+        "fig5",
+        ("double_descent", "ucurve"),
+        ("fig5",),
+        {"fig5_peak": 0.0, "u_curvature": 0.0},
+        {"fig5_peak": 1.0, "u_curvature": 0.4},
+    ),
     Case("igr", ("igr",), ("igr",), {"igr_slope": 0.0}, {"igr_slope": -0.1}),
-    Case("bfd", ("bfd",), ("bfd",), {"bfd_drop": 0.0, "bfd_random_gap": 0.0, "ffd_deficit": bfd.FFD_MARGIN},
-         {"bfd_drop": 0.05, "bfd_random_gap": 0.02, "ffd_deficit": 0.0}, ("runs", "evals", "fdim")),
+    Case(
+        "bfd",
+        ("bfd",),
+        ("bfd",),
+        {"bfd_drop": 0.0, "bfd_random_gap": 0.0, "ffd_deficit": bfd.FFD_MARGIN},
+        {"bfd_drop": 0.05, "bfd_random_gap": 0.02, "ffd_deficit": 0.0},
+        ("runs", "evals", "fdim"),
+    ),
     Case("measures", ("measures",), ("gcreg",), {"measure_corr": 0.0}, {"measure_corr": 0.5}),
-    Case("theorem", ("theorem",), ("thm51",), {"thm_slope_T": -0.9, "thm_slope_grad": -0.9},
-         {"thm_slope_T": -0.7, "thm_slope_grad": -1.1}, ("runs", "evals", "theorem")),
+    Case(
+        "theorem",
+        ("theorem",),
+        ("thm51",),
+        {"thm_slope_T": -0.9, "thm_slope_grad": -0.9},
+        {"thm_slope_T": -0.7, "thm_slope_grad": -1.1},
+        ("runs", "evals", "theorem"),
+    ),
     Case("fig1", ("fig1",), ("fig1",), {"fig1_gc_start": 0.1}, {"fig1_gc_start": 0.05}),
 )
 
 
 def verdicts(case: Case, effects: dict, rng_seed: int) -> pl.DataFrame:
     """claim, kind, experiment, verdict of every calibrated row of one planted store."""
-    con = planted_connection(sweeps=case.sweeps, cadence=CADENCE, rng_seed=rng_seed, effects=effects,
-                             tables=case.tables)
+    con = planted_connection(
+        sweeps=case.sweeps, cadence=CADENCE, rng_seed=rng_seed, effects=effects, tables=case.tables
+    )
     try:
         frames = [MODULES[m].analyze(con).claims for m in case.modules]
     finally:
@@ -87,9 +115,11 @@ def rates(case: Case, effects: dict, n: int, seed0: int, pool=None) -> pl.DataFr
     seeds = range(seed0, seed0 + n)
     runs = pl.concat(list(pool.map(one, seeds, chunksize=8) if pool else map(one, seeds)))
     return runs.group_by("claim", "kind", "experiment", maintain_order=True).agg(
-        pl.len().alias("n"), (pl.col("verdict") == SUPPORTED).sum().alias("supported"),
+        pl.len().alias("n"),
+        (pl.col("verdict") == SUPPORTED).sum().alias("supported"),
         (pl.col("verdict") == CONTRADICTED).sum().alias("contradicted"),
-        (pl.col("verdict") == INSUFFICIENT).sum().alias("insufficient"))
+        (pl.col("verdict") == INSUFFICIENT).sum().alias("insufficient"),
+    )
 
 
 def _ci(k: int, n: int) -> list[float]:
@@ -101,12 +131,25 @@ def calibrate_case(case: Case, n_null: int, n_effect: int, pool=None) -> list[di
     out = []
     for r in null.join(power, on=["claim", "kind", "experiment"], suffix="_effect").iter_rows(named=True):
         fpr, pw = r["supported"] / r["n"], r["supported_effect"] / r["n_effect"]
-        out.append({"claim": r["claim"], "kind": r["kind"], "experiment": r["experiment"], "case": case.name,
-                    "null_effects": case.null, "planted_effects": case.effect,
-                    "n_null": r["n"], "false_positive_rate": fpr, "fpr_ci": _ci(r["supported"], r["n"]),
-                    "contradicted_rate_null": r["contradicted"] / r["n"], "insufficient_null": r["insufficient"],
-                    "n_effect": r["n_effect"], "power": pw, "power_ci": _ci(r["supported_effect"], r["n_effect"]),
-                    "meets_target": fpr <= TARGET_FPR and pw >= TARGET_POWER})
+        out.append(
+            {
+                "claim": r["claim"],
+                "kind": r["kind"],
+                "experiment": r["experiment"],
+                "case": case.name,
+                "null_effects": case.null,
+                "planted_effects": case.effect,
+                "n_null": r["n"],
+                "false_positive_rate": fpr,
+                "fpr_ci": _ci(r["supported"], r["n"]),
+                "contradicted_rate_null": r["contradicted"] / r["n"],
+                "insufficient_null": r["insufficient"],
+                "n_effect": r["n_effect"],
+                "power": pw,
+                "power_ci": _ci(r["supported_effect"], r["n_effect"]),
+                "meets_target": fpr <= TARGET_FPR and pw >= TARGET_POWER,
+            }
+        )
     return out
 
 
@@ -118,8 +161,16 @@ def calibrate(n_null: int = 200, n_effect: int = 100, cases=CASES, workers: int 
             tests += calibrate_case(case, n_null, n_effect, pool)
             log(f"calibrate: {case.name}: {time.perf_counter() - t0:.0f} s")
     tests += [{"claim": c, "calibrated": False, "why": why} for c, why in NOT_CALIBRATED.items()]
-    return {"alpha": ALPHA, "target_fpr": TARGET_FPR, "target_power": TARGET_POWER, "n_null": n_null,
-            "n_effect": n_effect, "default_effects": EFFECTS, "cadence": CADENCE, "tests": tests}
+    return {
+        "alpha": ALPHA,
+        "target_fpr": TARGET_FPR,
+        "target_power": TARGET_POWER,
+        "n_null": n_null,
+        "n_effect": n_effect,
+        "default_effects": EFFECTS,
+        "cadence": CADENCE,
+        "tests": tests,
+    }
 
 
 def main(argv=None) -> int:
@@ -139,8 +190,10 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / FILE).write_text(json.dumps(result, indent=1))
     bad = [t["claim"] for t in result["tests"] if t.get("meets_target") is False]
-    print(f"calibration: {out / FILE}; {len(result['tests'])} tests, {len(bad)} miss the target"
-          + (f": {bad}" if bad else ""))
+    print(
+        f"calibration: {out / FILE}; {len(result['tests'])} tests, {len(bad)} miss the target"
+        + (f": {bad}" if bad else "")
+    )
     return 0
 
 

@@ -10,12 +10,13 @@ negative value plants the effect against the paper.
 `planted_connection()` loads the same tables into an in-memory DuckDB (what `make calibrate`
 uses: the analysis SQL and statistics run unchanged, without writing thousands of files).
 """
+
 from __future__ import annotations
 
 import functools
 import math
 from collections import defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
 import duckdb
 import numpy as np
@@ -23,50 +24,70 @@ import pyarrow as pa
 
 from gclab.collect.config import RunConfig
 from gclab.collect.sweep import DEMO, load_sweep
-from gclab.planted.tables import (Plant, diagonal_probes, evals_table, fdim_table, parabola_probes,
-                            parabola_train_mse, steps_table, theorem_tables)
+from gclab.planted.tables import (
+    Plant,
+    diagonal_probes,
+    evals_table,
+    fdim_table,
+    parabola_probes,
+    parabola_train_mse,
+    steps_table,
+    theorem_tables,
+)
 from gclab.store.layout import RunFolder, to_arrow
 from gclab.store.schema import MARKER_TABLE, SCHEMAS
 
 EFFECTS: dict = {
-    "trend_slope": 1.0,       # Δ log GC across each regularizer's grid, in the paper's direction
-    "acc_slope": 0.05,        # test-acc gain across the lr (fig4) and gc_reg grids
-    "seed_noise": 0.1,        # sd of log GC between runs
-    "seed_offset": 0.2,       # sd of a per-seed shift of log GC shared by a sweep's runs (a block effect)
-    "output_shrink": 2.0,     # fig2: Δ log |output| from the shallowest to the deepest net
-    "fig1_ripple": 0.01,      # fig1: amplitude of a wiggle on top of the minimal interpolant
-    "fig1_gc_start": 0.001,   # fig1: GC at step 0 as a fraction of the final GC
-    "fig1_fit": 1.0,          # fig1: 1 fits the interpolant; 0 the least-squares line (× fig1_line)
-    "fig1_line": 1.0,         # fig1: with fig1_fit = 0, 1 is the straight-line fit and 0 the zero function
-    "fig5_peak": 1.0,         # fig5: GC = profile^fig5_peak; 1 peaks at the threshold, −1 dips, 0 flat
-    "u_curvature": 0.4,       # fig5: test loss = 1 + u (GC − 1)²; < 0 an inverted U
-    "fig5_noise": 0.05,       # fig5: sd of test loss between runs
-    "thm_slope_T": -0.3,      # thm51: Δ log Σ T² over training
-    "thm_slope_grad": -1.5,   # thm51: Δ log ||∇θ f||² over training
-    "thm_violations": 0,      # thm51: planted rows with gc_x > bound_tight (per run)
-    "igr_slope": -0.3,        # igr: d log GC / d log(h/b)
-    "igr_b_extra": 0.0,       # igr: extra d log GC / d log b (≠ 0: lr and batch no longer act only through h/b)
-    "eq6_breaks": 0,          # igr: rows of the first igr run whose grad_norm_sq breaks Eq. 6
-    "bfd_drop": 0.3,          # bfd: fraction of bfd_max lost over training (train/test)
-    "bfd_random_gap": 0.08,   # bfd: random-input bfd above train/test at init, as a fraction of bfd_max
-    "ffd_deficit": 0.0,       # bfd: computable full functional dimension below the ceiling, fraction of it
-    "measure_corr": 1.0,      # gap = 0.3 + 0.2 measure_corr log GC + noise
-    "diverged": 1,            # fig4: runs at the largest lr that diverge (first seeds)
-    "unfitted": 0,            # runs per trained-to-target sweep that stop at the cap short of it (first seed)
-    "family_flip": 1.0,       # fig2: sign of the depth effects of FAILING_FAMILY (−1: it fails the claim)
+    "trend_slope": 1.0,  # Δ log GC across each regularizer's grid, in the paper's direction
+    "acc_slope": 0.05,  # test-acc gain across the lr (fig4) and gc_reg grids
+    "seed_noise": 0.1,  # sd of log GC between runs
+    "seed_offset": 0.2,  # sd of a per-seed shift of log GC shared by a sweep's runs (a block effect)
+    "output_shrink": 2.0,  # fig2: Δ log |output| from the shallowest to the deepest net
+    "fig1_ripple": 0.01,  # fig1: amplitude of a wiggle on top of the minimal interpolant
+    "fig1_gc_start": 0.001,  # fig1: GC at step 0 as a fraction of the final GC
+    "fig1_fit": 1.0,  # fig1: 1 fits the interpolant; 0 the least-squares line (× fig1_line)
+    "fig1_line": 1.0,  # fig1: with fig1_fit = 0, 1 is the straight-line fit and 0 the zero function
+    "fig5_peak": 1.0,  # fig5: GC = profile^fig5_peak; 1 peaks at the threshold, −1 dips, 0 flat
+    "u_curvature": 0.4,  # fig5: test loss = 1 + u (GC − 1)²; < 0 an inverted U
+    "fig5_noise": 0.05,  # fig5: sd of test loss between runs
+    "thm_slope_T": -0.3,  # thm51: Δ log Σ T² over training
+    "thm_slope_grad": -1.5,  # thm51: Δ log ||∇θ f||² over training
+    "thm_violations": 0,  # thm51: planted rows with gc_x > bound_tight (per run)
+    "igr_slope": -0.3,  # igr: d log GC / d log(h/b)
+    "igr_b_extra": 0.0,  # igr: extra d log GC / d log b (≠ 0: lr and batch no longer act only through h/b)
+    "eq6_breaks": 0,  # igr: rows of the first igr run whose grad_norm_sq breaks Eq. 6
+    "bfd_drop": 0.3,  # bfd: fraction of bfd_max lost over training (train/test)
+    "bfd_random_gap": 0.08,  # bfd: random-input bfd above train/test at init, as a fraction of bfd_max
+    "ffd_deficit": 0.0,  # bfd: computable full functional dimension below the ceiling, fraction of it
+    "measure_corr": 1.0,  # gap = 0.3 + 0.2 measure_corr log GC + noise
+    "diverged": 1,  # fig4: runs at the largest lr that diverge (first seeds)
+    "unfitted": 0,  # runs per trained-to-target sweep that stop at the cap short of it (first seed)
+    "family_flip": 1.0,  # fig2: sign of the depth effects of FAILING_FAMILY (−1: it fails the claim)
 }
 # fig2's family that `family_flip` plants against the others (issue text: He-normal + tanh rises).
 FAILING_FAMILY = ("he_normal", "tanh")
 # The paper's direction of GC along each hyperparameter (seed 002 §3–5); other axes plant nothing.
-GC_DIRECTION = {"l2": -1, "spectral_reg": -1, "flatness_reg": -1, "label_noise": -1, "gc_reg": -1,
-                "lr": -1, "batch_size": +1, "depth": -1}
+GC_DIRECTION = {
+    "l2": -1,
+    "spectral_reg": -1,
+    "flatness_reg": -1,
+    "label_noise": -1,
+    "gc_reg": -1,
+    "lr": -1,
+    "batch_size": +1,
+    "depth": -1,
+}
 TREND_SWEEPS = ("fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "gcreg")
 # (input dim, outputs, default n_train, default n_test) of each dataset (collect/datasets.py).
-DATASET_SHAPE = {"mnist1d": (40, 10, 4000, 1000), "digits": (64, 10, 1437, 360), "parabola": (1, 1, 10, 200),
-                 "teacher": (20, 10, 4000, 1000), "mnist": (784, 10, 60000, 10000),
-                 "cifar10": (3072, 10, 50000, 10000)}
-PAPER_SWEEPS = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr",
-                "bfd")
+DATASET_SHAPE = {
+    "mnist1d": (40, 10, 4000, 1000),
+    "digits": (64, 10, 1437, 360),
+    "parabola": (1, 1, 10, 200),
+    "teacher": (20, 10, 4000, 1000),
+    "mnist": (784, 10, 60000, 10000),
+    "cifar10": (3072, 10, 50000, 10000),
+}
+PAPER_SWEEPS = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
 SWEEPS = (*PAPER_SWEEPS, "demo")
 
 
@@ -146,8 +167,10 @@ def _plant(cfg: RunConfig, pos: dict, fx: dict, rng, offset: float, context: dic
         return _fig5(cfg, context["widths"], fx, rng, 0.0)
     lg = offset + fx["seed_noise"] * rng.standard_normal()
     if sweep in TREND_SWEEPS:
-        lg += sum(GC_DIRECTION[a] * fx["trend_slope"] * grid[getattr(cfg, a)] * (family_sign(cfg, fx) if a == "depth" else 1)
-                  for a, grid in pos.items())
+        lg += sum(
+            GC_DIRECTION[a] * fx["trend_slope"] * grid[getattr(cfg, a)] * (family_sign(cfg, fx) if a == "depth" else 1)
+            for a, grid in pos.items()
+        )
     if sweep == "igr":
         lg += fx["igr_slope"] * (math.log(cfg.lr / cfg.batch_size) - context["log_hb_mid"])
         lg += fx["igr_b_extra"] * (math.log(cfg.batch_size) - context["log_b_mid"])
@@ -177,13 +200,28 @@ def _static(cfg: RunConfig) -> tuple[dict, dict, int]:
 def _target_columns(cfg: RunConfig, plant: Plant, done: int, reached: bool) -> dict:
     """The runs columns of the stop rule (collect/target.py), consistent with the planted fit."""
     active = cfg.stop_at_train_error is not None or cfg.stop_at_train_loss is not None
-    return {"target_reached": reached if active else None, "target_step": done if active and reached else None,
-            "final_train_error": 1.0 - plant.train_acc, "final_train_loss": plant.train_loss}
+    return {
+        "target_reached": reached if active else None,
+        "target_step": done if active and reached else None,
+        "final_train_error": 1.0 - plant.train_acc,
+        "final_train_loss": plant.train_loss,
+    }
 
 
-def _run_tables(cfg: RunConfig, job: int, *, rng_seed: int, fx: dict, pos: dict, context: dict,
-                offsets: dict, diverged: bool, break_eq6: bool, tables: frozenset,
-                unfitted: bool = False) -> dict[str, dict]:
+def _run_tables(
+    cfg: RunConfig,
+    job: int,
+    *,
+    rng_seed: int,
+    fx: dict,
+    pos: dict,
+    context: dict,
+    offsets: dict,
+    diverged: bool,
+    break_eq6: bool,
+    tables: frozenset,
+    unfitted: bool = False,
+) -> dict[str, dict]:
     """The tables of one run (those in `tables`) as columns, the `runs` row last (as collection writes them)."""
     rng = np.random.default_rng([rng_seed, job])
     cols, row, n_par = _static(cfg)
@@ -193,39 +231,73 @@ def _run_tables(cfg: RunConfig, job: int, *, rng_seed: int, fx: dict, pos: dict,
     if diverged:  # loss blew up: huge losses, chance accuracy
         plant = Plant(plant.gc * 50, 40.0, 30.0, 0.1, 0.1, plant.measure_z + 3)
     d, k, n_train, n_test = shape_of(cfg)
-    out = {"steps": steps_table(rng, run_id, plant, cols, done, cfg.log_every,
-                                eq6_break_rows=fx["eq6_breaks"] if break_eq6 else 0)} if "steps" in tables else {}
+    out = (
+        {
+            "steps": steps_table(
+                rng, run_id, plant, cols, done, cfg.log_every, eq6_break_rows=fx["eq6_breaks"] if break_eq6 else 0
+            )
+        }
+        if "steps" in tables
+        else {}
+    )
     bfd_max = bfd_ceiling(cfg, max(cfg.bfd_batch, 1))
     out["evals"] = evals_table(rng, run_id, plant, cols, done, cfg.eval_every, fx, bfd_max)
     if cfg.bfd_batch and cfg.sweep == "bfd" and "fdim" in tables:  # analysis reads fdim of the bfd sweep only
-        out["fdim"] = fdim_table(rng, run_id, out["evals"], cfg.bfd_output, cfg.bfd_batch, cfg.bfd_random_batches,
-                                 lambda b: bfd_ceiling(cfg, b))
+        out["fdim"] = fdim_table(
+            rng,
+            run_id,
+            out["evals"],
+            cfg.bfd_output,
+            cfg.bfd_batch,
+            cfg.bfd_random_batches,
+            lambda b: bfd_ceiling(cfg, b),
+        )
     if cfg.theorem_examples and cfg.model == "mlp" and "theorem" in tables:
-        out["theorem"], out["layers"] = theorem_tables(rng, run_id, cols, done, cfg.eval_every, fx, d, k,
-                                                       n_examples=min(cfg.theorem_examples, 8))
+        out["theorem"], out["layers"] = theorem_tables(
+            rng, run_id, cols, done, cfg.eval_every, fx, d, k, n_examples=min(cfg.theorem_examples, 8)
+        )
     if not cfg.probe_points or "probes" not in tables:
         pass
     elif cfg.dataset == "parabola":
-        out["probes"] = parabola_probes(rng, run_id, done, cfg.eval_every, n_train, fx["fig1_ripple"],
-                                        fx["fig1_fit"], fx["fig1_line"])
+        out["probes"] = parabola_probes(
+            rng, run_id, done, cfg.eval_every, n_train, fx["fig1_ripple"], fx["fig1_fit"], fx["fig1_line"]
+        )
     else:
         depth_pos = pos.get("depth", {}).get(cfg.depth, 0.0)
         amp = 2.0 * math.exp(-fx["output_shrink"] * family_sign(cfg, fx) * depth_pos + 0.1 * rng.standard_normal())
         out["probes"] = diagonal_probes(rng, run_id, amp)
     test_acc = out["evals"]["acc"][out["evals"]["split"] == "test"]
-    out[MARKER_TABLE] = {k: [v] for k, v in {
-        **row, "status": "diverged" if diverged else "completed", "n_params": n_par,
-        "device": "cpu", "wall_s": 0.01 * done, "steps_done": done, "n_train": n_train, "n_test": n_test,
-        "best_test_acc": None if np.isnan(test_acc).all() else float(np.nanmax(test_acc)),
-        "error": f"loss became non-finite at step {done}" if diverged else None, "gclab_version": "planted",
-        **_target_columns(cfg, plant, done, not (diverged or unfitted)),
-    }.items()}
+    out[MARKER_TABLE] = {
+        k: [v]
+        for k, v in {
+            **row,
+            "status": "diverged" if diverged else "completed",
+            "n_params": n_par,
+            "device": "cpu",
+            "wall_s": 0.01 * done,
+            "steps_done": done,
+            "n_train": n_train,
+            "n_test": n_test,
+            "best_test_acc": None if np.isnan(test_acc).all() else float(np.nanmax(test_acc)),
+            "error": f"loss became non-finite at step {done}" if diverged else None,
+            "gclab_version": "planted",
+            **_target_columns(cfg, plant, done, not (diverged or unfitted)),
+        }.items()
+    }
     return out
 
 
-def planted_runs(*, sweeps: Iterable[str] = PAPER_SWEEPS, seeds: int | None = None, cadence: dict | None = None,
-                 rng_seed: int = 0, effects: dict | None = None, n_runs: int | None = None,
-                 runs_scale: int = 1, tables: Iterable[str] = tuple(SCHEMAS)) -> Iterable[tuple[RunConfig, dict[str, dict]]]:
+def planted_runs(
+    *,
+    sweeps: Iterable[str] = PAPER_SWEEPS,
+    seeds: int | None = None,
+    cadence: dict | None = None,
+    rng_seed: int = 0,
+    effects: dict | None = None,
+    n_runs: int | None = None,
+    runs_scale: int = 1,
+    tables: Iterable[str] = tuple(SCHEMAS),
+) -> Iterable[tuple[RunConfig, dict[str, dict]]]:
     """(config, tables) of every run of `sweeps` with `effects` planted (see the module docstring).
 
     `seeds`: seeds per configuration (default: the sweep's own); `runs_scale` multiplies them;
@@ -246,25 +318,49 @@ def planted_runs(*, sweeps: Iterable[str] = PAPER_SWEEPS, seeds: int | None = No
     jobs = sorted((r for runs in by_sweep.values() for r in runs), key=lambda r: r.seed)  # stable: sweep order kept
     jobs = jobs[:n_runs] if n_runs is not None else jobs
     pos = {s: positions(runs) for s, runs in by_sweep.items()}
-    context = {s: {"widths": sorted({r.width for r in runs}), "n_train": shape_of(runs[0])[2],
-                   "log_hb_mid": float(np.median([math.log(r.lr / r.batch_size) for r in runs])),
-                   "log_b_mid": float(np.median([math.log(r.batch_size) for r in runs]))}
-               for s, runs in by_sweep.items()}
-    offsets = {s: dict(zip(sorted({r.seed for r in runs}), fx["seed_offset"] * np.random.default_rng(
-        [rng_seed, 7919, i]).standard_normal(len({r.seed for r in runs}))))
-        for i, (s, runs) in enumerate(by_sweep.items())}
+    context = {
+        s: {
+            "widths": sorted({r.width for r in runs}),
+            "n_train": shape_of(runs[0])[2],
+            "log_hb_mid": float(np.median([math.log(r.lr / r.batch_size) for r in runs])),
+            "log_b_mid": float(np.median([math.log(r.batch_size) for r in runs])),
+        }
+        for s, runs in by_sweep.items()
+    }
+    offsets = {
+        s: dict(
+            zip(
+                sorted({r.seed for r in runs}),
+                fx["seed_offset"]
+                * np.random.default_rng([rng_seed, 7919, i]).standard_normal(len({r.seed for r in runs})),
+            )
+        )
+        for i, (s, runs) in enumerate(by_sweep.items())
+    }
     top_lr = {s: max(r.lr for r in runs) for s, runs in by_sweep.items()}
     n_diverged, n_unfitted = defaultdict(int), defaultdict(int)
     first_igr = next((j for j, r in enumerate(jobs) if r.sweep == "igr"), None)
     for j, cfg in enumerate(jobs):
         diverged = cfg.sweep == "fig4" and cfg.lr == top_lr["fig4"] and n_diverged["fig4"] < fx["diverged"]
         n_diverged[cfg.sweep] += diverged
-        unfitted = (not diverged and cfg.stop_at_train_error is not None
-                    and n_unfitted[cfg.sweep] < fx["unfitted"])
+        unfitted = not diverged and cfg.stop_at_train_error is not None and n_unfitted[cfg.sweep] < fx["unfitted"]
         n_unfitted[cfg.sweep] += unfitted
-        yield cfg, _run_tables(cfg, j, rng_seed=rng_seed, fx=fx, pos=pos[cfg.sweep], context=context[cfg.sweep],
-                               offsets=offsets[cfg.sweep], diverged=diverged, break_eq6=(j == first_igr),
-                               tables=tables, unfitted=unfitted)
+        yield (
+            cfg,
+            _run_tables(
+                cfg,
+                j,
+                rng_seed=rng_seed,
+                fx=fx,
+                pos=pos[cfg.sweep],
+                context=context[cfg.sweep],
+                offsets=offsets[cfg.sweep],
+                diverged=diverged,
+                break_eq6=(j == first_igr),
+                tables=tables,
+                unfitted=unfitted,
+            ),
+        )
 
 
 def write_planted_store(data_dir, **kw) -> None:
@@ -290,8 +386,11 @@ def planted_connection(**kw) -> duckdb.DuckDBPyConnection:
                 parts[name]["sweep"].append(np.full(len(cols["run_id"]), cfg.sweep, dtype=object))
     con = duckdb.connect()
     for name, schema in SCHEMAS.items():
-        cols = {c: np.concatenate(v) for c, v in parts[name].items()
-                if c != "sweep" or name == MARKER_TABLE} if name in parts else {}
+        cols = (
+            {c: np.concatenate(v) for c, v in parts[name].items() if c != "sweep" or name == MARKER_TABLE}
+            if name in parts
+            else {}
+        )
         frame = to_arrow(name, cols) if cols else schema.empty_table()
         if name != MARKER_TABLE:
             sweep = np.concatenate(parts[name]["sweep"]) if name in parts else np.array([], dtype=object)

@@ -4,6 +4,7 @@ Each builder takes the run's planted end-of-training values (`Plant`) and return
 numpy columns for `RunFolder.write`. No Python loop ever runs over rows: trajectories are
 closed-form curves of the training fraction f = step / steps plus small seeded noise.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,12 +17,13 @@ L0 = 2.3  # loss at init (≈ log 10 for 10 classes)
 @dataclass
 class Plant:
     """End-of-training values of one run; trajectories converge to them."""
-    gc: float            # train GC at the end (≈ "GC of a run")
+
+    gc: float  # train GC at the end (≈ "GC of a run")
     test_loss: float
     train_loss: float
-    test_acc: float      # NaN for regression
+    test_acc: float  # NaN for regression
     train_acc: float
-    measure_z: float     # standardized complexity driving the other measures
+    measure_z: float  # standardized complexity driving the other measures
     gc_start: float = 0.1  # GC at step 0 as a fraction of the final GC
 
 
@@ -34,8 +36,7 @@ def _approach(start, end, f, rate=5.0):
     return end + (start - end) * (np.exp(-rate * f) - np.exp(-rate)) / (1 - np.exp(-rate))
 
 
-def steps_table(rng, run_id, plant: Plant, cfg: dict, n_steps: int, log_every: int,
-                eq6_break_rows: int = 0) -> dict:
+def steps_table(rng, run_id, plant: Plant, cfg: dict, n_steps: int, log_every: int, eq6_break_rows: int = 0) -> dict:
     s = np.arange(0, max(n_steps, 1), log_every, dtype=np.int64)
     n, f = len(s), _frac(s, n_steps)
     noise = lambda sd: np.exp(sd * rng.standard_normal(n))  # noqa: E731
@@ -50,13 +51,19 @@ def steps_table(rng, run_id, plant: Plant, cfg: dict, n_steps: int, log_every: i
         gns[rows] *= 1.0 + 1e-3  # a planted violation of the identity
     classif = not np.isnan(plant.train_acc)
     return {
-        "run_id": np.full(n, run_id, dtype=object), "step": s,
-        "lr": np.full(n, float(cfg["lr"])), "batch_size": np.full(n, b, dtype=np.int64),
+        "run_id": np.full(n, run_id, dtype=object),
+        "step": s,
+        "lr": np.full(n, float(cfg["lr"])),
+        "batch_size": np.full(n, b, dtype=np.int64),
         "train_loss": _approach(L0, plant.train_loss, f) * noise(0.05),
         "train_acc": np.clip(_approach(0.1, plant.train_acc, f) + 0.02 * rng.standard_normal(n), 0, 1)
-        if classif else np.full(n, np.nan),
+        if classif
+        else np.full(n, np.nan),
         "gc": plant.gc * _approach(plant.gc_start, 1.0, f) * noise(0.03),
-        "grad_norm_sq": gns, "residual_term": r_term, "label_alignment": a_term, "batch_alignment": c_term,
+        "grad_norm_sq": gns,
+        "residual_term": r_term,
+        "label_alignment": a_term,
+        "batch_alignment": c_term,
         "per_example_grad_norm_sq": b * (r_term + a_term),  # R + A = (1/b) mean_x ||∇L_x||²
         "wall_s": np.cumsum(np.full(n, 0.01)),
     }
@@ -66,8 +73,9 @@ def eval_steps(n_steps: int, eval_every: int) -> np.ndarray:
     return np.unique(np.append(np.arange(0, max(n_steps, 1), eval_every), n_steps)).astype(np.int64)
 
 
-def evals_table(rng, run_id, plant: Plant, cfg: dict, n_steps: int, eval_every: int,
-                effects: dict, bfd_max: int) -> dict:
+def evals_table(
+    rng, run_id, plant: Plant, cfg: dict, n_steps: int, eval_every: int, effects: dict, bfd_max: int
+) -> dict:
     e = eval_steps(n_steps, eval_every)
     m, f = len(e), _frac(e, n_steps)
     eps = lambda sd: sd * rng.standard_normal(m)  # noqa: E731
@@ -87,22 +95,34 @@ def evals_table(rng, run_id, plant: Plant, cfg: dict, n_steps: int, eval_every: 
     }
     gc_traj = plant.gc * _approach(plant.gc_start, 1.0, f)
     # No noise on a perfect accuracy: a run that interpolates reports exactly 1.
-    acc = lambda start, end, sd: (np.clip(_approach(start, end, f) + eps(sd) * (end < 1), 0, 1)  # noqa: E731
-                                  if classif else np.full(m, np.nan))
+    acc = lambda start, end, sd: (  # noqa: E731
+        np.clip(_approach(start, end, f) + eps(sd) * (end < 1), 0, 1) if classif else np.full(m, np.nan)
+    )
     # Random inputs sit at the computable full functional dimension, ffd_deficit below the ceiling;
     # training inputs bfd_random_gap below it at init and a further bfd_drop below at the end.
     drop, gap, top = effects["bfd_drop"], effects["bfd_random_gap"], 1.0 - effects["ffd_deficit"]
     bfd_fit = np.clip(np.rint(bfd_max * (top - gap - drop * f + eps(0.01))), 1, bfd_max)
     bfd_rand = np.clip(np.rint(bfd_max * (top + eps(0.01))), 1, bfd_max)
     splits = {
-        "train": (_approach(L0, plant.train_loss, f) * np.exp(eps(0.01)), acc(0.1, plant.train_acc, 0.002),
-                  gc_traj * np.exp(eps(0.01)), bfd_fit),
-        "test": (_approach(L0, plant.test_loss, f) * np.exp(eps(0.01)), acc(0.1, plant.test_acc, 0.003),
-                 1.1 * gc_traj * np.exp(eps(0.01)), np.clip(bfd_fit + np.rint(eps(1.0)), 1, bfd_max)),
+        "train": (
+            _approach(L0, plant.train_loss, f) * np.exp(eps(0.01)),
+            acc(0.1, plant.train_acc, 0.002),
+            gc_traj * np.exp(eps(0.01)),
+            bfd_fit,
+        ),
+        "test": (
+            _approach(L0, plant.test_loss, f) * np.exp(eps(0.01)),
+            acc(0.1, plant.test_acc, 0.003),
+            1.1 * gc_traj * np.exp(eps(0.01)),
+            np.clip(bfd_fit + np.rint(eps(1.0)), 1, bfd_max),
+        ),
         "random": (np.full(m, L0) + eps(0.02), acc(0.1, 0.1, 0.01), 1.5 * gc_traj * np.exp(eps(0.01)), bfd_rand),
     }
-    out = {"run_id": np.full(3 * m, run_id, dtype=object), "step": np.tile(e, 3),
-           "split": np.repeat(np.array(list(splits), dtype=object), m)}
+    out = {
+        "run_id": np.full(3 * m, run_id, dtype=object),
+        "step": np.tile(e, 3),
+        "split": np.repeat(np.array(list(splits), dtype=object), m),
+    }
     for i, col in enumerate(("loss", "acc", "gc", "bfd")):
         out[col] = np.concatenate([v[i] for v in splits.values()])
     out["bfd"] = out["bfd"].astype(np.int64)
@@ -112,8 +132,9 @@ def evals_table(rng, run_id, plant: Plant, cfg: dict, n_steps: int, eval_every: 
     return out
 
 
-def theorem_tables(rng, run_id, cfg: dict, n_steps: int, eval_every: int, effects: dict,
-                   d_in: int, k: int, n_examples: int = 8) -> tuple[dict, dict]:
+def theorem_tables(
+    rng, run_id, cfg: dict, n_steps: int, eval_every: int, effects: dict, d_in: int, k: int, n_examples: int = 8
+) -> tuple[dict, dict]:
     """theorem and layers rows on (eval step × split ∈ {train, test} × example × layer), consistent:
     T_l² = (1 + ||h_l||²)/(σ(W_l) σ(∇h_l))² / min(d, k), Σ over layers, bound = ||∇θ f||² / Σ T²."""
     e = eval_steps(n_steps, eval_every)
@@ -139,18 +160,29 @@ def theorem_tables(rng, run_id, cfg: dict, n_steps: int, eval_every: int, effect
     split_names = np.array(["train", "test"], dtype=object)
     n = t_sum.size
     theorem = {
-        "run_id": np.full(n, run_id, dtype=object), "step": e[idx[0]], "split": split_names[idx[1]],
-        "example": idx[2].astype(np.int64), "gc_x": gc_x.ravel(), "grad_theta_sq": g.ravel(),
-        "transfer_sq_sum": t_sum.ravel(), "transfer_sq_sum_tight": (mdk * t_sum).ravel(),
-        "bound": bound.ravel(), "bound_tight": bound_tight.ravel(),
+        "run_id": np.full(n, run_id, dtype=object),
+        "step": e[idx[0]],
+        "split": split_names[idx[1]],
+        "example": idx[2].astype(np.int64),
+        "gc_x": gc_x.ravel(),
+        "grad_theta_sq": g.ravel(),
+        "transfer_sq_sum": t_sum.ravel(),
+        "transfer_sq_sum_tight": (mdk * t_sum).ravel(),
+        "bound": bound.ravel(),
+        "bound_tight": bound_tight.ravel(),
         "holds": (gc_x <= bound_tight * (1 + 1e-6) + 1e-12).ravel(),
     }
     lidx = np.indices(shape).reshape(4, -1)
     layers = {
-        "run_id": np.full(lidx.shape[1], run_id, dtype=object), "step": e[lidx[0]],
-        "split": split_names[lidx[1]], "example": lidx[2].astype(np.int64),
-        "layer": (lidx[3] + 1).astype(np.int32), "h_norm_sq": h.ravel(), "weight_spec": ws.ravel(),
-        "input_jac_spec": ijs.ravel(), "transfer_sq": t_sq.ravel(),
+        "run_id": np.full(lidx.shape[1], run_id, dtype=object),
+        "step": e[lidx[0]],
+        "split": split_names[lidx[1]],
+        "example": lidx[2].astype(np.int64),
+        "layer": (lidx[3] + 1).astype(np.int32),
+        "h_norm_sq": h.ravel(),
+        "weight_spec": ws.ravel(),
+        "input_jac_spec": ijs.ravel(),
+        "transfer_sq": t_sq.ravel(),
     }
     return theorem, layers
 
@@ -169,8 +201,9 @@ def parabola_train_mse(n_train: int, fit: float, line: float, ripple: float) -> 
     return float(np.mean((parabola_target(knots, n_train, fit, line) - knots**2) ** 2) + ripple**2 / 2)
 
 
-def parabola_probes(rng, run_id, n_steps: int, eval_every: int, n_train: int, ripple: float,
-                    fit: float = 1.0, line: float = 1.0) -> dict:
+def parabola_probes(
+    rng, run_id, n_steps: int, eval_every: int, n_train: int, ripple: float, fit: float = 1.0, line: float = 1.0
+) -> dict:
     """fig1: f on t ∈ [-1, 1] moves from ≈0 to `parabola_target` plus a ripple."""
     e = eval_steps(n_steps, eval_every)
     t = np.linspace(-1.0, 1.0, 201)
@@ -178,9 +211,14 @@ def parabola_probes(rng, run_id, n_steps: int, eval_every: int, n_train: int, ri
     alpha = (1 - np.exp(-5 * _frac(e, n_steps)))[:, None]
     out = alpha * target[None, :] + 0.002 * rng.standard_normal((len(e), len(t)))
     n = out.size
-    return {"run_id": np.full(n, run_id, dtype=object), "step": np.repeat(e, len(t)),
-            "t": np.tile(t, len(e)), "x": np.tile(t, len(e)), "output": out.ravel(),
-            "output_index": np.zeros(n, dtype=np.int32)}
+    return {
+        "run_id": np.full(n, run_id, dtype=object),
+        "step": np.repeat(e, len(t)),
+        "t": np.tile(t, len(e)),
+        "x": np.tile(t, len(e)),
+        "output": out.ravel(),
+        "output_index": np.zeros(n, dtype=np.int32),
+    }
 
 
 def diagonal_probes(rng, run_id, amplitude: float) -> dict:
@@ -189,8 +227,14 @@ def diagonal_probes(rng, run_id, amplitude: float) -> dict:
     phase, freq = rng.uniform(0, 2 * np.pi), rng.uniform(1, 3)
     out = amplitude * np.sin(freq * np.pi * t + phase)
     n = len(t)
-    return {"run_id": np.full(n, run_id, dtype=object), "step": np.zeros(n, dtype=np.int64),
-            "t": t, "x": t, "output": out, "output_index": np.zeros(n, dtype=np.int32)}
+    return {
+        "run_id": np.full(n, run_id, dtype=object),
+        "step": np.zeros(n, dtype=np.int64),
+        "t": t,
+        "x": t,
+        "output": out,
+        "output_index": np.zeros(n, dtype=np.int32),
+    }
 
 
 def fdim_table(rng, run_id, evals: dict, output: str, batch: int, nested: tuple[int, ...], ceiling) -> dict:
@@ -199,8 +243,7 @@ def fdim_table(rng, run_id, evals: dict, output: str, batch: int, nested: tuple[
     the random rank rescaled to n's ceiling, so non-decreasing in n with a plateau at the full ceiling."""
     step, split, bfd, top = evals["step"], evals["split"], evals["bfd"], evals["bfd_max"]
     rand = split == "random"
-    rows = {"step": [step], "split": [split], "n_inputs": [np.full(len(step), batch)], "bfd": [bfd],
-            "bfd_max": [top]}
+    rows = {"step": [step], "split": [split], "n_inputs": [np.full(len(step), batch)], "bfd": [bfd], "bfd_max": [top]}
     for n in nested:
         cap = ceiling(n)
         rows["step"].append(step[rand])
@@ -212,6 +255,12 @@ def fdim_table(rng, run_id, evals: dict, output: str, batch: int, nested: tuple[
     out = {k: np.concatenate(v) for k, v in rows.items()}
     m = len(out["step"])
     sv_max = np.exp(rng.normal(2.0, 0.1, m))
-    return {"run_id": np.full(m, run_id, dtype=object), **out, "output": np.full(m, output, dtype=object),
-            "sv_max": sv_max, "sv_last_kept": sv_max * 1e-6, "sv_first_dropped": sv_max * 1e-15,
-            "tol": sv_max * 1e-12}
+    return {
+        "run_id": np.full(m, run_id, dtype=object),
+        **out,
+        "output": np.full(m, output, dtype=object),
+        "sv_max": sv_max,
+        "sv_last_kept": sv_max * 1e-6,
+        "sv_first_dropped": sv_max * 1e-15,
+        "tol": sv_max * 1e-12,
+    }

@@ -5,6 +5,7 @@ store/schema.py, run_id consistency) and prints a table of problems; exit code 1
 are any, 0 when the store is sound. `--repair` moves each bad run folder (or stray entry) to
 `data/quarantine/`, never deleting anything, so the next `make collect` runs it again.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,9 @@ def _repair(data_dir: Path, inv) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m store", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m store", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="verify every run folder; exit 1 if any is bad")
     check.add_argument("--data", default="data", help="run store folder (default ./data)")
@@ -51,21 +53,30 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     data_dir = Path(args.data)
     if not data_dir.is_dir():
-        print(f"error: --data {data_dir} is not a folder; point --data at the store folder (default ./data)",
-              file=sys.stderr)
+        print(
+            f"error: --data {data_dir} is not a folder; point --data at the store folder (default ./data)",
+            file=sys.stderr,
+        )
         return 2
     inv = inventory(data_dir)
     problems = inv.problems + inv.drift
     print(f"{data_dir}: {len(inv.runs)} runs verified, {len(problems)} problems")
     if not problems:
         return 0
-    table = pl.DataFrame({"path": [str(x.path.relative_to(data_dir)) for x in problems],
-                          "problem": [x.kind for x in problems], "detail": [x.detail for x in problems]})
+    table = pl.DataFrame(
+        {
+            "path": [str(x.path.relative_to(data_dir)) for x in problems],
+            "problem": [x.kind for x in problems],
+            "detail": [x.detail for x in problems],
+        }
+    )
     with pl.Config(tbl_rows=-1, fmt_str_lengths=160, tbl_width_chars=240, tbl_hide_dataframe_shape=True):
         print(table)
     if not args.repair:
-        print("run `make check REPAIR=1` (python -m store check --repair) to move them to "
-              f"{data_dir / 'quarantine'}; the next collect re-runs them")
+        print(
+            "run `make check REPAIR=1` (python -m store check --repair) to move them to "
+            f"{data_dir / 'quarantine'}; the next collect re-runs them"
+        )
         return 1
     return 1 if _repair(data_dir, inv) else 0
 

@@ -11,6 +11,7 @@ listed by `python -m store check` (docs/SCHEMA.md describes the layout). A folde
 Verifying a file reads it whole, so each file's verdict is cached in `data/.verified.json`,
 keyed by inode, size and ctime (which nothing but a change to the file can set).
 """
+
 from __future__ import annotations
 
 import json
@@ -46,6 +47,7 @@ class Problem:
 @dataclass
 class Inventory:
     """The trusted runs (run_id → folder), their files per table, and every problem found."""
+
     runs: dict[str, Path] = field(default_factory=dict)
     status: dict[str, str | None] = field(default_factory=dict)
     files: dict[str, list[Path]] = field(default_factory=lambda: {t: [] for t in FILE_NAMES})
@@ -71,8 +73,11 @@ def _verify_file(path: Path, table: str, run_id: str) -> dict:
         return {"error": _one_line(exc)}
     want = SCHEMAS[table]
     missing = [f.name for f in want if f.name not in data.schema.names]
-    retyped = [f"{f.name} is {data.schema.field(f.name).type}, not {f.type}" for f in want
-               if f.name in data.schema.names and data.schema.field(f.name).type != f.type]
+    retyped = [
+        f"{f.name} is {data.schema.field(f.name).type}, not {f.type}"
+        for f in want
+        if f.name in data.schema.names and data.schema.field(f.name).type != f.type
+    ]
     out = {"missing": missing, "retyped": retyped}
     if "run_id" in data.schema.names and data.num_rows:
         ids = pc.unique(data.column("run_id")).to_pylist()
@@ -169,8 +174,13 @@ def _check_run(folder: Path, sweep: str, run_id: str, cache: _Cache, inv: Invent
             if v["missing"]:
                 drift.append(Problem(p, "schema drift", "lacks " + ", ".join(v["missing"])))
             if table == MARKER_TABLE and v["sweep"] != sweep:
-                run_problems.append(Problem(folder, "run_id mismatch",
-                                            f"run.parquet belongs to sweep {v['sweep']!r}: a copy, not a run of this sweep"))
+                run_problems.append(
+                    Problem(
+                        folder,
+                        "run_id mismatch",
+                        f"run.parquet belongs to sweep {v['sweep']!r}: a copy, not a run of this sweep",
+                    )
+                )
             found[table] = p
             if table == MARKER_TABLE:
                 status = v["status"]
@@ -220,8 +230,13 @@ def inventory(data_dir: str | Path) -> Inventory:
                 _check_run(rdir, s.group(1), r.group(1), cache, inv, seen)
             elif rdir.is_dir() and (rdir / FILE_NAMES[MARKER_TABLE]).exists():
                 inner = _marker_run_id(rdir)
-                inv.problems.append(Problem(rdir, "run_id mismatch",
-                                            f"folder name does not match its run.parquet run_id {inner!r} (a backup?)"))
+                inv.problems.append(
+                    Problem(
+                        rdir,
+                        "run_id mismatch",
+                        f"folder name does not match its run.parquet run_id {inner!r} (a backup?)",
+                    )
+                )
             else:
                 inv.problems.append(Problem(rdir, "not a run", "expected run_id=<id>/ folders only"))
     cache.save(seen)
@@ -246,6 +261,8 @@ def warning_lines(inv: Inventory, limit: int = 10) -> list[str]:
         lines[-1] += "; `make check` lists them, `make check REPAIR=1` quarantines them"
     if inv.drift:
         cols = sorted({f"{p.path.name}: {p.detail}" for p in inv.drift})
-        lines.append(f"schema drift in {len({p.path.parent for p in inv.drift})} runs ({'; '.join(cols)[:300]}): "
-                     "their rows are null there and analyses needing those columns use fewer runs; `make check` lists them")
+        lines.append(
+            f"schema drift in {len({p.path.parent for p in inv.drift})} runs ({'; '.join(cols)[:300]}): "
+            "their rows are null there and analyses needing those columns use fewer runs; `make check` lists them"
+        )
     return lines

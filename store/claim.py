@@ -5,6 +5,7 @@ check ever reads it). The kernel drops the lock when its holder dies, however it
 killed collector leaves no stale claim to clean up: the next collector simply gets it. The
 file holds the holder's host and pid, for the message of whoever finds it taken.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -60,7 +61,7 @@ class Claim:
     def held(self) -> bool:
         return self.fd is not None
 
-    def __enter__(self) -> "Claim":
+    def __enter__(self) -> Claim:
         self.acquire()
         return self
 

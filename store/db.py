@@ -8,6 +8,7 @@ gets its own in-memory connection with fresh views, so it never answers from sta
 file and moved into place, which a client holding the old file open cannot block. Nothing
 here writes under `runs/`. Ad-hoc SQL goes through `store.readonly` instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,15 +44,19 @@ def scale_views(sources: dict[str, str]) -> dict[str, str]:
     scale (store.schema.SCALES) present per sweep, so no analysis pools a demo with a full sweep.
     `runs.scale` is filled for runs written before the column: from config_json, else 'cpu'."""
     rank = "CASE scale " + " ".join(f"WHEN {sql_literal(s)} THEN {i}" for i, s in enumerate(SCALES)) + " ELSE -1 END"
-    out = {"runs_all": f"CREATE OR REPLACE VIEW runs_all AS SELECT * REPLACE (coalesce(scale, "
-                       f"json_extract_string(config_json, '$.scale'), 'cpu') AS scale) "
-                       f"FROM ({_empty_select(MARKER_TABLE)} UNION ALL BY NAME SELECT * FROM {sources[MARKER_TABLE]})",
-           MARKER_TABLE: f"CREATE OR REPLACE VIEW {MARKER_TABLE} AS SELECT * FROM runs_all WHERE (sweep, scale) IN "
-                         f"(SELECT (sweep, arg_max(scale, {rank})) FROM runs_all GROUP BY sweep)"}
+    out = {
+        "runs_all": f"CREATE OR REPLACE VIEW runs_all AS SELECT * REPLACE (coalesce(scale, "
+        f"json_extract_string(config_json, '$.scale'), 'cpu') AS scale) "
+        f"FROM ({_empty_select(MARKER_TABLE)} UNION ALL BY NAME SELECT * FROM {sources[MARKER_TABLE]})",
+        MARKER_TABLE: f"CREATE OR REPLACE VIEW {MARKER_TABLE} AS SELECT * FROM runs_all WHERE (sweep, scale) IN "
+        f"(SELECT (sweep, arg_max(scale, {rank})) FROM runs_all GROUP BY sweep)",
+    }
     for table in FILE_NAMES:
         if table != MARKER_TABLE:
-            out[table] = (f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {sources[table]} "
-                          f"WHERE run_id IN (SELECT run_id FROM {MARKER_TABLE})")
+            out[table] = (
+                f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {sources[table]} "
+                f"WHERE run_id IN (SELECT run_id FROM {MARKER_TABLE})"
+            )
     return out
 
 
@@ -64,15 +69,18 @@ def view_statements(inv: Inventory) -> dict[str, str]:
             sources[table] = f"({_empty_select(table)})"
         else:
             listed = "[" + ", ".join(sql_literal(str(p.resolve())) for p in files) + "]"
-            sources[table] = (f"read_parquet({listed}, hive_partitioning = true, union_by_name = true, "
-                              f"hive_types_autocast = false)")
+            sources[table] = (
+                f"read_parquet({listed}, hive_partitioning = true, union_by_name = true, hive_types_autocast = false)"
+            )
     return scale_views(sources)
 
 
 def scale_notes(con) -> list[str]:
     """One line per sweep stored at several scales: which scale the views use and what they leave out."""
-    rows = con.sql("SELECT a.sweep, a.scale, count(*) AS n, bool_or(a.run_id IN (SELECT run_id FROM runs)) AS used "
-                   "FROM runs_all a GROUP BY ALL ORDER BY a.sweep, a.scale").fetchall()
+    rows = con.sql(
+        "SELECT a.sweep, a.scale, count(*) AS n, bool_or(a.run_id IN (SELECT run_id FROM runs)) AS used "
+        "FROM runs_all a GROUP BY ALL ORDER BY a.sweep, a.scale"
+    ).fetchall()
     by_sweep: dict[str, list] = {}
     for sweep, scale, n, used in rows:
         by_sweep.setdefault(sweep, []).append((scale, n, used))
@@ -81,8 +89,10 @@ def scale_notes(con) -> list[str]:
         if len(scales) > 1:
             kept = next(f"{n} {scale}-scale runs" for scale, n, used in scales if used)
             left = ", ".join(f"{n} {scale}-scale" for scale, n, used in scales if not used)
-            notes.append(f"sweep {sweep}: analyses use its {kept}, the largest scale stored; {left} runs left out "
-                         "(scales are never pooled; they stay in the runs_all view)")
+            notes.append(
+                f"sweep {sweep}: analyses use its {kept}, the largest scale stored; {left} runs left out "
+                "(scales are never pooled; they stay in the runs_all view)"
+            )
     return notes
 
 
@@ -115,8 +125,11 @@ def write_shared_db(data_dir: Path, views: dict[str, str]) -> None:
             except OSError:
                 pass
         cause = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-        print(f"warning: could not refresh {target} ({cause}); this command answers from fresh views, "
-              f"other DuckDB clients attaching {target.name} see the old ones", file=sys.stderr)
+        print(
+            f"warning: could not refresh {target} ({cause}); this command answers from fresh views, "
+            f"other DuckDB clients attaching {target.name} see the old ones",
+            file=sys.stderr,
+        )
 
 
 def scan_and_share(data_dir: str | Path, *, warn: bool = True) -> Inventory:

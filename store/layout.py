@@ -4,14 +4,16 @@
 dot-prefixed temporary name that no read glob matches, then moved into place with
 `os.replace` (atomic on POSIX). `run.parquet` goes last: its presence marks the run complete.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -11,6 +11,7 @@ write is refused in one line before anything runs.
 Bounded: a time limit and a memory limit (both overridable), Ctrl-C interrupts the engine
 within a moment, and only the printed rows plus one are fetched, to say "more rows".
 """
+
 from __future__ import annotations
 
 import signal
@@ -40,8 +41,10 @@ class Interrupted(Exception):
 
 
 def _refuse(kind: str) -> StoreError:
-    return StoreError(f"{kind} statements are not allowed: ad-hoc SQL over runs is read-only "
-                      f"(SELECT/DESCRIBE/SHOW/SUMMARIZE/PIVOT/EXPLAIN); stored runs were not touched")
+    return StoreError(
+        f"{kind} statements are not allowed: ad-hoc SQL over runs is read-only "
+        f"(SELECT/DESCRIBE/SHOW/SUMMARIZE/PIVOT/EXPLAIN); stored runs were not touched"
+    )
 
 
 def _first_keywords(text: str) -> list[tuple[str, int]]:
@@ -63,14 +66,14 @@ def _explained(text: str) -> list[str]:
         i += 1
     if i >= len(toks):
         return []
-    readings = [text[toks[i][1]:]]
+    readings = [text[toks[i][1] :]]
     if toks[i][0] == "(":
         depth = 0
         for j in range(i, len(toks)):
             depth += {"(": 1, ")": -1}.get(toks[j][0], 0)
             if depth == 0:
                 if j + 1 < len(toks):
-                    readings.append(text[toks[j + 1][1]:])
+                    readings.append(text[toks[j + 1][1] :])
                 break
     return readings
 
@@ -116,17 +119,29 @@ def _dataset(inv: Inventory, table: str, root: Path):
         schema = schema.append(pa.field("sweep", pa.string()))
     if not files:
         return schema.empty_table()
-    return ds.dataset(files, schema=schema, format="parquet", partition_base_dir=str(root),
-                      partitioning=ds.partitioning(pa.schema([("sweep", pa.string())]), flavor="hive")
-                      if table != MARKER_TABLE else None)
+    return ds.dataset(
+        files,
+        schema=schema,
+        format="parquet",
+        partition_base_dir=str(root),
+        partitioning=ds.partitioning(pa.schema([("sweep", pa.string())]), flavor="hive")
+        if table != MARKER_TABLE
+        else None,
+    )
 
 
 def sandbox(data_dir: str | Path, *, memory_limit: str = DEFAULT_MEMORY_LIMIT, warn: bool = True):
     """An in-memory connection that can read the trusted runs and nothing else, and write nothing."""
     inv = scan_and_share(data_dir, warn=warn)
     try:
-        con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False,
-                                     "memory_limit": memory_limit, "temp_directory": ""})
+        con = duckdb.connect(
+            config={
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+                "memory_limit": memory_limit,
+                "temp_directory": "",
+            }
+        )
     except duckdb.Error as exc:
         raise StoreError(f"memory limit {memory_limit!r}: {_one_line(exc)}; use e.g. --memory-limit 4GB") from None
     con.execute("SET enable_external_access = false")
@@ -140,8 +155,14 @@ def sandbox(data_dir: str | Path, *, memory_limit: str = DEFAULT_MEMORY_LIMIT, w
     return con
 
 
-def bounded_query(con, sql: str, *, max_rows: int, timeout_s: float = DEFAULT_TIMEOUT_S,
-                  say=lambda msg: print(msg, file=sys.stderr, flush=True)) -> tuple[pl.DataFrame, bool]:
+def bounded_query(
+    con,
+    sql: str,
+    *,
+    max_rows: int,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    say=lambda msg: print(msg, file=sys.stderr, flush=True),
+) -> tuple[pl.DataFrame, bool]:
     """Run one checked statement; (first max_rows rows, whether there are more). The engine runs
     in a thread so that Ctrl-C and the time limit can interrupt it at once."""
     out: dict = {}
@@ -170,8 +191,10 @@ def bounded_query(con, sql: str, *, max_rows: int, timeout_s: float = DEFAULT_TI
             if elapsed > timeout_s:
                 con.interrupt()
                 done.wait(10)
-                raise StoreError(f"query stopped at the time limit of {timeout_s:g} s; "
-                                 f"narrow it, or raise the limit with --timeout SECONDS (make sql TIMEOUT=...)")
+                raise StoreError(
+                    f"query stopped at the time limit of {timeout_s:g} s; "
+                    f"narrow it, or raise the limit with --timeout SECONDS (make sql TIMEOUT=...)"
+                )
     except KeyboardInterrupt:
         con.interrupt()
         try:
@@ -182,18 +205,22 @@ def bounded_query(con, sql: str, *, max_rows: int, timeout_s: float = DEFAULT_TI
     if "exc" in out:
         text = _one_line(out["exc"])
         if "Out of Memory" in text:  # DuckDB's advice (a temp directory) does not apply here
-            text = (text.split(" Database is launched")[0] + "; the query needs more than the memory limit: "
-                    "narrow it, or raise the limit with --memory-limit (make sql MEMORY=...)")
+            text = (
+                text.split(" Database is launched")[0] + "; the query needs more than the memory limit: "
+                "narrow it, or raise the limit with --memory-limit (make sql MEMORY=...)"
+            )
         raise StoreError(text) from None
     df = out["df"]
     return df.head(max_rows), df.height > max_rows
 
 
 def describe(con) -> pl.DataFrame:
-    return con.sql("SELECT table_name AS view, string_agg(column_name || ' ' || data_type, ', ' "
-                   "ORDER BY ordinal_position) AS columns FROM information_schema.columns "
-                   f"WHERE table_schema = 'main' AND NOT starts_with(table_name, '{STORED}') "
-                   "GROUP BY table_name ORDER BY table_name").pl()
+    return con.sql(
+        "SELECT table_name AS view, string_agg(column_name || ' ' || data_type, ', ' "
+        "ORDER BY ordinal_position) AS columns FROM information_schema.columns "
+        f"WHERE table_schema = 'main' AND NOT starts_with(table_name, '{STORED}') "
+        "GROUP BY table_name ORDER BY table_name"
+    ).pl()
 
 
 def read_only_query(data_dir: str | Path, sql: str, *, max_rows: int = 10_000, **limits) -> pl.DataFrame:

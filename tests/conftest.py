@@ -18,8 +18,9 @@ def run_cli(*args, cwd=None, timeout=600, env=None):
     import subprocess
 
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([PYTHON, "-m", *map(str, args)], cwd=cwd or ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=full_env)
+    return subprocess.run(
+        [PYTHON, "-m", *map(str, args)], cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
 
 
 def tree_bytes(folder: Path) -> dict[str, bytes]:

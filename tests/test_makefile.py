@@ -1,4 +1,5 @@
 """The README's make targets, run for real against a temporary store."""
+
 import subprocess
 
 import pytest
@@ -8,8 +9,9 @@ from tests.conftest import ROOT, tree_bytes
 
 
 def make(*args, timeout=300):
-    return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        ["make", "--no-print-directory", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture

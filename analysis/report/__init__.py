@@ -5,6 +5,7 @@ figure as PNG and SVG under `<out>/figures/`.
 One idea per module: `build` (orchestration), `page` (HTML), `export` (PNG/SVG), `queries`
 (DuckDB aggregations), `common` (shared pieces) and one module per section.
 """
+
 from gclab.analysis.report.build import render
 
 __all__ = ["render"]

@@ -1,4 +1,5 @@
 """`render(data_dir, out_dir)`: query the store, build every section, write index.html and figures."""
+
 from __future__ import annotations
 
 import importlib
@@ -18,8 +19,21 @@ from gclab.analysis.report.page import js_bundle, page_html, section_html, vl_ve
 from gclab.analysis.report.queries import ROW_BUDGET, snapshot
 
 # Section modules, in page order. Each has build(ctx) -> Section.
-SECTIONS = ("overview", "claims_table", "calibration", "demo", "fig1", "fig2", "fig3", "fig4", "fig5",
-            "theorem", "igr", "bfd", "measures")
+SECTIONS = (
+    "overview",
+    "claims_table",
+    "calibration",
+    "demo",
+    "fig1",
+    "fig2",
+    "fig3",
+    "fig4",
+    "fig5",
+    "theorem",
+    "igr",
+    "bfd",
+    "measures",
+)
 # Altair's guard against inlining huge data, set just above what the aggregation queries allow.
 MAX_ROWS = ROW_BUDGET + 5_000
 
@@ -31,9 +45,8 @@ class SectionError(RuntimeError):
 def rounded_values(data=None, max_rows: int = MAX_ROWS):
     """Altair data transformer: Altair's default (row guard, inline values) after turning NaN/inf
     into null and rounding floats to a few significant digits, for every dataset of every chart."""
-    from altair.vegalite.data import default_data_transformer
-
     import polars as pl
+    from altair.vegalite.data import default_data_transformer
 
     from gclab.analysis.report.common import finite
 
@@ -87,12 +100,18 @@ def render(data_dir, out_dir, *, strict: bool = False, figures: bool = True, pro
     if figures and specs:
         from gclab.analysis.report.export import export_all
 
-        with tqdm(total=len(specs), desc="figures (png+svg)", unit="chart", disable=not progress, file=sys.stderr) as pbar:
+        with tqdm(
+            total=len(specs), desc="figures (png+svg)", unit="chart", disable=not progress, file=sys.stderr
+        ) as pbar:
             export_all(specs, out_dir / "figures", vl_version(), progress=pbar)
         lap("figures")
-    rendered = [((sec.id, sec.title), section_html(sec, specs, verdict_aside(ctx.claims, sec.claim_experiments,
-                                                                             ctx.claims_error)))
-                for sec in built]
+    rendered = [
+        (
+            (sec.id, sec.title),
+            section_html(sec, specs, verdict_aside(ctx.claims, sec.claim_experiments, ctx.claims_error)),
+        )
+        for sec in built
+    ]
     bundle.join()
     doc = page_html(rendered, data_dir=str(data_dir), warnings=ctx.warnings)
     index = out_dir / "index.html"

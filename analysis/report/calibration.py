@@ -1,6 +1,7 @@
-""""How far to trust these verdicts": the calibration of every claim test (`make calibrate`,
+""" "How far to trust these verdicts": the calibration of every claim test (`make calibrate`,
 which writes `<out>/calibration.json`), one row per test: false-positive rate with its 95%
 Clopper–Pearson CI over null planted stores, and power at the planted effect it names."""
+
 from __future__ import annotations
 
 import json
@@ -22,29 +23,37 @@ def _effects(fx: dict) -> str:
 
 
 def table_html(cal: dict) -> str:
-    head = ("<tr><th>claim</th><th>kind</th><th>false positives (supported on a null)</th><th>95% CI</th>"
-            "<th>contradicted on a null</th><th>power</th><th>planted effect</th><th>meets target</th></tr>")
+    head = (
+        "<tr><th>claim</th><th>kind</th><th>false positives (supported on a null)</th><th>95% CI</th>"
+        "<th>contradicted on a null</th><th>power</th><th>planted effect</th><th>meets target</th></tr>"
+    )
     rows = []
     for t in cal["tests"]:
         if t.get("calibrated") is False:
-            rows.append(f'<tr><td>{esc(t["claim"])}</td><td colspan="7" class="note">not calibrated: '
-                        f'{esc(t["why"])}</td></tr>')
+            rows.append(
+                f'<tr><td>{esc(t["claim"])}</td><td colspan="7" class="note">not calibrated: {esc(t["why"])}</td></tr>'
+            )
             continue
         lo, hi = t["fpr_ci"]
         ok = '<span class="verdict v-good">yes</span>' if t["meets_target"] else '<span class="verdict v-bad">no</span>'
-        rows.append(f'<tr><td>{esc(t["claim"])}</td><td>{esc(t["kind"])}</td>'
-                    f'<td class="num">{_pct(t["false_positive_rate"])} of {t["n_null"]}</td>'
-                    f'<td class="num">[{_pct(lo)}, {_pct(hi)}]</td>'
-                    f'<td class="num">{_pct(t["contradicted_rate_null"])}</td>'
-                    f'<td class="num">{_pct(t["power"])} of {t["n_effect"]}</td>'
-                    f'<td class="stat">{esc(_effects(t["planted_effects"]))}</td><td>{ok}</td></tr>')
+        rows.append(
+            f"<tr><td>{esc(t['claim'])}</td><td>{esc(t['kind'])}</td>"
+            f'<td class="num">{_pct(t["false_positive_rate"])} of {t["n_null"]}</td>'
+            f'<td class="num">[{_pct(lo)}, {_pct(hi)}]</td>'
+            f'<td class="num">{_pct(t["contradicted_rate_null"])}</td>'
+            f'<td class="num">{_pct(t["power"])} of {t["n_effect"]}</td>'
+            f'<td class="stat">{esc(_effects(t["planted_effects"]))}</td><td>{ok}</td></tr>'
+        )
     return f'<table class="claims calibration"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def build(ctx) -> Section:
-    sec = Section(id="calibration", title=TITLE,
-                  question="How often would each test call a claim supported when the data hold no effect, "
-                           "and how often does it find an effect of a stated size?")
+    sec = Section(
+        id="calibration",
+        title=TITLE,
+        question="How often would each test call a claim supported when the data hold no effect, "
+        "and how often does it find an effect of a stated size?",
+    )
     path = Path(getattr(ctx, "out_dir", ".")) / FILE
     if not path.exists():
         sec.empty_note = f"No calibration yet — run <code>make calibrate</code> (writes {esc(FILE)} next to this page)."
@@ -53,12 +62,14 @@ def build(ctx) -> Section:
     n_bad = sum(1 for t in cal["tests"] if t.get("meets_target") is False)
     sec.html_blocks.append(
         f'<p class="summary">Target: false-positive rate ≤ {_pct(cal["target_fpr"])} (α = {cal["alpha"]:g} plus 0.02) '
-        f'and power ≥ {_pct(cal["target_power"])}; {n_bad} test(s) miss it. {cal["n_null"]} null stores and '
-        f'{cal["n_effect"]} planted-effect stores per test.</p>' + table_html(cal))
+        f"and power ≥ {_pct(cal['target_power'])}; {n_bad} test(s) miss it. {cal['n_null']} null stores and "
+        f"{cal['n_effect']} planted-effect stores per test.</p>" + table_html(cal)
+    )
     sec.caveats += [
         "Planted stores have the shipped sweeps' grids, seeds and columns (collect/sweeps/*.toml); only the "
         "end-of-training values are hand-made, with a per-seed block effect and run-level noise.",
         "Rates are per test before Holm's correction; the corrected paper rows are stricter still.",
         "Power is for the named planted effect on these synthetic stores, not a guarantee for real data whose "
-        "noise may be larger."]
+        "noise may be larger.",
+    ]
     return sec

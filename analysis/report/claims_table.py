@@ -1,4 +1,5 @@
 """The claims verdict table (from `analysis.claims.claims_table`) as HTML, whole or per experiment."""
+
 from __future__ import annotations
 
 import math
@@ -7,13 +8,16 @@ import sys
 import polars as pl
 
 from gclab.analysis.report.common import Section, esc
-
 from gclab.analysis.result import CLAIM_COLUMNS, KINDS
 
 COLUMNS = tuple(CLAIM_COLUMNS)
-KIND_TITLES = {"paper": "Claims of the papers", "condition": "Conditions the paper assumes",
-               "check": "Identity and implementation checks", "literature": "Other papers' claims",
-               "toolkit": "Questions gclab adds"}
+KIND_TITLES = {
+    "paper": "Claims of the papers",
+    "condition": "Conditions the paper assumes",
+    "check": "Identity and implementation checks",
+    "literature": "Other papers' claims",
+    "toolkit": "Questions gclab adds",
+}
 
 
 def load_claims(ctx) -> tuple[pl.DataFrame | None, str | None]:
@@ -84,13 +88,20 @@ def claims_html(df: pl.DataFrame, *, compact: bool = False) -> str:
         if compact:  # the method text is long: one click away
             cells = [f"<td>{esc(r['claim'])}<details><summary>method</summary>{esc(r['statistic'])}</details></td>"]
         else:
-            cells = [f"<td>{esc(r['claim'])}</td>", f"<td>{esc(r['source'])}</td>", f"<td>{esc(r['experiment'])}</td>",
-                     f'<td class="stat">{esc(r["statistic"])}</td>']
-        cells += [f'<td class="num">{_num(r["value"])}</td>',
-                  f'<td class="num">{ci}</td>', f'<td class="num">{_p(r["p_value"])}</td>',
-                  f'<td class="num">{_p(r["p_adjusted"])}</td>',
-                  f'<td class="num">{_num(r["n_runs"])} / {_num(r["n_seeds"])}</td>',
-                  f'<td><span class="verdict {verdict_class(r["verdict"])}">{esc(r["verdict"])}</span></td>']
+            cells = [
+                f"<td>{esc(r['claim'])}</td>",
+                f"<td>{esc(r['source'])}</td>",
+                f"<td>{esc(r['experiment'])}</td>",
+                f'<td class="stat">{esc(r["statistic"])}</td>',
+            ]
+        cells += [
+            f'<td class="num">{_num(r["value"])}</td>',
+            f'<td class="num">{ci}</td>',
+            f'<td class="num">{_p(r["p_value"])}</td>',
+            f'<td class="num">{_p(r["p_adjusted"])}</td>',
+            f'<td class="num">{_num(r["n_runs"])} / {_num(r["n_seeds"])}</td>',
+            f'<td><span class="verdict {verdict_class(r["verdict"])}">{esc(r["verdict"])}</span></td>',
+        ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f'<table class="claims"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
@@ -111,13 +122,19 @@ def verdict_aside(df: pl.DataFrame | None, experiments: tuple[str, ...], why_mis
         return "<h3>Claim verdicts</h3>" + claims_html(sub, compact=True)
     if df is None:
         return f'<h3>Claim verdicts</h3><p class="note">{esc(why_missing or "No verdicts available.")}</p>'
-    return ('<h3>Claim verdicts</h3><p class="note">No verdict rows for '
-            + ", ".join(f"<code>{esc(e)}</code>" for e in experiments) + ".</p>")
+    return (
+        '<h3>Claim verdicts</h3><p class="note">No verdict rows for '
+        + ", ".join(f"<code>{esc(e)}</code>" for e in experiments)
+        + ".</p>"
+    )
 
 
 def build(ctx) -> Section:
-    sec = Section(id="claims", title="Claims and verdicts",
-                  question="Which of the paper's claims does the data in this store support, and how strongly?")
+    sec = Section(
+        id="claims",
+        title="Claims and verdicts",
+        question="Which of the paper's claims does the data in this store support, and how strongly?",
+    )
     df, why = ctx.claims, ctx.claims_error
     if df is None:
         sec.empty_note = why or "No verdicts available."
@@ -140,7 +157,8 @@ def build(ctx) -> Section:
             "(column p (Holm)); paper rows' verdicts use the adjusted p. Conditions, checks, other papers' claims "
             "and gclab's own questions are not corrected and not counted in the summary.",
             "Each verdict comes from `python -m analysis claims`; statistics use completed runs only, and "
-            "`n_seeds` counts independent replicates behind each test."]
+            "`n_seeds` counts independent replicates behind each test.",
+        ]
     return sec
 
 
@@ -150,9 +168,13 @@ def _excluded_html(ctx) -> str:
     ex = ctx.table("trends", "excluded", ("sweep", "n_completed", "n_excluded"))
     if ex is None:
         return ""
-    rows = "".join(f"<tr><td>{esc(r['sweep'])}</td><td class=num>{r['n_completed']}</td>"
-                   f"<td class=num>{r['n_excluded']}</td></tr>" for r in ex.to_dicts())
-    return ("<h3>Runs left out of the interpolating-model claims</h3><p class=note>These sweeps train every run to "
-            "zero training error; a completed run that stopped at its step cap short of it enters no claim.</p>"
-            "<table class=ranking><thead><tr><th>sweep</th><th>completed runs</th><th>excluded (did not reach "
-            f"zero training error)</th></tr></thead><tbody>{rows}</tbody></table>")
+    rows = "".join(
+        f"<tr><td>{esc(r['sweep'])}</td><td class=num>{r['n_completed']}</td><td class=num>{r['n_excluded']}</td></tr>"
+        for r in ex.to_dicts()
+    )
+    return (
+        "<h3>Runs left out of the interpolating-model claims</h3><p class=note>These sweeps train every run to "
+        "zero training error; a completed run that stopped at its step cap short of it enters no claim.</p>"
+        "<table class=ranking><thead><tr><th>sweep</th><th>completed runs</th><th>excluded (did not reach "
+        f"zero training error)</th></tr></thead><tbody>{rows}</tbody></table>"
+    )

@@ -5,13 +5,14 @@ A section module has `build(ctx: Context) -> Section`. It queries the store thro
 `ctx.analysis(name)`, and returns Altair charts plus a few lines of text. Page assembly
 and figure export live elsewhere (page.py, export.py).
 """
+
 from __future__ import annotations
 
 import functools
 import html
-import math
 import importlib
 import importlib.util
+import math
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,9 +21,26 @@ import altair as alt
 import polars as pl
 
 # Run config carried into tooltips (joined in the browser by a lookup on run_id).
-CONFIG_COLS = ("run_id", "sweep", "seed", "status", "model", "dataset", "width", "depth", "activation",
-               "init", "optimizer", "lr", "batch_size", "l2", "spectral_reg", "flatness_reg", "gc_reg",
-               "label_noise")
+CONFIG_COLS = (
+    "run_id",
+    "sweep",
+    "seed",
+    "status",
+    "model",
+    "dataset",
+    "width",
+    "depth",
+    "activation",
+    "init",
+    "optimizer",
+    "lr",
+    "batch_size",
+    "l2",
+    "spectral_reg",
+    "flatness_reg",
+    "gc_reg",
+    "label_noise",
+)
 PANEL_W, PANEL_H = 300, 200
 SIG_FIGS = 4  # significant digits kept in chart data
 FONT = "Liberation Sans, DejaVu Sans, Helvetica, Arial, sans-serif"
@@ -35,6 +53,7 @@ def collect_note(sweep: str) -> str:
 @dataclass
 class Figure:
     """One chart: `name` is the file stem under figures/ (e.g. fig5_width)."""
+
     name: str
     chart: Any  # an Altair top-level chart
     caption: str = ""
@@ -85,7 +104,10 @@ class Context:
                 return None
             return importlib.import_module(modname).analyze(self.con)
         except Exception as exc:  # a broken statistic must not take the whole report down
-            msg = f"gclab.analysis.{name} failed ({type(exc).__name__}: {_one_line(exc)}); charts use the report's own aggregation"
+            msg = (
+                f"gclab.analysis.{name} failed ({type(exc).__name__}: {_one_line(exc)}); "
+                "charts use the report's own aggregation"
+            )
             self.warnings.append(msg)
             print(f"warning: {msg}", file=sys.stderr)
             return None
@@ -133,10 +155,18 @@ def with_config(chart, config: pl.DataFrame, fields: tuple[str, ...] | None = No
 
 
 def config_tooltip(*extra) -> list:
-    base = [alt.Tooltip("run_id:N", title="run"), alt.Tooltip("sweep:N"), alt.Tooltip("seed:Q"),
-            alt.Tooltip("lr:Q", format=".3g"), alt.Tooltip("batch_size:Q", title="batch size"),
-            alt.Tooltip("width:Q"), alt.Tooltip("depth:Q"), alt.Tooltip("optimizer:N"),
-            alt.Tooltip("init:N"), alt.Tooltip("activation:N")]
+    base = [
+        alt.Tooltip("run_id:N", title="run"),
+        alt.Tooltip("sweep:N"),
+        alt.Tooltip("seed:Q"),
+        alt.Tooltip("lr:Q", format=".3g"),
+        alt.Tooltip("batch_size:Q", title="batch size"),
+        alt.Tooltip("width:Q"),
+        alt.Tooltip("depth:Q"),
+        alt.Tooltip("optimizer:N"),
+        alt.Tooltip("init:N"),
+        alt.Tooltip("activation:N"),
+    ]
     return list(extra) + base
 
 
@@ -153,7 +183,8 @@ def t_quantile(n: pl.Expr) -> pl.Expr:
     n < 2 gives null (no interval from one seed); n ≥ 200 uses the normal quantile 1.96.
     """
     return n.replace_strict(_t_table(), default=None, return_dtype=pl.Float64).fill_null(
-        pl.when(n >= 200).then(1.96).otherwise(None))
+        pl.when(n >= 200).then(1.96).otherwise(None)
+    )
 
 
 def add_ci(df: pl.DataFrame, prefix: str, mean: str, sd: str, n: str) -> pl.DataFrame:
@@ -165,17 +196,24 @@ def add_ci(df: pl.DataFrame, prefix: str, mean: str, sd: str, n: str) -> pl.Data
 def log_ticks(lo: float, hi: float) -> list[float]:
     """Tick values for a log axis: decades, with 2× and 5× steps when the span is short."""
     a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
-    for mults in ((1,), (1, 2, 5), (1, 2, 3, 5), (1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9),
-                  tuple(1 + i / 10 for i in range(90))):
-        inside = [round(m * 10.0 ** k, 12) for k in range(a, b + 1) for m in mults if lo <= m * 10.0 ** k <= hi]
+    for mults in (
+        (1,),
+        (1, 2, 5),
+        (1, 2, 3, 5),
+        (1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9),
+        tuple(1 + i / 10 for i in range(90)),
+    ):
+        inside = [round(m * 10.0**k, 12) for k in range(a, b + 1) for m in mults if lo <= m * 10.0**k <= hi]
         if len(inside) >= 3:
             return inside if len(inside) <= 12 else inside[:: math.ceil(len(inside) / 10)]
     return inside
 
 
 # Plain numbers in the readable range, 1e-6 style outside it.
-LOG_LABEL = ("datum.value >= 0.001 && datum.value < 100000 ? format(datum.value, '~g') "
-             ": replace(format(datum.value, '.0e'), 'e-0', 'e-')")
+LOG_LABEL = (
+    "datum.value >= 0.001 && datum.value < 100000 ? format(datum.value, '~g') "
+    ": replace(format(datum.value, '.0e'), 'e-0', 'e-')"
+)
 
 
 def log_scale(*columns, pad: float = 1.2, ticks: list | None = None) -> tuple[alt.Scale, alt.Axis]:
@@ -185,37 +223,52 @@ def log_scale(*columns, pad: float = 1.2, ticks: list | None = None) -> tuple[al
     if not vals:
         return alt.Scale(type="log"), alt.Axis(format="~g")
     lo, hi = min(vals) / pad, max(vals) * pad
-    return (alt.Scale(type="log", domain=[lo, hi], nice=False),
-            alt.Axis(values=ticks if ticks is not None else log_ticks(lo, hi), labelExpr=LOG_LABEL))
+    return (
+        alt.Scale(type="log", domain=[lo, hi], nice=False),
+        alt.Axis(values=ticks if ticks is not None else log_ticks(lo, hi), labelExpr=LOG_LABEL),
+    )
 
 
-VERDICT_COLORS = {"supported": "#2e7d32", "contradicted": "#c62828", "inconclusive": "#8d8d8d",
-                  "insufficient data": "#d0d0d0"}
+VERDICT_COLORS = {
+    "supported": "#2e7d32",
+    "contradicted": "#c62828",
+    "inconclusive": "#8d8d8d",
+    "insufficient data": "#d0d0d0",
+}
 
 
-def estimate_chart(df: pl.DataFrame, row: str, value: str, lo: str, hi: str, *, x_title: str, title: str,
-                   facet: str | None = None):
+def estimate_chart(
+    df: pl.DataFrame, row: str, value: str, lo: str, hi: str, *, x_title: str, title: str, facet: str | None = None
+):
     """One estimate per row with its CI (an analysis table's columns), coloured by its `verdict`
     column, and a rule at 0 (no effect): a failing row is a visible red dot, not averaged away."""
     color = alt.Color("verdict:N", scale=alt.Scale(domain=list(VERDICT_COLORS), range=list(VERDICT_COLORS.values())))
     base = alt.Chart().encode(y=alt.Y(f"{row}:N", title=None, sort=None))
-    tip = [f"{row}:N", alt.Tooltip(f"{value}:Q", format=".3g"), alt.Tooltip(f"{lo}:Q", title="95% CI low", format=".3g"),
-           alt.Tooltip(f"{hi}:Q", title="95% CI high", format=".3g"), "verdict:N"]
-    layers = [alt.Chart().mark_rule(color="#555", strokeDash=[3, 3]).encode(x=alt.datum(0)),
-              base.mark_errorbar().encode(x=alt.X(f"{lo}:Q", title=x_title), x2=f"{hi}:Q", color=color),
-              base.mark_point(filled=True, size=60).encode(x=alt.X(f"{value}:Q", title=x_title), color=color,
-                                                           tooltip=tip)]
+    tip = [
+        f"{row}:N",
+        alt.Tooltip(f"{value}:Q", format=".3g"),
+        alt.Tooltip(f"{lo}:Q", title="95% CI low", format=".3g"),
+        alt.Tooltip(f"{hi}:Q", title="95% CI high", format=".3g"),
+        "verdict:N",
+    ]
+    layers = [
+        alt.Chart().mark_rule(color="#555", strokeDash=[3, 3]).encode(x=alt.datum(0)),
+        base.mark_errorbar().encode(x=alt.X(f"{lo}:Q", title=x_title), x2=f"{hi}:Q", color=color),
+        base.mark_point(filled=True, size=60).encode(x=alt.X(f"{value}:Q", title=x_title), color=color, tooltip=tip),
+    ]
     chart = alt.layer(*layers, data=df).properties(width=PANEL_W, height=max(60, 18 * df[row].n_unique()))
     return (chart.facet(column=alt.Column(f"{facet}:N", title=None)) if facet else chart).properties(title=title)
 
 
 def style(chart):
     """House style applied to every top-level chart."""
-    return (chart.configure(font=FONT)
-            .configure_axis(labelFontSize=11, titleFontSize=12, grid=True, gridOpacity=0.5)
-            .configure_legend(labelFontSize=11, titleFontSize=11)
-            .configure_title(fontSize=13, anchor="start")
-            .configure_view(stroke="#ccc"))
+    return (
+        chart.configure(font=FONT)
+        .configure_axis(labelFontSize=11, titleFontSize=12, grid=True, gridOpacity=0.5)
+        .configure_legend(labelFontSize=11, titleFontSize=11)
+        .configure_title(fontSize=13, anchor="start")
+        .configure_view(stroke="#ccc")
+    )
 
 
 def esc(text: Any) -> str:

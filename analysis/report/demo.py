@@ -1,17 +1,32 @@
 """Test loss against step, one line per run, for whatever the store holds."""
+
 from __future__ import annotations
 
 import altair as alt
 import polars as pl
 
-from gclab.analysis.report.common import (PANEL_H, Figure, Section, config_tooltip, log_scale, run_config,
-                                    with_config)
+from gclab.analysis.report.common import PANEL_H, Figure, Section, config_tooltip, log_scale, run_config, with_config
 from gclab.analysis.report.queries import binned_curves, points_per_run
 
-
 MAX_LABELLED = 12
-LABEL_COLS = ("sweep", "model", "dataset", "width", "depth", "activation", "init", "optimizer", "lr", "batch_size",
-              "l2", "spectral_reg", "flatness_reg", "gc_reg", "label_noise", "seed")
+LABEL_COLS = (
+    "sweep",
+    "model",
+    "dataset",
+    "width",
+    "depth",
+    "activation",
+    "init",
+    "optimizer",
+    "lr",
+    "batch_size",
+    "l2",
+    "spectral_reg",
+    "flatness_reg",
+    "gc_reg",
+    "label_noise",
+    "seed",
+)
 
 
 def _labels(config: pl.DataFrame) -> pl.Series:
@@ -20,20 +35,29 @@ def _labels(config: pl.DataFrame) -> pl.Series:
     for (sweep,), group in config.group_by("sweep"):
         varying = [c for c in LABEL_COLS if c != "sweep" and c in group.columns and group[c].n_unique() > 1]
         for row in group.iter_rows(named=True):
-            labels[row["run_id"]] = ", ".join([str(sweep)] + [f"{c}={row[c]:g}" if isinstance(row[c], float)
-                                                              else f"{c}={row[c]}" for c in varying])
+            labels[row["run_id"]] = ", ".join(
+                [str(sweep)] + [f"{c}={row[c]:g}" if isinstance(row[c], float) else f"{c}={row[c]}" for c in varying]
+            )
     return pl.Series("label", [labels[r] for r in config["run_id"]])
 
 
 def build(ctx) -> Section:
-    sec = Section(id="demo", title="Training runs: test loss over training",
-                  question="How does the test loss of every completed run evolve with optimizer steps?")
+    sec = Section(
+        id="demo",
+        title="Training runs: test loss over training",
+        question="How does the test loss of every completed run evolve with optimizer steps?",
+    )
     if not ctx.completed or not any(ctx.completed.values()):
         sec.empty_note = "No runs yet — collect with `make collect SWEEP=demo` (or `make demo`)."
         return sec
     n_runs = sum(ctx.completed.values())
-    curves = binned_curves(ctx.con, "evals", {"test_loss": "x.loss"}, where="x.split = 'test'",
-                           points=points_per_run(n_runs, budget=8_000, cap=100))
+    curves = binned_curves(
+        ctx.con,
+        "evals",
+        {"test_loss": "x.loss"},
+        where="x.split = 'test'",
+        points=points_per_run(n_runs, budget=8_000, cap=100),
+    )
     if curves.is_empty():
         sec.empty_note = "No test evaluations in the store yet."
         return sec
@@ -41,7 +65,9 @@ def build(ctx) -> Section:
     config = run_config(ctx.con, "r.status = 'completed'")
     config = config.filter(pl.col("run_id").is_in(curves["run_id"].unique().implode()))
     # Few runs: one colour per run, named by what differs between them; many: one per sweep.
-    field, title = ("label", "run (click to select)") if config.height <= MAX_LABELLED else ("sweep", "sweep (click to select)")
+    field, title = (
+        ("label", "run (click to select)") if config.height <= MAX_LABELLED else ("sweep", "sweep (click to select)")
+    )
     if field == "label":
         config = config.with_columns(_labels(config))
     domain = sorted(config[field].unique().to_list())
@@ -50,19 +76,33 @@ def build(ctx) -> Section:
     base = alt.Chart(curves).encode(
         x=alt.X("step:Q", title="optimizer step"),
         y=alt.Y("test_loss:Q", title="test loss (mean over the test split, log)", scale=ys, axis=ya),
-        color=alt.Color(f"{field}:N", title=title, legend=alt.Legend(labelLimit=420),
-                        scale=alt.Scale(domain=domain, scheme="category20" if len(domain) > 10 else "tableau10")),
+        color=alt.Color(
+            f"{field}:N",
+            title=title,
+            legend=alt.Legend(labelLimit=420),
+            scale=alt.Scale(domain=domain, scheme="category20" if len(domain) > 10 else "tableau10"),
+        ),
         detail="run_id:N",
         # Opaque by default: a PNG of 1,000 semi-transparent lines takes resvg ~10 s to rasterise.
         opacity=alt.condition(pick, alt.value(1.0), alt.value(0.06)),
-        tooltip=config_tooltip(alt.Tooltip("test_loss:Q", title="test loss", format=".4g"),
-                               alt.Tooltip("step:Q", format=".0f")),
+        tooltip=config_tooltip(
+            alt.Tooltip("test_loss:Q", title="test loss", format=".4g"), alt.Tooltip("step:Q", format=".0f")
+        ),
     )
-    chart = with_config(base, config).mark_line(strokeWidth=1.0 if len(curves) > 3000 else 1.4).add_params(pick).properties(
-        width=720, height=PANEL_H + 60, title="Test loss vs step (one line per run)")
-    sec.figures.append(Figure("demo_test_loss", chart,
-                              f"Each line is one run; click a {'run' if field == 'label' else 'sweep'} in the legend "
-                              "to highlight it, hover for the run's config. Log-scaled y; curves binned to at most "
-                              "100 points per run."))
+    chart = (
+        with_config(base, config)
+        .mark_line(strokeWidth=1.0 if len(curves) > 3000 else 1.4)
+        .add_params(pick)
+        .properties(width=720, height=PANEL_H + 60, title="Test loss vs step (one line per run)")
+    )
+    sec.figures.append(
+        Figure(
+            "demo_test_loss",
+            chart,
+            f"Each line is one run; click a {'run' if field == 'label' else 'sweep'} in the legend "
+            "to highlight it, hover for the run's config. Log-scaled y; curves binned to at most "
+            "100 points per run.",
+        )
+    )
     sec.caveats.append("Metrics are computed in eval mode (BatchNorm uses running statistics).")
     return sec

@@ -4,6 +4,7 @@ Vega runs once per chart (spec → SVG); the PNG is rasterised from that SVG. No
 fetched: `allowed_base_urls=[]` forbids any URL in a spec. Two worker threads (vl-convert
 releases the GIL) share the 2 cores.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,12 +1,24 @@
 """Fig. 4: implicit gradient regularization — the lr sweep and the batch-size sweep (GC and
 test accuracy), and their training curves, for SGD and (when collected) momentum and Adam."""
+
 from __future__ import annotations
 
 import altair as alt
 import polars as pl
 
-from gclab.analysis.report.common import (PANEL_H, PANEL_W, Figure, Section, add_ci, collect_note,
-                                    config_tooltip, log_scale, query, run_config, with_config)
+from gclab.analysis.report.common import (
+    PANEL_H,
+    PANEL_W,
+    Figure,
+    Section,
+    add_ci,
+    collect_note,
+    config_tooltip,
+    log_scale,
+    query,
+    run_config,
+    with_config,
+)
 from gclab.analysis.report.queries import binned_curves, summary_sql
 
 TITLE = "Fig. 4 — larger learning rates and smaller batches lower GC"
@@ -14,16 +26,19 @@ SWEEPS = ("fig4", "fig4_momentum", "fig4_adam")
 IN_SWEEPS = "r.sweep IN ('fig4', 'fig4_momentum', 'fig4_adam') AND r.status = 'completed'"
 # A run belongs to the lr sweep when its batch size is its sweep's most common one, and to
 # the batch-size sweep when its lr is the most common lr (the grid's shared point is in both).
-FIXED = ("(SELECT mode(q.{col}) FROM runs q WHERE q.sweep = r.sweep AND q.status = 'completed')")
+FIXED = "(SELECT mode(q.{col}) FROM runs q WHERE q.sweep = r.sweep AND q.status = 'completed')"
 PART = {"lr": f"r.batch_size = {FIXED.format(col='batch_size')}", "batch_size": f"r.lr = {FIXED.format(col='lr')}"}
 AXIS = {"lr": ("learning rate h (log)", 10), "batch_size": ("batch size b (log₂)", 2)}
 
 
 def build(ctx) -> Section:
-    sec = Section(id="fig4", title=TITLE,
-                  question="Does training with a higher learning rate, or a smaller batch, end at lower GC and "
-                           "higher test accuracy (implicit gradient regularization)?",
-                  claim_experiments=SWEEPS)
+    sec = Section(
+        id="fig4",
+        title=TITLE,
+        question="Does training with a higher learning rate, or a smaller batch, end at lower GC and "
+        "higher test accuracy (implicit gradient regularization)?",
+        claim_experiments=SWEEPS,
+    )
     if not ctx.has(*SWEEPS):
         sec.empty_note = collect_note("fig4")
         return sec
@@ -33,42 +48,80 @@ def build(ctx) -> Section:
         summ = query(ctx.con, summary_sql(f"{IN_SWEEPS} AND {PART[var]}"))
         if summ.is_empty():
             continue
-        sec.figures.append(Figure(f"fig4_{'lr' if var == 'lr' else 'batch'}", _sweep_chart(summ, config, var, sweeps),
-                                  f"{'Learning-rate' if var == 'lr' else 'Batch-size'} sweep at fixed "
-                                  f"{'batch size' if var == 'lr' else 'learning rate'}: GC at best test accuracy "
-                                  "(left) and final test accuracy (right). Lines: mean over seeds with 95% "
-                                  "t-intervals; dots: runs. Click an optimizer in the legend to highlight it."))
+        sec.figures.append(
+            Figure(
+                f"fig4_{'lr' if var == 'lr' else 'batch'}",
+                _sweep_chart(summ, config, var, sweeps),
+                f"{'Learning-rate' if var == 'lr' else 'Batch-size'} sweep at fixed "
+                f"{'batch size' if var == 'lr' else 'learning rate'}: GC at best test accuracy "
+                "(left) and final test accuracy (right). Lines: mean over seeds with 95% "
+                "t-intervals; dots: runs. Click an optimizer in the legend to highlight it.",
+            )
+        )
     curves = []
     for var in ("lr", "batch_size"):
-        c = binned_curves(ctx.con, "evals",
-                          {"gc": "CASE WHEN x.split = 'train' THEN x.gc END",
-                           "test_acc": "CASE WHEN x.split = 'test' THEN x.acc END"},
-                          where="x.split IN ('train', 'test')", runs_where=f"{IN_SWEEPS} AND {PART[var]}",
-                          by=("sweep", var), points=60)
+        c = binned_curves(
+            ctx.con,
+            "evals",
+            {
+                "gc": "CASE WHEN x.split = 'train' THEN x.gc END",
+                "test_acc": "CASE WHEN x.split = 'test' THEN x.acc END",
+            },
+            where="x.split IN ('train', 'test')",
+            runs_where=f"{IN_SWEEPS} AND {PART[var]}",
+            by=("sweep", var),
+            points=60,
+        )
         if c.height:
             curves.append((var, c.select("sweep", var, "step", "gc", "test_acc", "gc_n")))
     if curves:
-        sec.figures.append(Figure("fig4_curves", _curves_chart(curves, sweeps),
-                                  "Training curves, mean over seeds per setting (pick the optimizer sweep in the "
-                                  "menu): train-set GC and test accuracy at each evaluation."))
-    diverged = query(ctx.con, "SELECT count(*) AS n FROM runs r WHERE r.sweep IN ('fig4', 'fig4_momentum', "
-                              "'fig4_adam') AND r.status <> 'completed'")["n"][0]
+        sec.figures.append(
+            Figure(
+                "fig4_curves",
+                _curves_chart(curves, sweeps),
+                "Training curves, mean over seeds per setting (pick the optimizer sweep in the "
+                "menu): train-set GC and test accuracy at each evaluation.",
+            )
+        )
+    diverged = query(
+        ctx.con,
+        "SELECT count(*) AS n FROM runs r WHERE r.sweep IN ('fig4', 'fig4_momentum', "
+        "'fig4_adam') AND r.status <> 'completed'",
+    )["n"][0]
     if diverged:
-        sec.caveats.append(f"{diverged} run(s) diverged or failed (typically at the largest learning rates) and "
-                           "are left out; see the overview.")
-    sec.caveats += ["GC is measured on the training set at the eval step with the highest test accuracy; "
-                    "metrics in eval mode (BatchNorm uses running statistics).",
-                    "Accuracy axes do not start at 0; GC axes are log-scaled."]
+        sec.caveats.append(
+            f"{diverged} run(s) diverged or failed (typically at the largest learning rates) and "
+            "are left out; see the overview."
+        )
+    sec.caveats += [
+        "GC is measured on the training set at the eval step with the highest test accuracy; "
+        "metrics in eval mode (BatchNorm uses running statistics).",
+        "Accuracy axes do not start at 0; GC axes are log-scaled.",
+    ]
     return sec
 
 
 def _sweep_chart(summ: pl.DataFrame, config, var: str, sweeps: list[str]):
-    agg = summ.group_by("sweep", var).agg(
-        *[e for v in ("gc", "test_acc") for e in (pl.col(v).mean().alias(f"{v}_mean"), pl.col(v).std().alias(f"{v}_sd"),
-                                                   pl.col(v).count().alias(f"{v}_n"))]).sort("sweep", var)
+    agg = (
+        summ.group_by("sweep", var)
+        .agg(
+            *[
+                e
+                for v in ("gc", "test_acc")
+                for e in (
+                    pl.col(v).mean().alias(f"{v}_mean"),
+                    pl.col(v).std().alias(f"{v}_sd"),
+                    pl.col(v).count().alias(f"{v}_n"),
+                )
+            ]
+        )
+        .sort("sweep", var)
+    )
     for v in ("gc", "test_acc"):
         agg = add_ci(agg, v, f"{v}_mean", f"{v}_sd", f"{v}_n")
-    agg = agg.with_columns(pl.when(pl.col("gc_lo") > 0).then(pl.col("gc_lo")).otherwise(pl.col("gc_mean")).alias("gc_lo"))
+    agg = agg.with_columns(
+        pl.when(pl.col("gc_lo") > 0).then(pl.col("gc_lo")).otherwise(pl.col("gc_mean")).alias("gc_lo")
+    )
     title, base = AXIS[var]
     pick = alt.selection_point(fields=["sweep"], bind="legend", name=f"fig4_pick_{var}")
     xs, xa = log_scale(summ[var], ticks=sorted(summ[var].unique().to_list()))
@@ -76,23 +129,51 @@ def _sweep_chart(summ: pl.DataFrame, config, var: str, sweeps: list[str]):
     gs, ga = log_scale(agg["gc_lo"], agg["gc_hi"], summ["gc"])
     color = alt.Color("sweep:N", title="optimizer sweep (click)", scale=alt.Scale(domain=sweeps))
     panels = []
-    for metric, ytitle, scale, axis in (("gc", "GC at best test acc (log)", gs, ga),
-                                        ("test_acc", "final test accuracy", alt.Scale(zero=False), alt.Axis())):
+    for metric, ytitle, scale, axis in (
+        ("gc", "GC at best test acc (log)", gs, ga),
+        ("test_acc", "final test accuracy", alt.Scale(zero=False), alt.Axis()),
+    ):
         op = alt.condition(pick, alt.value(1.0), alt.value(0.12))
-        bars = alt.Chart(agg).mark_errorbar().encode(x=x, y=alt.Y(f"{metric}_lo:Q", title=ytitle, scale=scale, axis=axis),
-                                                     y2=f"{metric}_hi:Q", color=color, opacity=op)
-        line = alt.Chart(agg).mark_line(point=True).encode(
-            x=x, y=alt.Y(f"{metric}_mean:Q", title=ytitle, scale=scale, axis=axis), color=color, opacity=op,
-            tooltip=["sweep:N", alt.Tooltip(f"{var}:Q", format="~g"),
-                     alt.Tooltip(f"{metric}_mean:Q", title="mean", format=".4g"),
-                     alt.Tooltip(f"{metric}_lo:Q", title="95% CI low", format=".4g"),
-                     alt.Tooltip(f"{metric}_hi:Q", title="95% CI high", format=".4g"),
-                     alt.Tooltip(f"{metric}_n:Q", title="seeds")])
-        dots = with_config(alt.Chart(summ.filter(pl.col(metric).is_not_null() & (pl.col(metric) > 0))), config) \
-            .mark_circle(size=14).encode(
-                x=x, y=alt.Y(f"{metric}:Q", title=ytitle, scale=scale, axis=axis), color=color,
+        bars = (
+            alt.Chart(agg)
+            .mark_errorbar()
+            .encode(
+                x=x,
+                y=alt.Y(f"{metric}_lo:Q", title=ytitle, scale=scale, axis=axis),
+                y2=f"{metric}_hi:Q",
+                color=color,
+                opacity=op,
+            )
+        )
+        line = (
+            alt.Chart(agg)
+            .mark_line(point=True)
+            .encode(
+                x=x,
+                y=alt.Y(f"{metric}_mean:Q", title=ytitle, scale=scale, axis=axis),
+                color=color,
+                opacity=op,
+                tooltip=[
+                    "sweep:N",
+                    alt.Tooltip(f"{var}:Q", format="~g"),
+                    alt.Tooltip(f"{metric}_mean:Q", title="mean", format=".4g"),
+                    alt.Tooltip(f"{metric}_lo:Q", title="95% CI low", format=".4g"),
+                    alt.Tooltip(f"{metric}_hi:Q", title="95% CI high", format=".4g"),
+                    alt.Tooltip(f"{metric}_n:Q", title="seeds"),
+                ],
+            )
+        )
+        dots = (
+            with_config(alt.Chart(summ.filter(pl.col(metric).is_not_null() & (pl.col(metric) > 0))), config)
+            .mark_circle(size=14)
+            .encode(
+                x=x,
+                y=alt.Y(f"{metric}:Q", title=ytitle, scale=scale, axis=axis),
+                color=color,
                 opacity=alt.condition(pick, alt.value(0.4), alt.value(0.05)),
-                tooltip=config_tooltip(alt.Tooltip(f"{metric}:Q", title=ytitle, format=".4g")))
+                tooltip=config_tooltip(alt.Tooltip(f"{metric}:Q", title=ytitle, format=".4g")),
+            )
+        )
         layer = alt.layer(bars, dots, line)
         if metric == "gc":
             layer = layer.add_params(pick)
@@ -102,24 +183,45 @@ def _sweep_chart(summ: pl.DataFrame, config, var: str, sweeps: list[str]):
 
 
 def _curves_chart(curves: list[tuple[str, pl.DataFrame]], sweeps: list[str]):
-    pick = alt.param(name="fig4_curve_sweep", value=sweeps[0],
-                     bind=alt.binding_select(options=sweeps, name="optimizer sweep "))
+    pick = alt.param(
+        name="fig4_curve_sweep", value=sweeps[0], bind=alt.binding_select(options=sweeps, name="optimizer sweep ")
+    )
     rows = []
     for var, df in curves:
         title, _ = AXIS[var]
         color = alt.Color(f"{var}:O", title=title.split(" (")[0], scale=alt.Scale(scheme="plasma"))
-        base = alt.Chart(df).transform_filter(alt.datum.sweep == pick).encode(
-            x=alt.X("step:Q", title="optimizer step"), color=color,
-            tooltip=["sweep:N", alt.Tooltip(f"{var}:Q", format="~g"), alt.Tooltip("step:Q", format=".0f"),
-                     alt.Tooltip("gc:Q", title="GC (mean)", format=".4g"),
-                     alt.Tooltip("test_acc:Q", title="test acc (mean)", format=".4f"),
-                     alt.Tooltip("gc_n:Q", title="runs averaged")])
+        base = (
+            alt.Chart(df)
+            .transform_filter(alt.datum.sweep == pick)
+            .encode(
+                x=alt.X("step:Q", title="optimizer step"),
+                color=color,
+                tooltip=[
+                    "sweep:N",
+                    alt.Tooltip(f"{var}:Q", format="~g"),
+                    alt.Tooltip("step:Q", format=".0f"),
+                    alt.Tooltip("gc:Q", title="GC (mean)", format=".4g"),
+                    alt.Tooltip("test_acc:Q", title="test acc (mean)", format=".4f"),
+                    alt.Tooltip("gc_n:Q", title="runs averaged"),
+                ],
+            )
+        )
         gs, ga = log_scale(df["gc"])
-        gc = base.transform_filter("isValid(datum.gc) && datum.gc > 0").mark_line().encode(
-            y=alt.Y("gc:Q", title="train GC (log)", scale=gs, axis=ga))
-        acc = base.transform_filter("isValid(datum.test_acc)").mark_line().encode(
-            y=alt.Y("test_acc:Q", title="test accuracy", scale=alt.Scale(zero=False)))
+        gc = (
+            base.transform_filter("isValid(datum.gc) && datum.gc > 0")
+            .mark_line()
+            .encode(y=alt.Y("gc:Q", title="train GC (log)", scale=gs, axis=ga))
+        )
+        acc = (
+            base.transform_filter("isValid(datum.test_acc)")
+            .mark_line()
+            .encode(y=alt.Y("test_acc:Q", title="test accuracy", scale=alt.Scale(zero=False)))
+        )
         label = "lr sweep" if var == "lr" else "batch-size sweep"
-        rows.append(alt.hconcat(gc.properties(width=PANEL_W, height=PANEL_H - 30, title=f"{label}: GC over training"),
-                                acc.properties(width=PANEL_W, height=PANEL_H - 30, title=f"{label}: test accuracy")))
+        rows.append(
+            alt.hconcat(
+                gc.properties(width=PANEL_W, height=PANEL_H - 30, title=f"{label}: GC over training"),
+                acc.properties(width=PANEL_W, height=PANEL_H - 30, title=f"{label}: test accuracy"),
+            )
+        )
     return alt.vconcat(*rows).add_params(pick).resolve_scale(color="independent")

@@ -1,13 +1,23 @@
 """Fig. 5: double descent — test loss and GC against width with CI bands, and test loss
 against GC with the fitted degree-6 U-curve."""
+
 from __future__ import annotations
 
 import altair as alt
 import numpy as np
 import polars as pl
 
-from gclab.analysis.report.common import (PANEL_H, PANEL_W, Figure, Section, collect_note, config_tooltip,
-                                    log_scale, run_config, with_config)
+from gclab.analysis.report.common import (
+    PANEL_H,
+    PANEL_W,
+    Figure,
+    Section,
+    collect_note,
+    config_tooltip,
+    log_scale,
+    run_config,
+    with_config,
+)
 from gclab.analysis.report.queries import group_mean_ci, run_summary
 
 TITLE = "Fig. 5 — GC follows double descent; test loss is U-shaped in GC"
@@ -15,102 +25,187 @@ RUNS = "r.sweep = 'fig5'"
 
 
 def build(ctx) -> Section:
-    sec = Section(id="fig5", title=TITLE,
-                  question="As width grows through the interpolation threshold, do test loss and GC both "
-                           "double-descend, and is test loss a U-shaped function of GC?",
-                  claim_experiments=("fig5",))
+    sec = Section(
+        id="fig5",
+        title=TITLE,
+        question="As width grows through the interpolation threshold, do test loss and GC both "
+        "double-descend, and is test loss a U-shaped function of GC?",
+        claim_experiments=("fig5",),
+    )
     if not ctx.has("fig5"):
         sec.empty_note = collect_note("fig5")
         return sec
     # Double descent is about the end of training: GC at the last eval, like analysis.double_descent.
-    runs = run_summary(ctx.con, RUNS).filter(pl.col("test_loss").is_not_null()).with_columns(pl.col("gc_last").alias("gc"))
+    runs = (
+        run_summary(ctx.con, RUNS).filter(pl.col("test_loss").is_not_null()).with_columns(pl.col("gc_last").alias("gc"))
+    )
     if runs.is_empty():
         sec.empty_note = "No completed fig5 runs with test evaluations yet."
         return sec
-    by_width = ctx.table("double_descent", "by_width", ("width", "test_loss_mean", "test_loss_lo", "test_loss_hi",
-                                                        "gc_mean", "gc_lo", "gc_hi"))
+    by_width = ctx.table(
+        "double_descent",
+        "by_width",
+        ("width", "test_loss_mean", "test_loss_lo", "test_loss_hi", "gc_mean", "gc_lo", "gc_hi"),
+    )
     source = "`analysis.double_descent`"
     if by_width is None:
         source = "the report's own aggregation"
         by_width = group_mean_ci(ctx.con, RUNS, ("width",), ("test_loss", "gc_last")).rename(
-            {"test_loss": "test_loss_mean", "gc_last": "gc_mean", "gc_last_n": "n_seeds",
-             "gc_last_lo": "gc_lo", "gc_last_hi": "gc_hi"})
+            {
+                "test_loss": "test_loss_mean",
+                "gc_last": "gc_mean",
+                "gc_last_n": "n_seeds",
+                "gc_last_lo": "gc_lo",
+                "gc_last_hi": "gc_hi",
+            }
+        )
     config = run_config(ctx.con, f"{RUNS} AND r.status = 'completed'")
     seeds = sorted(runs["seed"].unique().to_list())
-    sec.figures.append(Figure("fig5_width", _width_chart(by_width, runs, config, seeds),
-                              "Mean over seeds (line) with its 95% confidence band (shaded), single runs as dots; "
-                              "pick a seed in the menu to trace it. Log-scaled width."))
-    sec.figures.append(Figure("fig5_ucurve", _ucurve_chart(ctx, runs, config),
-                              "Each dot is a run (colour: width); the curve is a degree-6 polynomial least-squares "
-                              "fit of test loss on GC with its 95% confidence band, as in the paper."))
-    sec.caveats += [f"Band statistics from {source}: t-intervals of the mean over seeds at each width.",
-                    "GC is measured on the training set at the eval step with the highest test accuracy; "
-                    "test loss at the last eval step. Runs have label noise (15%), as in the paper's setup.",
-                    "A degree-6 fit follows noise between few widths; the verdict uses a formal U test instead."]
+    sec.figures.append(
+        Figure(
+            "fig5_width",
+            _width_chart(by_width, runs, config, seeds),
+            "Mean over seeds (line) with its 95% confidence band (shaded), single runs as dots; "
+            "pick a seed in the menu to trace it. Log-scaled width.",
+        )
+    )
+    sec.figures.append(
+        Figure(
+            "fig5_ucurve",
+            _ucurve_chart(ctx, runs, config),
+            "Each dot is a run (colour: width); the curve is a degree-6 polynomial least-squares "
+            "fit of test loss on GC with its 95% confidence band, as in the paper.",
+        )
+    )
+    sec.caveats += [
+        f"Band statistics from {source}: t-intervals of the mean over seeds at each width.",
+        "GC is measured on the training set at the eval step with the highest test accuracy; "
+        "test loss at the last eval step. Runs have label noise (15%), as in the paper's setup.",
+        "A degree-6 fit follows noise between few widths; the verdict uses a formal U test instead.",
+    ]
     return sec
 
 
 def _width_chart(by_width: pl.DataFrame, runs: pl.DataFrame, config, seeds: list):
-    seed_p = alt.param(name="fig5_seed", value=None, bind=alt.binding_select(
-        options=[None] + seeds, labels=["all"] + [str(s) for s in seeds], name="seed "))
+    seed_p = alt.param(
+        name="fig5_seed",
+        value=None,
+        bind=alt.binding_select(options=[None] + seeds, labels=["all"] + [str(s) for s in seeds], name="seed "),
+    )
     highlight = "fig5_seed === null || datum.seed === fig5_seed"
     xs, xa = log_scale(runs["width"], pad=1.1, ticks=sorted(runs["width"].unique().to_list()))
     x = alt.X("width:Q", title="hidden width n (log)", scale=xs, axis=xa)
     panels = []
     for metric, ytitle in (("test_loss", "test loss (last eval)"), ("gc", "GC (last eval)")):
-        band = alt.Chart(by_width).mark_area(opacity=0.25, color="#2f6fb3").encode(
-            x=x, y=alt.Y(f"{metric}_lo:Q", title=ytitle), y2=f"{metric}_hi:Q")
-        mean = alt.Chart(by_width).mark_line(point=True, color="#2f6fb3").encode(
-            x=x, y=alt.Y(f"{metric}_mean:Q", title=ytitle),
-            tooltip=["width:Q", alt.Tooltip(f"{metric}_mean:Q", title="mean", format=".4g"),
-                     alt.Tooltip(f"{metric}_lo:Q", title="95% CI low", format=".4g"),
-                     alt.Tooltip(f"{metric}_hi:Q", title="95% CI high", format=".4g")])
-        trace = alt.Chart(runs).mark_line(color="#e07b39", strokeDash=[3, 2]).encode(
-            x=x, y=alt.Y(f"{metric}:Q", title=ytitle), detail="seed:N",
-            opacity=alt.condition("fig5_seed !== null && datum.seed === fig5_seed", alt.value(0.9), alt.value(0)))
-        dots = with_config(alt.Chart(runs), config).mark_circle(size=20, color="#e07b39").encode(
-            x=x, y=alt.Y(f"{metric}:Q", title=ytitle),
-            opacity=alt.condition(highlight, alt.value(0.55), alt.value(0.06)),
-            tooltip=config_tooltip(alt.Tooltip(f"{metric}:Q", title=ytitle, format=".4g")))
+        band = (
+            alt.Chart(by_width)
+            .mark_area(opacity=0.25, color="#2f6fb3")
+            .encode(x=x, y=alt.Y(f"{metric}_lo:Q", title=ytitle), y2=f"{metric}_hi:Q")
+        )
+        mean = (
+            alt.Chart(by_width)
+            .mark_line(point=True, color="#2f6fb3")
+            .encode(
+                x=x,
+                y=alt.Y(f"{metric}_mean:Q", title=ytitle),
+                tooltip=[
+                    "width:Q",
+                    alt.Tooltip(f"{metric}_mean:Q", title="mean", format=".4g"),
+                    alt.Tooltip(f"{metric}_lo:Q", title="95% CI low", format=".4g"),
+                    alt.Tooltip(f"{metric}_hi:Q", title="95% CI high", format=".4g"),
+                ],
+            )
+        )
+        trace = (
+            alt.Chart(runs)
+            .mark_line(color="#e07b39", strokeDash=[3, 2])
+            .encode(
+                x=x,
+                y=alt.Y(f"{metric}:Q", title=ytitle),
+                detail="seed:N",
+                opacity=alt.condition("fig5_seed !== null && datum.seed === fig5_seed", alt.value(0.9), alt.value(0)),
+            )
+        )
+        dots = (
+            with_config(alt.Chart(runs), config)
+            .mark_circle(size=20, color="#e07b39")
+            .encode(
+                x=x,
+                y=alt.Y(f"{metric}:Q", title=ytitle),
+                opacity=alt.condition(highlight, alt.value(0.55), alt.value(0.06)),
+                tooltip=config_tooltip(alt.Tooltip(f"{metric}:Q", title=ytitle, format=".4g")),
+            )
+        )
         legend = _band_legend()
-        panels.append(alt.layer(band, mean, trace, dots, legend).properties(
-            width=PANEL_W, height=PANEL_H, title=("Test loss" if metric == "test_loss" else "GC") + " vs width"))
+        panels.append(
+            alt.layer(band, mean, trace, dots, legend).properties(
+                width=PANEL_W, height=PANEL_H, title=("Test loss" if metric == "test_loss" else "GC") + " vs width"
+            )
+        )
     return alt.hconcat(*panels).add_params(seed_p)
 
 
 def _band_legend():
     """A legend saying what the band and line are (Vega-Lite draws none for fixed colours)."""
     key = pl.DataFrame({"what": ["mean over seeds", "95% CI of the mean", "single runs"]})
-    return alt.Chart(key).mark_point(opacity=0).encode(
-        color=alt.Color("what:N", title=None, scale=alt.Scale(domain=key["what"].to_list(),
-                                                              range=["#2f6fb3", "#a9c3e3", "#e07b39"]),
-                        legend=alt.Legend(orient="top", symbolType="square")))
+    return (
+        alt.Chart(key)
+        .mark_point(opacity=0)
+        .encode(
+            color=alt.Color(
+                "what:N",
+                title=None,
+                scale=alt.Scale(domain=key["what"].to_list(), range=["#2f6fb3", "#a9c3e3", "#e07b39"]),
+                legend=alt.Legend(orient="top", symbolType="square"),
+            )
+        )
+    )
 
 
 def _ucurve_chart(ctx, runs: pl.DataFrame, config):
     fit = ctx.table("ucurve", "poly6", ("gc", "fit", "lo", "hi"))
     if fit is None:
         fit = _own_poly6(runs)
-    dots = with_config(alt.Chart(runs.filter(pl.col("gc").is_not_null())), config).mark_circle(size=28, opacity=0.7).encode(
-        x=alt.X("gc:Q", title="GC (last eval)"),
-        y=alt.Y("test_loss:Q", title="test loss (last eval)", scale=alt.Scale(zero=False)),
-        color=alt.Color("width:Q", title="width", scale=alt.Scale(type="log", scheme="viridis")),
-        tooltip=config_tooltip(alt.Tooltip("gc:Q", title="GC", format=".4g"),
-                               alt.Tooltip("test_loss:Q", title="test loss", format=".4g")))
+    dots = (
+        with_config(alt.Chart(runs.filter(pl.col("gc").is_not_null())), config)
+        .mark_circle(size=28, opacity=0.7)
+        .encode(
+            x=alt.X("gc:Q", title="GC (last eval)"),
+            y=alt.Y("test_loss:Q", title="test loss (last eval)", scale=alt.Scale(zero=False)),
+            color=alt.Color("width:Q", title="width", scale=alt.Scale(type="log", scheme="viridis")),
+            tooltip=config_tooltip(
+                alt.Tooltip("gc:Q", title="GC", format=".4g"),
+                alt.Tooltip("test_loss:Q", title="test loss", format=".4g"),
+            ),
+        )
+    )
     layers = [dots]
     if fit is not None and fit.height:
         lo, hi = runs["test_loss"].min(), runs["test_loss"].max()
         span = (hi - lo) or 1.0
         # Clip the band to the data's range ± 50% so an exploding polynomial cannot squash the dots.
         fit = fit.with_columns([pl.col(c).clip(lo - 0.5 * span, hi + 0.5 * span) for c in ("fit", "lo", "hi")])
-        band = alt.Chart(fit).mark_area(opacity=0.2, color="black").encode(
-            x="gc:Q", y=alt.Y("lo:Q", title="test loss (last eval)"), y2="hi:Q")
-        curve = alt.Chart(fit).mark_line(color="black").encode(
-            x="gc:Q", y=alt.Y("fit:Q", title="test loss (last eval)"),
-            tooltip=[alt.Tooltip("gc:Q", format=".3g"), alt.Tooltip("fit:Q", title="fitted test loss", format=".4g")])
+        band = (
+            alt.Chart(fit)
+            .mark_area(opacity=0.2, color="black")
+            .encode(x="gc:Q", y=alt.Y("lo:Q", title="test loss (last eval)"), y2="hi:Q")
+        )
+        curve = (
+            alt.Chart(fit)
+            .mark_line(color="black")
+            .encode(
+                x="gc:Q",
+                y=alt.Y("fit:Q", title="test loss (last eval)"),
+                tooltip=[
+                    alt.Tooltip("gc:Q", format=".3g"),
+                    alt.Tooltip("fit:Q", title="fitted test loss", format=".4g"),
+                ],
+            )
+        )
         layers = [band, dots, curve]
-    return alt.layer(*layers).properties(width=PANEL_W + 80, height=PANEL_H + 40,
-                                         title="Test loss vs GC, degree-6 polynomial fit with 95% band")
+    return alt.layer(*layers).properties(
+        width=PANEL_W + 80, height=PANEL_H + 40, title="Test loss vs GC, degree-6 polynomial fit with 95% band"
+    )
 
 
 def _own_poly6(runs: pl.DataFrame) -> pl.DataFrame | None:

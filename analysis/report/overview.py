@@ -1,4 +1,5 @@
 """What is in the store: runs per sweep and status, seeds, steps, wall time, size on disk."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,10 +39,13 @@ def store_size(data_dir) -> tuple[int, int, int]:
 
 
 def build(ctx) -> Section:
-    sec = Section(id="overview", title="Store overview",
-                  question="What runs does this store hold, and did they finish?")
+    sec = Section(
+        id="overview", title="Store overview", question="What runs does this store hold, and did they finish?"
+    )
     size, folders, incomplete = store_size(ctx.data_dir)
-    df = query(ctx.con, """
+    df = query(
+        ctx.con,
+        """
         SELECT r.sweep, count(*) AS runs,
                count(*) FILTER (WHERE r.status = 'completed') AS completed,
                count(*) FILTER (WHERE r.status = 'diverged') AS diverged,
@@ -50,32 +54,44 @@ def build(ctx) -> Section:
                string_agg(DISTINCT r.model, ', ') AS models, string_agg(DISTINCT r.dataset, ', ') AS datasets,
                string_agg(DISTINCT r.scale, ', ') AS scale,
                max(r.steps_done) AS max_steps, sum(r.wall_s) AS wall_s
-        FROM runs r GROUP BY r.sweep ORDER BY r.sweep""")
+        FROM runs r GROUP BY r.sweep ORDER BY r.sweep""",
+    )
     n_runs = int(df["runs"].sum()) if df.height else 0
     db_file = Path(ctx.data_dir) / "runs.duckdb"
-    facts = [f"<b>{n_runs}</b> complete runs in <b>{df.height}</b> sweeps",
-             f"store size on disk: <b>{human_bytes(size)}</b> of Parquet under <code>{esc(runs_root(ctx.data_dir))}</code>"
-             + (f" (+ {human_bytes(db_file.stat().st_size)} <code>runs.duckdb</code> views)" if db_file.exists() else "")]
+    facts = [
+        f"<b>{n_runs}</b> complete runs in <b>{df.height}</b> sweeps",
+        f"store size on disk: <b>{human_bytes(size)}</b> of Parquet under <code>{esc(runs_root(ctx.data_dir))}</code>"
+        + (f" (+ {human_bytes(db_file.stat().st_size)} <code>runs.duckdb</code> views)" if db_file.exists() else ""),
+    ]
     if incomplete:
-        facts.append(f"<b>{incomplete}</b> of {folders} run folders are incomplete (no <code>run.parquet</code>: "
-                     "killed or still running); they are invisible here and re-run by the next <code>make collect</code>")
+        facts.append(
+            f"<b>{incomplete}</b> of {folders} run folders are incomplete (no <code>run.parquet</code>: "
+            "killed or still running); they are invisible here and re-run by the next <code>make collect</code>"
+        )
     sec.html_blocks.append('<p class="note">' + "; ".join(facts) + ".</p>")
     if not df.height:
         sec.empty_note = "The store is empty — collect with `make demo`, `make collect SWEEP=<sweep>` or `make paper`."
     else:
-        head = ("<tr><th>sweep</th><th>scale</th><th>runs</th><th>completed</th><th>diverged</th><th>failed</th><th>seeds</th>"
-                "<th>model</th><th>dataset</th><th>steps (max)</th><th>wall time</th></tr>")
+        head = (
+            "<tr><th>sweep</th><th>scale</th><th>runs</th><th>completed</th><th>diverged</th><th>failed</th><th>seeds</th>"
+            "<th>model</th><th>dataset</th><th>steps (max)</th><th>wall time</th></tr>"
+        )
         rows = "".join(
-            f"<tr><td><a href=\"#{esc(_anchor(r['sweep']))}\">{esc(r['sweep'])}</a></td><td>{esc(r['scale'])}</td>"
+            f'<tr><td><a href="#{esc(_anchor(r["sweep"]))}">{esc(r["sweep"])}</a></td><td>{esc(r["scale"])}</td>'
             f"<td class=num>{r['runs']}</td><td class=num>{r['completed']}</td><td class=num>{r['diverged']}</td>"
             f"<td class=num>{r['failed']}</td><td class=num>{r['seeds']}</td><td>{esc(r['models'])}</td>"
             f"<td>{esc(r['datasets'])}</td><td class=num>{r['max_steps'] if r['max_steps'] is not None else '—'}</td>"
-            f"<td class=num>{_dur(r['wall_s'])}</td></tr>" for r in df.to_dicts())
+            f"<td class=num>{_dur(r['wall_s'])}</td></tr>"
+            for r in df.to_dicts()
+        )
         sec.html_blocks.append(f"<table><thead>{head}</thead><tbody>{rows}</tbody></table>")
     missing = [s for s in PAPER_SWEEPS if not ctx.has(s)]
     if missing and df.height:
-        sec.caveats.append("Paper sweeps without completed runs: " + ", ".join(f"`{s}`" for s in missing)
-                           + " — `make paper` collects them all.")
+        sec.caveats.append(
+            "Paper sweeps without completed runs: "
+            + ", ".join(f"`{s}`" for s in missing)
+            + " — `make paper` collects them all."
+        )
     sec.caveats.append("Only completed runs enter charts and statistics; diverged and failed runs are counted here.")
     sec.caveats += [note[0].upper() + note[1:] + "." for note in scale_notes(ctx.con)]
     return sec

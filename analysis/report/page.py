@@ -4,22 +4,34 @@ Charts are embedded as JSON specs in `<script type="application/json">` blocks a
 vega-embed with the SVG renderer (marks are DOM nodes, which the browser test counts). No
 `<script src>`, no `<link>`, no web fonts: the page never touches the network.
 """
+
 from __future__ import annotations
 
 import functools
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import altair as alt
 
 from gclab.analysis.report.common import Section, esc, md_code
 
 EMBED_OPTIONS = {"renderer": "svg", "actions": False}
-NAV = {"overview": "Overview", "claims": "Claims", "calibration": "Trust",
-       "demo": "Training runs", "fig1": "Fig. 1", "fig2": "Fig. 2",
-       "fig3": "Fig. 3", "fig4": "Fig. 4", "fig5": "Fig. 5", "theorem": "Theorem 5.1", "igr": "IGR",
-       "bfd": "Functional dimension", "measures": "Measures"}
+NAV = {
+    "overview": "Overview",
+    "claims": "Claims",
+    "calibration": "Trust",
+    "demo": "Training runs",
+    "fig1": "Fig. 1",
+    "fig2": "Fig. 2",
+    "fig3": "Fig. 3",
+    "fig4": "Fig. 4",
+    "fig5": "Fig. 5",
+    "theorem": "Theorem 5.1",
+    "igr": "IGR",
+    "bfd": "Functional dimension",
+    "measures": "Measures",
+}
 
 
 def vl_version() -> str:
@@ -111,21 +123,32 @@ EMBED_JS = """
 
 
 def section_html(sec: Section, specs: dict[str, dict], verdicts_html: str) -> str:
-    parts = [f'<section id="{esc(sec.id)}" data-section="{esc(sec.id)}">', f"<h2>{esc(sec.title)}</h2>",
-             f'<p class="question">{md_code(sec.question)}</p>']
+    parts = [
+        f'<section id="{esc(sec.id)}" data-section="{esc(sec.id)}">',
+        f"<h2>{esc(sec.title)}</h2>",
+        f'<p class="question">{md_code(sec.question)}</p>',
+    ]
     if sec.empty_note:
         parts.append(f'<p class="note missing">{md_code(sec.empty_note)}</p>')
     charts = []
     for fig in sec.figures:
         chart_id = f"chart-{fig.name}"
         spec = json.dumps(specs[fig.name], separators=(",", ":"), allow_nan=False)
-        charts.append(f'<figure><div id="{chart_id}" class="chart" data-figure="{esc(fig.name)}"></div>'
-                      f'<script type="application/json" data-chart="{chart_id}">{_json_safe(spec)}</script>'
-                      + (f"<figcaption>{md_code(fig.caption)}</figcaption>" if fig.caption else "") + "</figure>")
+        charts.append(
+            f'<figure><div id="{chart_id}" class="chart" data-figure="{esc(fig.name)}"></div>'
+            f'<script type="application/json" data-chart="{chart_id}">{_json_safe(spec)}</script>'
+            + (f"<figcaption>{md_code(fig.caption)}</figcaption>" if fig.caption else "")
+            + "</figure>"
+        )
     charts += sec.html_blocks
     if charts or verdicts_html:
-        parts.append('<div class="row"><div class="charts">' + "".join(charts) + "</div>"
-                     + (f'<aside class="verdicts">{verdicts_html}</aside>' if verdicts_html else "") + "</div>")
+        parts.append(
+            '<div class="row"><div class="charts">'
+            + "".join(charts)
+            + "</div>"
+            + (f'<aside class="verdicts">{verdicts_html}</aside>' if verdicts_html else "")
+            + "</div>"
+        )
     if sec.caveats:
         parts.append('<ul class="caveats">' + "".join(f"<li>{md_code(c)}</li>" for c in sec.caveats) + "</ul>")
     parts.append("</section>")
@@ -134,9 +157,11 @@ def section_html(sec: Section, specs: dict[str, dict], verdicts_html: str) -> st
 
 def page_html(sections_html: list[tuple[str, str]], *, data_dir: str, warnings: list[str]) -> str:
     """The whole document. `sections_html` is [(anchor id, title)] paired with rendered HTML."""
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    nav = "".join(f'<a href="#{esc(sid)}" title="{esc(title)}">{esc(NAV.get(sid, title))}</a>'
-                  for (sid, title), _ in sections_html)
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    nav = "".join(
+        f'<a href="#{esc(sid)}" title="{esc(title)}">{esc(NAV.get(sid, title))}</a>'
+        for (sid, title), _ in sections_html
+    )
     warn = "".join(f'<p class="note">{md_code(w)}</p>' for w in warnings)
     body = "\n".join(h for _, h in sections_html)
     return f"""<!DOCTYPE html>

@@ -4,6 +4,7 @@ Handles 8-bit greyscale/RGB/RGBA, non-interlaced — what vl-convert and Chromiu
 and Up filters (vl-convert uses Sub) are vectorised; Average and Paeth fall back to a
 per-pixel loop, which is slow but correct.
 """
+
 from __future__ import annotations
 
 import struct
@@ -24,8 +25,8 @@ def png_pixels(data: bytes | Path | str) -> np.ndarray:
         raise ValueError("not a PNG file")
     pos, idat, header = 8, [], None
     while pos < len(data):
-        (n,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]
         pos += 12 + n
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body)
@@ -83,8 +84,13 @@ def blankness(data: bytes | Path | str) -> dict:
     for c in range(px.shape[2]):  # one 32-bit key per pixel: a 1-D unique is fast
         packed |= px[..., c].astype(np.uint32) << (8 * c)
     colors, counts = np.unique(packed.ravel(), return_counts=True)
-    return {"width": px.shape[1], "height": px.shape[0], "n_colors": int(len(colors)),
-            "std": float(px.std()), "modal_share": float(counts.max() / counts.sum())}
+    return {
+        "width": px.shape[1],
+        "height": px.shape[0],
+        "n_colors": int(len(colors)),
+        "std": float(px.std()),
+        "modal_share": float(counts.max() / counts.sum()),
+    }
 
 
 def is_blank(data: bytes | Path | str) -> bool:

@@ -4,6 +4,7 @@ Everything is reduced in SQL before it reaches Altair, so a chart holds at most 
 thousand rows whatever the store's size (per-run curves are binned to ≤ 200 points, fewer
 when many runs share a chart).
 """
+
 from __future__ import annotations
 
 import polars as pl
@@ -77,8 +78,16 @@ def run_summary(con, where: str = "TRUE") -> pl.DataFrame:
     return query(con, summary_sql(where))
 
 
-def binned_curves(con, table: str, values: dict[str, str], *, where: str = "TRUE", runs_where: str = "TRUE",
-                  by: tuple[str, ...] = ("run_id",), points: int | None = None) -> pl.DataFrame:
+def binned_curves(
+    con,
+    table: str,
+    values: dict[str, str],
+    *,
+    where: str = "TRUE",
+    runs_where: str = "TRUE",
+    by: tuple[str, ...] = ("run_id",),
+    points: int | None = None,
+) -> pl.DataFrame:
     """Curves over training, binned per run to `points` step bins and averaged within `by`.
 
     `values` maps output name → SQL aggregate input over the table's row (alias x), e.g.
@@ -101,7 +110,7 @@ def binned_curves(con, table: str, values: dict[str, str], *, where: str = "TRUE
         WHERE r.status = 'completed' AND ({runs_where}) AND ({where})),
     per_run AS (
         SELECT run_id, floor(step * {points} / (max_step + 1)) AS bin, avg(step) AS step,
-               {', '.join(f'avg(CASE WHEN isnan({v}) THEN NULL ELSE {v} END) AS {v}' for v in values)}
+               {", ".join(f"avg(CASE WHEN isnan({v}) THEN NULL ELSE {v} END) AS {v}" for v in values)}
         FROM x GROUP BY run_id, bin)
     SELECT {by_sql}, p.bin, avg(p.step) AS step, {aggs}
     FROM per_run p JOIN runs r ON r.run_id = p.run_id
@@ -115,8 +124,13 @@ def binned_curves(con, table: str, values: dict[str, str], *, where: str = "TRUE
 
 def _n_groups(con, by: tuple[str, ...], runs_where: str) -> int:
     cols = ", ".join(f"r.{c}" for c in by)
-    return int(query(con, f"SELECT count(*) AS n FROM (SELECT DISTINCT {cols} FROM runs r "
-                          f"WHERE r.status = 'completed' AND ({runs_where}))")["n"][0])
+    return int(
+        query(
+            con,
+            f"SELECT count(*) AS n FROM (SELECT DISTINCT {cols} FROM runs r "
+            f"WHERE r.status = 'completed' AND ({runs_where}))",
+        )["n"][0]
+    )
 
 
 def group_mean_ci(con, summary_where: str, by: tuple[str, ...], values: tuple[str, ...]) -> pl.DataFrame:
@@ -124,8 +138,11 @@ def group_mean_ci(con, summary_where: str, by: tuple[str, ...], values: tuple[st
     from gclab.analysis.report.common import add_ci
 
     aggs = ", ".join(f"avg({v}) AS {v}, stddev_samp({v}) AS {v}_sd, count({v}) AS {v}_n" for v in values)
-    df = query(con, f"SELECT {', '.join(by)}, {aggs} FROM ({summary_sql(summary_where)}) "
-                    f"GROUP BY {', '.join(by)} ORDER BY {', '.join(by)}")
+    df = query(
+        con,
+        f"SELECT {', '.join(by)}, {aggs} FROM ({summary_sql(summary_where)}) "
+        f"GROUP BY {', '.join(by)} ORDER BY {', '.join(by)}",
+    )
     for v in values:
         df = add_ci(df, v, v, f"{v}_sd", f"{v}_n")
     return df

@@ -1,12 +1,23 @@
 """Theorem 5.1 (transfer theorem): the bound against gc_x per example, with y = x, log-log;
 and its tightness gc_x / bound over training."""
+
 from __future__ import annotations
 
 import altair as alt
 import polars as pl
 
-from gclab.analysis.report.common import (PANEL_H, PANEL_W, Figure, Section, collect_note, config_tooltip,
-                                    log_scale, query, run_config, with_config)
+from gclab.analysis.report.common import (
+    PANEL_H,
+    PANEL_W,
+    Figure,
+    Section,
+    collect_note,
+    config_tooltip,
+    log_scale,
+    query,
+    run_config,
+    with_config,
+)
 
 TITLE = "Theorem 5.1 — the transfer bound on GC"
 RUNS = "r.status = 'completed'"
@@ -16,32 +27,48 @@ GCX = "gc_x = squared norm of the input gradient (log)"
 
 
 def build(ctx) -> Section:
-    sec = Section(id="theorem", title=TITLE,
-                  question="Is every example's input-gradient norm ‖∇ₓf(x)‖² (gc_x) below the bound "
-                           "‖∇_θf(x)‖² / Σ_l T_l(x)², and how tight is the bound during training?",
-                  claim_experiments=("thm51",))
-    counts = query(ctx.con, f"""SELECT count(*) AS n, count(*) FILTER (WHERE NOT t.holds) AS bad,
+    sec = Section(
+        id="theorem",
+        title=TITLE,
+        question="Is every example's input-gradient norm ‖∇ₓf(x)‖² (gc_x) below the bound "
+        "‖∇_θf(x)‖² / Σ_l T_l(x)², and how tight is the bound during training?",
+        claim_experiments=("thm51",),
+    )
+    counts = query(
+        ctx.con,
+        f"""SELECT count(*) AS n, count(*) FILTER (WHERE NOT t.holds) AS bad,
                                   count(DISTINCT t.run_id) AS runs
-                                FROM theorem t JOIN runs r ON r.run_id = t.run_id WHERE {RUNS}""")
+                                FROM theorem t JOIN runs r ON r.run_id = t.run_id WHERE {RUNS}""",
+    )
     n, bad, n_runs = counts["n"][0], counts["bad"][0], counts["runs"][0]
     if not n:
         sec.empty_note = collect_note("thm51")
         return sec
-    pts = query(ctx.con, f"""
+    pts = query(
+        ctx.con,
+        f"""
         WITH last AS (SELECT run_id, max(step) AS step FROM theorem GROUP BY run_id)
         SELECT t.run_id, t.step, t.split, t.example, t.gc_x, t.bound, t.bound_tight, t.holds
         FROM theorem t JOIN last USING (run_id, step) JOIN runs r ON r.run_id = t.run_id
         WHERE {RUNS} AND t.gc_x > 0 AND t.bound > 0 AND t.bound_tight > 0
-        USING SAMPLE reservoir({SAMPLE} ROWS) REPEATABLE (7)""")
+        USING SAMPLE reservoir({SAMPLE} ROWS) REPEATABLE (7)""",
+    )
     config = run_config(ctx.con, f"{RUNS} AND r.run_id IN (SELECT run_id FROM theorem)")
     if pts.height:
-        sec.figures.append(Figure("theorem_bound", _bound_chart(pts, config),
-                                  "One dot per (run, split, example) at each run's last evaluation"
-                                  + (f" (a random sample of {SAMPLE})" if pts.height >= SAMPLE else "")
-                                  + ". The theorem holds when dots lie on or above the dashed y = x line. "
-                                  "Left: the paper's bound (Eq. 10); right: the bound without the 1/√min(d,k) "
-                                  "factor, which the `holds` column checks. Log-log axes."))
-    tight = query(ctx.con, f"""
+        sec.figures.append(
+            Figure(
+                "theorem_bound",
+                _bound_chart(pts, config),
+                "One dot per (run, split, example) at each run's last evaluation"
+                + (f" (a random sample of {SAMPLE})" if pts.height >= SAMPLE else "")
+                + ". The theorem holds when dots lie on or above the dashed y = x line. "
+                "Left: the paper's bound (Eq. 10); right: the bound without the 1/√min(d,k) "
+                "factor, which the `holds` column checks. Log-log axes.",
+            )
+        )
+    tight = query(
+        ctx.con,
+        f"""
         WITH x AS (SELECT t.step, t.split, t.gc_x / t.bound_tight AS ratio,
                           max(t.step) OVER () AS max_step
                    FROM theorem t JOIN runs r ON r.run_id = t.run_id
@@ -49,15 +76,24 @@ def build(ctx) -> Section:
         SELECT split, floor(step * 100 / (max_step + 1)) AS bin, avg(step) AS step,
                quantile_cont(ratio, 0.5) AS median, quantile_cont(ratio, 0.25) AS q25,
                quantile_cont(ratio, 0.75) AS q75, count(*) AS n
-        FROM x GROUP BY split, bin ORDER BY split, bin""")
+        FROM x GROUP BY split, bin ORDER BY split, bin""",
+    )
     if tight.height:
-        sec.figures.append(Figure("theorem_tightness", _tightness_chart(tight),
-                                  "Tightness gc_x / bound (1 = the bound is attained) over training: median across "
-                                  "runs and examples, with the interquartile range shaded. Log-scaled y."))
-    sec.caveats += [f"{bad} of {n} theorem rows ({n_runs} runs) violate gc_x ≤ bound (float tolerance)."
-                    if bad else f"All {n} theorem rows ({n_runs} runs) satisfy gc_x ≤ bound.",
-                    "The theorem is for MLPs: residual and convolutional nets have no theorem rows.",
-                    "Metrics in eval mode (BatchNorm uses running statistics)."]
+        sec.figures.append(
+            Figure(
+                "theorem_tightness",
+                _tightness_chart(tight),
+                "Tightness gc_x / bound (1 = the bound is attained) over training: median across "
+                "runs and examples, with the interquartile range shaded. Log-scaled y.",
+            )
+        )
+    sec.caveats += [
+        f"{bad} of {n} theorem rows ({n_runs} runs) violate gc_x ≤ bound (float tolerance)."
+        if bad
+        else f"All {n} theorem rows ({n_runs} runs) satisfy gc_x ≤ bound.",
+        "The theorem is for MLPs: residual and convolutional nets have no theorem rows.",
+        "Metrics in eval mode (BatchNorm uses running statistics).",
+    ]
     return sec
 
 
@@ -69,13 +105,34 @@ def _bound_chart(pts: pl.DataFrame, config):
     for col, title in (("bound", "paper's bound (Eq. 10)"), ("bound_tight", "bound without the 1/sqrt(min(d,k))")):
         x = alt.X("gc_x:Q", title=GCX, scale=scale, axis=axis)
         y = alt.Y(f"{col}:Q", title=f"{title} (log)", scale=scale, axis=axis)
-        dots = with_config(alt.Chart(pts), config).mark_point(size=14, opacity=0.45, filled=True).encode(
-            x=x, y=y, color=alt.Color("split:N", title="split"),
-            shape=alt.Shape("holds:N", title="holds", scale=alt.Scale(domain=[True, False], range=["circle", "cross"])),
-            tooltip=config_tooltip(alt.Tooltip("gc_x:Q", format=".4g"), alt.Tooltip(f"{col}:Q", format=".4g"),
-                                   "split:N", "example:Q", "step:Q", "holds:N"))
-        line = alt.Chart(diag).mark_line(strokeDash=[5, 4], color="black").encode(
-            x=alt.X("v:Q", scale=scale, axis=axis, title=GCX), y=alt.Y("v:Q", scale=scale, axis=axis, title=f"{title} (log)"))
+        dots = (
+            with_config(alt.Chart(pts), config)
+            .mark_point(size=14, opacity=0.45, filled=True)
+            .encode(
+                x=x,
+                y=y,
+                color=alt.Color("split:N", title="split"),
+                shape=alt.Shape(
+                    "holds:N", title="holds", scale=alt.Scale(domain=[True, False], range=["circle", "cross"])
+                ),
+                tooltip=config_tooltip(
+                    alt.Tooltip("gc_x:Q", format=".4g"),
+                    alt.Tooltip(f"{col}:Q", format=".4g"),
+                    "split:N",
+                    "example:Q",
+                    "step:Q",
+                    "holds:N",
+                ),
+            )
+        )
+        line = (
+            alt.Chart(diag)
+            .mark_line(strokeDash=[5, 4], color="black")
+            .encode(
+                x=alt.X("v:Q", scale=scale, axis=axis, title=GCX),
+                y=alt.Y("v:Q", scale=scale, axis=axis, title=f"{title} (log)"),
+            )
+        )
         panels.append(alt.layer(dots, line).properties(width=PANEL_W, height=PANEL_W, title=f"{title} vs gc_x"))
     return alt.hconcat(*panels)
 
@@ -83,15 +140,20 @@ def _bound_chart(pts: pl.DataFrame, config):
 def _tightness_chart(tight: pl.DataFrame):
     tight = tight.filter(pl.col("q25") > 0)
     ys, ya = log_scale(tight["q25"], tight["q75"], [1.0])
-    base = alt.Chart(tight).encode(x=alt.X("step:Q", title="optimizer step"),
-                                   color=alt.Color("split:N", title="split"))
-    band = base.mark_area(opacity=0.2).encode(
-        y=alt.Y("q25:Q", title=YT, scale=ys, axis=ya), y2="q75:Q")
+    base = alt.Chart(tight).encode(x=alt.X("step:Q", title="optimizer step"), color=alt.Color("split:N", title="split"))
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("q25:Q", title=YT, scale=ys, axis=ya), y2="q75:Q")
     line = base.mark_line().encode(
         y=alt.Y("median:Q", title=YT, scale=ys, axis=ya),
-        tooltip=["split:N", alt.Tooltip("step:Q", format=".0f"), alt.Tooltip("median:Q", format=".3g"),
-                 alt.Tooltip("q25:Q", title="25th pct", format=".3g"), alt.Tooltip("q75:Q", title="75th pct", format=".3g"),
-                 alt.Tooltip("n:Q", title="rows")])
+        tooltip=[
+            "split:N",
+            alt.Tooltip("step:Q", format=".0f"),
+            alt.Tooltip("median:Q", format=".3g"),
+            alt.Tooltip("q25:Q", title="25th pct", format=".3g"),
+            alt.Tooltip("q75:Q", title="75th pct", format=".3g"),
+            alt.Tooltip("n:Q", title="rows"),
+        ],
+    )
     one = alt.Chart(pl.DataFrame({"y": [1.0]})).mark_rule(strokeDash=[4, 3], color="gray").encode(y="y:Q")
-    return alt.layer(band, line, one).properties(width=PANEL_W + 120, height=PANEL_H,
-                                                 title="Tightness of the bound over training")
+    return alt.layer(band, line, one).properties(
+        width=PANEL_W + 120, height=PANEL_H, title="Tightness of the bound over training"
+    )

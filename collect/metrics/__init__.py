@@ -14,6 +14,7 @@ BatchNorm and which treats examples independently; anything else raises a TypeEr
 ValueError naming the module. Which path and per-layer method each net takes, and what it
 costs: docs/METRICS.md.
 """
+
 from gclab.collect.metrics.capture import check_model, run_pass
 from gclab.collect.metrics.fdim import functional_dimension, ntk_gram, spectrum_summary
 from gclab.collect.metrics.gc import geometric_complexity, geometric_complexity_estimate
@@ -23,8 +24,23 @@ from gclab.collect.metrics.step import per_example_grad_norms, step_metrics, ste
 from gclab.collect.metrics.theorem import theorem_terms
 
 __all__ = [
-    "geometric_complexity", "geometric_complexity_estimate", "step_metrics", "step_terms",
-    "theorem_terms", "per_example_grad_norms", "functional_dimension", "ntk_gram", "spectrum_summary",
-    "param_norm_sq", "spectral_product", "dist_from_init", "sharpness", "batch_loss",
-    "check_model", "run_pass", "RULES", "Rule", "register_rule",
+    "geometric_complexity",
+    "geometric_complexity_estimate",
+    "step_metrics",
+    "step_terms",
+    "theorem_terms",
+    "per_example_grad_norms",
+    "functional_dimension",
+    "ntk_gram",
+    "spectrum_summary",
+    "param_norm_sq",
+    "spectral_product",
+    "dist_from_init",
+    "sharpness",
+    "batch_loss",
+    "check_model",
+    "run_pass",
+    "RULES",
+    "Rule",
+    "register_rule",
 ]

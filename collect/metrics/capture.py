@@ -15,10 +15,12 @@ Three exact implementations, same result:
 The model is assumed to treat examples independently (no cross-example op) — the checks
 below refuse the known offenders (BatchNorm in train mode or without running stats).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -38,45 +40,53 @@ class LayerSignal:
     name: str
     module: nn.Module
     rule: Rule
-    ctx: Any          # rule.prepare(h_l)
-    delta: Tensor     # (m, b, *out): ∂ rows / ∂ z_l
+    ctx: Any  # rule.prepare(h_l)
+    delta: Tensor  # (m, b, *out): ∂ rows / ∂ z_l
 
 
 @dataclass
 class Pass:
-    out: Tensor                 # (b, k) model outputs, detached
-    layers: list[LayerSignal]   # one per layer with trainable parameters that ran
-    gx: Tensor | None           # (m, b, *x.shape[1:]): ∂ rows / ∂ x
+    out: Tensor  # (b, k) model outputs, detached
+    layers: list[LayerSignal]  # one per layer with trainable parameters that ran
+    gx: Tensor | None  # (m, b, *x.shape[1:]): ∂ rows / ∂ x
     unused: list[nn.Parameter]  # trainable parameters of layers that did not run
 
 
 def check_model(model: nn.Module, *, need_params: bool = True) -> list[tuple[str, nn.Module, Rule]]:
     """Refuse models whose per-example gradients we cannot compute exactly; return the
     (name, module, rule) of every module holding trainable parameters."""
-    owners: dict[int, tuple[int, str]] = {}   # id(param) -> (id(module), name)
+    owners: dict[int, tuple[int, str]] = {}  # id(param) -> (id(module), name)
     entries, seen = [], set()
     for mname, mod in model.named_modules(remove_duplicate=False):
         label = f"'{mname or '<root>'}' ({type(mod).__name__})"
         if isinstance(mod, nn.modules.batchnorm._BatchNorm):
             if mod.training:
-                raise ValueError(f"module {label} is BatchNorm in train mode: it mixes the examples of a "
-                                 f"batch, so per-example gradients are undefined; call model.eval() first")
+                raise ValueError(
+                    f"module {label} is BatchNorm in train mode: it mixes the examples of a "
+                    f"batch, so per-example gradients are undefined; call model.eval() first"
+                )
             if mod.running_mean is None:
-                raise ValueError(f"module {label} is BatchNorm without running stats: it normalizes with "
-                                 f"batch statistics even in eval mode; per-example gradients are undefined")
+                raise ValueError(
+                    f"module {label} is BatchNorm without running stats: it normalizes with "
+                    f"batch statistics even in eval mode; per-example gradients are undefined"
+                )
         if not need_params:
             continue
         if parametrize.is_parametrized(mod):
-            raise TypeError(f"module {label} is parametrized (torch.nn.utils.parametrize): its weight is a "
-                            f"function of other parameters; supported: {SUPPORTED} with plain parameters")
+            raise TypeError(
+                f"module {label} is parametrized (torch.nn.utils.parametrize): its weight is a "
+                f"function of other parameters; supported: {SUPPORTED} with plain parameters"
+            )
         direct = [(n, p) for n, p in mod.named_parameters(recurse=False, remove_duplicate=False)]
         for pname, p in direct:
             full = f"{mname}.{pname}" if mname else pname
             # The same module under two names is fine (an alias); two modules holding one
             # Parameter is not. A module *called* twice is caught when it runs.
             if id(p) in owners and owners[id(p)][0] != id(mod):
-                raise ValueError(f"parameter sharing: '{full}' is the same Parameter as '{owners[id(p)][1]}'; "
-                                 f"per-layer gradient rules need each parameter in exactly one layer")
+                raise ValueError(
+                    f"parameter sharing: '{full}' is the same Parameter as '{owners[id(p)][1]}'; "
+                    f"per-layer gradient rules need each parameter in exactly one layer"
+                )
             owners.setdefault(id(p), (id(mod), full))
         trainable = [(n, p) for n, p in direct if p.requires_grad]
         if not trainable or id(mod) in seen:
@@ -84,18 +94,23 @@ def check_model(model: nn.Module, *, need_params: bool = True) -> list[tuple[str
         seen.add(id(mod))
         rule_cls = rule_for(mod)
         if rule_cls is None:
-            raise TypeError(f"module {label} has trainable parameters but no per-example gradient rule; "
-                            f"supported: {SUPPORTED} (not LayerNorm, Embedding, RNNs, ...)")
+            raise TypeError(
+                f"module {label} has trainable parameters but no per-example gradient rule; "
+                f"supported: {SUPPORTED} (not LayerNorm, Embedding, RNNs, ...)"
+            )
         extra = [n for n, _ in direct if n not in rule_cls.param_names]
         if extra:
-            raise TypeError(f"module {label} has unexpected parameters {extra} (weight-norm / spectral-norm "
-                            f"hooks?); supported: {SUPPORTED} with plain 'weight'/'bias'")
+            raise TypeError(
+                f"module {label} has unexpected parameters {extra} (weight-norm / spectral-norm "
+                f"hooks?); supported: {SUPPORTED} with plain 'weight'/'bias'"
+            )
         entries.append((mname, mod, rule_cls(mod)))
     return entries
 
 
-def run_pass(model: nn.Module, x: Tensor, cot: Cotangents = None, *, need_input: bool = True,
-             need_layers: bool = True) -> Pass:
+def run_pass(
+    model: nn.Module, x: Tensor, cot: Cotangents = None, *, need_input: bool = True, need_layers: bool = True
+) -> Pass:
     """Forward once, backward all cotangent rows once. ``cot=None``: the k one-hot rows.
 
     On the dense fast path the returned tensors may live in a per-thread workspace that the
@@ -135,12 +150,15 @@ def _generic_pass(model, x, cot, entries, need_input, need_layers) -> Pass:
     def make_hook(name):
         def hook(mod, inp, out):
             if id(mod) in saved:
-                raise ValueError(f"module '{name}' ({type(mod).__name__}) ran twice in one forward: shared "
-                                 f"weights across calls are not supported by the per-layer rules")
+                raise ValueError(
+                    f"module '{name}' ({type(mod).__name__}) ran twice in one forward: shared "
+                    f"weights across calls are not supported by the per-layer rules"
+                )
             h = inp[0]
             saved[id(mod)] = (h.detach(), h._version, out)
             # Later in-place ops (ReLU(inplace=True), `out += x`) must not rewrite the z we differentiate.
             return out.clone()
+
         return hook
 
     if need_layers:
@@ -157,8 +175,10 @@ def _generic_pass(model, x, cot, entries, need_input, need_layers) -> Pass:
     for name, mod, _ in ran:
         h, version, _ = saved[id(mod)]
         if h._version != version:
-            raise ValueError(f"the input of module '{name}' was modified in place later in the forward; "
-                             f"use out-of-place ops (inplace=False)")
+            raise ValueError(
+                f"the input of module '{name}' was modified in place later in the forward; "
+                f"use out-of-place ops (inplace=False)"
+            )
     with torch.no_grad():
         rows = onehot_rows(out) if cot is None else cot(out.detach())
     inputs = [saved[id(m)][2] for _, m, _ in ran] + ([xr] if need_input else [])

@@ -7,6 +7,7 @@ by hand it avoids vmap's batching overhead (the slow part on CPU); with one-hot 
 top layer's product is free (row i of δ_L W_L is the i-th row of W_L).
 ``theorem.py`` reuses ``parse``/``forward`` with ``strict=True``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,11 +18,28 @@ from torch import Tensor, nn
 from gclab.collect.metrics.workspace import NoWorkspace, workspace
 
 # Element-wise activations (exact type match: a subclass may change forward).
-ELEMENTWISE = frozenset({
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
-    nn.Tanhshrink, nn.LogSigmoid,
-})
+ELEMENTWISE = frozenset(
+    {
+        nn.ReLU,
+        nn.ReLU6,
+        nn.LeakyReLU,
+        nn.ELU,
+        nn.CELU,
+        nn.SELU,
+        nn.GELU,
+        nn.SiLU,
+        nn.Mish,
+        nn.Tanh,
+        nn.Sigmoid,
+        nn.Softplus,
+        nn.Softsign,
+        nn.Hardtanh,
+        nn.Hardswish,
+        nn.Hardsigmoid,
+        nn.Tanhshrink,
+        nn.LogSigmoid,
+    }
+)
 
 
 class NotChain(Exception):
@@ -31,24 +49,29 @@ class NotChain(Exception):
 @dataclass
 class Chain:
     ops: list[tuple[str, str, nn.Module]]  # (kind, name, module), kind in {"linear", "act"}
-    flatten: bool                           # a Flatten comes before the first Linear
+    flatten: bool  # a Flatten comes before the first Linear
 
 
 @dataclass
 class Forward:
     out: Tensor
-    h: list[Tensor]                  # input of each Linear (h_1 = x, flattened)
+    h: list[Tensor]  # input of each Linear (h_1 = x, flattened)
     linears: list[tuple[str, nn.Linear]]
-    d_pre: Tensor | None             # σ' of element-wise ops before the first Linear
-    d_after: list[Tensor | None]     # σ' of the element-wise ops after Linear l
+    d_pre: Tensor | None  # σ' of element-wise ops before the first Linear
+    d_after: list[Tensor | None]  # σ' of the element-wise ops after Linear l
 
 
 def _has_hooks(mod: nn.Module) -> bool:
     """Hooks may change what a module computes: such models take the autograd path."""
     g = nn.modules.module
-    return bool(mod._forward_hooks or mod._forward_pre_hooks or mod._backward_hooks
-                or getattr(mod, "_backward_pre_hooks", None)
-                or getattr(g, "_global_forward_hooks", None) or getattr(g, "_global_forward_pre_hooks", None))
+    return bool(
+        mod._forward_hooks
+        or mod._forward_pre_hooks
+        or mod._backward_hooks
+        or getattr(mod, "_backward_pre_hooks", None)
+        or getattr(g, "_global_forward_hooks", None)
+        or getattr(g, "_global_forward_pre_hooks", None)
+    )
 
 
 def _leaves(mod: nn.Module, prefix: str):
@@ -88,8 +111,9 @@ def parse(model: nn.Module, strict: bool = False) -> Chain | None:
         return Chain(ops, flatten)
     except NotChain as exc:
         if strict:
-            raise TypeError(f"expected a plain feed-forward nn.Sequential of Linear layers and element-wise "
-                            f"activations: {exc}") from None
+            raise TypeError(
+                f"expected a plain feed-forward nn.Sequential of Linear layers and element-wise activations: {exc}"
+            ) from None
         return None
 
 
@@ -102,9 +126,9 @@ def _act(mod: nn.Module, z: Tensor, owned: bool, ws, key) -> tuple[Tensor, Tenso
         a = getattr(z, name + "_")() if owned else getattr(torch, name)(z)
         d = ws.get(key, a.shape, a)
         if t is nn.ReLU:
-            return a, torch.sign(a, out=d)             # relu' = 1 where the output is > 0, else 0
+            return a, torch.sign(a, out=d)  # relu' = 1 where the output is > 0, else 0
         torch.mul(a, a, out=d).neg_()
-        return a, (d.add_(1) if t is nn.Tanh else d.add_(a))   # 1 − a², a − a²
+        return a, (d.add_(1) if t is nn.Tanh else d.add_(a))  # 1 − a², a − a²
     with torch.enable_grad():
         zz = z.detach().requires_grad_(True)
         a = mod(zz.clone() if getattr(mod, "inplace", False) else zz)

@@ -16,6 +16,7 @@ The ceiling ``bfd_ceiling`` counts the symmetries that hold for every input: the
 rescaling of each hidden ReLU unit, and for softmax outputs the common shift of the last
 layer's rows (softmax(f + c) = softmax(f)) and rank ≤ k − 1 per example.
 """
+
 from __future__ import annotations
 
 import copy
@@ -39,8 +40,8 @@ MAX_JACOBIAN_ENTRIES = 2**24
 @dataclass(frozen=True)
 class Rank:
     rank: int
-    sv: np.ndarray       # singular values of J, descending float64 (length min(b·k, P) or b·k)
-    tol: float           # threshold applied to sv
+    sv: np.ndarray  # singular values of J, descending float64 (length min(b·k, P) or b·k)
+    tol: float  # threshold applied to sv
     n_params: int
     method: str
 
@@ -57,11 +58,13 @@ def _cotangents(outputs: str):
     if outputs == "logits":
         return None
     if outputs == "softmax":
+
         def cot(out: Tensor) -> Tensor:
             # Row i is ∂ softmax_i / ∂f = s_i (e_i − s): the softmax Jacobian chained into the cotangents.
             s = torch.softmax(out, 1)
             eye = torch.eye(out.shape[1], dtype=out.dtype, device=out.device)
             return s.T.unsqueeze(-1) * (eye.unsqueeze(1) - s.unsqueeze(0))
+
         return cot
     raise ValueError(f"unknown outputs {outputs!r}; valid: {', '.join(OUTPUTS)}")
 
@@ -92,8 +95,9 @@ def param_jacobian(model: nn.Module, x: Tensor, *, outputs: str = "logits") -> T
 
 
 def _float64(model: nn.Module) -> nn.Module:
-    if all(t.dtype == torch.float64 for t in list(model.parameters()) + list(model.buffers())
-           if torch.is_floating_point(t)):
+    if all(
+        t.dtype == torch.float64 for t in list(model.parameters()) + list(model.buffers()) if torch.is_floating_point(t)
+    ):
         return model
     return copy.deepcopy(model).double()
 
@@ -133,8 +137,9 @@ def _n_outputs(model: nn.Module, x: Tensor) -> int:
         return model(x[:1]).shape[1]
 
 
-def functional_dimension(model: nn.Module, x: Tensor, *, outputs: str = "logits",
-                         return_spectrum: bool = False, method: str = "auto"):
+def functional_dimension(
+    model: nn.Module, x: Tensor, *, outputs: str = "logits", return_spectrum: bool = False, method: str = "auto"
+):
     """Rank of the (b·k) × P parameter Jacobian of the ``outputs`` ("logits" or "softmax") on
     the batch ``x`` (``rank_of``); with ``return_spectrum=True`` returns ``(rank, singular
     values)`` (descending numpy float64). Always computed in float64 (a float64 copy of the
@@ -164,7 +169,9 @@ def bfd_ceiling(model: nn.Module, b: int, k: int, *, outputs: str = "logits") ->
     if outputs == "logits":
         return min(b * k, free)
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    shift = (last.in_features if last.weight.requires_grad else 0) + (1 if last.bias is not None and last.bias.requires_grad else 0)
+    shift = (last.in_features if last.weight.requires_grad else 0) + (
+        1 if last.bias is not None and last.bias.requires_grad else 0
+    )
     return min(b * (k - 1), free - shift)
 
 
@@ -175,5 +182,8 @@ def spectrum_summary(sv: np.ndarray) -> dict[str, float]:
         return {"sv_max": 0.0, "sv_median_rel": 0.0, "effective_rank": 0.0}
     p = sv**2 / np.sum(sv**2)
     p = p[p > 0]
-    return {"sv_max": float(sv[0]), "sv_median_rel": float(np.median(sv) / sv[0]),
-            "effective_rank": float(np.exp(-np.sum(p * np.log(p))))}
+    return {
+        "sv_max": float(sv[0]),
+        "sv_median_rel": float(np.median(sv) / sv[0]),
+        "effective_rank": float(np.exp(-np.sum(p * np.log(p)))),
+    }

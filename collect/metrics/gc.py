@@ -1,4 +1,5 @@
 """Geometric complexity (paper Def. 2.1): per-example ||∇_x f(x)||_F², f = logits."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,9 @@ from torch import Tensor, nn
 from gclab.collect.metrics.capture import run_pass
 
 
-def geometric_complexity(model: nn.Module, x: Tensor, *, n_projections: int | None = None,
-                         generator: torch.Generator | None = None) -> Tensor:
+def geometric_complexity(
+    model: nn.Module, x: Tensor, *, n_projections: int | None = None, generator: torch.Generator | None = None
+) -> Tensor:
     """Per-example ||∇_x f(x)||_F², shape (b,); GC of the batch is its mean.
 
     ``n_projections=None``: exact, the k one-hot vector-Jacobian products in one batched
@@ -30,8 +32,9 @@ def projection_rows(out: Tensor, n: int, generator: torch.Generator | None = Non
     return v * (math.sqrt(k) / v.norm(dim=-1, keepdim=True))
 
 
-def geometric_complexity_estimate(model: nn.Module, x: Tensor, n_projections: int, *,
-                                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def geometric_complexity_estimate(
+    model: nn.Module, x: Tensor, n_projections: int, *, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Hutchinson / random-projection estimate of per-example GC and its standard error.
 
     Per example, n independent v uniform on the sphere of radius sqrt(k) (so E[v vᵀ] = I):

@@ -1,4 +1,5 @@
 """Other complexity measures for ranking against GC (Jiang et al. 2020)."""
+
 from __future__ import annotations
 
 import math
@@ -66,8 +67,16 @@ def batch_loss(out: Tensor, y: Tensor, loss: str) -> Tensor:
     raise ValueError(f"unknown loss {loss!r}; valid: cross_entropy, mse")
 
 
-def sharpness(model: nn.Module, x: Tensor, y: Tensor, *, loss: str = "cross_entropy", iters: int = 20,
-              tol: float = 1e-3, generator: torch.Generator | None = None) -> float:
+def sharpness(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    loss: str = "cross_entropy",
+    iters: int = 20,
+    tol: float = 1e-3,
+    generator: torch.Generator | None = None,
+) -> float:
     """Dominant eigenvalue of the Hessian of the batch loss w.r.t. the trainable parameters,
     by power iteration on Hessian-vector products (double backward). Returns the Rayleigh
     quotient vᵀHv of the last iterate; stops after ``iters`` HVPs or when it changes by less

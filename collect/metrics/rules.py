@@ -15,6 +15,7 @@ Gram blocks follow without ever forming per-example gradients for dense layers
 Only trainable parameters (``requires_grad``) count as θ: a frozen weight or bias simply
 drops its term.
 """
+
 from __future__ import annotations
 
 import torch
@@ -89,7 +90,7 @@ def _split(flat: Tensor, params: dict[str, Tensor]) -> dict[str, Tensor]:
     """A flat gradient (P,) in ``per_example`` order, as one tensor per trainable parameter."""
     out, i = {}, 0
     for name, p in params.items():
-        out[name] = flat[i:i + p.numel()].reshape(p.shape)
+        out[name] = flat[i : i + p.numel()].reshape(p.shape)
         i += p.numel()
     return out
 
@@ -183,8 +184,18 @@ class Conv2dRule(Rule):
             # The aten weight gradient (as loss.backward() runs it): ~6x faster than the unfold einsum.
             c = self.module
             out["weight"] = torch.ops.aten.convolution_backward(
-                delta, ctx[1], c.weight, None, c.stride, ctx[2], c.dilation, False, (0, 0), c.groups,
-                (False, True, False))[1]
+                delta,
+                ctx[1],
+                c.weight,
+                None,
+                c.stride,
+                ctx[2],
+                c.dilation,
+                False,
+                (0, 0),
+                c.groups,
+                (False, True, False),
+            )[1]
         if "bias" in self.trainable:
             out["bias"] = delta.sum((0, 2, 3))
         return out
@@ -197,24 +208,27 @@ class Conv2dRule(Rule):
     def row_terms(self, ctx, delta, w):
         A, G = ctx[0], self._delta(delta)
         if "weight" in self.trainable and _ghost_is_cheaper(A, G):
-            AA = torch.einsum("bgpt,bgps->bgts", A, A)   # shared by the m rows and the mixed row
+            AA = torch.einsum("bgpt,bgps->bgts", A, A)  # shared by the m rows and the mixed row
             d = mix(delta, w)
-            return (_seq_sq_norms(A, G, self.trainable, AA), _seq_sq_norms(A, self._delta(d[None]), self.trainable, AA)[0],
-                    self.grads(ctx, d))
+            return (
+                _seq_sq_norms(A, G, self.trainable, AA),
+                _seq_sq_norms(A, self._delta(d[None]), self.trainable, AA)[0],
+                self.grads(ctx, d),
+            )
         # Direct: the m rows' per-example gradients are formed anyway; the mixed row is their combination.
         m, b, g, q, T = G.shape
-        if m * b * g * q * A.shape[2] < SMALL_J:   # small: form J (m, b, P) and mix it (fewer, simpler kernels)
+        if m * b * g * q * A.shape[2] < SMALL_J:  # small: form J (m, b, P) and mix it (fewer, simpler kernels)
             S, pe, total = _mixed_from_per_example(self.per_example(ctx, delta), w)
             return S, pe, _split(total, self.trainable)
         S, pe, grads = G.new_zeros(m, b), G.new_zeros(b), {}
         if "weight" in self.trainable:
-            Jt = torch.einsum("bgpt,mbgqt->bgpmq", A, G)   # kept in the product's layout: no J-sized copy
-            S += _sq(Jt, -1).sum((1, 2)).T                  # the contiguous q first: measured 2-7x faster
-            Jw = (Jt * w.view(b, 1, 1, m, 1)).sum(3)        # (b, g, p, q)
+            Jt = torch.einsum("bgpt,mbgqt->bgpmq", A, G)  # kept in the product's layout: no J-sized copy
+            S += _sq(Jt, -1).sum((1, 2)).T  # the contiguous q first: measured 2-7x faster
+            Jw = (Jt * w.view(b, 1, 1, m, 1)).sum(3)  # (b, g, p, q)
             pe += _sq(Jw, -1).sum((1, 2))
             grads["weight"] = Jw.sum(0).transpose(1, 2).reshape(self.module.weight.shape)
         if "bias" in self.trainable:
-            B = G.sum(4)   # (m, b, g, q)
+            B = G.sum(4)  # (m, b, g, q)
             Bw = torch.einsum("bm,mbgq->bgq", w, B)
             S += _sq(B, (2, 3))
             pe += _sq(Bw, (1, 2))
@@ -257,7 +271,7 @@ def _seq_per_example(A: Tensor, G: Tensor, trainable) -> list[Tensor]:
         if 4 * A.shape[2] <= m * G.shape[3]:
             # A (p, T) on the left when p is small (a first layer's C_in·kh·kw): measured ~1.6x faster.
             parts.append(torch.einsum("bgpt,mbgqt->bgpmq", A, G).permute(3, 0, 1, 4, 2).reshape(m, b, -1))
-        else:   # otherwise G Aᵀ: its (m, b, q, p) copy moves whole rows (measured 1.3x faster at p ≈ m·q)
+        else:  # otherwise G Aᵀ: its (m, b, q, p) copy moves whole rows (measured 1.3x faster at p ≈ m·q)
             parts.append(torch.einsum("mbgqt,bgpt->mbgqp", G, A).reshape(m, b, -1))
     if "bias" in trainable:
         parts.append(G.sum(4).reshape(m, b, -1))

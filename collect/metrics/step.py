@@ -9,6 +9,7 @@ From the k one-hot rows δ_l^i of the one pass:
   C_B = ||∇L_B||² − 1/b² Σ_x ||∇L_x||²; so ||∇L_B||² = R_B + A_B + C_B by construction and
   the tests check each term against brute force separately.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,16 @@ from gclab.collect.metrics.capture import run_pass
 from gclab.collect.metrics.gc import projection_rows
 
 LOSSES = ("cross_entropy", "mse")
-KEYS = ("gc", "grad_norm_sq", "residual_term", "label_alignment", "batch_alignment",
-        "per_example_grad_norm_sq", "train_loss", "train_acc")
+KEYS = (
+    "gc",
+    "grad_norm_sq",
+    "residual_term",
+    "label_alignment",
+    "batch_alignment",
+    "per_example_grad_norm_sq",
+    "train_loss",
+    "train_acc",
+)
 
 
 def residuals(out: Tensor, y: Tensor, loss: str) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -31,7 +40,9 @@ def residuals(out: Tensor, y: Tensor, loss: str) -> tuple[Tensor, Tensor, Tensor
     b, k = out.shape
     if loss == "cross_entropy":
         if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8) or y.shape != (b,):
-            raise TypeError(f"cross_entropy needs integer class indices of shape ({b},), got {y.dtype} {tuple(y.shape)}")
+            raise TypeError(
+                f"cross_entropy needs integer class indices of shape ({b},), got {y.dtype} {tuple(y.shape)}"
+            )
         y = y.long()
         logp = F.log_softmax(out, 1)
         eps = logp.exp().scatter_add_(1, y[:, None], out.new_full((b, 1), -1.0))
@@ -48,9 +59,16 @@ def residuals(out: Tensor, y: Tensor, loss: str) -> tuple[Tensor, Tensor, Tensor
     raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
 
 
-def step_terms(model: nn.Module, x: Tensor, y: Tensor, *, loss: str = "cross_entropy",
-               set_grad: bool = False, n_projections: int | None = None,
-               generator: torch.Generator | None = None) -> dict[str, Tensor]:
+def step_terms(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    loss: str = "cross_entropy",
+    set_grad: bool = False,
+    n_projections: int | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
     """Tensor version of ``step_metrics`` with per-example detail:
     scalars (0-dim): the eight ``step_metrics`` keys (plus ``gc_stderr`` with projections);
     per example (b,): ``gc_x``, ``per_example_grad_sq`` (||∇_θ L_x||²), ``loss_x``; (b, k):
@@ -74,8 +92,8 @@ def step_terms(model: nn.Module, x: Tensor, y: Tensor, *, loss: str = "cross_ent
         out = p.out
         b, k = out.shape
         eps, loss_x, correct = saved["res"] if n is not None else residuals(out, y, loss)
-        S = out.new_zeros(k if n is None else n, b)        # exact: ||∇_θ f^i(x)||²; else ||∇_θ (v⊙ε)ᵀf||²
-        pe_b = out.new_zeros(b)                            # ||∇_θ L_x||² / b²
+        S = out.new_zeros(k if n is None else n, b)  # exact: ||∇_θ f^i(x)||²; else ||∇_θ (v⊙ε)ᵀf||²
+        pe_b = out.new_zeros(b)  # ||∇_θ L_x||² / b²
         grads, params = [], []
         # Exact: the k one-hot rows, mixed by ε/b. Hutchinson: rows n..2n (v ⊙ ε) and row 2n (ε/b) mixed by one-hot.
         w = eps / b if n is None else F.one_hot(torch.full((b,), n, device=out.device), n + 1).to(out.dtype)
@@ -86,7 +104,11 @@ def step_terms(model: nn.Module, x: Tensor, y: Tensor, *, loss: str = "cross_ent
             for name, g in g_l.items():
                 grads.append(g)
                 params.append(s.rule.trainable[name])
-        gsq = torch.stack(torch._foreach_norm(grads)).double().square().sum() if grads else out.new_zeros((), dtype=torch.float64)
+        gsq = (
+            torch.stack(torch._foreach_norm(grads)).double().square().sum()
+            if grads
+            else out.new_zeros((), dtype=torch.float64)
+        )
         if set_grad:
             for param, g in zip(params, grads):
                 param.grad = g.reshape(param.shape).to(param.dtype)
@@ -99,18 +121,27 @@ def step_terms(model: nn.Module, x: Tensor, y: Tensor, *, loss: str = "cross_ent
             e2S = (eps.square() * S.T).double().sum() / b**2
             logit_sq = S.T
         else:
-            draws = p.gx[:n].reshape(n, b, -1).square().sum(2).double()     # (n, b) unbiased GC samples
+            draws = p.gx[:n].reshape(n, b, -1).square().sum(2).double()  # (n, b) unbiased GC samples
             gc_x = draws.mean(0).to(out.dtype)
             extra["gc_stderr"] = draws.mean(1).std() / math.sqrt(n) if n > 1 else nan
             e2S = S.double().sum() / (n * b**2)
             logit_sq = torch.full_like(eps, math.nan)
         pe_sum = pe_b.double().sum()
         return {
-            "gc": gc_x.double().mean(), "grad_norm_sq": gsq, "residual_term": e2S, "label_alignment": pe_sum - e2S,
-            "batch_alignment": gsq - pe_sum, "per_example_grad_norm_sq": pe_sum * b,
+            "gc": gc_x.double().mean(),
+            "grad_norm_sq": gsq,
+            "residual_term": e2S,
+            "label_alignment": pe_sum - e2S,
+            "batch_alignment": gsq - pe_sum,
+            "per_example_grad_norm_sq": pe_sum * b,
             "train_loss": loss_x.double().mean(),
-            "train_acc": nan if correct is None else correct.double().mean(), **extra,
-            "gc_x": gc_x, "per_example_grad_sq": pe_b * b**2, "loss_x": loss_x, "logit_grad_sq": logit_sq, "residual": eps,
+            "train_acc": nan if correct is None else correct.double().mean(),
+            **extra,
+            "gc_x": gc_x,
+            "per_example_grad_sq": pe_b * b**2,
+            "loss_x": loss_x,
+            "logit_grad_sq": logit_sq,
+            "residual": eps,
         }
 
 
@@ -127,9 +158,16 @@ def per_example_grad_norms(model: nn.Module, x: Tensor, y: Tensor, *, loss: str 
         return total
 
 
-def step_metrics(model: nn.Module, x: Tensor, y: Tensor, *, loss: str = "cross_entropy",
-                 set_grad: bool = False, n_projections: int | None = None,
-                 generator: torch.Generator | None = None) -> dict[str, float]:
+def step_metrics(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    loss: str = "cross_entropy",
+    set_grad: bool = False,
+    n_projections: int | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
     """Every per-step metric from one forward and one batched backward.
 
     Returns ``gc`` (mean_x ||∇_x f(x)||_F²), ``grad_norm_sq`` (||∇_θ L_B||²), ``residual_term``

@@ -10,6 +10,7 @@ Why not ``autograd.grad(..., is_grads_batched=True)``: vmap over the autograd gr
 works; a call outside the supported set (or any in-place op) raises ``NotTape`` and the
 caller falls back to the generic autograd path — same numbers, slower.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,8 +47,9 @@ def _maxpool_args(input, kernel_size, stride=None, padding=0, dilation=1, ceil_m
     return locals()
 
 
-def _avgpool_args(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-                  divisor_override=None):
+def _avgpool_args(
+    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+):
     return locals()
 
 
@@ -68,29 +70,80 @@ def _dropout_args(input, p=0.5, training=True, inplace=False):
 
 
 CONV, LINEAR, BN = "conv", "linear", "bn"
-_KIND = {F.conv2d: CONV, F.linear: LINEAR, F.batch_norm: BN,
-         F.max_pool2d: "maxpool", F.avg_pool2d: "avgpool", F.adaptive_avg_pool2d: "adaptive",
-         torch.Tensor.add: "add", torch.Tensor.__add__: "add", torch.Tensor.__radd__: "add", torch.add: "add"}
-_BIND = {CONV: _conv_args, LINEAR: _linear_args, BN: _bn_args, "maxpool": _maxpool_args,
-         "avgpool": _avgpool_args, "adaptive": _adaptive_args, "add": _add_args, "act": _act_args,
-         "dropout": _dropout_args}
+_KIND = {
+    F.conv2d: CONV,
+    F.linear: LINEAR,
+    F.batch_norm: BN,
+    F.max_pool2d: "maxpool",
+    F.avg_pool2d: "avgpool",
+    F.adaptive_avg_pool2d: "adaptive",
+    torch.Tensor.add: "add",
+    torch.Tensor.__add__: "add",
+    torch.Tensor.__radd__: "add",
+    torch.add: "add",
+}
+_BIND = {
+    CONV: _conv_args,
+    LINEAR: _linear_args,
+    BN: _bn_args,
+    "maxpool": _maxpool_args,
+    "avgpool": _avgpool_args,
+    "adaptive": _adaptive_args,
+    "add": _add_args,
+    "act": _act_args,
+    "dropout": _dropout_args,
+}
 # Element-wise activations: relu and tanh by closed form, the rest by autograd on the b-batch.
-_ACTS = {F.relu, torch.relu, torch.Tensor.relu, torch.tanh, torch.Tensor.tanh, F.tanh, torch.sigmoid,
-         torch.Tensor.sigmoid, F.sigmoid, F.gelu, F.elu, F.silu, F.leaky_relu, F.softplus, F.mish, F.hardtanh,
-         F.relu6, F.selu, F.celu, F.hardswish}
-_RESHAPES = {torch.flatten, torch.Tensor.flatten, torch.Tensor.view, torch.Tensor.reshape, torch.reshape,
-             torch.Tensor.unflatten, torch.Tensor.unsqueeze, torch.Tensor.squeeze}
+_ACTS = {
+    F.relu,
+    torch.relu,
+    torch.Tensor.relu,
+    torch.tanh,
+    torch.Tensor.tanh,
+    F.tanh,
+    torch.sigmoid,
+    torch.Tensor.sigmoid,
+    F.sigmoid,
+    F.gelu,
+    F.elu,
+    F.silu,
+    F.leaky_relu,
+    F.softplus,
+    F.mish,
+    F.hardtanh,
+    F.relu6,
+    F.selu,
+    F.celu,
+    F.hardswish,
+}
+_RESHAPES = {
+    torch.flatten,
+    torch.Tensor.flatten,
+    torch.Tensor.view,
+    torch.Tensor.reshape,
+    torch.reshape,
+    torch.Tensor.unflatten,
+    torch.Tensor.unsqueeze,
+    torch.Tensor.squeeze,
+}
 _IDENTITY = {torch.Tensor.contiguous, torch.Tensor.clone}
-_PASSIVE = {torch.Tensor.dim, torch.Tensor.size, torch.Tensor.shape.__get__, torch.Tensor.numel,
-            torch.Tensor.dtype.__get__, torch.Tensor.device.__get__, torch.Tensor.requires_grad.__get__}
+_PASSIVE = {
+    torch.Tensor.dim,
+    torch.Tensor.size,
+    torch.Tensor.shape.__get__,
+    torch.Tensor.numel,
+    torch.Tensor.dtype.__get__,
+    torch.Tensor.device.__get__,
+    torch.Tensor.requires_grad.__get__,
+}
 
 
 @dataclass
 class Op:
     kind: str
     func: Any
-    a: dict            # bound arguments
-    ins: list[int]     # ids of tracked tensor inputs
+    a: dict  # bound arguments
+    ins: list[int]  # ids of tracked tensor inputs
     out: Tensor
     extra: Any = None  # max-pool indices
 
@@ -99,7 +152,7 @@ class _Recorder(TorchFunctionMode):
     def __init__(self, x: Tensor, params: dict[int, str]):
         super().__init__()
         self.tracked = {id(x): x}
-        self.params = params   # id(trainable parameter) -> its name: only layer ops may touch them
+        self.params = params  # id(trainable parameter) -> its name: only layer ops may touch them
         self.ops: list[Op] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -108,8 +161,17 @@ class _Recorder(TorchFunctionMode):
             return func(*args, **kwargs)
         flat = list(args) + list(kwargs.values())
         ins = [id(t) for t in flat if isinstance(t, Tensor) and id(t) in self.tracked]
-        kind = _KIND.get(func) or ("dropout" if func is F.dropout else "act" if func in _ACTS else "reshape" if func in _RESHAPES
-                                   else "identity" if func in _IDENTITY else None)
+        kind = _KIND.get(func) or (
+            "dropout"
+            if func is F.dropout
+            else "act"
+            if func in _ACTS
+            else "reshape"
+            if func in _RESHAPES
+            else "identity"
+            if func in _IDENTITY
+            else None
+        )
         touched = [self.params[id(t)] for t in flat if isinstance(t, Tensor) and id(t) in self.params]
         if touched and kind not in (CONV, LINEAR, BN):
             raise NotTape(f"parameter {touched[0]} used by {getattr(func, '__name__', func)}")
@@ -143,8 +205,7 @@ class _Recorder(TorchFunctionMode):
 
     def _check(self, kind, a, ins, out, name):
         inp = a.get("input")
-        if kind in (CONV, LINEAR, BN, "maxpool", "avgpool", "adaptive", "act", "reshape", "identity",
-                    "dropout"):
+        if kind in (CONV, LINEAR, BN, "maxpool", "avgpool", "adaptive", "act", "reshape", "identity", "dropout"):
             if ins != [id(inp)]:
                 raise NotTape(f"{name}: only its first argument may depend on the input")
         if kind == CONV and (isinstance(a["padding"], str) or inp.dim() != 4):
@@ -194,8 +255,10 @@ def vjp(op: Op, g: Tensor, m: int, inplace: bool = False, buf=None) -> Tensor:
         # conv_transpose2d, not nn.grad.conv2d_input: measured up to 1.9x faster on CPU (docs/METRICS.md).
         st, pad, dil = (_pair(a[n]) for n in ("stride", "padding", "dilation"))
         kh, kw = a["weight"].shape[-2:]
-        extra = [inp.shape[2 + i] - ((g.shape[2 + i] - 1) * st[i] - 2 * pad[i] + dil[i] * ((kh, kw)[i] - 1) + 1)
-                 for i in range(2)]
+        extra = [
+            inp.shape[2 + i] - ((g.shape[2 + i] - 1) * st[i] - 2 * pad[i] + dil[i] * ((kh, kw)[i] - 1) + 1)
+            for i in range(2)
+        ]
         return F.conv_transpose2d(g, a["weight"], None, st, pad, extra, a["groups"], dil)
     if k == LINEAR:
         return g @ a["weight"]
@@ -226,8 +289,15 @@ def vjp(op: Op, g: Tensor, m: int, inplace: bool = False, buf=None) -> Tensor:
         return gi.scatter_add_(3, idx, g.reshape(b, m, C, -1)).reshape(m * b, *inp.shape[1:])
     if k == "avgpool":
         return torch.ops.aten.avg_pool2d_backward(
-            g, _expand_like(inp, m), a["kernel_size"], a["stride"] or a["kernel_size"], a["padding"],
-            a["ceil_mode"], a["count_include_pad"], a["divisor_override"])
+            g,
+            _expand_like(inp, m),
+            a["kernel_size"],
+            a["stride"] or a["kernel_size"],
+            a["padding"],
+            a["ceil_mode"],
+            a["count_include_pad"],
+            a["divisor_override"],
+        )
     if k == "adaptive":
         H, W = inp.shape[-2:]
         if tuple(op.out.shape[-2:]) == (1, 1):
@@ -246,15 +316,16 @@ _INPLACE = {"act", "bn"}
 _FRESH = {CONV, LINEAR, "maxpool", "avgpool"}
 
 
-def backward(x: Tensor, out: Tensor, ops: list[Op], rows: Tensor, need_input: bool,
-             layer_ids: set[int]) -> tuple[dict[int, Tensor], Tensor | None]:
+def backward(
+    x: Tensor, out: Tensor, ops: list[Op], rows: Tensor, need_input: bool, layer_ids: set[int]
+) -> tuple[dict[int, Tensor], Tensor | None]:
     """Cotangents (b·m, *out) of every layer-op output in ``layer_ids`` (by id of the output) and
     of x. Rows are folded example-major, (b, m) -> b·m, so that a rule's per-example products
     see each example's m rows as one contiguous matrix (no copy before its matmul)."""
     m, b = rows.shape[:2]
     ws = workspace()
     cot: dict[int, Tensor] = {id(out): rows.transpose(0, 1).reshape(b * m, *out.shape[1:])}
-    owned: set[int] = set()   # ids of cotangents no other tensor aliases
+    owned: set[int] = set()  # ids of cotangents no other tensor aliases
     deltas: dict[int, Tensor] = {}
     for pos in range(len(ops) - 1, -1, -1):
         op = ops[pos]
@@ -264,14 +335,14 @@ def backward(x: Tensor, out: Tensor, ops: list[Op], rows: Tensor, need_input: bo
         mine = id(g) in owned
         owned.discard(id(g))
         if id(op.out) in layer_ids:
-            deltas[id(op.out)], mine = g, False   # the rule reads it later
+            deltas[id(op.out)], mine = g, False  # the rule reads it later
         if op.kind == "add":
             targets = [(i, g, mine and len(op.ins) == 1) for i in op.ins]
         else:
             if op.ins == [id(x)] and not need_input:
                 continue
             inplace = mine and op.kind in _INPLACE
-            gi = vjp(op, g, m, inplace, lambda shape: ws.get(("tape", pos), shape, g))
+            gi = vjp(op, g, m, inplace, lambda shape: ws.get(("tape", pos), shape, g))  # noqa: B023 — called at once
             fresh = op.kind in _FRESH or inplace or (mine and op.kind in ("reshape", "identity"))
             targets = [(op.ins[0], gi, fresh)]
         for i, gi, fresh in targets:
@@ -324,7 +395,7 @@ def run(model: nn.Module, x: Tensor, cot, entries, *, need_input: bool, need_lay
                 seen.add(id(hit[1]))
                 layer_ops.append((op, hit))
     rows = onehot_rows(out) if cot is None else cot(out)
-    m, b = rows.shape[0], x.shape[0]
+    m = rows.shape[0]
     deltas, gx = backward(x, out, ops, rows, need_input, {id(op.out) for op, _ in layer_ops})
     layers = []
     for op, (name, mod, rule) in layer_ops:

@@ -8,6 +8,7 @@ the 1/sqrt(min(d,k)) factor (it still holds: per layer ``||∇_{W_l,b_l} f||² =
 
 All Linear layers count, frozen or not (the theorem is about the full θ).
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,8 +17,8 @@ from torch import Tensor, nn
 from gclab.collect.metrics import chain
 from gclab.collect.metrics.capture import _check_out, check_model
 
-_EXACT_BUDGET = 4e8      # multiply-adds allowed for exact batched Jacobians
-_EXACT_MEMORY = 3e7      # elements of the largest batched Jacobian
+_EXACT_BUDGET = 4e8  # multiply-adds allowed for exact batched Jacobians
+_EXACT_MEMORY = 3e7  # elements of the largest batched Jacobian
 
 
 def _fwd(fw: chain.Forward, V: Tensor, l: int) -> Tensor:
@@ -71,8 +72,9 @@ def _power(fw: chain.Forward, l: int, b: int, d: int, iters: int, tol: float, ge
     return lam[0].sqrt()
 
 
-def input_jacobian_specs(fw: chain.Forward, *, method: str = "auto", power_iters: int = 2000,
-                         power_tol: float | None = None, generator=None) -> Tensor:
+def input_jacobian_specs(
+    fw: chain.Forward, *, method: str = "auto", power_iters: int = 2000, power_tol: float | None = None, generator=None
+) -> Tensor:
     """(b, L): σ_max(∇_x h_l(x)) per example and Linear layer; h_1 = x gives 1 (or max|σ'|
     if element-wise ops precede the first Linear)."""
     b, d = fw.h[0].shape
@@ -89,13 +91,15 @@ def input_jacobian_specs(fw: chain.Forward, *, method: str = "auto", power_iters
         return torch.stack(cols, 1)
     macs = sum(widths[j] * widths[j + 1] for j in range(L - 1))
     fwd_cost, fwd_mem = b * d * (macs + d * max(widths)), b * d * max(widths)
-    rev_cost = sum(b * widths[l] * (sum(widths[j] * widths[j + 1] for j in range(l)) + widths[l] * d)
-                   for l in range(1, L))
+    rev_cost = sum(
+        b * widths[l] * (sum(widths[j] * widths[j + 1] for j in range(l)) + widths[l] * d) for l in range(1, L)
+    )
     rev_mem = b * max(widths[1:]) * max(d, max(widths))
     if method == "auto":
         # Exact whenever it costs no more than a typical power iteration run (~200 JVP+VJP pairs).
-        power_cost = 200 * 2 * b * sum(sum(widths[j] * widths[j + 1] for j in range(l)) + widths[l] * d
-                                       for l in range(1, L))
+        power_cost = (
+            200 * 2 * b * sum(sum(widths[j] * widths[j + 1] for j in range(l)) + widths[l] * d for l in range(1, L))
+        )
         budget = max(_EXACT_BUDGET, power_cost)
         if fwd_cost <= min(rev_cost, budget) and fwd_mem <= _EXACT_MEMORY:
             method = "forward"
@@ -127,8 +131,15 @@ def input_jacobian_specs(fw: chain.Forward, *, method: str = "auto", power_iters
     return torch.stack(cols, 1)
 
 
-def theorem_terms(model: nn.Module, x: Tensor, *, method: str = "auto", power_iters: int = 2000,
-                  power_tol: float | None = None, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+def theorem_terms(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    method: str = "auto",
+    power_iters: int = 2000,
+    power_tol: float | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
     """Theorem 5.1 terms per example for a plain ``nn.Sequential`` of Linear layers and
     element-wise activations (anything else: TypeError naming the module).
 
@@ -163,12 +174,13 @@ def theorem_terms(model: nn.Module, x: Tensor, *, method: str = "auto", power_it
         bias = torch.tensor([lin.bias is not None for _, lin in fw.linears], device=x.device)
         h_norm_sq = torch.stack([h.square().sum(1) for h in fw.h], 1)
         one = bias.to(h_norm_sq.dtype)
-        dsq = torch.stack([dl.square().sum((0, 2)) for dl in deltas], 1)     # ||∂f/∂z_l||_F²
+        dsq = torch.stack([dl.square().sum((0, 2)) for dl in deltas], 1)  # ||∂f/∂z_l||_F²
         grad_theta_sq = (dsq * (h_norm_sq + one)).sum(1)
         wspec = torch.stack([torch.linalg.matrix_norm(lin.weight.detach(), ord=2) for _, lin in fw.linears])
         weight_spec = wspec.to(h_norm_sq.dtype).expand(b, -1).contiguous()
-        jspec = input_jacobian_specs(fw, method=method, power_iters=power_iters, power_tol=power_tol,
-                                     generator=generator)
+        jspec = input_jacobian_specs(
+            fw, method=method, power_iters=power_iters, power_tol=power_tol, generator=generator
+        )
         num, den = h_norm_sq + one, (weight_spec * jspec).square()
         inf = torch.full_like(num, float("inf"))
         t_tight = torch.where(den > 0, num / den.clamp(min=torch.finfo(den.dtype).tiny), inf)
@@ -178,10 +190,18 @@ def theorem_terms(model: nn.Module, x: Tensor, *, method: str = "auto", power_it
         bound, bound_tight = grad_theta_sq / s, grad_theta_sq / s_tight
         rtol = 1e-9 if gc_x.dtype == torch.float64 else 1e-4
         return {
-            "gc_x": gc_x, "grad_theta_sq": grad_theta_sq,
-            "transfer_sq_sum": s, "transfer_sq_sum_tight": s_tight,
-            "bound": bound, "bound_tight": bound_tight,
-            "holds": gc_x <= bound * (1 + rtol), "holds_tight": gc_x <= bound_tight * (1 + rtol),
-            "h_norm_sq": h_norm_sq, "weight_spec": weight_spec, "input_jac_spec": jspec,
-            "transfer_sq": t_paper, "transfer_sq_tight": t_tight, "has_bias": bias.expand(b, -1),
+            "gc_x": gc_x,
+            "grad_theta_sq": grad_theta_sq,
+            "transfer_sq_sum": s,
+            "transfer_sq_sum_tight": s_tight,
+            "bound": bound,
+            "bound_tight": bound_tight,
+            "holds": gc_x <= bound * (1 + rtol),
+            "holds_tight": gc_x <= bound_tight * (1 + rtol),
+            "h_norm_sq": h_norm_sq,
+            "weight_spec": weight_spec,
+            "input_jac_spec": jspec,
+            "transfer_sq": t_paper,
+            "transfer_sq_tight": t_tight,
+            "has_bias": bias.expand(b, -1),
         }

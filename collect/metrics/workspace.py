@@ -5,6 +5,7 @@ than the arithmetic on them on this kind of VM (measured: chain backward 3.2 ms 
 single-threaded; the CNN suite of docs/METRICS.md 4300 -> 5 page faults per step). A tensor
 taken from here lives until the next pass in the same thread.
 """
+
 from __future__ import annotations
 
 import math

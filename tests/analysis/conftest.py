@@ -1,5 +1,6 @@
 """Planted stores built from the shipped sweeps (planted.store): on disk in the real Parquet layout
 read through store.db views, or in memory for the repeated null stores of the calibration checks."""
+
 from __future__ import annotations
 
 from collections import Counter

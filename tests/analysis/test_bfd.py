@@ -33,8 +33,10 @@ def test_bfd_decreases_stays_below_the_full_dimension_per_output(tmp_path):
 def test_rising_bfd_and_a_low_full_dimension_are_contradicted():
     # FFD 20% under its ceiling; training inputs start 10% above it and rise by 5%.
     fx = {"bfd_drop": -0.05, "bfd_random_gap": -0.1, "ffd_deficit": 0.2}
-    assert verdicts(bfd, sweeps=["bfd"], effects=fx, tables=["runs", "evals", "fdim"]) == \
-        (["contradicted"] * 4 + ["supported"]) * 2
+    assert (
+        verdicts(bfd, sweeps=["bfd"], effects=fx, tables=["runs", "evals", "fdim"])
+        == (["contradicted"] * 4 + ["supported"]) * 2
+    )
 
 
 def test_a_full_dimension_off_its_plateau_fails_the_check():
@@ -46,8 +48,9 @@ def test_a_full_dimension_off_its_plateau_fails_the_check():
 
 
 def test_bfd_nulls_are_calibrated():
-    counts = null_counts(bfd, 30, keep=lambda c: c.filter(TESTS), sweeps=["bfd"], effects=NULL,
-                         tables=["runs", "evals", "fdim"])
+    counts = null_counts(
+        bfd, 30, keep=lambda c: c.filter(TESTS), sweeps=["bfd"], effects=NULL, tables=["runs", "evals", "fdim"]
+    )
     assert_calibrated(counts, 30 * 8)
 
 

@@ -31,8 +31,9 @@ def test_single_seed_store_gives_insufficient_data_where_seeds_are_needed(tmp_pa
     write_planted_store(tmp_path, seeds=1, cadence=CADENCE)
     with connect(tmp_path, warn=False) as con:
         table = claims_table(con)
-    seeded = table.filter((pl.col("experiment").is_in(SEEDED) | pl.col("claim").str.contains("h/b"))
-                          & (pl.col("kind") != "check"))  # the bfd plateau check needs no seeds
+    seeded = table.filter(
+        (pl.col("experiment").is_in(SEEDED) | pl.col("claim").str.contains("h/b")) & (pl.col("kind") != "check")
+    )  # the bfd plateau check needs no seeds
     assert seeded.height > 15 and set(seeded["verdict"]) == {"insufficient data"}
     assert not table["statistic"].str.contains("analysis failed").any()
 
@@ -66,23 +67,41 @@ def test_holm_matches_statsmodels_and_demotes_only_paper_rows():
     from statsmodels.stats.multitest import multipletests
 
     p = [0.001, 0.02, 0.04, 0.03, 0.5]
-    rows = pl.DataFrame({"claim": list("abcde") + ["f"], "kind": ["paper"] * 5 + ["condition"],
-                         "p_value": p + [0.04], "statistic": ["s"] * 6,
-                         "verdict": ["supported", "supported", "contradicted", "supported", "inconclusive",
-                                     "supported"], "p_adjusted": [None] * 6}, schema_overrides={"p_adjusted": pl.Float64})
+    rows = pl.DataFrame(
+        {
+            "claim": list("abcde") + ["f"],
+            "kind": ["paper"] * 5 + ["condition"],
+            "p_value": p + [0.04],
+            "statistic": ["s"] * 6,
+            "verdict": ["supported", "supported", "contradicted", "supported", "inconclusive", "supported"],
+            "p_adjusted": [None] * 6,
+        },
+        schema_overrides={"p_adjusted": pl.Float64},
+    )
     out = holm(rows)
     expected = multipletests(p, method="holm")[1]
     # By hand: sorted 0.001, 0.02, 0.03, 0.04, 0.5 × 5, 4, 3, 2, 1 with running max → 0.005, 0.08, 0.09, 0.09, 0.5.
     assert out["p_adjusted"].to_list()[:5] == list(expected) and list(expected) == [0.005, 0.08, 0.09, 0.09, 0.5]
-    assert out["verdict"].to_list() == ["supported", "inconclusive", "inconclusive", "inconclusive", "inconclusive",
-                                        "supported"]
+    assert out["verdict"].to_list() == [
+        "supported",
+        "inconclusive",
+        "inconclusive",
+        "inconclusive",
+        "inconclusive",
+        "supported",
+    ]
     assert out["p_adjusted"][5] is None and "Holm" in out["statistic"][1]
 
 
 def test_cli_prints_a_json_list_of_claims(default_store):
     python = str(VENV_PY if VENV_PY.exists() else sys.executable)
-    proc = subprocess.run([python, "-m", "analysis", "claims", "--data", str(default_store), "--json"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [python, "-m", "analysis", "claims", "--data", str(default_store), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert isinstance(rows, list) and len(rows) >= 25

@@ -30,8 +30,10 @@ def test_an_interpolating_net_is_equivalent_to_the_minimal_interpolant_and_gc_gr
 
 
 def test_the_zero_function_and_a_straight_line_fit_fail_the_arc_length_test():
-    for name, fx in [("zero function", {"fig1_fit": 0.0, "fig1_line": 0.0}),
-                     ("least-squares line", {"fig1_fit": 0.0, "fig1_line": 1.0})]:
+    for name, fx in [
+        ("zero function", {"fig1_fit": 0.0, "fig1_line": 0.0}),
+        ("least-squares line", {"fig1_fit": 0.0, "fig1_line": 1.0}),
+    ]:
         a = fig1.analyze(memory(sweeps=["fig1"], effects=fx))
         row = a.claims.filter(ARC).row(0, named=True)
         assert row["verdict"] == "contradicted", (name, row)
@@ -50,8 +52,9 @@ def test_a_wiggly_fit_is_far_from_the_minimal_interpolant(tmp_path):
 
 def test_gc_starting_high_is_contradicted():
     # GC at init equal to its final value: far above the 10% the claim allows.
-    assert verdicts(fig1, keep=lambda c: c.filter(GROWS), sweeps=["fig1"], effects={"fig1_gc_start": 1.0}) \
-        == ["contradicted"]
+    assert verdicts(fig1, keep=lambda c: c.filter(GROWS), sweeps=["fig1"], effects={"fig1_gc_start": 1.0}) == [
+        "contradicted"
+    ]
 
 
 def test_gc_growth_is_calibrated_at_the_boundary():

@@ -1,11 +1,11 @@
-import pyarrow.parquet as pq
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from gclab.analysis import igr
-from gclab.store.layout import run_dir
 from gclab.planted.calibrate import TARGET_FPR
+from gclab.store.layout import run_dir
 from tests.analysis.conftest import assert_calibrated, build, null_counts, verdicts
 
 HB = pl.col("claim") == igr.HB_CLAIM
@@ -14,8 +14,14 @@ HB = pl.col("claim") == igr.HB_CLAIM
 def brute_ols(runs: pl.DataFrame) -> np.ndarray:
     """Least squares of log GC on [1, log h, log b, seed indicators] by numpy lstsq."""
     seeds = sorted(set(runs["seed"]))
-    X = np.column_stack([np.ones(runs.height), np.log(runs["lr"]), np.log(runs["batch_size"]),
-                         *[(runs["seed"] == s).to_numpy().astype(float) for s in seeds[1:]]])
+    X = np.column_stack(
+        [
+            np.ones(runs.height),
+            np.log(runs["lr"]),
+            np.log(runs["batch_size"]),
+            *[(runs["seed"] == s).to_numpy().astype(float) for s in seeds[1:]],
+        ]
+    )
     return np.linalg.lstsq(X, np.log(runs["gc"].to_numpy()), rcond=None)[0]
 
 
@@ -25,8 +31,9 @@ def test_identity_holds_and_gc_falls_with_h_over_b(tmp_path):
     assert a.claims["kind"].to_list() == ["check", "paper", "paper", "paper", "condition"]
     assert a.claims["value"][0] <= 1e-12 and a.tables["violations"].is_empty()
     beta = brute_ols(a.tables["h_over_b"])
-    assert a.claims["value"][1:].to_list() == pytest.approx([beta[1], beta[2], (beta[1] - beta[2]) / 2,
-                                                            beta[1] + beta[2]], abs=1e-9)
+    assert a.claims["value"][1:].to_list() == pytest.approx(
+        [beta[1], beta[2], (beta[1] - beta[2]) / 2, beta[1] + beta[2]], abs=1e-9
+    )
     assert -0.5 < a.claims["value"][3] < -0.1  # planted elasticity −0.3 along h/b
     assert a.tables["h_over_b"].height == 27 - 2 and a.tables["excluded"]["n_excluded"].to_list() == [2]
     assert a.claims["statistic"][1:].str.contains("2 of 27 completed runs excluded").all()
@@ -36,8 +43,9 @@ def test_identity_holds_and_gc_falls_with_h_over_b(tmp_path):
 
 def test_same_sign_lr_and_batch_effects_break_the_h_over_b_condition():
     # d log GC/d log h = −0.3, d log GC/d log b = +0.3 − 0.6 = −0.3: both effects fall, as the issue measured.
-    got = verdicts(igr, keep=lambda c: c.filter(pl.col("kind") != "check"), sweeps=["igr"],
-                   effects={"igr_b_extra": -0.6})
+    got = verdicts(
+        igr, keep=lambda c: c.filter(pl.col("kind") != "check"), sweeps=["igr"], effects={"igr_b_extra": -0.6}
+    )
     assert got == ["supported", "contradicted", "inconclusive", "contradicted"]
 
 

@@ -31,8 +31,11 @@ def brute_granulated(rows: list[dict], measure: str, axes: list[str]) -> dict[st
         for r in rows:
             key = (r["sweep"], r["seed"], *[r[a] for a in axes if a != axis])
             groups.setdefault(key, []).append(r)
-        taus = [brute_tau_b([r[measure] for r in g], [r["gen_gap"] for r in g]) for g in groups.values()
-                if len({r[axis] for r in g}) >= 2]
+        taus = [
+            brute_tau_b([r[measure] for r in g], [r["gen_gap"] for r in g])
+            for g in groups.values()
+            if len({r[axis] for r in g}) >= 2
+        ]
         taus = [t for t in taus if not math.isnan(t)]
         out[axis] = sum(taus) / len(taus) if taus else None
     return out
@@ -44,8 +47,16 @@ def test_hand_checked_example():
     # Axis lr (groups batch=16: m 1 2 3 vs g 1 3 2 → (2 − 1)/3; batch=32 the same) → ψ_lr = 1/3.
     # Axis batch (groups lr=…: pairs (1,4)/(1,4), (2,5)/(3,6), (3,6)/(2,5), all concordant) → ψ_batch = 1.
     # Ψ = (1/3 + 1)/2 = 2/3.
-    runs = pl.DataFrame({"sweep": ["s"] * 6, "seed": [0] * 6, "lr": [0.1, 0.2, 0.3] * 2,
-                         "batch_size": [16] * 3 + [32] * 3, "m": [1.0, 2, 3, 4, 5, 6], "gen_gap": [1.0, 3, 2, 4, 6, 5]})
+    runs = pl.DataFrame(
+        {
+            "sweep": ["s"] * 6,
+            "seed": [0] * 6,
+            "lr": [0.1, 0.2, 0.3] * 2,
+            "batch_size": [16] * 3 + [32] * 3,
+            "m": [1.0, 2, 3, 4, 5, 6],
+            "gen_gap": [1.0, 3, 2, 4, 6, 5],
+        }
+    )
     table, per_axis = measures.ranking(runs, ["m"], ["lr", "batch_size"])
     row = table.row(0, named=True)
     assert row["kendall_tau"] == pytest.approx(11 / 15) and row["granulated_tau"] == pytest.approx(2 / 3)
@@ -58,8 +69,18 @@ def test_matches_brute_force_with_ties_and_missing_runs():
     rng = np.random.default_rng(3)
     grid = list(itertools.product([0.01, 0.1, 1.0], [16, 64], [8, 32], [0, 1]))
     keep = rng.choice(len(grid), size=19, replace=False)
-    rows = [{"sweep": "s", "lr": grid[i][0], "batch_size": grid[i][1], "width": grid[i][2], "seed": grid[i][3],
-             "m": float(rng.integers(0, 4)), "gen_gap": float(rng.integers(0, 3))} for i in sorted(keep)]
+    rows = [
+        {
+            "sweep": "s",
+            "lr": grid[i][0],
+            "batch_size": grid[i][1],
+            "width": grid[i][2],
+            "seed": grid[i][3],
+            "m": float(rng.integers(0, 4)),
+            "gen_gap": float(rng.integers(0, 3)),
+        }
+        for i in sorted(keep)
+    ]
     runs = pl.DataFrame(rows)
     axes = ["lr", "batch_size", "width"]
     table, per_axis = measures.ranking(runs, ["m"], axes)
@@ -94,12 +115,25 @@ def test_null_correlation_is_calibrated():
 
 def test_psi_permutation_p_matches_exact_enumeration():
     # Two seeds × lr ∈ 3 levels: every within-seed permutation of the gap (3! × 3! = 36) enumerated by hand.
-    runs = pl.DataFrame({"sweep": ["s"] * 6, "seed": [0, 0, 0, 1, 1, 1], "lr": [0.1, 0.2, 0.3] * 2,
-                         "m": [1.0, 2, 3, 1.5, 2.5, 3.5], "gen_gap": [0.1, 0.3, 0.2, 0.1, 0.2, 0.3]})
+    runs = pl.DataFrame(
+        {
+            "sweep": ["s"] * 6,
+            "seed": [0, 0, 0, 1, 1, 1],
+            "lr": [0.1, 0.2, 0.3] * 2,
+            "m": [1.0, 2, 3, 1.5, 2.5, 3.5],
+            "gen_gap": [0.1, 0.3, 0.2, 0.1, 0.2, 0.3],
+        }
+    )
     obs = (brute_tau_b([1, 2, 3], [0.1, 0.3, 0.2]) + brute_tau_b([1.5, 2.5, 3.5], [0.1, 0.2, 0.3])) / 2
-    null = [(brute_tau_b([1, 2, 3], [[0.1, 0.3, 0.2][i] for i in p])
-             + brute_tau_b([1.5, 2.5, 3.5], [[0.1, 0.2, 0.3][i] for i in q])) / 2
-            for p in itertools.permutations(range(3)) for q in itertools.permutations(range(3))]
+    null = [
+        (
+            brute_tau_b([1, 2, 3], [[0.1, 0.3, 0.2][i] for i in p])
+            + brute_tau_b([1.5, 2.5, 3.5], [[0.1, 0.2, 0.3][i] for i in q])
+        )
+        / 2
+        for p in itertools.permutations(range(3))
+        for q in itertools.permutations(range(3))
+    ]
     exact = sum(abs(v) >= abs(obs) - 1e-12 for v in null) / len(null)
     res = measures.psi_test(runs, "m", ["lr"], n_resamples=20000)
     assert res["psi"] == pytest.approx(obs) and res["n_axes"] == 1 and res["n_groups"] == 2

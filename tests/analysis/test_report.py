@@ -1,6 +1,7 @@
 """The report renderer on real stores: a planted store with every sweep, a partial store, an
 empty store, and a hand-made run whose "GC of a run" is known. Browser checks live in
 test_report_browser.py."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -13,14 +14,51 @@ from gclab.analysis.report.pngcheck import blankness, is_blank
 
 # Training curves long enough to draw (collection cadence of the sweeps is shortened).
 CURVES = {"steps": 200, "log_every": 10, "eval_every": 50}
-SECTIONS = ("overview", "claims", "calibration", "demo", "fig1", "fig2", "fig3", "fig4", "fig5", "theorem", "igr", "bfd",
-            "measures")
-FIGURES = ("demo_test_loss", "fig1_function", "fig1_arclength_gc", "fig2_diagonal", "fig2_gc_depth", "fig2_families",
-           "fig3_regularizers", "fig4_lr", "fig4_batch", "fig4_curves", "fig5_width", "fig5_ucurve",
-           "theorem_bound", "theorem_tightness", "igr_terms", "igr_lr_batch", "bfd_over_training")
+SECTIONS = (
+    "overview",
+    "claims",
+    "calibration",
+    "demo",
+    "fig1",
+    "fig2",
+    "fig3",
+    "fig4",
+    "fig5",
+    "theorem",
+    "igr",
+    "bfd",
+    "measures",
+)
+FIGURES = (
+    "demo_test_loss",
+    "fig1_function",
+    "fig1_arclength_gc",
+    "fig2_diagonal",
+    "fig2_gc_depth",
+    "fig2_families",
+    "fig3_regularizers",
+    "fig4_lr",
+    "fig4_batch",
+    "fig4_curves",
+    "fig5_width",
+    "fig5_ucurve",
+    "theorem_bound",
+    "theorem_tightness",
+    "igr_terms",
+    "igr_lr_batch",
+    "bfd_over_training",
+)
 # Experiment section → the sweep its collect note names.
-EXPERIMENTS = {"fig1": "fig1", "fig2": "fig2", "fig3": "fig3", "fig4": "fig4", "fig5": "fig5",
-               "theorem": "thm51", "igr": "igr", "bfd": "bfd"}
+EXPERIMENTS = {
+    "fig1": "fig1",
+    "fig2": "fig2",
+    "fig3": "fig3",
+    "fig4": "fig4",
+    "fig5": "fig5",
+    "theorem": "thm51",
+    "igr": "igr",
+    "bfd": "bfd",
+}
 
 
 def expected_figures() -> tuple[str, ...]:
@@ -156,9 +194,14 @@ def test_gc_of_a_run_is_train_gc_at_best_test_acc_earliest_tie(tmp_path):
     steps = [0, 50, 100, 150]
     test_acc = [0.1, 0.7, 0.9, 0.9]  # best at 100 and 150: the earliest (100) counts
     train_gc = [1.0, 2.0, 7.0, 9.0]
-    evals = {"run_id": ["a"] * 8, "step": steps * 2, "split": ["test"] * 4 + ["train"] * 4,
-             "loss": [2.0, 1.0, 0.5, 0.6] + [2.0, 0.9, 0.3, 0.2], "acc": test_acc + [0.2, 0.8, 0.95, 0.99],
-             "gc": [5.0, 5.0, 5.0, 5.0] + train_gc}
+    evals = {
+        "run_id": ["a"] * 8,
+        "step": steps * 2,
+        "split": ["test"] * 4 + ["train"] * 4,
+        "loss": [2.0, 1.0, 0.5, 0.6] + [2.0, 0.9, 0.3, 0.2],
+        "acc": test_acc + [0.2, 0.8, 0.95, 0.99],
+        "gc": [5.0, 5.0, 5.0, 5.0] + train_gc,
+    }
     _run(tmp_path, "fig5", "a", evals)
     with connect(tmp_path) as con:
         row = run_summary(con).row(0, named=True)
@@ -177,8 +220,9 @@ def test_curves_are_binned_per_run_in_sql(tmp_path):
     folder = RunFolder(tmp_path, "demo", "b")
     folder.start()
     n = 1000
-    folder.write("steps", {"run_id": ["b"] * n, "step": list(range(0, 10 * n, 10)),
-                           "train_loss": [float(i) for i in range(n)]})
+    folder.write(
+        "steps", {"run_id": ["b"] * n, "step": list(range(0, 10 * n, 10)), "train_loss": [float(i) for i in range(n)]}
+    )
     folder.finish({"run_id": "b", "sweep": "demo", "status": "completed", "seed": 0})
     with connect(tmp_path) as con:
         curves = binned_curves(con, "steps", {"loss": "x.train_loss"}, points=50)

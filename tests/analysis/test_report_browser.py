@@ -7,6 +7,7 @@ interactive selectors exist and respond, and saves a full-page screenshot next t
 Skipped, with the reason printed, where Chromium is missing — except in CI (CI=true), where
 it fails instead.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,9 +29,20 @@ from gclab.analysis.report import render
 from gclab.analysis.report.pngcheck import blankness
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-default-apps", "--disable-extensions", "--mute-audio", "--hide-scrollbars")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--mute-audio",
+    "--hide-scrollbars",
+)
 
 
 def find_chromium() -> str | None:
@@ -57,10 +69,15 @@ class Chromium:
             os.dup2(hi_r, 3)  # dup2 clears close-on-exec: these two survive exec
             os.dup2(hi_w, 4)
 
-        self.proc = subprocess.Popen([exe, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe",
-                                      "about:blank"], preexec_fn=child_fds, close_fds=False,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [exe, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"],
+            preexec_fn=child_fds,
+            close_fds=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         os.close(hi_r)
         os.close(hi_w)
         self._buf, self._id, self.events = b"", 0, []
@@ -104,7 +121,11 @@ class Chromium:
         return json.loads(raw)
 
     def stderr_tail(self) -> str:
-        return "(see stderr)" if self.proc.poll() is None else (self.proc.stderr.read() or b"")[-2000:].decode(errors="replace")
+        return (
+            "(see stderr)"
+            if self.proc.poll() is None
+            else (self.proc.stderr.read() or b"")[-2000:].decode(errors="replace")
+        )
 
     def close(self) -> None:
         try:
@@ -140,7 +161,9 @@ def report(tmp_path_factory):
     from gclab.planted.store import SWEEPS, write_planted_store
 
     root = tmp_path_factory.mktemp("report_browser")
-    write_planted_store(root / "data", sweeps=SWEEPS, seeds=2, cadence={"steps": 200, "log_every": 10, "eval_every": 50})
+    write_planted_store(
+        root / "data", sweeps=SWEEPS, seeds=2, cadence={"steps": 200, "log_every": 10, "eval_every": 50}
+    )
     # PNG/SVG export is covered by test_report.py; the browser only needs the page.
     return render(root / "data", root / "reports", strict=True, progress=False, figures=False)
 
@@ -170,16 +193,20 @@ def _sibling(filename: str):
 
 
 def _evaluate(browser, session, expr):
-    res = browser.send("Runtime.evaluate", {"expression": expr, "returnByValue": True, "awaitPromise": True},
-                       session=session)
+    res = browser.send(
+        "Runtime.evaluate", {"expression": expr, "returnByValue": True, "awaitPromise": True}, session=session
+    )
     if "exceptionDetails" in res:
         raise AssertionError(f"page script failed: {res['exceptionDetails']}")
     return res["result"].get("value")
 
 
 def _console_warnings(events) -> list[str]:
-    return [" ".join(str(a.get("value", "")) for a in ev["params"].get("args", [])) for ev in events
-            if ev.get("method") == "Runtime.consoleAPICalled" and ev["params"].get("type") == "warning"]
+    return [
+        " ".join(str(a.get("value", "")) for a in ev["params"].get("args", []))
+        for ev in events
+        if ev.get("method") == "Runtime.consoleAPICalled" and ev["params"].get("type") == "warning"
+    ]
 
 
 def _console_errors(events) -> list[str]:
@@ -187,8 +214,12 @@ def _console_errors(events) -> list[str]:
     for ev in events:
         method, p = ev.get("method"), ev.get("params", {})
         if method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-            out.append("console." + p["type"] + ": " + " ".join(str(a.get("value", a.get("description", "")))
-                                                               for a in p.get("args", [])))
+            out.append(
+                "console."
+                + p["type"]
+                + ": "
+                + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
+            )
         elif method == "Runtime.exceptionThrown":
             d = p.get("exceptionDetails", {})
             out.append("exception: " + str(d.get("exception", {}).get("description", d.get("text"))))
@@ -207,8 +238,11 @@ def test_report_renders_in_headless_chromium(chromium, report):
         session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
             browser.send(f"{domain}.enable", session=session)
-        browser.send("Emulation.setDeviceMetricsOverride",
-                     {"width": 1500, "height": 1000, "deviceScaleFactor": 1, "mobile": False}, session=session)
+        browser.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1500, "height": 1000, "deviceScaleFactor": 1, "mobile": False},
+            session=session,
+        )
         browser.send("Page.navigate", {"url": index.as_uri()}, session=session)
         deadline = time.monotonic() + 90
         while not _evaluate(browser, session, "document.body ? (document.body.dataset.chartsDone || '') : ''"):
@@ -228,24 +262,36 @@ def test_report_renders_in_headless_chromium(chromium, report):
         assert selects >= 6
         svg_of = "document.querySelector('#chart-fig5_width svg').outerHTML"
         before = _evaluate(browser, session, svg_of)
-        _evaluate(browser, session, """(async () => {
+        _evaluate(
+            browser,
+            session,
+            """(async () => {
             const sel = document.querySelector('#chart-fig5_width .vega-bind select');
             sel.selectedIndex = 1; sel.dispatchEvent(new Event('change'));
-            await new Promise(r => setTimeout(r, 300)); })()""")
+            await new Promise(r => setTimeout(r, 300)); })()""",
+        )
         assert _evaluate(browser, session, svg_of) != before, "picking a seed in fig5 should trace its runs"
 
         errors = _console_errors(browser.events)
         assert not errors, "console errors:\n" + "\n".join(errors)
         warnings = _console_warnings(browser.events)
         assert not warnings, "Vega warnings (a chart spec is off):\n" + "\n".join(warnings)
-        requests = [ev["params"]["request"]["url"] for ev in browser.events
-                    if ev.get("method") == "Network.requestWillBeSent"]
+        requests = [
+            ev["params"]["request"]["url"] for ev in browser.events if ev.get("method") == "Network.requestWillBeSent"
+        ]
         assert requests and all(u.startswith(("file:", "data:", "about:", "blob:")) for u in requests), requests
 
         height = _evaluate(browser, session, "document.documentElement.scrollHeight")
-        shot = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
-                                                       "clip": {"x": 0, "y": 0, "width": 1500, "height": height,
-                                                                "scale": 1}}, session=session, timeout=120)
+        shot = browser.send(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": 1500, "height": height, "scale": 1},
+            },
+            session=session,
+            timeout=120,
+        )
         path = index.parent / "screenshot.png"
         path.write_bytes(base64.b64decode(shot["data"]))
         facts = blankness(path)

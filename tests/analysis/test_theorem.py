@@ -2,9 +2,9 @@ import numpy as np
 import polars as pl
 
 from gclab.analysis import theorem
+from gclab.planted.store import sweep_runs
 from gclab.store.db import connect
 from gclab.store.layout import RunFolder
-from gclab.planted.store import sweep_runs
 from tests.analysis.conftest import assert_calibrated, build, null_counts, verdicts
 
 N_RUNS = len(sweep_runs("thm51"))
@@ -36,10 +36,22 @@ def test_a_violation_is_caught_even_when_holds_says_true(tmp_path):
     # One hand-written run whose `holds` flag lies: the check is recomputed in SQL.
     folder = RunFolder(tmp_path, "thm51", "liar")
     folder.start()
-    folder.write("theorem", {"run_id": ["liar"] * 2, "step": [0, 0], "split": ["train"] * 2, "example": [0, 1],
-                             "gc_x": [1.0, 2.0 + 1e-3], "grad_theta_sq": [4.0, 4.0], "transfer_sq_sum": [0.2, 0.2],
-                             "transfer_sq_sum_tight": [2.0, 2.0], "bound": [20.0, 20.0],
-                             "bound_tight": [2.0, 2.0], "holds": [True, True]})
+    folder.write(
+        "theorem",
+        {
+            "run_id": ["liar"] * 2,
+            "step": [0, 0],
+            "split": ["train"] * 2,
+            "example": [0, 1],
+            "gc_x": [1.0, 2.0 + 1e-3],
+            "grad_theta_sq": [4.0, 4.0],
+            "transfer_sq_sum": [0.2, 0.2],
+            "transfer_sq_sum_tight": [2.0, 2.0],
+            "bound": [20.0, 20.0],
+            "bound_tight": [2.0, 2.0],
+            "holds": [True, True],
+        },
+    )
     folder.finish({"run_id": "liar", "sweep": "thm51", "status": "completed", "seed": 0, "depth": 1})
     a = theorem.analyze(connect(tmp_path, warn=False))
     row = a.claims.row(0, named=True)
@@ -49,12 +61,21 @@ def test_a_violation_is_caught_even_when_holds_says_true(tmp_path):
 
 
 def test_sum_t_shrinking_faster_is_contradicted():
-    got = verdicts(theorem, keep=lambda c: c.filter(CONDITION), sweeps=["thm51"],
-                   effects={"thm_slope_T": -1.5, "thm_slope_grad": -0.3})
+    got = verdicts(
+        theorem,
+        keep=lambda c: c.filter(CONDITION),
+        sweeps=["thm51"],
+        effects={"thm_slope_T": -1.5, "thm_slope_grad": -0.3},
+    )
     assert got == ["contradicted"]
 
 
 def test_equal_shrink_rates_are_calibrated():
-    counts = null_counts(theorem, 40, keep=lambda c: c.filter(CONDITION), sweeps=["thm51"],
-                         effects={"thm_slope_T": -1.5, "thm_slope_grad": -1.5})
+    counts = null_counts(
+        theorem,
+        40,
+        keep=lambda c: c.filter(CONDITION),
+        sweeps=["thm51"],
+        effects={"thm_slope_T": -1.5, "thm_slope_grad": -1.5},
+    )
     assert_calibrated(counts, 40)

@@ -35,8 +35,11 @@ def test_every_trend_row_follows_the_planted_direction():
 
 def test_a_failing_fig2_family_is_its_own_row_not_averaged_away():
     a = trends.analyze(memory(sweeps=["fig2"], effects={"family_flip": -1.0}))
-    got = {(r["claim"].split("(")[1].split(":")[0].rstrip(")"), r["kind"]): r["verdict"]
-           for r in a.claims.iter_rows(named=True) if r["claim"].startswith("GC at init")}
+    got = {
+        (r["claim"].split("(")[1].split(":")[0].rstrip(")"), r["kind"]): r["verdict"]
+        for r in a.claims.iter_rows(named=True)
+        if r["claim"].startswith("GC at init")
+    }
     assert got[("he_normal/tanh", "toolkit")] == "contradicted"
     assert got[(trends.PAPER_FAMILY, "paper")] == "supported" and got[("pooled", "toolkit")] == "supported"
     assert sum(v == "contradicted" for v in got.values()) == 1 and len(got) == 11
@@ -74,6 +77,11 @@ def test_diverged_runs_are_left_out(tmp_path):
 
 def test_null_trends_are_calibrated():
     # 40 stores × 6 rows (fig3's four regularizers, gcreg's GC and accuracy) with no effect planted.
-    counts = null_counts(trends, 40, keep=lambda c: c.filter(pl.col("experiment").is_in(["fig3", "gcreg"])),
-                         sweeps=["fig3", "gcreg"], effects=NULL)
+    counts = null_counts(
+        trends,
+        40,
+        keep=lambda c: c.filter(pl.col("experiment").is_in(["fig3", "gcreg"])),
+        sweeps=["fig3", "gcreg"],
+        effects=NULL,
+    )
     assert_calibrated(counts, 240)

@@ -4,6 +4,7 @@ Nothing here uses collect.metrics: per-example Jacobians come from torch.func (v
 or from plain per-example autograd loops, and every Eq. 6–8 term is summed from its
 definition (explicit i≠j and x≠x' pair sums), not from the identities the engine uses.
 """
+
 from __future__ import annotations
 
 import torch
@@ -73,7 +74,9 @@ def jacobians_loop(model, x):
         gt, gx = [], []
         for i in range(out.shape[0]):
             g = torch.autograd.grad(out[i], params + [xi], retain_graph=True, allow_unused=True)
-            gt.append(torch.cat([(torch.zeros_like(p) if a is None else a).reshape(-1) for p, a in zip(params, g[:-1])]))
+            gt.append(
+                torch.cat([(torch.zeros_like(p) if a is None else a).reshape(-1) for p, a in zip(params, g[:-1])])
+            )
             gx.append(g[-1][0])
         rows_t.append(torch.stack(gt))
         rows_x.append(torch.stack(gx))
@@ -97,14 +100,14 @@ def step_reference(model, x, y, loss, loop=False):
     outd = out.detach().requires_grad_(True)
     eps = torch.autograd.grad(per_example_loss(outd, y, loss).sum(), outd)[0]
     lx = per_example_loss(out.detach(), y, loss)
-    gx = torch.einsum("bk,bkp->bp", eps, Jt)                  # ∇_θ L_x
-    S = Jt.square().sum(2)                                      # ||∇_θ f^i(x)||²
+    gx = torch.einsum("bk,bkp->bp", eps, Jt)  # ∇_θ L_x
+    S = Jt.square().sum(2)  # ||∇_θ f^i(x)||²
     R = (eps.square() * S).sum() / b**2
     inner = torch.einsum("bip,bjp->bij", Jt, Jt)
     off = ~torch.eye(k, dtype=torch.bool)
-    A = (eps[:, :, None] * eps[:, None, :] * inner)[:, off].sum() / b**2       # Eq. 8, i ≠ j
+    A = (eps[:, :, None] * eps[:, None, :] * inner)[:, off].sum() / b**2  # Eq. 8, i ≠ j
     Gx = gx @ gx.T
-    C = Gx[~torch.eye(b, dtype=torch.bool)].sum() / b**2                       # Eq. 7, x ≠ x'
+    C = Gx[~torch.eye(b, dtype=torch.bool)].sum() / b**2  # Eq. 7, x ≠ x'
     # ||∇_θ L_B||² straight from loss.backward() on the batch loss.
     params = [p for p in model.parameters() if p.requires_grad]
     L = per_example_loss(model(xr), y, loss).mean()
@@ -116,10 +119,17 @@ def step_reference(model, x, y, loss, loop=False):
     if gnorm.dtype == torch.float64:
         assert torch.allclose(R + A + C, gnorm, rtol=1e-9, atol=1e-300), "brute-force reference breaks Eq. 6"
     return {
-        "gc": Jx.reshape(b, -1).square().sum(1).mean(), "grad_norm_sq": gnorm, "residual_term": R,
-        "label_alignment": A, "batch_alignment": C, "per_example_grad_norm_sq": gx.square().sum(1).mean(),
-        "train_loss": lx.mean(), "train_acc": acc,
-        "gc_x": Jx.reshape(b, -1).square().sum(1), "logit_grad_sq": S, "per_example_grad_sq": gx.square().sum(1),
+        "gc": Jx.reshape(b, -1).square().sum(1).mean(),
+        "grad_norm_sq": gnorm,
+        "residual_term": R,
+        "label_alignment": A,
+        "batch_alignment": C,
+        "per_example_grad_norm_sq": gx.square().sum(1).mean(),
+        "train_loss": lx.mean(),
+        "train_acc": acc,
+        "gc_x": Jx.reshape(b, -1).square().sum(1),
+        "logit_grad_sq": S,
+        "per_example_grad_sq": gx.square().sum(1),
     }
 
 

@@ -1,5 +1,6 @@
 """Datasets: generated ones are deterministic; file-based ones read the exact standard
 formats (written here in miniature) and fail with errors that say what to do."""
+
 import gzip
 import pickle
 import random
@@ -12,8 +13,7 @@ from gclab.collect.datasets import DATASETS, Dataset, DatasetNotFoundError, load
 
 # ----------------------------------------------------------------------------- helpers
 
-MNIST_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+MNIST_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def write_idx(path, arr: np.ndarray, gz: bool = False, magic_type: int = 0x08):
@@ -31,10 +31,12 @@ def write_idx(path, arr: np.ndarray, gz: bool = False, magic_type: int = 0x08):
 
 def make_mnist(raw, n_train=50, n_test=20, gz=False, seed=0):
     rng = np.random.default_rng(seed)
-    arrays = (rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-              rng.integers(0, 10, n_train, dtype=np.uint8),
-              rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-              rng.integers(0, 10, n_test, dtype=np.uint8))
+    arrays = (
+        rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, n_train, dtype=np.uint8),
+        rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, n_test, dtype=np.uint8),
+    )
     folder = raw / "mnist"
     folder.mkdir(parents=True, exist_ok=True)
     for name, arr in zip(MNIST_NAMES, arrays):
@@ -50,8 +52,12 @@ def make_cifar(folder, n_per_batch=6, seed=0):
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         x = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
         y = [int(v) for v in rng.integers(0, 10, n_per_batch)]
-        d = {b"batch_label": name.encode(), b"labels": y, b"data": x,
-             b"filenames": [f"img_{i}.png".encode() for i in range(n_per_batch)]}
+        d = {
+            b"batch_label": name.encode(),
+            b"labels": y,
+            b"data": x,
+            b"filenames": [f"img_{i}.png".encode() for i in range(n_per_batch)],
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(d, f, protocol=2)
         xs.append(x)
@@ -60,6 +66,7 @@ def make_cifar(folder, n_per_batch=6, seed=0):
 
 
 # ----------------------------------------------------------------------------- mnist1d
+
 
 def test_mnist1d_shapes_sizes_and_determinism():
     a = load_dataset("mnist1d", n_train=123, n_test=45, seed=0)
@@ -100,13 +107,18 @@ def test_mnist1d_rejects_unknown_option():
 
 # ----------------------------------------------------------------------------- small generated sets
 
+
 def test_digits_split():
     d = load_dataset("digits", seed=0)
     assert d.x_train.shape == (1437, 64) and d.x_test.shape == (360, 64)
     assert d.x_train.min() >= 0 and d.x_train.max() == 1.0
     # Train and test are disjoint rows of the 1797 digits (compare as byte strings).
-    rows = lambda x: {r.tobytes() for r in x.numpy()}
+
+    def rows(x):
+        return {r.tobytes() for r in x.numpy()}
+
     from sklearn.datasets import load_digits
+
     full = rows(torch.tensor(load_digits().data / 16.0, dtype=torch.float32))
     assert rows(d.x_train) | rows(d.x_test) <= full
     s = load_dataset("digits", n_train=100, n_test=50, seed=3)
@@ -152,6 +164,7 @@ def test_unknown_name_and_bad_noise():
 
 # ----------------------------------------------------------------------------- label noise
 
+
 @pytest.mark.parametrize("p", [0.0, 0.15, 0.5])
 def test_label_noise_exact_fraction_and_reproducible(p):
     kw = dict(n_train=1000, n_test=200, seed=7, data_seed=0)
@@ -179,6 +192,7 @@ def test_label_noise_new_labels_cover_other_classes():
 
 
 # ----------------------------------------------------------------------------- mnist (IDX)
+
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_mnist_reads_idx(tmp_path, gz):
@@ -245,14 +259,14 @@ def test_read_idx_roundtrip(tmp_path):
 
 # ----------------------------------------------------------------------------- cifar10
 
+
 @pytest.mark.parametrize("layout", ["cifar10/cifar-10-batches-py", "cifar-10-batches-py"])
 def test_cifar_reads_python_batches(tmp_path, layout):
     xs, ys = make_cifar(tmp_path / layout)
     d = load_dataset("cifar10", raw_dir=tmp_path)
     assert d.x_train.shape == (30, 3, 32, 32) and d.x_test.shape == (6, 3, 32, 32)
     assert d.input_shape == (3, 32, 32) and d.n_classes == 10
-    np.testing.assert_allclose(d.x_train.numpy(),
-                               np.concatenate(xs[:5]).reshape(30, 3, 32, 32) / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(d.x_train.numpy(), np.concatenate(xs[:5]).reshape(30, 3, 32, 32) / 255.0, rtol=1e-6)
     assert d.y_train.tolist() == sum(ys[:5], []) and d.y_test.tolist() == ys[5]
     # The 3072 bytes are channel-major: first 1024 are red, row by row.
     assert d.x_test[0, 1, 0, 0] == pytest.approx(xs[5][0, 1024] / 255.0)
@@ -263,8 +277,7 @@ def test_cifar_options_and_subset(tmp_path):
     d = load_dataset("cifar10", raw_dir=tmp_path, normalize=True, n_train=60, n_test=10, seed=0)
     assert d.x_train.shape == (60, 3, 32, 32) and d.x_test.shape == (10, 3, 32, 32)
     torch.testing.assert_close(d.x_train.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
-    torch.testing.assert_close(d.x_train.std(dim=(0, 2, 3), unbiased=False), torch.ones(3),
-                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(d.x_train.std(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=1e-4, rtol=0)
     flat = load_dataset("cifar10", raw_dir=tmp_path, flatten=True)
     assert flat.x_train.shape == (100, 3072)
 

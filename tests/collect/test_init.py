@@ -1,5 +1,6 @@
 """Init schemes: empirical weight statistics match the textbook formulas (written out here,
 not taken from the module), truncation bounds hold, and draws are reproducible."""
+
 import math
 
 import pytest

@@ -1,4 +1,5 @@
 """gclab.lightning.GCCallback with a real lightning.Trainer on CPU (examples/lightning_loop.py)."""
+
 import sys
 
 import pytest
@@ -53,8 +54,15 @@ def test_callback_rows_match_bruteforce_and_failure_is_stored(tmp_path):
         return real(step, model, xb, yb, **kw)
 
     cb.recorder.step = spy
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", callbacks=[cb], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        callbacks=[cb],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     with pytest.raises(RuntimeError, match="boom"):
         trainer.fit(module, loader)
     with db.connect(tmp_path) as con:

@@ -1,21 +1,29 @@
 """The conv / residual fast path (collect/metrics/tape.py) against float64 brute force, one net
 per layer type; the Hutchinson step mode against the same projections replayed by hand; the
 per-example loss-gradient norms against brute force and (if installed) Opacus."""
+
 import copy
 import math
 
 import pytest
 import torch
+from metrics_bruteforce import batch_grads, close, jacobians, randomize_, step_reference
 from torch import nn
 
 from gclab.collect.metrics import capture, per_example_grad_norms, step_terms, tape
 from gclab.collect.metrics.gc import projection_rows
 from gclab.collect.models import build_model
-from metrics_bruteforce import batch_grads, close, jacobians, randomize_, step_reference
 
 PER_EXAMPLE = ("gc_x", "logit_grad_sq", "per_example_grad_sq")
-SCALARS = ("gc", "grad_norm_sq", "residual_term", "label_alignment", "batch_alignment",
-           "per_example_grad_norm_sq", "train_loss")
+SCALARS = (
+    "gc",
+    "grad_norm_sq",
+    "residual_term",
+    "label_alignment",
+    "batch_alignment",
+    "per_example_grad_norm_sq",
+    "train_loss",
+)
 
 
 def _bn_stats_(net, seed=3):
@@ -86,7 +94,7 @@ def test_fast_path_is_taken_and_matches_bruteforce(name):
     net = _net(name)
     x, y = _x(4), _y(4)
     entries = capture.check_model(net)
-    tape.run(net, x, None, entries, need_input=True, need_layers=True)   # raises NotTape if not on the fast path
+    tape.run(net, x, None, entries, need_input=True, need_layers=True)  # raises NotTape if not on the fast path
     got = step_terms(net, x, y)
     ref = step_reference(net, x, y, "cross_entropy")
     scale = float(ref["grad_norm_sq"] + ref["residual_term"] + ref["per_example_grad_norm_sq"])
@@ -130,7 +138,7 @@ def test_unsupported_ops_fall_back_with_the_same_numbers():
     class Scaled(Residual):
         def forward(self, x):
             h = self.act(self.bn(self.stem(x)))
-            h = 0.5 * h + self.grouped(h)   # a product: not on the tape, the autograd path takes it
+            h = 0.5 * h + self.grouped(h)  # a product: not on the tape, the autograd path takes it
             return self.fc(torch.flatten(self.adapt(h), 1))
 
     torch.manual_seed(0)
@@ -161,17 +169,21 @@ def test_hutchinson_step_replays_its_projections(name):
     b = x.shape[0]
     with torch.no_grad():
         out = net(x)
-        v = projection_rows(out, n, torch.Generator().manual_seed(11))          # (n, b, k)
+        v = projection_rows(out, n, torch.Generator().manual_seed(11))  # (n, b, k)
         eps = torch.softmax(out, 1) - nn.functional.one_hot(y, 3).double()
-    gc_draws = torch.einsum("nbk,bkd->nbd", v, Jx.reshape(b, 3, -1)).square().sum(2)   # (n, b)
-    rb_draws = torch.einsum("nbk,bkp->nbp", v * eps, Jt).square().sum((1, 2)) / b**2   # (n,)
+    gc_draws = torch.einsum("nbk,bkd->nbd", v, Jx.reshape(b, 3, -1)).square().sum(2)  # (n, b)
+    rb_draws = torch.einsum("nbk,bkp->nbp", v * eps, Jt).square().sum((1, 2)) / b**2  # (n,)
     assert close(got["gc_x"], gc_draws.mean(0), 1e-10)
     assert close(got["gc_stderr"], gc_draws.mean(1).std() / math.sqrt(n), 1e-10)
     assert close(got["residual_term"], rb_draws.mean(), 1e-10)
     for key in ("grad_norm_sq", "batch_alignment", "per_example_grad_norm_sq", "train_loss"):
         assert close(got[key], exact[key], 1e-10), key
-    assert close(got["label_alignment"], exact["per_example_grad_norm_sq"] / b - rb_draws.mean(), 1e-9,
-                 float(exact["per_example_grad_norm_sq"]))
+    assert close(
+        got["label_alignment"],
+        exact["per_example_grad_norm_sq"] / b - rb_draws.mean(),
+        1e-9,
+        float(exact["per_example_grad_norm_sq"]),
+    )
     assert torch.isnan(got["logit_grad_sq"]).all()
 
 
@@ -198,8 +210,22 @@ def test_train_logs_hutchinson_gc_with_its_standard_error(tmp_path):
     from gclab.collect.train import train
     from gclab.store import db
 
-    tiny = dict(sweep="t", dataset="mnist1d", n_train=128, n_test=64, width=8, depth=1, steps=10, batch_size=32,
-                log_every=5, eval_every=10, eval_examples=32, theorem_examples=2, bfd_batch=4, sharpness_iters=2)
+    tiny = dict(
+        sweep="t",
+        dataset="mnist1d",
+        n_train=128,
+        n_test=64,
+        width=8,
+        depth=1,
+        steps=10,
+        batch_size=32,
+        log_every=5,
+        eval_every=10,
+        eval_examples=32,
+        theorem_examples=2,
+        bfd_batch=4,
+        sharpness_iters=2,
+    )
     est, exact = RunConfig(**tiny, gc_projections=4), RunConfig(**tiny)
     train(est, tmp_path, threads=1)
     train(exact, tmp_path, threads=1)

@@ -1,4 +1,5 @@
 """Unsupported models get a clear error naming the module, never a silently wrong number."""
+
 import pytest
 import torch
 from torch import nn
@@ -50,24 +51,44 @@ def _bn_no_stats():
     return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, track_running_stats=False), nn.Linear(4, 2)).eval()
 
 
-@pytest.mark.parametrize("make,exc,match", [
-    (_bn_train, ValueError, r"'1' \(BatchNorm1d\) is BatchNorm in train mode"),
-    (_bn_no_stats, ValueError, r"'1' \(BatchNorm1d\) is BatchNorm without running stats"),
-    (lambda: nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2)), TypeError, r"'1' \(LayerNorm\) has trainable"),
-    (WithEmbedding, TypeError, r"'emb' \(Embedding\) has trainable"),
-    (lambda: nn.Sequential(nn.Unflatten(1, (1, 3)), nn.Conv1d(1, 2, 2), nn.Flatten(), nn.Linear(4, 2)),
-     TypeError, r"'1' \(Conv1d\) has trainable"),
-    (Tied, ValueError, r"parameter sharing: 'b.weight' is the same Parameter as 'a.weight'"),
-    (lambda: (lambda lin: nn.Sequential(lin, nn.Tanh(), lin, nn.Linear(3, 2)))(nn.Linear(3, 3)),
-     ValueError, r"module '0' \(Linear\) ran twice in one forward"),
-    (TwiceCalled, ValueError, r"module 'lin' \(Linear\) ran twice"),
-    (lambda: nn.Sequential(parametrizations.spectral_norm(nn.Linear(3, 4)), nn.Linear(4, 2)),
-     TypeError, r"'0' \(ParametrizedLinear\) is parametrized"),
-    (lambda: nn.Sequential(torch.nn.utils.weight_norm(nn.Linear(3, 4)), nn.Linear(4, 2)),
-     TypeError, r"'0' \(Linear\) has unexpected parameters"),
-])
+@pytest.mark.parametrize(
+    "make,exc,match",
+    [
+        (_bn_train, ValueError, r"'1' \(BatchNorm1d\) is BatchNorm in train mode"),
+        (_bn_no_stats, ValueError, r"'1' \(BatchNorm1d\) is BatchNorm without running stats"),
+        (
+            lambda: nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2)),
+            TypeError,
+            r"'1' \(LayerNorm\) has trainable",
+        ),
+        (WithEmbedding, TypeError, r"'emb' \(Embedding\) has trainable"),
+        (
+            lambda: nn.Sequential(nn.Unflatten(1, (1, 3)), nn.Conv1d(1, 2, 2), nn.Flatten(), nn.Linear(4, 2)),
+            TypeError,
+            r"'1' \(Conv1d\) has trainable",
+        ),
+        (Tied, ValueError, r"parameter sharing: 'b.weight' is the same Parameter as 'a.weight'"),
+        (
+            lambda: (lambda lin: nn.Sequential(lin, nn.Tanh(), lin, nn.Linear(3, 2)))(nn.Linear(3, 3)),
+            ValueError,
+            r"module '0' \(Linear\) ran twice in one forward",
+        ),
+        (TwiceCalled, ValueError, r"module 'lin' \(Linear\) ran twice"),
+        (
+            lambda: nn.Sequential(parametrizations.spectral_norm(nn.Linear(3, 4)), nn.Linear(4, 2)),
+            TypeError,
+            r"'0' \(ParametrizedLinear\) is parametrized",
+        ),
+        (
+            lambda: nn.Sequential(torch.nn.utils.weight_norm(nn.Linear(3, 4)), nn.Linear(4, 2)),
+            TypeError,
+            r"'0' \(Linear\) has unexpected parameters",
+        ),
+    ],
+)
 def test_unsupported_module_raises(make, exc, match):
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # weight_norm deprecation
         model = make()

@@ -1,14 +1,15 @@
 """functional_dimension against numpy.linalg.matrix_rank of the materialized Jacobian."""
+
 import copy
 
 import numpy as np
 import pytest
 import torch
+from metrics_bruteforce import jacobians, mlp, randomize_
 from torch import nn
 
 from gclab.collect.metrics import functional_dimension, ntk_gram
 from gclab.collect.metrics.fdim import bfd_ceiling
-from metrics_bruteforce import jacobians, mlp, randomize_
 
 
 def _rank_ref(model, x, outputs="logits"):
@@ -130,8 +131,9 @@ def test_spectrum_matches_svd():
 
 
 def test_gram_equals_materialized_jjt():
-    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(),
-                        nn.Linear(3 * 9, 4)).double()
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(3 * 9, 4)
+    ).double()
     randomize_(net, seed=10)
     x = torch.randn(5, 2, 6, 6, dtype=torch.float64)
     K, P = ntk_gram(net, x)
@@ -173,19 +175,40 @@ def test_bfd_run_matches_matrix_rank_across_training(tmp_path, monkeypatch, outp
     real = recorder_mod.log_eval
 
     def spy(model, splits, cfg, step, init_params, bufs):
-        snaps[step] = (copy.deepcopy(model).double(),
-                       {s.name: (s.x if s.name == FULL_FDIM else s.x[:cfg.bfd_batch]).double() for s in splits})
+        snaps[step] = (
+            copy.deepcopy(model).double(),
+            {s.name: (s.x if s.name == FULL_FDIM else s.x[: cfg.bfd_batch]).double() for s in splits},
+        )
         real(model, splits, cfg, step, init_params, bufs)
 
     monkeypatch.setattr(recorder_mod, "log_eval", spy)
-    cfg = RunConfig(sweep="bfd_t", dataset="mnist1d", n_train=48, n_test=48, width=8, depth=2, lr=0.2, batch_size=16,
-                    steps=2000, log_every=50, eval_every=100, eval_examples=48, theorem_examples=0, bfd_batch=48,
-                    sharpness_iters=0, bfd_output=output, bfd_random_batches=(8, 24, 64), stop_at_train_error=0.0)
+    cfg = RunConfig(
+        sweep="bfd_t",
+        dataset="mnist1d",
+        n_train=48,
+        n_test=48,
+        width=8,
+        depth=2,
+        lr=0.2,
+        batch_size=16,
+        steps=2000,
+        log_every=50,
+        eval_every=100,
+        eval_examples=48,
+        theorem_examples=0,
+        bfd_batch=48,
+        sharpness_iters=0,
+        bfd_output=output,
+        bfd_random_batches=(8, 24, 64),
+        stop_at_train_error=0.0,
+    )
     row = train_mod.train(cfg, tmp_path, threads=1)
     assert row["target_reached"] and len(snaps) >= 3
     with db.connect(tmp_path) as con:
         ev = db.query(con, "SELECT step, split, bfd, bfd_max FROM evals")
-        fd = db.query(con, "SELECT step, n_inputs, bfd, bfd_max, output FROM fdim WHERE split = 'random' AND n_inputs <> 48")
+        fd = db.query(
+            con, "SELECT step, n_inputs, bfd, bfd_max, output FROM fdim WHERE split = 'random' AND n_inputs <> 48"
+        )
     P = row["n_params"]
     assert 48 * 10 > P - 16  # the rank can fall below its ceiling
     for step, (net, xs) in snaps.items():

@@ -1,11 +1,12 @@
 """geometric_complexity: exact against torch.func jacobians, Hutchinson unbiasedness."""
+
 import copy
 
 import torch
+from metrics_bruteforce import close, jacobians, mlp, randomize_
 from torch import nn
 
 from gclab.collect.metrics import geometric_complexity, geometric_complexity_estimate
-from metrics_bruteforce import close, jacobians, mlp, randomize_
 
 
 def _gc_ref(model, x):
@@ -22,16 +23,18 @@ def test_single_linear_is_frobenius_norm():
 
 
 def test_exact_matches_jacrev_mlps():
-    for i, (widths, act, bias) in enumerate([([8], "relu", True), ([6, 6], "tanh", False),
-                                             ([5, 5, 5], "gelu", True), ([9, 4], "elu", False)]):
+    for i, (widths, act, bias) in enumerate(
+        [([8], "relu", True), ([6, 6], "tanh", False), ([5, 5, 5], "gelu", True), ([9, 4], "elu", False)]
+    ):
         net = mlp(6, widths, 3, act=act, bias=bias, seed=i)
         x = torch.randn(11, 6, dtype=torch.float64)
         assert close(geometric_complexity(net, x), _gc_ref(net, x), 1e-6)
 
 
 def test_exact_matches_jacrev_cnn_and_images():
-    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                        nn.Linear(3 * 16, 5)).double()
+    net = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3 * 16, 5)
+    ).double()
     randomize_(net, seed=3)
     x = torch.randn(7, 1, 8, 8, dtype=torch.float64)
     gc = geometric_complexity(net, x)

@@ -1,14 +1,15 @@
 """param_norm_sq, spectral_product, dist_from_init, sharpness against direct computations."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
+from metrics_bruteforce import mlp, per_example_loss
 from torch import nn
 from torch.func import functional_call, hessian
 
 from gclab.collect.metrics import dist_from_init, param_norm_sq, sharpness, spectral_product
-from metrics_bruteforce import mlp, per_example_loss
 
 
 def test_param_norm_sq():
@@ -54,7 +55,7 @@ def test_sharpness_is_top_hessian_eigenvalue(loss):
     def f(theta):
         ps, i = {}, 0
         for n in names:
-            ps[n] = theta[i:i + params[n].numel()].reshape(params[n].shape)
+            ps[n] = theta[i : i + params[n].numel()].reshape(params[n].shape)
             i += params[n].numel()
         return per_example_loss(functional_call(net, ps, (x,)), y, loss).mean()
 

@@ -1,16 +1,25 @@
 """step_metrics / step_terms against brute force (Eq. 6–8, per-example norms, GC, set_grad)."""
+
 import copy
 import math
 
 import pytest
 import torch
+from metrics_bruteforce import batch_grads, close, mlp, randomize_, step_reference
 from torch import nn
 
 from gclab.collect.metrics import step_metrics, step_terms
-from metrics_bruteforce import batch_grads, close, mlp, randomize_, step_reference
 
-KEYS = ("gc", "grad_norm_sq", "residual_term", "label_alignment", "batch_alignment",
-        "per_example_grad_norm_sq", "train_loss", "train_acc")
+KEYS = (
+    "gc",
+    "grad_norm_sq",
+    "residual_term",
+    "label_alignment",
+    "batch_alignment",
+    "per_example_grad_norm_sq",
+    "train_loss",
+    "train_acc",
+)
 
 
 def _targets(b, k, loss, dtype=torch.float64, seed=0):
@@ -34,10 +43,17 @@ def _check(model, x, y, loss, rtol=1e-6, loop=False, ref_model=None, xref=None):
     return got, ref
 
 
-@pytest.mark.parametrize("depth,width,act,bias", [
-    (0, 0, "relu", True), (1, 6, "relu", True), (2, 5, "tanh", False), (3, 4, "gelu", True),
-    (2, 7, "elu", False), (1, 9, "gelu", False),
-])
+@pytest.mark.parametrize(
+    "depth,width,act,bias",
+    [
+        (0, 0, "relu", True),
+        (1, 6, "relu", True),
+        (2, 5, "tanh", False),
+        (3, 4, "gelu", True),
+        (2, 7, "elu", False),
+        (1, 9, "gelu", False),
+    ],
+)
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_mlp_matches_bruteforce(depth, width, act, bias, loss):
     d, k, b = 5, 4, 7
@@ -62,8 +78,10 @@ def test_decomposition_identity(loss):
     net = mlp(10, [16, 16], 5, act="relu", seed=7)
     x = torch.randn(32, 10, dtype=torch.float64)
     m = step_metrics(net, x, _targets(32, 5, loss), loss=loss)
-    assert abs(m["grad_norm_sq"] - (m["residual_term"] + m["label_alignment"] + m["batch_alignment"])) \
+    assert (
+        abs(m["grad_norm_sq"] - (m["residual_term"] + m["label_alignment"] + m["batch_alignment"]))
         <= 1e-6 * m["grad_norm_sq"]
+    )
 
 
 @pytest.mark.parametrize("ydim", [1, 2])
@@ -80,18 +98,25 @@ def _cnn(bias=True, conv_kwargs=None, pool="max", act=nn.ReLU, c_in=2):
     conv_kwargs = conv_kwargs or {}
     pool_mod = nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2)
     return nn.Sequential(
-        nn.Conv2d(c_in, 4, 3, bias=bias, **conv_kwargs), act(), pool_mod,
-        nn.Conv2d(4, 4, 2, bias=bias, groups=2), act(),
-        nn.Flatten(), nn.LazyLinear(3, bias=bias),
+        nn.Conv2d(c_in, 4, 3, bias=bias, **conv_kwargs),
+        act(),
+        pool_mod,
+        nn.Conv2d(4, 4, 2, bias=bias, groups=2),
+        act(),
+        nn.Flatten(),
+        nn.LazyLinear(3, bias=bias),
     )
 
 
-@pytest.mark.parametrize("conv_kwargs,pool,act,bias", [
-    ({}, "max", nn.ReLU, True),
-    ({"stride": 2, "padding": 1}, "avg", nn.Tanh, False),
-    ({"padding": "same", "dilation": 2}, "max", nn.GELU, True),
-    ({"padding": 1, "padding_mode": "reflect"}, "avg", nn.ELU, True),
-])
+@pytest.mark.parametrize(
+    "conv_kwargs,pool,act,bias",
+    [
+        ({}, "max", nn.ReLU, True),
+        ({"stride": 2, "padding": 1}, "avg", nn.Tanh, False),
+        ({"padding": "same", "dilation": 2}, "max", nn.GELU, True),
+        ({"padding": 1, "padding_mode": "reflect"}, "avg", nn.ELU, True),
+    ],
+)
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_cnn_matches_bruteforce(conv_kwargs, pool, act, bias, loss):
     net = _cnn(bias, conv_kwargs, pool, act).double()
@@ -243,7 +268,10 @@ def test_training_loop_usage():
     torch.manual_seed(0)
     a = mlp(4, [8], 3, seed=19)
     b = mlp(4, [8], 3, seed=19)
-    oa, ob = torch.optim.SGD(a.parameters(), lr=0.1, momentum=0.9), torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9)
+    oa, ob = (
+        torch.optim.SGD(a.parameters(), lr=0.1, momentum=0.9),
+        torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9),
+    )
     x = torch.randn(16, 4, dtype=torch.float64)
     y = _targets(16, 3, "cross_entropy")
     for _ in range(3):
@@ -256,14 +284,18 @@ def test_training_loop_usage():
         assert torch.allclose(pa, pb, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: nn.Sequential(nn.Tanh(), nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)),            # act before 1st Linear
-    lambda: nn.Sequential(nn.Linear(4, 5), nn.GELU(), nn.Linear(5, 3), nn.Sigmoid()),         # act after the last
-    lambda: nn.Sequential(nn.Linear(4, 5), nn.Linear(5, 6), nn.ELU(), nn.Linear(6, 3)),       # Linear, Linear
-    lambda: nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Sigmoid(), nn.Dropout(0.3), nn.Identity(),
-                          nn.Sequential(nn.Linear(5, 3))).eval(),                                # stacked acts, nesting
-    lambda: nn.Sequential(nn.Linear(4, 5), nn.LeakyReLU(0.2), nn.Linear(5, 3, bias=False), nn.Softplus()),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nn.Sequential(nn.Tanh(), nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)),  # act before 1st Linear
+        lambda: nn.Sequential(nn.Linear(4, 5), nn.GELU(), nn.Linear(5, 3), nn.Sigmoid()),  # act after the last
+        lambda: nn.Sequential(nn.Linear(4, 5), nn.Linear(5, 6), nn.ELU(), nn.Linear(6, 3)),  # Linear, Linear
+        lambda: nn.Sequential(
+            nn.Linear(4, 5), nn.Tanh(), nn.Sigmoid(), nn.Dropout(0.3), nn.Identity(), nn.Sequential(nn.Linear(5, 3))
+        ).eval(),  # stacked acts, nesting
+        lambda: nn.Sequential(nn.Linear(4, 5), nn.LeakyReLU(0.2), nn.Linear(5, 3, bias=False), nn.Softplus()),
+    ],
+)
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_dense_chain_structures(make, loss):
     torch.manual_seed(0)

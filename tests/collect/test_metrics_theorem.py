@@ -1,15 +1,23 @@
 """theorem_terms against brute force, and Theorem 5.1 over >= 10,000 random cases."""
+
 import numpy as np
 import pytest
 import torch
+from metrics_bruteforce import close, jacobians, mlp
 from torch import nn
 from torch.func import jacrev, vmap
 
 from gclab.collect.metrics import theorem_terms
-from metrics_bruteforce import close, jacobians, mlp
 
-ACT = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "elu": nn.ELU, "sigmoid": nn.Sigmoid,
-       "leaky": lambda: nn.LeakyReLU(0.1), "softplus": nn.Softplus}
+ACT = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "elu": nn.ELU,
+    "sigmoid": nn.Sigmoid,
+    "leaky": lambda: nn.LeakyReLU(0.1),
+    "softplus": nn.Softplus,
+}
 
 
 def _reference(net, x):
@@ -27,26 +35,41 @@ def _reference(net, x):
     specs = []
     for i in lin_idx:
         sub = net[:i]
-        J = vmap(jacrev(lambda xi: sub(xi.unsqueeze(0))[0].reshape(-1)))(x).reshape(b, -1, d)
+        J = vmap(jacrev(lambda xi, sub=sub: sub(xi.unsqueeze(0))[0].reshape(-1)))(x).reshape(b, -1, d)
         specs.append(torch.linalg.matrix_norm(J, ord=2))
     jspec = torch.stack(specs, 1)
-    wspec = torch.tensor([np.linalg.svd(net[i].weight.detach().numpy(), compute_uv=False)[0] for i in lin_idx],
-                         dtype=torch.float64)
+    wspec = torch.tensor(
+        [np.linalg.svd(net[i].weight.detach().numpy(), compute_uv=False)[0] for i in lin_idx], dtype=torch.float64
+    )
     hsq = torch.stack([h.reshape(b, -1).square().sum(1) for h in hs], 1)
     one = torch.tensor([float(net[i].bias is not None) for i in lin_idx], dtype=torch.float64)
     t2 = (one + hsq) / (wspec * jspec).square()
     gt = Jt.reshape(b, -1).square().sum(1)
-    return {"gc_x": Jx.reshape(b, -1).square().sum(1), "grad_theta_sq": gt, "h_norm_sq": hsq,
-            "weight_spec": wspec.expand(b, -1), "input_jac_spec": jspec,
-            "transfer_sq_tight": t2, "transfer_sq": t2 / min(d, k),
-            "transfer_sq_sum": (t2 / min(d, k)).sum(1), "transfer_sq_sum_tight": t2.sum(1),
-            "bound": gt / (t2 / min(d, k)).sum(1), "bound_tight": gt / t2.sum(1)}
+    return {
+        "gc_x": Jx.reshape(b, -1).square().sum(1),
+        "grad_theta_sq": gt,
+        "h_norm_sq": hsq,
+        "weight_spec": wspec.expand(b, -1),
+        "input_jac_spec": jspec,
+        "transfer_sq_tight": t2,
+        "transfer_sq": t2 / min(d, k),
+        "transfer_sq_sum": (t2 / min(d, k)).sum(1),
+        "transfer_sq_sum_tight": t2.sum(1),
+        "bound": gt / (t2 / min(d, k)).sum(1),
+        "bound_tight": gt / t2.sum(1),
+    }
 
 
-@pytest.mark.parametrize("widths,act,bias", [
-    ([], "relu", True), ([7], "relu", True), ([6, 5], "tanh", False), ([5, 5, 4], "gelu", True),
-    ([8, 3], "elu", False),
-])
+@pytest.mark.parametrize(
+    "widths,act,bias",
+    [
+        ([], "relu", True),
+        ([7], "relu", True),
+        ([6, 5], "tanh", False),
+        ([5, 5, 4], "gelu", True),
+        ([8, 3], "elu", False),
+    ],
+)
 def test_terms_match_bruteforce(widths, act, bias):
     net = mlp(4, widths, 3, act=act, bias=bias, seed=len(widths))
     x = torch.randn(9, 4, dtype=torch.float64)
@@ -59,10 +82,13 @@ def test_terms_match_bruteforce(widths, act, bias):
     assert bool(got["holds"].all()) and bool(got["holds_tight"].all())
 
 
-@pytest.mark.parametrize("make", [
-    lambda: nn.Sequential(nn.Tanh(), nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)),
-    lambda: nn.Sequential(nn.Linear(4, 6), nn.Linear(6, 5, bias=False), nn.GELU(), nn.Linear(5, 3), nn.Sigmoid()),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nn.Sequential(nn.Tanh(), nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)),
+        lambda: nn.Sequential(nn.Linear(4, 6), nn.Linear(6, 5, bias=False), nn.GELU(), nn.Linear(5, 3), nn.Sigmoid()),
+    ],
+)
 def test_terms_match_bruteforce_other_structures(make):
     torch.manual_seed(1)
     net = make().double()
@@ -130,11 +156,14 @@ def test_theorem_holds_on_10000_random_cases():
     assert violations == 0 and violations_tight == 0
 
 
-@pytest.mark.parametrize("model,shape", [
-    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2)), (2, 1, 3, 3)),
-    (nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2)), (2, 3)),
-    (nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=1), nn.Linear(4, 2)), (2, 3)),
-])
+@pytest.mark.parametrize(
+    "model,shape",
+    [
+        (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2)), (2, 1, 3, 3)),
+        (nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2)), (2, 3)),
+        (nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=1), nn.Linear(4, 2)), (2, 3)),
+    ],
+)
 def test_non_dense_stacks_refused(model, shape):
     with pytest.raises(TypeError, match="plain feed-forward nn.Sequential"):
         theorem_terms(model.double(), torch.randn(*shape, dtype=torch.float64))

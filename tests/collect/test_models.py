@@ -1,5 +1,6 @@
 """Models: shapes on every input kind, exact parameter counts, and the plain-MLP structure
 the metric engine relies on."""
+
 import pytest
 import torch
 from torch import nn
@@ -31,8 +32,7 @@ def mlp_count(d, w, depth, k, bias=True):
 @pytest.mark.parametrize("depth", [0, 1, 3])
 @pytest.mark.parametrize("bias", [True, False])
 def test_mlp_parameter_count_and_structure(depth, bias):
-    model = build_model("mlp", input_shape=(40,), n_out=10, width=17, depth=depth,
-                        activation="tanh", bias=bias)
+    model = build_model("mlp", input_shape=(40,), n_out=10, width=17, depth=depth, activation="tanh", bias=bias)
     assert sum(p.numel() for p in model.parameters()) == mlp_count(40, 17, depth, 10, bias)
     assert isinstance(model, nn.Sequential)
     kinds = [type(m) for m in model]
@@ -46,8 +46,7 @@ def test_mlp_parameter_count_and_structure(depth, bias):
         assert not any("bias" in n for n, _ in model.named_parameters())
 
 
-@pytest.mark.parametrize("act, cls", [("relu", nn.ReLU), ("tanh", nn.Tanh), ("gelu", nn.GELU),
-                                      ("elu", nn.ELU)])
+@pytest.mark.parametrize("act, cls", [("relu", nn.ReLU), ("tanh", nn.Tanh), ("gelu", nn.GELU), ("elu", nn.ELU)])
 def test_mlp_activations(act, cls):
     model = build_model("mlp", input_shape=(1, 28, 28), n_out=10, width=5, depth=4, activation=act)
     assert sum(isinstance(m, cls) for m in model.modules()) == 4

@@ -1,8 +1,9 @@
 """BACKEND=ray on a real local Ray cluster gives the same run_ids and values as the local pool."""
+
 import pytest
 
-from gclab.collect.sweep import load_sweep
 from gclab.collect.runner import run_sweep
+from gclab.collect.sweep import load_sweep
 from gclab.store import db
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]')")
@@ -16,9 +17,20 @@ def values(data):
 
 
 def test_ray_matches_local(tmp_path):
-    sweep = load_sweep("thm51", scale="demo", overrides={"steps": 20, "eval_every": 10, "n_train": 256, "n_test": 64,
-                                                         "eval_examples": 32, "sharpness_iters": 2, "bfd_batch": 8,
-                                                         "seeds": [0]})
+    sweep = load_sweep(
+        "thm51",
+        scale="demo",
+        overrides={
+            "steps": 20,
+            "eval_every": 10,
+            "n_train": 256,
+            "n_test": 64,
+            "eval_examples": 32,
+            "sharpness_iters": 2,
+            "bfd_batch": 8,
+            "seeds": [0],
+        },
+    )
     # Two local workers on 2 cores run with 1 torch thread each, like the Ray tasks.
     run_sweep(sweep.runs, tmp_path / "local", backend="local", workers=2)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)

@@ -1,4 +1,5 @@
 """Recorder: a user's own loop (examples/own_loop.py) stored and checked against float64 brute force."""
+
 import copy
 import json
 import subprocess
@@ -58,13 +59,21 @@ def test_own_loop_rows_match_float64_bruteforce(tmp_path, monkeypatch):
 
 
 def test_own_loop_script_and_gclab_sql_show_the_run(tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / "own_loop.py"), "--data", str(tmp_path / "d"),
-                          "--steps", "60"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "own_loop.py"), "--data", str(tmp_path / "d"), "--steps", "60"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     import gclab
 
-    frame = gclab.query("SELECT r.sweep, r.status, count(DISTINCT e.step) AS evals, count(DISTINCT e.split) AS splits "
-                        "FROM runs r JOIN evals e USING (run_id) GROUP BY ALL", data=tmp_path / "d")
+    frame = gclab.query(
+        "SELECT r.sweep, r.status, count(DISTINCT e.step) AS evals, count(DISTINCT e.split) AS splits "
+        "FROM runs r JOIN evals e USING (run_id) GROUP BY ALL",
+        data=tmp_path / "d",
+    )
     assert frame.to_dicts() == [{"sweep": "mine", "status": "completed", "evals": 3, "splits": 2}]  # steps 0, 50, 60
     res = run_cli("gclab", "sql", "--data", tmp_path / "d", "-q", "SELECT sweep, status FROM runs")
     assert res.returncode == 0 and "mine" in res.stdout and "completed" in res.stdout, res.stderr

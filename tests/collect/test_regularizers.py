@@ -1,4 +1,5 @@
 """Each penalty's gradient equals brute-force autograd of the penalized loss (float64)."""
+
 import torch
 from torch import nn
 
@@ -49,4 +50,4 @@ def test_gc_penalty_projection_is_unbiased():
     exact = float(gc_penalty(model, x, None))
     g = torch.Generator().manual_seed(0)
     draws = torch.tensor([float(gc_penalty(model, x, 1, g)) for _ in range(4000)])
-    assert abs(float(draws.mean()) - exact) < 4 * float(draws.std()) / 4000 ** 0.5
+    assert abs(float(draws.mean()) - exact) < 4 * float(draws.std()) / 4000**0.5

@@ -1,4 +1,5 @@
 """The sweep runner: resume after SIGKILL of the whole process group, failed runs, divergence."""
+
 import os
 import signal
 import subprocess
@@ -38,9 +39,14 @@ def test_resume_after_sigkill_of_process_group(tmp_path):
     f = tmp_path / "resume.toml"
     f.write_text(SWEEP.format(steps=400, lrs="[0.01, 0.02, 0.05]"))
     data = tmp_path / "data"
-    proc = subprocess.Popen([sys.executable, "-m", "collect", "--sweep", str(f), "--data", str(data), "--workers", "2"],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collect", "--sweep", str(f), "--data", str(data), "--workers", "2"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while len(completed_run_ids(data)) < 2:  # part-way: some runs done, others in flight
         assert time.time() < deadline and proc.poll() is None

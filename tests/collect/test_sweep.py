@@ -1,4 +1,5 @@
 """Sweep files: expansion, overrides and one-line errors that leave data/ byte-identical."""
+
 import pytest
 
 from gclab.collect.config import RunConfig
@@ -25,7 +26,7 @@ def test_paper_scale_variant_differs():
 
 def test_grids_union_and_seeds(tmp_path):
     f = tmp_path / "s.toml"
-    f.write_text('seeds = [0, 1]\n[base]\nsteps = 5\n[[grids]]\nlr = [0.1, 0.2]\n[[grids]]\nbatch_size = [8, 64]\n')
+    f.write_text("seeds = [0, 1]\n[base]\nsteps = 5\n[[grids]]\nlr = [0.1, 0.2]\n[[grids]]\nbatch_size = [8, 64]\n")
     runs = load_sweep(str(f)).runs
     # (lr 0.1, 0.2 at batch 64) ∪ (batch 8, 64 at lr 0.05): 4 distinct configs × 2 seeds
     assert len(runs) == 8
@@ -33,8 +34,12 @@ def test_grids_union_and_seeds(tmp_path):
 
 
 def test_overrides_parse_and_apply():
-    assert parse_overrides(["steps=2000", "lr=0.05", "activation=tanh", "bias=false"]) == \
-        {"steps": 2000, "lr": 0.05, "activation": "tanh", "bias": False}
+    assert parse_overrides(["steps=2000", "lr=0.05", "activation=tanh", "bias=false"]) == {
+        "steps": 2000,
+        "lr": 0.05,
+        "activation": "tanh",
+        "bias": False,
+    }
     runs = load_sweep("fig4", overrides={"steps": 7, "lr": 0.3}).runs
     assert {c.steps for c in runs} == {7} and {c.lr for c in runs} == {0.3}
 
@@ -45,16 +50,19 @@ def test_run_id_ignores_device_only():
     assert a.run_id != RunConfig(sweep="y", lr=0.1).run_id
 
 
-@pytest.mark.parametrize("body,needle", [
-    ('[base]\nlrr = 0.1\n', "unknown key 'lrr' (did you mean 'lr'?)"),
-    ('[base]\nlr = -0.1\n', "lr = -0.1 is invalid: Input should be greater than 0"),
-    ('[base]\ndataset = "foo"\n', "dataset = 'foo' is invalid"),
-    ('[base]\ndataset = "mnist"\n', "missing"),
-    ('[grid]\nwidht = [1, 2]\n', "unknown key 'widht' (did you mean 'width'?)"),
-    ('[grid]\nlr = 0.1\n', "must be a non-empty list"),
-    ('[base]\noptimizer = "sgd"\nmomentum = 0.9\n', "optimizer = 'sgd' has no momentum"),
-    ('not toml [', "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        ("[base]\nlrr = 0.1\n", "unknown key 'lrr' (did you mean 'lr'?)"),
+        ("[base]\nlr = -0.1\n", "lr = -0.1 is invalid: Input should be greater than 0"),
+        ('[base]\ndataset = "foo"\n', "dataset = 'foo' is invalid"),
+        ('[base]\ndataset = "mnist"\n', "missing"),
+        ("[grid]\nwidht = [1, 2]\n", "unknown key 'widht' (did you mean 'width'?)"),
+        ("[grid]\nlr = 0.1\n", "must be a non-empty list"),
+        ('[base]\noptimizer = "sgd"\nmomentum = 0.9\n', "optimizer = 'sgd' has no momentum"),
+        ("not toml [", "not valid TOML"),
+    ],
+)
 def test_bad_sweep_files_exit_2_and_touch_nothing(tmp_path, body, needle):
     data = tmp_path / "data"
     rf = RunFolder(data, "old", "r1")

@@ -1,4 +1,5 @@
 """The stop rule: training ends at the first eval where the FULL training set is fitted."""
+
 import pytest
 import torch
 
@@ -8,9 +9,25 @@ from gclab.collect.train import load_run_dataset, train
 from gclab.store import db
 
 # 64 training examples: the eval subset (16) is smaller, so the rule must look past it.
-FIT = dict(sweep="t", dataset="mnist1d", n_train=64, n_test=32, width=64, depth=2, lr=0.1, batch_size=16,
-           steps=3000, log_every=50, eval_every=25, eval_examples=16, theorem_examples=0, bfd_batch=0,
-           sharpness_iters=0, dtype="float64", stop_at_train_error=0.0)
+FIT = dict(
+    sweep="t",
+    dataset="mnist1d",
+    n_train=64,
+    n_test=32,
+    width=64,
+    depth=2,
+    lr=0.1,
+    batch_size=16,
+    steps=3000,
+    log_every=50,
+    eval_every=25,
+    eval_examples=16,
+    theorem_examples=0,
+    bfd_batch=0,
+    sharpness_iters=0,
+    dtype="float64",
+    stop_at_train_error=0.0,
+)
 
 
 def _errors_by_brute_force(cfg, data):
@@ -30,7 +47,7 @@ def _errors_by_brute_force(cfg, data):
     for step in range(cfg.steps + 1):
         if step % cfg.eval_every == 0:
             with torch.no_grad():
-                out[step] = sum(int(model(x[i:i + 1]).argmax(1) != y[i]) for i in range(len(x))) / len(x)
+                out[step] = sum(int(model(x[i : i + 1]).argmax(1) != y[i]) for i in range(len(x))) / len(x)
             if out[step] == 0:
                 return out
         idx = next(order)
@@ -42,7 +59,7 @@ def _errors_by_brute_force(cfg, data):
 
 def test_stops_at_first_eval_with_zero_train_error(tmp_path):
     cfg = RunConfig(**FIT)
-    row = train(cfg, tmp_path, threads=1)
+    train(cfg, tmp_path, threads=1)
     ref = _errors_by_brute_force(cfg, tmp_path)
     first_zero = min(s for s, e in ref.items() if e == 0)
     assert first_zero > 0 and any(e > 0 for e in ref.values())  # the rule had something to wait for
@@ -89,6 +106,6 @@ def test_interpolation_sweeps_train_to_zero_error(sweep):
 
 def test_bad_target_is_a_config_error(tmp_path):
     path = tmp_path / "s.toml"
-    path.write_text('seeds = [0]\n[base]\nstop_at_train_error = 1.5\n')
+    path.write_text("seeds = [0]\n[base]\nstop_at_train_error = 1.5\n")
     with pytest.raises(ConfigError, match="stop_at_train_error"):
         load_sweep(str(path))

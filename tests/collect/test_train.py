@@ -1,4 +1,5 @@
 """The training loop: determinism, divergence, tables written, one-pass gradients."""
+
 import math
 
 import numpy as np
@@ -11,8 +12,22 @@ from gclab.collect.train import train
 from gclab.store import db
 from gclab.store.layout import run_dir
 
-TINY = dict(sweep="t", dataset="mnist1d", n_train=256, n_test=128, width=16, depth=2, steps=30, batch_size=32,
-            log_every=5, eval_every=10, eval_examples=64, theorem_examples=4, bfd_batch=8, sharpness_iters=5)
+TINY = dict(
+    sweep="t",
+    dataset="mnist1d",
+    n_train=256,
+    n_test=128,
+    width=16,
+    depth=2,
+    steps=30,
+    batch_size=32,
+    log_every=5,
+    eval_every=10,
+    eval_examples=64,
+    theorem_examples=4,
+    bfd_batch=8,
+    sharpness_iters=5,
+)
 
 
 def table(data, cfg, name):
@@ -44,8 +59,10 @@ def test_every_table_and_identity(tmp_path):
         probes = db.query(con, "SELECT * FROM probes")
         runs = db.query(con, "SELECT * FROM runs")
     assert steps["step"].to_list() == list(range(0, 30, 5))
-    rel = ((steps["grad_norm_sq"] - steps["residual_term"] - steps["label_alignment"] - steps["batch_alignment"]).abs()
-           / steps["grad_norm_sq"]).max()
+    rel = (
+        (steps["grad_norm_sq"] - steps["residual_term"] - steps["label_alignment"] - steps["batch_alignment"]).abs()
+        / steps["grad_norm_sq"]
+    ).max()
     assert rel < 1e-9
     assert set(evals["split"]) == {"train", "test", "random"} and set(evals["step"]) == {0, 10, 20, 30}
     assert (evals["bfd"] <= evals["bfd_max"]).all() and (evals["bfd"] > 0).all()
@@ -58,8 +75,9 @@ def test_every_table_and_identity(tmp_path):
 
 def test_metrics_on_and_off_train_the_same_model(tmp_path):
     """The engine's one-pass gradient drives the optimizer exactly like loss.backward()."""
-    on = RunConfig(**{**TINY, "dtype": "float64", "sharpness_iters": 0, "bfd_batch": 0, "theorem_examples": 0,
-                      "log_every": 1})
+    on = RunConfig(
+        **{**TINY, "dtype": "float64", "sharpness_iters": 0, "bfd_batch": 0, "theorem_examples": 0, "log_every": 1}
+    )
     off = on.model_copy(update={"metrics": False})
     train(on, tmp_path / "on", threads=1)
     train(off, tmp_path / "off", threads=1)
@@ -80,9 +98,24 @@ def test_huge_learning_rate_diverges_cleanly(tmp_path):
 
 
 def test_parabola_regression_and_full_batch(tmp_path):
-    cfg = RunConfig(sweep="p", dataset="parabola", n_train=10, loss="mse", width=32, depth=2, batch_size=10,
-                    steps=20, eval_every=10, eval_examples=50, theorem_examples=3, bfd_batch=10,
-                    sharpness_iters=3, probe_points=5, dtype="float64", lr=0.01)
+    cfg = RunConfig(
+        sweep="p",
+        dataset="parabola",
+        n_train=10,
+        loss="mse",
+        width=32,
+        depth=2,
+        batch_size=10,
+        steps=20,
+        eval_every=10,
+        eval_examples=50,
+        theorem_examples=3,
+        bfd_batch=10,
+        sharpness_iters=3,
+        probe_points=5,
+        dtype="float64",
+        lr=0.01,
+    )
     row = train(cfg, tmp_path, threads=1)
     assert row["status"] == "completed"
     steps = table(tmp_path, cfg, "steps")
@@ -100,7 +133,17 @@ def test_cnn_runs_without_theorem_rows(tmp_path):
 
 @pytest.mark.parametrize("opt,mom", [("momentum", 0.9), ("adam", 0.9)])
 def test_optimizers(tmp_path, opt, mom):
-    cfg = RunConfig(**{**TINY, "optimizer": opt, "momentum": mom, "lr": 0.01, "steps": 10,
-                       "theorem_examples": 0, "bfd_batch": 0, "sharpness_iters": 0})
+    cfg = RunConfig(
+        **{
+            **TINY,
+            "optimizer": opt,
+            "momentum": mom,
+            "lr": 0.01,
+            "steps": 10,
+            "theorem_examples": 0,
+            "bfd_batch": 0,
+            "sharpness_iters": 0,
+        }
+    )
     assert train(cfg, tmp_path, threads=1)["status"] == "completed"
     assert isinstance(torch.optim.Adam, type)

@@ -1,4 +1,5 @@
 """Planted stores: built from the shipped sweep files through RunConfig, written by the real writer."""
+
 import json
 
 import pytest
@@ -27,43 +28,67 @@ def test_runs_are_exactly_the_shipped_sweeps_grids(con):
         shipped = load_sweep(sweep).runs
         stored = con.sql(f"SELECT config_json FROM runs WHERE sweep = '{sweep}'").fetchall()
         assert len(stored) == len(shipped), sweep
-        got = sorted(json.dumps({k: v for k, v in json.loads(r[0]).items() if k not in CADENCE}, sort_keys=True)
-                     for r in stored)
-        want = sorted(json.dumps({k: v for k, v in c.model_dump(mode="json").items() if k not in CADENCE},
-                                 sort_keys=True) for c in shipped)
+        got = sorted(
+            json.dumps({k: v for k, v in json.loads(r[0]).items() if k not in CADENCE}, sort_keys=True) for r in stored
+        )
+        want = sorted(
+            json.dumps({k: v for k, v in c.model_dump(mode="json").items() if k not in CADENCE}, sort_keys=True)
+            for c in shipped
+        )
         assert got == want, sweep
     fig2 = load_sweep("fig2").runs
     inits = {r[0] for r in con.sql("SELECT DISTINCT init FROM runs WHERE sweep = 'fig2'").fetchall()}
     assert inits == {r.init for r in fig2}
-    assert {r[0] for r in con.sql("SELECT DISTINCT dataset FROM runs WHERE sweep = 'fig2'").fetchall()} == \
-        {r.dataset for r in fig2}
+    assert {r[0] for r in con.sql("SELECT DISTINCT dataset FROM runs WHERE sweep = 'fig2'").fetchall()} == {
+        r.dataset for r in fig2
+    }
 
 
 def test_every_sweep_writes_runs_steps_and_evals(con):
     sweeps = {r[0] for r in con.sql("SELECT DISTINCT sweep FROM runs").fetchall()}
     assert sweeps == set(PAPER_SWEEPS)
     assert one(con, "SELECT count(*) FROM runs WHERE status = 'diverged'")[0] == 1
-    assert one(con, "SELECT count(*) FROM runs r WHERE NOT EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.run_id)"
-               )[0] == 0
+    assert (
+        one(con, "SELECT count(*) FROM runs r WHERE NOT EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.run_id)")[0]
+        == 0
+    )
     # Every eval step has the three splits.
     assert one(con, "SELECT count(*) FROM (SELECT run_id, step FROM evals GROUP BY ALL HAVING count(*) <> 3)")[0] == 0
-    key = ["seed", "dataset", "model", "width", "depth", "lr", "batch_size", "steps", "n_params", "config_json",
-           "n_train", "n_test"]
+    key = [
+        "seed",
+        "dataset",
+        "model",
+        "width",
+        "depth",
+        "lr",
+        "batch_size",
+        "steps",
+        "n_params",
+        "config_json",
+        "n_train",
+        "n_test",
+    ]
     assert one(con, f"SELECT count(*) FROM runs WHERE {' OR '.join(f'{c} IS NULL' for c in key)}")[0] == 0
 
 
 def test_steps_satisfy_eq6_and_theorem_rows_are_consistent(con):
-    rel = one(con, "SELECT max(abs(grad_norm_sq - residual_term - label_alignment - batch_alignment) "
-                   "/ abs(grad_norm_sq)) FROM steps")[0]
+    rel = one(
+        con,
+        "SELECT max(abs(grad_norm_sq - residual_term - label_alignment - batch_alignment) "
+        "/ abs(grad_norm_sq)) FROM steps",
+    )[0]
     assert rel < 1e-12
     bad = one(con, "SELECT count(*) FROM theorem WHERE NOT (bound >= bound_tight AND bound_tight >= gc_x AND holds)")
     assert bad[0] == 0
     # Theorem rows where the sweep asks for them (theorem_examples > 0), as collection writes them.
     sweeps = {r[0] for r in con.sql("SELECT DISTINCT r.sweep FROM theorem t JOIN runs r USING (run_id)").fetchall()}
     assert sweeps == {s for s in PAPER_SWEEPS if any(r.theorem_examples for r in sweep_runs(s))}
-    err = one(con, "SELECT max(abs(l.s - t.transfer_sq_sum) / t.transfer_sq_sum) FROM theorem t JOIN "
-                   "(SELECT run_id, step, split, example, sum(transfer_sq) AS s FROM layers GROUP BY ALL) l "
-                   "USING (run_id, step, split, example)")[0]
+    err = one(
+        con,
+        "SELECT max(abs(l.s - t.transfer_sq_sum) / t.transfer_sq_sum) FROM theorem t JOIN "
+        "(SELECT run_id, step, split, example, sum(transfer_sq) AS s FROM layers GROUP BY ALL) l "
+        "USING (run_id, step, split, example)",
+    )[0]
     assert err < 1e-12
     probes = {r[0] for r in con.sql("SELECT DISTINCT r.sweep FROM probes p JOIN runs r USING (run_id)").fetchall()}
     assert probes == {s for s in PAPER_SWEEPS if any(r.probe_points for r in sweep_runs(s))}

@@ -1,4 +1,5 @@
 """A writer killed with SIGKILL mid-write never leaves a file that breaks the views."""
+
 import os
 import signal
 import subprocess
@@ -26,8 +27,9 @@ def test_sigkill_mid_write_leaves_store_readable(store_dir):
     done.write("steps", {"run_id": ["survivor"], "step": [0], "gc": [1.0]})
     done.finish({"run_id": "survivor", "sweep": "demo", "status": "completed"})
 
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(store_dir)], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(store_dir)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     folder = store_dir / "runs" / "sweep=demo" / "run_id=victim"
     deadline = time.time() + 120
     # Wait until a temporary file exists, i.e. the writer is inside a write.

@@ -1,4 +1,5 @@
 """A truncated Parquet file in a completed run is named in a warning; the rest is still served."""
+
 import pytest
 
 from gclab.store.layout import RunFolder
@@ -20,8 +21,14 @@ def store_with_bad_file(store_dir):
 def test_sql_warns_names_file_and_serves_the_rest(store_with_bad_file):
     store, bad = store_with_bad_file
     before = tree_bytes(store)
-    res = run_cli("analysis", "sql", "--data", store, "-q",
-                  "SELECT run_id, count(*) AS n FROM steps GROUP BY run_id ORDER BY run_id")
+    res = run_cli(
+        "analysis",
+        "sql",
+        "--data",
+        store,
+        "-q",
+        "SELECT run_id, count(*) AS n FROM steps GROUP BY run_id ORDER BY run_id",
+    )
     assert res.returncode == 0, res.stderr
     assert "Traceback" not in res.stderr
     warnings = [line for line in res.stderr.splitlines() if line.startswith("warning:")]

@@ -1,6 +1,7 @@
 """Every fault class of the store's guarantees (README "What the store guarantees"), driven
 through the real CLI: the exit code, a one-line message without traceback, and the sha256 of
 every Parquet file before and after."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,12 +9,10 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -24,8 +23,11 @@ N_STEPS = 100
 
 
 def digests(data: Path) -> dict[str, str]:
-    return {str(p.relative_to(data)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(data.rglob("*.parquet")) if p.is_file()}
+    return {
+        str(p.relative_to(data)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(data.rglob("*.parquet"))
+        if p.is_file()
+    }
 
 
 def add_run(data: Path, run_id: str, sweep: str = "demo", n: int = N_STEPS) -> Path:
@@ -69,15 +71,19 @@ def count(res) -> int:
 
 # --- 1. Read-only by construction -------------------------------------------------------------
 
-@pytest.mark.parametrize("template", [
-    "EXPLAIN COPY (SELECT 1 AS run_id) TO '{target}' (FORMAT parquet)",
-    "EXPLAIN ANALYZE COPY (SELECT 1 AS run_id) TO '{target}' (FORMAT parquet)",
-    "/* hidden */ EXPLAIN ANALYZE (FORMAT json) COPY steps TO '{target}'",
-    "EXPLAIN ANALYZE INSERT INTO steps (run_id) VALUES ('x')",
-    "EXPLAIN ANALYZE COPY (SELECT 'x') TO '{db}' (FORMAT csv)",
-    "EXPLAIN ANALYZE CREATE TABLE t AS SELECT 1",
-    "EXPLAIN UPDATE steps SET gc = 0",
-])
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "EXPLAIN COPY (SELECT 1 AS run_id) TO '{target}' (FORMAT parquet)",
+        "EXPLAIN ANALYZE COPY (SELECT 1 AS run_id) TO '{target}' (FORMAT parquet)",
+        "/* hidden */ EXPLAIN ANALYZE (FORMAT json) COPY steps TO '{target}'",
+        "EXPLAIN ANALYZE INSERT INTO steps (run_id) VALUES ('x')",
+        "EXPLAIN ANALYZE COPY (SELECT 'x') TO '{db}' (FORMAT csv)",
+        "EXPLAIN ANALYZE CREATE TABLE t AS SELECT 1",
+        "EXPLAIN UPDATE steps SET gc = 0",
+    ],
+)
 def test_explain_wrapped_writes_are_refused(store, tmp_path, template):
     target = store / "runs" / "sweep=demo" / "run_id=r0" / "steps.parquet"
     run_cli("analysis", "sql", "--data", store)  # creates runs.duckdb
@@ -96,9 +102,15 @@ def test_sandbox_cannot_write_even_past_the_check(store, tmp_path):
     before = digests(store)
     with sandbox(store, warn=False) as con:
         assert con.sql("SELECT count(*) FROM steps").fetchall()[0][0] == 3 * N_STEPS
-        for stmt in (f"COPY steps TO '{target}'", f"COPY steps TO '{tmp_path / 'x.csv'}'",
-                     f"ATTACH '{tmp_path / 'x.duckdb'}'", "INSTALL httpfs", "SET enable_external_access = true",
-                     "SELECT * FROM read_csv('https://example.com/a.csv')", "SELECT * FROM read_text('/etc/hostname')"):
+        for stmt in (
+            f"COPY steps TO '{target}'",
+            f"COPY steps TO '{tmp_path / 'x.csv'}'",
+            f"ATTACH '{tmp_path / 'x.duckdb'}'",
+            "INSTALL httpfs",
+            "SET enable_external_access = true",
+            "SELECT * FROM read_csv('https://example.com/a.csv')",
+            "SELECT * FROM read_text('/etc/hostname')",
+        ):
             with pytest.raises(duckdb.Error):
                 con.sql(stmt)
     assert digests(store) == before and not list(tmp_path.glob("x.*"))
@@ -117,8 +129,9 @@ print(con.sql("SELECT count(*) FROM runs").fetchall()[0][0], flush=True)
 
 def test_reader_holding_runs_duckdb_does_not_make_views_stale(store):
     assert count(sql(store, "SELECT count(*) AS n FROM runs")) == 3
-    holder = subprocess.Popen([PYTHON, "-c", HOLDER, str(store / "runs.duckdb")], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [PYTHON, "-c", HOLDER, str(store / "runs.duckdb")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "3"  # it holds the file open (and locked)
         for i in range(3, 6):
@@ -151,6 +164,7 @@ def test_unrefreshable_runs_duckdb_is_one_line_and_answers_fresh(store):
 
 # --- 3. One run, one folder -------------------------------------------------------------------
 
+
 def test_backups_copies_and_strays_are_left_out_with_one_line_each(store):
     before = digests(store)
     src = store / "runs" / "sweep=demo" / "run_id=r1"
@@ -174,7 +188,7 @@ def corrupt_metadata(path: Path) -> None:
     raw = bytearray(path.read_bytes())
     footer_len = int.from_bytes(raw[-8:-4], "little")
     start = len(raw) - 8 - footer_len
-    raw[start + 4:start + footer_len - 4] = b"\xff" * (footer_len - 8)
+    raw[start + 4 : start + footer_len - 4] = b"\xff" * (footer_len - 8)
     path.write_bytes(bytes(raw))
 
 
@@ -226,9 +240,14 @@ def test_unreadable_run_folder_is_left_out(tmp_path):
         data.chmod(0o777)
         prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     try:
-        res = subprocess.run([*prefix, PYTHON, "-m", "analysis", "sql", "--data", str(data), "-q",
-                              "SELECT count(*) AS n FROM runs"], cwd=ROOT, capture_output=True, text=True,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+        res = subprocess.run(
+            [*prefix, PYTHON, "-m", "analysis", "sql", "--data", str(data), "-q", "SELECT count(*) AS n FROM runs"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            timeout=300,
+        )
         assert count(res) == 1
         w = warnings(res)
         assert any(str(locked) in line and "unreadable" in line for line in w), w
@@ -237,6 +256,7 @@ def test_unreadable_run_folder_is_left_out(tmp_path):
 
 
 # --- 4. make check ----------------------------------------------------------------------------
+
 
 def test_check_finds_corrupt_metadata_and_drift_and_repair_quarantines(store):
     clean = run_cli("store", "check", "--data", store)
@@ -269,6 +289,7 @@ def test_check_on_a_missing_store_is_one_line(tmp_path):
 
 # --- 6. Bounded queries -----------------------------------------------------------------------
 
+
 @pytest.fixture
 def big(tmp_path) -> Path:
     data = tmp_path / "data"
@@ -281,9 +302,14 @@ CROSS = "SELECT count(*) AS n FROM steps a, steps b, steps c WHERE a.step + b.st
 
 
 def test_ctrl_c_stops_a_runaway_cross_join(big):
-    proc = subprocess.Popen([PYTHON, "-m", "analysis", "sql", "--data", str(big), "-q", CROSS], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "analysis", "sql", "--data", str(big), "-q", CROSS],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stderr.readline()  # printed once the query has run for a while
     assert "query running" in line, line
     proc.send_signal(signal.SIGINT)
@@ -313,14 +339,21 @@ PREFLIGHT = {
     "set l2 inf": ("[base]\nsteps = 1\n", ("--set", "l2=inf"), "finite"),
     "nan lr": ("[base]\nlr = nan\n", (), "finite"),
     "absurd width": ("[base]\nwidth = 10000000\n", (), "parameters"),
-    "huge grid": ("seeds = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n[grid]\n" + "\n".join(
-        f"{k} = [{', '.join(str(v) for v in range(1, 11))}]" for k in ("width", "depth", "batch_size", "log_every", "eval_every"))
-        + "\n", (), "1,000,000 runs"),
+    "huge grid": (
+        "seeds = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n[grid]\n"
+        + "\n".join(
+            f"{k} = [{', '.join(str(v) for v in range(1, 11))}]"
+            for k in ("width", "depth", "batch_size", "log_every", "eval_every")
+        )
+        + "\n",
+        (),
+        "1,000,000 runs",
+    ),
     "base is a number": ("base = 5\n", (), "base = 5 has the wrong shape"),
     "grid is a list": ("grid = [1, 2]\n", (), "grid"),
     "empty seeds": ("seeds = []\n", (), "seeds = [] runs nothing"),
     "set empty seeds": ("", ("--set", "seeds=[]"), "seeds = [] runs nothing"),
-    "not utf-8": (b"description = \"caf\xe9\"\n", (), "not UTF-8"),
+    "not utf-8": (b'description = "caf\xe9"\n', (), "not UTF-8"),
     "cuda": ('[base]\ndevice = "cuda"\n', (), "CUDA is not available"),
 }
 
@@ -330,6 +363,7 @@ def test_preflight_refuses_before_writing(store, tmp_path, case):
     body, extra, needle = PREFLIGHT[case]
     if case == "cuda":
         import torch
+
         if torch.cuda.is_available():
             pytest.skip("this machine has CUDA")
     f = tmp_path / "bad.toml"
@@ -351,16 +385,25 @@ def test_allow_huge_lifts_the_grid_bound(tmp_path):
 
 # --- 8. The Makefile passes paths and queries safely ------------------------------------------
 
+
 def test_make_quotes_paths_and_passes_q_raw(tmp_path):
     data = tmp_path / "my data $HOME"
     add_run(data, "r0")
     q = """SELECT '$1 "x" $$y' AS v, count(*) AS n FROM runs"""
-    res = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "sql", f"DATA={data}", f"Q={q}"],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(ROOT), "sql", f"DATA={data}", f"Q={q}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     assert '$1 "x" $$y' in res.stdout and "┆ 1 " in res.stdout
-    res = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "check", f"DATA={data}"],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(ROOT), "check", f"DATA={data}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0 and "1 runs verified, 0 problems" in res.stdout
 
 
@@ -387,9 +430,14 @@ lr = [0.01, 0.02]
 
 
 def collect_proc(sweep: Path, data: Path, *extra):
-    return subprocess.Popen([PYTHON, "-m", "collect", "--sweep", str(sweep), "--data", str(data), *extra],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [PYTHON, "-m", "collect", "--sweep", str(sweep), "--data", str(data), *extra],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def trained(stdout: str) -> int:
@@ -413,8 +461,9 @@ def test_two_concurrent_collects_train_each_run_once(tmp_path):
     assert res.returncode == 0 and trained(res.stdout) == 1, res.stdout + res.stderr
     assert "moved to" in res.stderr and "Traceback" not in res.stderr
     after = digests(data)
-    assert {k: v for k, v in after.items() if k in before and victim.parent.name not in k} == \
-        {k: v for k, v in before.items() if victim.parent.name not in k}
+    assert {k: v for k, v in after.items() if k in before and victim.parent.name not in k} == {
+        k: v for k, v in before.items() if victim.parent.name not in k
+    }
     assert any(k.startswith("quarantine/") for k in after)
 
 

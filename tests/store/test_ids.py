@@ -1,4 +1,5 @@
 """run_id is a stable hash of the resolved config, the same on any machine and Python."""
+
 import subprocess
 import sys
 
@@ -15,9 +16,14 @@ def test_key_order_and_process_do_not_matter():
     a = {"lr": 0.1, "width": 64, "sweep": "s", "nested": {"b": 1, "a": [1, 2]}}
     b = {"nested": {"a": [1, 2], "b": 1}, "sweep": "s", "width": 64, "lr": 0.1}
     assert run_id_of(a) == run_id_of(b)
-    code = "from store.layout import run_id_of; print(run_id_of({'lr': 0.1, 'width': 64, 'sweep': 's', 'nested': {'b': 1, 'a': [1, 2]}}))"
+    code = (
+        "from gclab.store.layout import run_id_of; "
+        "print(run_id_of({'lr': 0.1, 'width': 64, 'sweep': 's', 'nested': {'b': 1, 'a': [1, 2]}}))"
+    )
     env = {"PYTHONHASHSEED": "123"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout.strip()
     assert out == run_id_of(a)
 
 

@@ -1,7 +1,8 @@
 """Ad-hoc SQL is read-only: a writing statement fails in one line and no file changes."""
+
 import pytest
 
-from gclab.store import db, readonly
+from gclab.store import readonly
 from gclab.store.layout import RunFolder
 from tests.conftest import run_cli, tree_bytes
 
@@ -16,16 +17,19 @@ def filled(store_dir):
     return store_dir
 
 
-@pytest.mark.parametrize("sql", [
-    "DELETE FROM steps",
-    "COPY steps TO 'x.parquet'",
-    "DROP VIEW steps",
-    "CREATE TABLE t AS SELECT 1",
-    "INSERT INTO steps (run_id) VALUES ('x')",
-    "ATTACH 'other.duckdb'",
-    "SELECT 1; DELETE FROM steps",
-    "INSTALL httpfs",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM steps",
+        "COPY steps TO 'x.parquet'",
+        "DROP VIEW steps",
+        "CREATE TABLE t AS SELECT 1",
+        "INSERT INTO steps (run_id) VALUES ('x')",
+        "ATTACH 'other.duckdb'",
+        "SELECT 1; DELETE FROM steps",
+        "INSTALL httpfs",
+    ],
+)
 def test_writes_are_refused_and_files_untouched(filled, tmp_path, sql):
     before = tree_bytes(filled)
     res = run_cli("analysis", "sql", "--data", filled, "-q", sql, cwd=tmp_path)
@@ -48,8 +52,13 @@ def test_bad_sql_is_one_line(filled):
 
 
 def test_reads_are_allowed(filled):
-    for sql in ("DESCRIBE steps", "SHOW TABLES", "EXPLAIN SELECT * FROM runs", "SUMMARIZE steps",
-                "WITH a AS (SELECT max(step) AS m FROM steps) SELECT m FROM a"):
+    for sql in (
+        "DESCRIBE steps",
+        "SHOW TABLES",
+        "EXPLAIN SELECT * FROM runs",
+        "SUMMARIZE steps",
+        "WITH a AS (SELECT max(step) AS m FROM steps) SELECT m FROM a",
+    ):
         readonly.check_read_only(sql)
     assert readonly.read_only_query(filled, "SELECT max(step) AS m FROM steps")["m"][0] == 3
 

@@ -1,4 +1,5 @@
 """One scale per sweep: the views never pool a demo-scale sweep with its full-size runs."""
+
 import json
 
 import pyarrow as pa
@@ -50,6 +51,11 @@ def test_gclab_command_lists_subcommands_and_imports_outside_the_checkout(tmp_pa
     assert res.returncode == 0
     for cmd in ("collect", "report", "claims", "sql", "bench", "check"):
         assert cmd in res.stdout
-    out = subprocess.run([sys.executable, "-c", "import gclab; print(gclab.Recorder, gclab.geometric_complexity)"],
-                         cwd=tmp_path, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-c", "import gclab; print(gclab.Recorder, gclab.geometric_complexity)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 0 and "gclab.collect.recorder.Recorder" in out.stdout, out.stderr

@@ -1,4 +1,5 @@
 """The explicit schemas survive a round trip through Parquet and the DuckDB views."""
+
 import math
 import subprocess
 import sys
@@ -12,11 +13,12 @@ from gclab.store.schema import FILE_NAMES, SCHEMAS, schema_markdown
 
 SPEC_KEYS = {
     "runs": "run_id sweep status seed dataset model width depth activation init optimizer lr momentum batch_size "
-            "steps l2 spectral_reg flatness_reg gc_reg label_noise n_params device wall_s config_json",
+    "steps l2 spectral_reg flatness_reg gc_reg label_noise n_params device wall_s config_json",
     "steps": "run_id step lr batch_size train_loss train_acc gc grad_norm_sq residual_term label_alignment "
-             "batch_alignment per_example_grad_norm_sq wall_s",
+    "batch_alignment per_example_grad_norm_sq wall_s",
     "evals": "run_id step split loss acc gc param_norm_sq spectral_product dist_from_init bfd sharpness",
-    "theorem": "run_id step split example gc_x grad_theta_sq transfer_sq_sum transfer_sq_sum_tight bound bound_tight holds",
+    "theorem": "run_id step split example gc_x grad_theta_sq transfer_sq_sum transfer_sq_sum_tight bound bound_tight "
+    "holds",
     "layers": "run_id step split example layer h_norm_sq weight_spec input_jac_spec transfer_sq",
     "probes": "run_id step t x output",
 }
@@ -55,7 +57,7 @@ def test_round_trip_every_table(store_dir):
             assert frame.height == n
             for name in SCHEMAS[table].names:
                 got = frame[name].to_list()
-                want = ([run_row[name]] if table == "runs" else cols[name])
+                want = [run_row[name]] if table == "runs" else cols[name]
                 assert got == want, (table, name)
 
 
@@ -114,7 +116,10 @@ def test_schema_doc_is_current():
 
 
 def test_schema_module_imports_nothing_heavy():
-    code = ("import sys, store.schema; heavy = {'torch', 'duckdb', 'polars', 'pandas', 'scipy', 'gclab.store.db'} & set(sys.modules); "
-            "print(sorted(heavy))")
+    code = (
+        "import sys, gclab.store.schema; "
+        "heavy = {'torch', 'duckdb', 'polars', 'pandas', 'scipy', 'gclab.store.db'} & set(sys.modules); "
+        "print(sorted(heavy))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
