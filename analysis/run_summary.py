@@ -15,6 +15,8 @@ on `rs`); `excluded` counts the completed runs left out, per sweep.
 
 from __future__ import annotations
 
+from gclab.store.sweeps import INTERPOLATING_SWEEPS, sql_in
+
 HYPER_COLUMNS = [
     "dataset",
     "model",
@@ -37,8 +39,7 @@ HYPER_COLUMNS = [
     "n_train",
 ]
 # Sweeps whose claims the paper states for models at zero training error; they train to that target.
-INTERPOLATING_SWEEPS = ("fig3", "fig4", "fig4_momentum", "fig4_adam", "gcreg", "igr")
-_IN_INTERPOLATING = "sweep IN (" + ", ".join(f"'{s}'" for s in INTERPOLATING_SWEEPS) + ")"
+_IN_INTERPOLATING = sql_in(INTERPOLATING_SWEEPS, "sweep")
 # The one filter: a run of an interpolating sweep enters only if it reached its target.
 FITTED = f"(NOT {_IN_INTERPOLATING} OR coalesce(target_reached, false))"
 MEASURES = ["gc_last", "param_norm_sq", "spectral_product", "dist_from_init", "sharpness", "bfd"]

@@ -35,12 +35,12 @@ import statsmodels.api as sm
 from scipy import stats
 
 from gclab.analysis.result import ALPHA, Analysis, claim, claims_frame, insufficient
-from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, INTERPOLATING_SWEEPS, excluded_note, with_runs
+from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
 from gclab.analysis.verdict import decide, describe
 from gclab.store.db import query
+from gclab.store.sweeps import FIG4_SWEEPS, INTERPOLATING_SWEEPS, TREND_SWEEPS, sql_in
 
 FIG3_REGS = ["l2", "spectral_reg", "flatness_reg", "label_noise"]
-FIG4_SWEEPS = {"fig4": "SGD", "fig4_momentum": "SGD+momentum", "fig4_adam": "Adam"}
 PAPER_FAMILY = "trunc_normal_fan_in/relu"  # init/activation of the paper's standard scheme (seed 002 §3)
 POOLED = "pooled"
 
@@ -182,7 +182,7 @@ SELECT rs.run_id, rs.sweep, rs.seed, rs.lr, rs.batch_size, rs.depth, rs.init, rs
 FROM rs LEFT JOIN (
     SELECT run_id, avg(abs(output)) AS abs_output FROM probes WHERE step = 0 GROUP BY run_id
 ) p ON rs.run_id = p.run_id
-WHERE rs.sweep IN ('fig2', 'fig3', 'gcreg', 'fig4', 'fig4_momentum', 'fig4_adam') AND {FITTED}
+WHERE {sql_in(TREND_SWEEPS, "rs.sweep")} AND {FITTED}
 """)
 
 

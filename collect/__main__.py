@@ -7,9 +7,9 @@ import sys
 import time
 
 from gclab.collect.sweep import MAX_RUNS, ConfigError, expand, load_sweep, parse_overrides, shipped_sweeps
+from gclab.store.sweeps import PAPER_SWEEPS
 
 # `make paper` runs these CPU-scale sweeps.
-PAPER_SWEEPS = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
 
 
 def main(argv=None) -> int:

@@ -27,7 +27,8 @@ from statsmodels.stats.proportion import proportion_confint
 from gclab.analysis import bfd, double_descent, fig1, igr, theorem
 from gclab.analysis.claims import MODULES
 from gclab.analysis.result import ALPHA, CONTRADICTED, INSUFFICIENT, SUPPORTED
-from gclab.planted.store import EFFECTS, TREND_SWEEPS, planted_connection
+from gclab.planted.store import EFFECTS, planted_connection
+from gclab.store.sweeps import TREND_SWEEPS
 
 CADENCE = {"steps": 20, "log_every": 10, "eval_every": 10}  # few rows per run; the statistics see run summaries
 TARGET_FPR, TARGET_POWER = ALPHA + 0.02, 0.8

@@ -36,6 +36,7 @@ from gclab.planted.tables import (
 )
 from gclab.store.layout import RunFolder, to_arrow
 from gclab.store.schema import MARKER_TABLE, SCHEMAS
+from gclab.store.sweeps import FIG4_SWEEPS, PAPER_SWEEPS, TREND_SWEEPS
 
 EFFECTS: dict = {
     "trend_slope": 1.0,  # Δ log GC across each regularizer's grid, in the paper's direction
@@ -77,7 +78,6 @@ GC_DIRECTION = {
     "batch_size": +1,
     "depth": -1,
 }
-TREND_SWEEPS = ("fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "gcreg")
 # (input dim, outputs, default n_train, default n_test) of each dataset (collect/datasets.py).
 DATASET_SHAPE = {
     "mnist1d": (40, 10, 4000, 1000),
@@ -87,7 +87,6 @@ DATASET_SHAPE = {
     "mnist": (784, 10, 60000, 10000),
     "cifar10": (3072, 10, 50000, 10000),
 }
-PAPER_SWEEPS = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
 SWEEPS = (*PAPER_SWEEPS, "demo")
 
 
@@ -177,7 +176,7 @@ def _plant(cfg: RunConfig, pos: dict, fx: dict, rng, offset: float, context: dic
     trl = 0.05 + 0.02 * abs(rng.standard_normal())
     gap = 0.3 + 0.2 * fx["measure_corr"] * lg + 0.03 * rng.standard_normal()
     acc = 0.8 + 0.01 * rng.standard_normal()
-    acc_axis = {"fig4": "lr", "fig4_momentum": "lr", "fig4_adam": "lr", "gcreg": "gc_reg"}.get(sweep)
+    acc_axis = {**dict.fromkeys(FIG4_SWEEPS, "lr"), "gcreg": "gc_reg"}.get(sweep)
     if acc_axis in pos:
         acc += fx["acc_slope"] * pos[acc_axis][getattr(cfg, acc_axis)]
     if cfg.loss == "mse":

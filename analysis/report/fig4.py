@@ -20,10 +20,11 @@ from gclab.analysis.report.common import (
     with_config,
 )
 from gclab.analysis.report.queries import binned_curves, summary_sql
+from gclab.store.sweeps import FIG4_SWEEPS, sql_in
 
 TITLE = "Fig. 4 — larger learning rates and smaller batches lower GC"
-SWEEPS = ("fig4", "fig4_momentum", "fig4_adam")
-IN_SWEEPS = "r.sweep IN ('fig4', 'fig4_momentum', 'fig4_adam') AND r.status = 'completed'"
+SWEEPS = tuple(FIG4_SWEEPS)
+IN_SWEEPS = f"{sql_in(SWEEPS)} AND r.status = 'completed'"
 # A run belongs to the lr sweep when its batch size is its sweep's most common one, and to
 # the batch-size sweep when its lr is the most common lr (the grid's shared point is in both).
 FIXED = "(SELECT mode(q.{col}) FROM runs q WHERE q.sweep = r.sweep AND q.status = 'completed')"
@@ -85,8 +86,7 @@ def build(ctx) -> Section:
         )
     diverged = query(
         ctx.con,
-        "SELECT count(*) AS n FROM runs r WHERE r.sweep IN ('fig4', 'fig4_momentum', "
-        "'fig4_adam') AND r.status <> 'completed'",
+        f"SELECT count(*) AS n FROM runs r WHERE {sql_in(SWEEPS)} AND r.status <> 'completed'",
     )["n"][0]
     if diverged:
         sec.caveats.append(

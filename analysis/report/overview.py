@@ -8,8 +8,7 @@ from gclab.analysis.report.common import Section, esc, query
 from gclab.store.db import scale_notes
 from gclab.store.layout import runs_root
 from gclab.store.schema import FILE_NAMES, MARKER_TABLE
-
-PAPER_SWEEPS = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
+from gclab.store.sweeps import PAPER_SWEEPS
 
 
 def human_bytes(n: float) -> str:

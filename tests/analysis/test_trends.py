@@ -1,7 +1,8 @@
 import polars as pl
 
 from gclab.analysis import trends
-from gclab.planted.store import TREND_SWEEPS, sweep_runs
+from gclab.planted.store import sweep_runs
+from gclab.store.sweeps import TREND_SWEEPS
 from tests.analysis.conftest import assert_calibrated, build, memory, null_counts, verdicts
 
 TRENDS = {"trend_slope": 1.0, "acc_slope": 0.05, "output_shrink": 2.0}

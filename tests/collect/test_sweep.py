@@ -94,7 +94,8 @@ def test_config_error_is_a_value_error():
 
 
 def test_demo_is_the_demo_sweeps_at_their_demo_scale(tmp_path):
-    from gclab.collect.sweep import DEMO_SWEEPS, expand
+    from gclab.collect.sweep import expand
+    from gclab.store.sweeps import DEMO_SWEEPS
 
     names, scale = expand(["demo"], "cpu")
     assert names == list(DEMO_SWEEPS) and scale == "demo"

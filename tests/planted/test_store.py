@@ -7,8 +7,9 @@ from polars.testing import assert_frame_equal
 
 from gclab.collect.sweep import load_sweep
 from gclab.planted.calibrate import CADENCE
-from gclab.planted.store import PAPER_SWEEPS, planted_connection, sweep_runs, write_planted_store
+from gclab.planted.store import planted_connection, sweep_runs, write_planted_store
 from gclab.store.db import connect
+from gclab.store.sweeps import PAPER_SWEEPS
 
 
 @pytest.fixture(scope="module")

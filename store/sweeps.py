@@ -1,0 +1,28 @@
+"""The experiment catalog's sweep names and kinds, defined once (docs/EXPERIMENTS.md).
+
+`runs.sweep` holds these names, so they are part of the store's contract: `collect` runs them,
+`analysis` and the report select by them, `planted` fakes them. Imports nothing.
+"""
+
+from __future__ import annotations
+
+# The sweeps `gclab collect --paper` runs, in order; each has a shipped `collect/sweeps/<name>.toml`.
+PAPER_SWEEPS = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
+
+# `make demo`: these sweeps at their `[demo]` scale.
+DEMO_SWEEPS = ("fig5", "thm51", "fig2", "fig4")
+
+# Fig. 4's learning-rate sweep per optimizer (sweep → the optimizer's name in the report).
+FIG4_SWEEPS = {"fig4": "SGD", "fig4_momentum": "SGD+momentum", "fig4_adam": "Adam"}
+
+# Sweeps whose claims are about interpolating models: every run trains to zero training error, and
+# only runs that reached it enter a claim (docs/EXPERIMENTS.md, "Training to interpolation").
+INTERPOLATING_SWEEPS = ("fig3", *FIG4_SWEEPS, "gcreg", "igr")
+
+# Sweeps whose claims are a monotone trend of GC or accuracy in one swept hyperparameter.
+TREND_SWEEPS = ("fig2", "fig3", *FIG4_SWEEPS, "gcreg")
+
+
+def sql_in(sweeps, column: str = "r.sweep") -> str:
+    """`column IN ('a', 'b')`: a SQL predicate selecting the given sweeps."""
+    return f"{column} IN (" + ", ".join(f"'{s}'" for s in sweeps) + ")"
