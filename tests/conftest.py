@@ -1,28 +1,6 @@
-import os
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
 
 
 @pytest.fixture
 def store_dir(tmp_path):
     return tmp_path / "data"
-
-
-def run_cli(*args, cwd=None, timeout=600, env=None):
-    """Run `python -m <args>` as a real subprocess, as a user would."""
-    import subprocess
-
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run(
-        [PYTHON, "-m", *map(str, args)], cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout, env=full_env
-    )
-
-
-def tree_bytes(folder: Path) -> dict[str, bytes]:
-    """Every Parquet file under folder, by relative path, with its bytes."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.parquet"))}

@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from gclab.store.layout import RunFolder
-from tests.conftest import ROOT, tree_bytes
+from tests._helpers.cli import ROOT, tree_bytes
 
 
 def make(*args, timeout=300):

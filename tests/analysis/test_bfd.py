@@ -5,7 +5,7 @@ from gclab.analysis import bfd
 from gclab.planted.calibrate import CADENCE
 from gclab.planted.store import sweep_runs
 from gclab.store.layout import run_dir
-from tests.analysis.conftest import assert_calibrated, build, memory, null_counts, verdicts
+from tests._helpers.planted import assert_calibrated, build, memory, null_counts, verdicts
 
 N_RUNS = len(sweep_runs("bfd"))
 NULL = {"bfd_drop": 0.0, "bfd_random_gap": 0.0, "ffd_deficit": bfd.FFD_MARGIN}

@@ -2,7 +2,7 @@ import polars as pl
 
 from gclab.analysis import double_descent
 from gclab.planted.store import sweep_runs
-from tests.analysis.conftest import assert_calibrated, build, memory, null_counts, verdicts
+from tests._helpers.planted import assert_calibrated, build, memory, null_counts, verdicts
 
 WIDTHS = sorted({r.width for r in sweep_runs("fig5")})
 N_SEEDS = len({r.seed for r in sweep_runs("fig5")})

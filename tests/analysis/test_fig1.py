@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 
 from gclab.analysis import fig1
 from gclab.store.layout import run_dir
-from tests.analysis.conftest import assert_calibrated, build, memory, null_counts, verdicts
+from tests._helpers.planted import assert_calibrated, build, memory, null_counts, verdicts
 
 GROWS = pl.col("claim") == fig1.GC_CLAIM
 ARC = pl.col("claim") == fig1.ARC_CLAIM

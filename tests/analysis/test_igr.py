@@ -6,7 +6,7 @@ import pytest
 from gclab.analysis import igr
 from gclab.planted.calibrate import TARGET_FPR
 from gclab.store.layout import run_dir
-from tests.analysis.conftest import assert_calibrated, build, null_counts, verdicts
+from tests._helpers.planted import assert_calibrated, build, null_counts, verdicts
 
 HB = pl.col("claim") == igr.HB_CLAIM
 

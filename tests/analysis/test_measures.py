@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from gclab.analysis import measures
-from tests.analysis.conftest import assert_calibrated, null_counts, verdicts
+from tests._helpers.planted import assert_calibrated, null_counts, verdicts
 
 
 def brute_tau_b(x, y) -> float:

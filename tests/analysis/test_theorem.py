@@ -5,7 +5,7 @@ from gclab.analysis import theorem
 from gclab.planted.store import sweep_runs
 from gclab.store.db import connect
 from gclab.store.layout import RunFolder
-from tests.analysis.conftest import assert_calibrated, build, null_counts, verdicts
+from tests._helpers.planted import assert_calibrated, build, null_counts, verdicts
 
 N_RUNS = len(sweep_runs("thm51"))
 

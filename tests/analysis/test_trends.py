@@ -3,7 +3,7 @@ import polars as pl
 from gclab.analysis import trends
 from gclab.planted.store import sweep_runs
 from gclab.store.sweeps import TREND_SWEEPS
-from tests.analysis.conftest import assert_calibrated, build, memory, null_counts, verdicts
+from tests._helpers.planted import assert_calibrated, build, memory, null_counts, verdicts
 
 TRENDS = {"trend_slope": 1.0, "acc_slope": 0.05, "output_shrink": 2.0}
 AGAINST = {k: -v for k, v in TRENDS.items()}

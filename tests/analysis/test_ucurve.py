@@ -1,6 +1,6 @@
 from gclab.analysis import ucurve
 from gclab.planted.store import sweep_runs
-from tests.analysis.conftest import assert_calibrated, build, null_counts, verdicts
+from tests._helpers.planted import assert_calibrated, build, null_counts, verdicts
 
 N_FIG5 = len(sweep_runs("fig5"))
 

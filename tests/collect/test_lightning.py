@@ -11,8 +11,8 @@ import lightning as L  # noqa: E402
 
 from gclab.lightning import GCCallback  # noqa: E402
 from gclab.store import db  # noqa: E402
-from tests.collect.test_recorder import bruteforce  # noqa: E402
-from tests.conftest import ROOT  # noqa: E402
+from tests._helpers.bruteforce import batch_reference  # noqa: E402
+from tests._helpers.cli import ROOT  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "examples"))
 import lightning_loop  # noqa: E402
@@ -50,7 +50,7 @@ def test_callback_rows_match_bruteforce_and_failure_is_stored(tmp_path):
     def spy(step, model, xb, yb, **kw):  # a float64 copy of the parameters Lightning is about to step from
         ref = lightning_loop.Classifier(width=8).double()
         ref.load_state_dict(model.state_dict())
-        seen[step] = bruteforce(ref, xb.double(), yb)
+        seen[step] = batch_reference(ref, xb.double(), yb)
         return real(step, model, xb, yb, **kw)
 
     cb.recorder.step = spy

@@ -7,12 +7,12 @@ import math
 
 import pytest
 import torch
-from metrics_bruteforce import batch_grads, close, jacobians, randomize_, step_reference
 from torch import nn
 
 from gclab.collect.metrics import capture, per_example_grad_norms, step_terms, tape
 from gclab.collect.metrics.gc import projection_rows
 from gclab.collect.models import build_model
+from tests._helpers.bruteforce import batch_grads, close, jacobians, randomize_, step_reference
 
 PER_EXAMPLE = ("gc_x", "logit_grad_sq", "per_example_grad_sq")
 SCALARS = (

@@ -5,11 +5,11 @@ import copy
 import numpy as np
 import pytest
 import torch
-from metrics_bruteforce import jacobians, mlp, randomize_
 from torch import nn
 
 from gclab.collect.metrics import functional_dimension, ntk_gram
 from gclab.collect.metrics.fdim import bfd_ceiling
+from tests._helpers.bruteforce import jacobians, mlp, randomize_
 
 
 def _rank_ref(model, x, outputs="logits"):

@@ -3,10 +3,10 @@
 import copy
 
 import torch
-from metrics_bruteforce import close, jacobians, mlp, randomize_
 from torch import nn
 
 from gclab.collect.metrics import geometric_complexity, geometric_complexity_estimate
+from tests._helpers.bruteforce import close, jacobians, mlp, randomize_
 
 
 def _gc_ref(model, x):

@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from metrics_bruteforce import mlp, per_example_loss
 from torch import nn
 from torch.func import functional_call, hessian
 
 from gclab.collect.metrics import dist_from_init, param_norm_sq, sharpness, spectral_product
+from tests._helpers.bruteforce import mlp, per_example_loss
 
 
 def test_param_norm_sq():

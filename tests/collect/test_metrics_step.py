@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
-from metrics_bruteforce import batch_grads, close, mlp, randomize_, step_reference
 from torch import nn
 
 from gclab.collect.metrics import step_metrics, step_terms
+from tests._helpers.bruteforce import batch_grads, close, mlp, randomize_, step_reference
 
 KEYS = (
     "gc",

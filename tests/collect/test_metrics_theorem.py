@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from metrics_bruteforce import close, jacobians, mlp
 from torch import nn
 from torch.func import jacrev, vmap
 
 from gclab.collect.metrics import theorem_terms
+from tests._helpers.bruteforce import close, jacobians, mlp
 
 ACT = {
     "relu": nn.ReLU,

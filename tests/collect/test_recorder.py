@@ -8,25 +8,15 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 import torch
-import torch.nn.functional as F
-from torch.func import jacrev, vmap
 
 from gclab.collect.recorder import Diverged, Recorder
 from gclab.store import db
 from gclab.store.layout import run_dir
-from tests.conftest import ROOT, run_cli
+from tests._helpers.bruteforce import batch_reference
+from tests._helpers.cli import ROOT, run_cli
 
 sys.path.insert(0, str(ROOT / "examples"))
 import own_loop  # noqa: E402
-
-
-def bruteforce(model64, x, y):
-    """(GC, loss, ||∇θ L_B||²) in float64: per-example input Jacobians by torch.func, autograd for ∇θ."""
-    jac = vmap(jacrev(lambda xi: model64(xi.unsqueeze(0))[0]))(x)  # (b, k, d)
-    gc = jac.square().sum(dim=(1, 2)).mean()
-    loss = F.cross_entropy(model64(x), y)
-    grads = torch.autograd.grad(loss, list(model64.parameters()))
-    return float(gc.detach()), float(loss.detach()), float(sum(g.square().sum() for g in grads)), grads
 
 
 def test_own_loop_rows_match_float64_bruteforce(tmp_path, monkeypatch):
@@ -49,7 +39,7 @@ def test_own_loop_rows_match_float64_bruteforce(tmp_path, monkeypatch):
     assert run[0]["width"] == 64 and run[0]["lr"] == 0.05 and run[0]["steps_done"] == 12
     assert json.loads(run[0]["config_json"])["dataset"] == "blobs"
     for step, model64, x, y, grads_after in seen:
-        gc, loss, gsq, grads = bruteforce(model64, x, y)
+        gc, loss, gsq, grads = batch_reference(model64, x, y)
         row = stored[step]
         assert row["gc"] == pytest.approx(gc, rel=1e-4)
         assert row["train_loss"] == pytest.approx(loss, rel=1e-5)

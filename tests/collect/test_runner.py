@@ -8,7 +8,7 @@ import time
 
 from gclab.store import db
 from gclab.store.layout import completed_run_ids
-from tests.conftest import ROOT, run_cli
+from tests._helpers.cli import ROOT, run_cli
 
 SWEEP = """
 seeds = [0, 1, 2]

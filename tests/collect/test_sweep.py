@@ -5,7 +5,7 @@ import pytest
 from gclab.collect.config import RunConfig
 from gclab.collect.sweep import ConfigError, load_sweep, parse_overrides, shipped_sweeps
 from gclab.store.layout import RunFolder
-from tests.conftest import run_cli, tree_bytes
+from tests._helpers.cli import run_cli, tree_bytes
 
 ALL = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
 

@@ -3,7 +3,7 @@
 import pytest
 
 from gclab.store.layout import RunFolder
-from tests.conftest import run_cli, tree_bytes
+from tests._helpers.cli import run_cli, tree_bytes
 
 
 @pytest.fixture

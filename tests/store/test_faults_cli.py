@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gclab.store.layout import RunFolder
-from tests.conftest import PYTHON, ROOT, run_cli
+from tests._helpers.cli import PYTHON, ROOT, run_cli
 
 N_STEPS = 100
 

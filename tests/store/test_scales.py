@@ -9,7 +9,7 @@ from gclab.store import db
 from gclab.store.layout import RunFolder
 from gclab.store.readonly import read_only_query
 from gclab.store.schema import RUNS
-from tests.conftest import run_cli
+from tests._helpers.cli import run_cli
 
 
 def add(data, sweep, run_id, scale, *, old=False):

@@ -145,3 +145,12 @@ def close(a, b, rtol, scale=0.0):
     quantities that can cross zero (A_B, C_B)."""
     a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
     return bool(((a - b).abs() <= rtol * (b.abs() + scale)).all())
+
+
+def batch_reference(model64, x, y):
+    """(GC, loss, ||∇θ L_B||²) in float64: per-example input Jacobians by torch.func, autograd for ∇θ."""
+    jac = vmap(jacrev(lambda xi: model64(xi.unsqueeze(0))[0]))(x)  # (b, k, d)
+    gc = jac.square().sum(dim=(1, 2)).mean()
+    loss = F.cross_entropy(model64(x), y)
+    grads = torch.autograd.grad(loss, list(model64.parameters()))
+    return float(gc.detach()), float(loss.detach()), float(sum(g.square().sum() for g in grads)), grads
