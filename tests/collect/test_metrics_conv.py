@@ -1,5 +1,5 @@
 """The conv / residual fast path (collect/metrics/tape.py) against float64 brute force, one net
-per layer type; the Hutchinson step mode against the same projections replayed by hand; the
+per layer type; the Hutchinson step mode unbiased against the exact terms within its spread; the
 per-example loss-gradient norms against brute force and (if installed) Opacus."""
 
 import copy
@@ -10,9 +10,8 @@ import torch
 from torch import nn
 
 from gclab.collect.metrics import capture, per_example_grad_norms, step_terms, tape
-from gclab.collect.metrics.gc import projection_rows
 from gclab.collect.models import build_model
-from tests._helpers.bruteforce import batch_grads, close, jacobians, randomize_, step_reference
+from tests._helpers.bruteforce import batch_grads, close, randomize_, step_reference
 
 PER_EXAMPLE = ("gc_x", "logit_grad_sq", "per_example_grad_sq")
 SCALARS = (
@@ -158,32 +157,24 @@ def test_train_mode_batchnorm_is_refused_on_the_fast_path_too():
 
 
 @pytest.mark.parametrize("name", ["residual_relu", "resnet18_models_py"])
-def test_hutchinson_step_replays_its_projections(name):
-    """Each draw is exactly ||vᵀ∇_x f||² (GC) and Σ_x ||∇_θ (v⊙ε)ᵀ f||² (R_B) for the v the
-    generator gives; the exact keys stay exact."""
-    net, n = _net(name), 7
+def test_hutchinson_step_is_unbiased_within_its_standard_error(name):
+    """Hutchinson mode against the exact terms of torch.func Jacobians (not its own projections replayed):
+    GC's mean over many draws lies within its reported standard error of exact GC, R_B's and A_B's means over
+    independent calls lie within their spread of the exact values, and the exact keys stay exact."""
+    net, n_calls = _net(name), 20
     x, y = _x(4), _y(4)
-    got = step_terms(net, x, y, n_projections=n, generator=torch.Generator().manual_seed(11))
-    exact = step_terms(net, x, y)
-    Jt, Jx = jacobians(net, x)
-    b = x.shape[0]
-    with torch.no_grad():
-        out = net(x)
-        v = projection_rows(out, n, torch.Generator().manual_seed(11))  # (n, b, k)
-        eps = torch.softmax(out, 1) - nn.functional.one_hot(y, 3).double()
-    gc_draws = torch.einsum("nbk,bkd->nbd", v, Jx.reshape(b, 3, -1)).square().sum(2)  # (n, b)
-    rb_draws = torch.einsum("nbk,bkp->nbp", v * eps, Jt).square().sum((1, 2)) / b**2  # (n,)
-    assert close(got["gc_x"], gc_draws.mean(0), 1e-10)
-    assert close(got["gc_stderr"], gc_draws.mean(1).std() / math.sqrt(n), 1e-10)
-    assert close(got["residual_term"], rb_draws.mean(), 1e-10)
+    ref = step_reference(net, x, y, "cross_entropy")
+    g = torch.Generator().manual_seed(11)
+    got = step_terms(net, x, y, n_projections=300, generator=g)
+    z = float((got["gc"] - ref["gc"]) / got["gc_stderr"])  # gc_stderr is the batch mean's standard error
+    assert abs(z) < 4, z
+    assert not close(got["gc_x"], ref["gc_x"], 1e-6)  # an estimate, not the exact value
+    calls = [step_terms(net, x, y, n_projections=4, generator=g) for _ in range(n_calls)]
+    for key in ("residual_term", "label_alignment"):
+        draws = torch.stack([c[key] for c in calls])
+        assert abs(float(draws.mean() - ref[key])) < 4 * float(draws.std()) / math.sqrt(n_calls), key
     for key in ("grad_norm_sq", "batch_alignment", "per_example_grad_norm_sq", "train_loss"):
-        assert close(got[key], exact[key], 1e-10), key
-    assert close(
-        got["label_alignment"],
-        exact["per_example_grad_norm_sq"] / b - rb_draws.mean(),
-        1e-9,
-        float(exact["per_example_grad_norm_sq"]),
-    )
+        assert close(got[key], ref[key], 1e-9, float(ref["per_example_grad_norm_sq"])), key
     assert torch.isnan(got["logit_grad_sq"]).all()
 
 

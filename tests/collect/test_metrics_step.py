@@ -59,8 +59,7 @@ def test_mlp_matches_bruteforce(depth, width, act, bias, loss):
     d, k, b = 5, 4, 7
     net = mlp(d, [width] * depth, k, act=act, bias=bias, seed=depth * 10 + width)
     x = torch.randn(b, d, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    got, ref = _check(net, x, _targets(b, k, loss), loss)
-    assert close(got["grad_norm_sq"], got["residual_term"] + got["label_alignment"] + got["batch_alignment"], 1e-6)
+    _check(net, x, _targets(b, k, loss), loss)
 
 
 def test_per_example_terms_match():
@@ -74,14 +73,13 @@ def test_per_example_terms_match():
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
-def test_decomposition_identity(loss):
+def test_eq6_terms_each_match_their_definitions_at_batch_32(loss):
+    """R, A and C each against their pair-sum definitions and ||∇L_B||² against autograd on the mean loss
+    (their sum is not checked here: the engine derives C from the other terms, so the sum holds by construction)."""
     net = mlp(10, [16, 16], 5, act="relu", seed=7)
-    x = torch.randn(32, 10, dtype=torch.float64)
-    m = step_metrics(net, x, _targets(32, 5, loss), loss=loss)
-    assert (
-        abs(m["grad_norm_sq"] - (m["residual_term"] + m["label_alignment"] + m["batch_alignment"]))
-        <= 1e-6 * m["grad_norm_sq"]
-    )
+    x = torch.randn(32, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    got, _ = _check(net, x, _targets(32, 5, loss), loss)
+    assert got["batch_alignment"] != 0.0 and got["label_alignment"] != 0.0  # the cross terms are exercised
 
 
 @pytest.mark.parametrize("ydim", [1, 2])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gclab.collect.config import RunConfig
-from gclab.collect.train import train
+from gclab.collect.train import make_optimizer, train
 from gclab.store import db
 from gclab.store.layout import run_dir
 
@@ -47,7 +47,7 @@ def test_same_config_twice_is_bit_identical(tmp_path):
             assert all(same), (name, col)
 
 
-def test_every_table_and_identity(tmp_path):
+def test_every_table(tmp_path):
     cfg = RunConfig(**{**TINY, "dtype": "float64", "probe_points": 11})
     row = train(cfg, tmp_path, threads=1)
     assert row["status"] == "completed" and row["steps_done"] == cfg.steps
@@ -59,11 +59,9 @@ def test_every_table_and_identity(tmp_path):
         probes = db.query(con, "SELECT * FROM probes")
         runs = db.query(con, "SELECT * FROM runs")
     assert steps["step"].to_list() == list(range(0, 30, 5))
-    rel = (
-        (steps["grad_norm_sq"] - steps["residual_term"] - steps["label_alignment"] - steps["batch_alignment"]).abs()
-        / steps["grad_norm_sq"]
-    ).max()
-    assert rel < 1e-9
+    # Eq. 6 is not rechecked on stored rows (the engine derives C_B from the other terms); stored rows are checked
+    # against float64 brute force in test_recorder.py and the terms against their definitions in test_metrics_step.py.
+    assert (steps["grad_norm_sq"] > 0).all() and steps["batch_alignment"].is_finite().all()
     assert set(evals["split"]) == {"train", "test", "random"} and set(evals["step"]) == {0, 10, 20, 30}
     assert (evals["bfd"] <= evals["bfd_max"]).all() and (evals["bfd"] > 0).all()
     assert evals.filter(evals["split"] == "train")["sharpness"].is_not_null().all()
@@ -146,4 +144,12 @@ def test_optimizers(tmp_path, opt, mom):
         }
     )
     assert train(cfg, tmp_path, threads=1)["status"] == "completed"
-    assert isinstance(torch.optim.Adam, type)
+    sgd = RunConfig(**{**cfg.model_dump(), "optimizer": "sgd", "momentum": 0.0})
+    assert train(sgd, tmp_path, threads=1)["status"] == "completed"
+    ours, plain = table(tmp_path, cfg, "steps")["train_loss"], table(tmp_path, sgd, "steps")["train_loss"]
+    # Same start (same init and batch), then the optimizer's own updates.
+    assert ours[0] == plain[0] and ours[1:] != plain[1:] and all(math.isfinite(v) for v in ours)
+    built = make_optimizer(cfg, [torch.nn.Parameter(torch.zeros(2))])
+    expected = {"adam": (torch.optim.Adam, "betas", (mom, 0.999)), "momentum": (torch.optim.SGD, "momentum", mom)}
+    kind, key, value = expected[opt]
+    assert type(built) is kind and built.defaults[key] == value and built.defaults["lr"] == cfg.lr
