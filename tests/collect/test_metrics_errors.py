@@ -6,6 +6,7 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 from gclab.collect.metrics import functional_dimension, geometric_complexity, step_metrics, theorem_terms
+from tests._helpers.bruteforce import close, randomize_, step_reference
 
 X = torch.randn(4, 3)
 Y = torch.randint(0, 2, (4,))
@@ -106,8 +107,10 @@ def test_gc_refuses_example_mixing_but_not_parameter_types():
 
 
 def test_eval_batchnorm_is_allowed():
-    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)).eval()
-    assert set(step_metrics(model, X, Y)) >= {"gc", "grad_norm_sq"}
+    model = randomize_(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)).double()).eval()
+    got, ref = step_metrics(model, X.double(), Y), step_reference(model, X.double(), Y, "cross_entropy")
+    for key in ("gc", "grad_norm_sq", "residual_term", "per_example_grad_norm_sq"):
+        assert close(got[key], ref[key], 1e-9), key
 
 
 def test_bad_inputs():

@@ -4,6 +4,7 @@ import pytest
 
 from gclab.store import readonly
 from gclab.store.layout import RunFolder
+from gclab.store.schema import SCHEMAS
 from tests._helpers.cli import run_cli, tree_bytes
 
 
@@ -66,5 +67,7 @@ def test_reads_are_allowed(filled):
 def test_listing_views_without_query(filled):
     res = run_cli("analysis", "sql", "--data", filled)
     assert res.returncode == 0
-    for table in ("runs", "steps", "evals", "theorem", "layers", "probes"):
-        assert table in res.stdout
+    rows = [line.strip("│ ").split("┆") for line in res.stdout.splitlines() if line.count("┆") == 1]
+    views = {view.strip() for view, _ in rows[3:]} - {""}  # past the header rows; "" continues a wrapped cell
+    assert views == {*SCHEMAS, "runs_all"}
+    assert "run_id VARCHAR, step BIGINT" in res.stdout
