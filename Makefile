@@ -82,7 +82,7 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	"$(GCLAB)" bench --data "$$DATA" --out "$$OUT"
+	"$(GCLAB)" bench --out "$$OUT"
 
 clean:
 	rm -rf "$(VENV)" .pytest_cache build *.egg-info "$${OUT:?}"/*

@@ -104,20 +104,17 @@ def peak_test(width_index: np.ndarray, y: np.ndarray, n_widths: int, seed: int =
     onehot = np.eye(n_widths)[width_index]  # runs × widths
     counts, dof = onehot.sum(0), len(y) - n_widths
 
-    def studentized(values):
+    def studentized(values, axis=-1):  # scipy passes axis; values always carry runs on the last one
         means = values @ onehot / counts
         resid = values - means @ onehot.T
         return _peak_parts(means)[3] / np.sqrt((resid**2).sum(-1) / dof)
-
-    def statistic(values, axis=-1):
-        return studentized(values)
 
     peak, left, right, s = _peak_parts(y @ onehot / counts)
     peak, left, right = int(peak), int(left), int(right)
     res, dip = (
         stats.permutation_test(
             (sign * y,),
-            statistic,
+            studentized,
             permutation_type="pairings",
             vectorized=True,
             n_resamples=1999,

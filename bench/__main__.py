@@ -42,8 +42,9 @@ def machine() -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--data", default="data", help="unused: benches build their own stores in a temp folder")
-    p.add_argument("--out", default="reports")
+    p.add_argument(
+        "--out", default="reports", help="folder for bench.json (benches build their own stores in a temp folder)"
+    )
     p.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS))
     args = p.parse_args(argv)
     out = Path(args.out)

@@ -29,7 +29,6 @@ def main(argv=None) -> int:
     )
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields, e.g. steps=2000")
     p.add_argument("--data", default="data", help="run store folder (default ./data)")
-    p.add_argument("--out", default="reports", help="unused here; accepted for symmetry")
     p.add_argument("--backend", default="local", choices=("local", "ray"))
     p.add_argument("--workers", type=int, default=None, help="local processes (default: one per core)")
     p.add_argument("--list", action="store_true", help="list the runs and exit")

@@ -34,15 +34,13 @@ def gc_penalty(model: nn.Module, x: torch.Tensor, n_projections: int | None, gen
     return total / x.shape[0]
 
 
-def add_penalty_grads(model: nn.Module, x, y, loss_fn, cfg, generator=None) -> float:
-    """Accumulate the gradients of every active penalty into `.grad`; return their summed value."""
+def add_penalty_grads(model: nn.Module, x, y, loss_fn, cfg, generator=None) -> None:
+    """Accumulate the gradients of every active penalty into `.grad` (their value is not needed, so not computed)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    value = 0.0
     if cfg.l2:
         with torch.no_grad():  # analytic: ∇ λ/2||θ||² = λθ
             for p in params:
                 p.grad.add_(p, alpha=cfg.l2)
-                value += 0.5 * cfg.l2 * float(p.pow(2).sum())
     penalty = None
     if cfg.spectral_reg:
         sigma_sq = sum(torch.linalg.matrix_norm(w, ord=2) ** 2 for w in weight_matrices(model))
@@ -56,5 +54,3 @@ def add_penalty_grads(model: nn.Module, x, y, loss_fn, cfg, generator=None) -> f
         penalty = gc if penalty is None else penalty + gc
     if penalty is not None:
         penalty.backward()
-        value += float(penalty.detach())
-    return value

@@ -26,7 +26,6 @@ _METRICS = (
     "per_example_grad_norms",
     "functional_dimension",
     "ntk_gram",
-    "spectrum_summary",
     "param_norm_sq",
     "spectral_product",
     "dist_from_init",

@@ -16,7 +16,7 @@ costs: docs/METRICS.md.
 """
 
 from gclab.collect.metrics.capture import check_model, run_pass
-from gclab.collect.metrics.fdim import functional_dimension, ntk_gram, spectrum_summary
+from gclab.collect.metrics.fdim import functional_dimension, ntk_gram
 from gclab.collect.metrics.gc import geometric_complexity, geometric_complexity_estimate
 from gclab.collect.metrics.measures import batch_loss, dist_from_init, param_norm_sq, sharpness, spectral_product
 from gclab.collect.metrics.rules import RULES, Rule, register_rule
@@ -32,7 +32,6 @@ __all__ = [
     "per_example_grad_norms",
     "functional_dimension",
     "ntk_gram",
-    "spectrum_summary",
     "param_norm_sq",
     "spectral_product",
     "dist_from_init",

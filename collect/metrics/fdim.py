@@ -173,17 +173,3 @@ def bfd_ceiling(model: nn.Module, b: int, k: int, *, outputs: str = "logits") ->
         1 if last.bias is not None and last.bias.requires_grad else 0
     )
     return min(b * (k - 1), free - shift)
-
-
-def spectrum_summary(sv: np.ndarray) -> dict[str, float]:
-    """Log-friendly summary of a singular-value spectrum."""
-    sv = np.asarray(sv, dtype=np.float64)
-    if sv.size == 0 or sv[0] == 0:
-        return {"sv_max": 0.0, "sv_median_rel": 0.0, "effective_rank": 0.0}
-    p = sv**2 / np.sum(sv**2)
-    p = p[p > 0]
-    return {
-        "sv_max": float(sv[0]),
-        "sv_median_rel": float(np.median(sv) / sv[0]),
-        "effective_rank": float(np.exp(-np.sum(p * np.log(p)))),
-    }
