@@ -182,7 +182,6 @@ def log_probes(model, x_like: torch.Tensor, cfg, step: int, buf: TableBuffer) ->
         run_id=cfg.run_id,
         step=step,
         t=np.repeat(t.cpu().double().numpy(), k),
-        x=np.repeat(t.cpu().double().numpy(), k),
         output=out.ravel(),
         output_index=np.tile(np.arange(k, dtype=np.int32), p),
     )

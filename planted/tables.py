@@ -215,7 +215,6 @@ def parabola_probes(
         "run_id": np.full(n, run_id, dtype=object),
         "step": np.repeat(e, len(t)),
         "t": np.tile(t, len(e)),
-        "x": np.tile(t, len(e)),
         "output": out.ravel(),
         "output_index": np.zeros(n, dtype=np.int32),
     }
@@ -231,7 +230,6 @@ def diagonal_probes(rng, run_id, amplitude: float) -> dict:
         "run_id": np.full(n, run_id, dtype=object),
         "step": np.zeros(n, dtype=np.int64),
         "t": t,
-        "x": t,
         "output": out,
         "output_index": np.zeros(n, dtype=np.int32),
     }

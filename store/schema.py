@@ -159,8 +159,7 @@ PROBES = _schema(
     [
         ("run_id", string, "run"),
         ("step", i64, "optimizer step"),
-        ("t", f64, "coordinate along the probe path (fig1: the input; fig2: position on the diagonal)"),
-        ("x", f64, "input value per coordinate at this probe point"),
+        ("t", f64, "probe point t: the input is t in every coordinate (fig1: the 1-D input; fig2: the diagonal)"),
         ("output", f64, "model output (logit output_index) at the probe point"),
         ("output_index", i32, "which logit"),
     ],

@@ -4,10 +4,12 @@ import math
 import subprocess
 import sys
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from gclab.store import db
+from gclab.store.check import inventory
 from gclab.store.layout import RunFolder, to_arrow
 from gclab.store.schema import FILE_NAMES, SCHEMAS, schema_markdown
 
@@ -20,7 +22,7 @@ SPEC_KEYS = {
     "theorem": "run_id step split example gc_x grad_theta_sq transfer_sq_sum transfer_sq_sum_tight bound bound_tight "
     "holds",
     "layers": "run_id step split example layer h_norm_sq weight_spec input_jac_spec transfer_sq",
-    "probes": "run_id step t x output",
+    "probes": "run_id step t output",
 }
 
 
@@ -123,3 +125,22 @@ def test_schema_module_imports_nothing_heavy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_a_store_written_before_probes_lost_x_still_reads(store_dir):
+    """Older stores carry probes.x (a copy of t); their runs stay in the views and check finds no problem."""
+    rows = {"step": [0, 0], "t": [-1.0, 1.0], "output": [0.25, 0.75], "output_index": [0, 0]}
+    for rid, old in (("old", True), ("new", False)):
+        rf = RunFolder(store_dir, "s", rid)
+        rf.start()
+        if old:
+            table = to_arrow("probes", {"run_id": [rid] * 2, **rows}).append_column("x", pa.array(rows["t"]))
+            pq.write_table(table, rf.path / FILE_NAMES["probes"])
+        else:
+            rf.write("probes", {"run_id": [rid] * 2, **rows})
+        rf.finish({"run_id": rid, "sweep": "s", "status": "completed"})
+    inv = inventory(store_dir)
+    assert not inv.problems and not inv.drift, (inv.problems, inv.drift)
+    with db.connect(store_dir) as con:
+        got = db.query(con, "SELECT run_id, t, output FROM probes ORDER BY run_id, t")
+    assert got.rows() == [("new", -1.0, 0.25), ("new", 1.0, 0.75), ("old", -1.0, 0.25), ("old", 1.0, 0.75)]
