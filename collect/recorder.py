@@ -38,6 +38,7 @@ from gclab.collect.buffer import TableBuffer
 from gclab.collect.config import RunConfig
 from gclab.collect.evaluate import Split, log_eval
 from gclab.collect.metrics import batch_loss
+from gclab.store.errors import one_line
 from gclab.store.layout import RunFolder, run_id_of
 from gclab.store.schema import RUNS, SCHEMAS
 
@@ -48,8 +49,7 @@ CONFIG_COLUMNS = tuple(f for f in RunConfig.model_fields if f in RUNS.names)
 
 def one_line_error(exc: BaseException) -> str:
     """The error as stored in runs.error: type and message on one line."""
-    text = str(exc) if isinstance(exc, Diverged) else f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split())[:500]
+    return one_line(exc, with_type=not isinstance(exc, Diverged), limit=500)
 
 
 class Diverged(Exception):

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from gclab.store.errors import one_line
 from gclab.store.layout import runs_root
 from gclab.store.schema import FILE_NAMES, MARKER_TABLE, SCHEMAS
 
@@ -70,7 +71,7 @@ def _verify_file(path: Path, table: str, run_id: str) -> dict:
         with pq.ParquetFile(path, page_checksum_verification=True) as f:  # a file, never a dataset folder
             data = f.read()
     except (OSError, pa.ArrowException, ValueError) as exc:  # thrift/footer/page errors
-        return {"error": _one_line(exc)}
+        return {"error": one_line(exc, with_type=True)}
     want = SCHEMAS[table]
     missing = [f.name for f in want if f.name not in data.schema.names]
     retyped = [
@@ -91,11 +92,6 @@ def _verify_file(path: Path, table: str, run_id: str) -> dict:
     return out
 
 
-def _one_line(exc: Exception) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) < 300 else text[:297] + "..."
-
-
 class _Cache:
     """File verdicts keyed by (inode, size, ctime_ns); saved atomically, best effort."""
 
@@ -114,7 +110,7 @@ class _Cache:
         try:
             st = path.stat()
         except OSError as exc:
-            return {"error": _one_line(exc)}
+            return {"error": one_line(exc, with_type=True)}
         key = [st.st_ino, st.st_size, st.st_ctime_ns, st.st_mtime_ns]
         hit = self.entries.get(str(path))
         if hit and hit[0] == key:
@@ -148,7 +144,7 @@ def _entries(folder: Path) -> tuple[list[Path], OSError | None]:
 def _check_run(folder: Path, sweep: str, run_id: str, cache: _Cache, inv: Inventory, seen: set[str]) -> None:
     entries, err = _entries(folder)
     if err:
-        inv.problems.append(Problem(folder, "unreadable", _one_line(err)))
+        inv.problems.append(Problem(folder, "unreadable", one_line(err, with_type=True)))
         return
     names = {p.name for p in entries}
     if FILE_NAMES[MARKER_TABLE] not in names:
@@ -215,7 +211,7 @@ def inventory(data_dir: str | Path) -> Inventory:
     seen: set[str] = set()
     sweeps, err = _entries(root)
     if err:
-        inv.problems.append(Problem(root, "unreadable", _one_line(err)))
+        inv.problems.append(Problem(root, "unreadable", one_line(err, with_type=True)))
     for sdir in sweeps:
         s = SWEEP_DIR.match(sdir.name)
         if not s or not sdir.is_dir():
@@ -223,7 +219,7 @@ def inventory(data_dir: str | Path) -> Inventory:
             continue
         runs, err = _entries(sdir)
         if err:
-            inv.problems.append(Problem(sdir, "unreadable", _one_line(err)))
+            inv.problems.append(Problem(sdir, "unreadable", one_line(err, with_type=True)))
         for rdir in runs:
             r = RUN_DIR.match(rdir.name)
             if r and rdir.is_dir():

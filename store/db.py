@@ -19,6 +19,7 @@ import duckdb
 import polars as pl
 
 from gclab.store.check import Inventory, inventory, warning_lines
+from gclab.store.errors import one_line
 from gclab.store.schema import FILE_NAMES, MARKER_TABLE, SCALES, SCHEMAS
 
 DB_FILE = "runs.duckdb"
@@ -156,7 +157,7 @@ def views_connection(views: dict[str, str]) -> duckdb.DuckDBPyConnection:
         try:
             con.sql(sql)
         except duckdb.Error as exc:  # should not happen over verified files; never leave the view missing
-            print(f"warning: view {table} could not be built ({_one_line(exc)}); it is empty", file=sys.stderr)
+            print(f"warning: view {table} could not be built ({one_line(exc)}); it is empty", file=sys.stderr)
             con.sql(f"CREATE OR REPLACE VIEW {table} AS {_empty_select(table if table in SCHEMAS else MARKER_TABLE)}")
     return con
 
@@ -177,9 +178,7 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, params=None) -> pl.DataFrame
         rel = con.sql(sql, params=params)
         return rel.pl() if rel is not None else pl.DataFrame()
     except duckdb.Error as exc:
-        raise StoreError(_one_line(exc)) from None
+        raise StoreError(one_line(exc)) from None
 
 
-def _one_line(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) < 400 else text[:397] + "..."
+_one_line = one_line  # the name analysis/report imported before store/errors.py; use one_line

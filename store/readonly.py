@@ -26,7 +26,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from gclab.store.check import Inventory
-from gclab.store.db import StoreError, _one_line, scale_views, scan_and_share
+from gclab.store.db import StoreError, scale_views, scan_and_share
+from gclab.store.errors import one_line
 from gclab.store.layout import runs_root
 from gclab.store.schema import FILE_NAMES, MARKER_TABLE, SCHEMAS
 
@@ -106,7 +107,7 @@ def check_read_only(sql: str) -> None:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise StoreError(_one_line(exc)) from None
+        raise StoreError(one_line(exc)) from None
     if len(statements) != 1:
         raise StoreError(f"expected exactly one SQL statement, got {len(statements)}; run them one at a time")
     _check_statement(statements[0])
@@ -143,7 +144,7 @@ def sandbox(data_dir: str | Path, *, memory_limit: str = DEFAULT_MEMORY_LIMIT, w
             }
         )
     except duckdb.Error as exc:
-        raise StoreError(f"memory limit {memory_limit!r}: {_one_line(exc)}; use e.g. --memory-limit 4GB") from None
+        raise StoreError(f"memory limit {memory_limit!r}: {one_line(exc)}; use e.g. --memory-limit 4GB") from None
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     root = runs_root(data_dir).resolve()
@@ -203,7 +204,7 @@ def bounded_query(
             pass
         raise Interrupted from None
     if "exc" in out:
-        text = _one_line(out["exc"])
+        text = one_line(out["exc"])
         if "Out of Memory" in text:  # DuckDB's advice (a temp directory) does not apply here
             text = (
                 text.split(" Database is launched")[0] + "; the query needs more than the memory limit: "
