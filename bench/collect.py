@@ -9,6 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gclab.store.sweeps import DEMO
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,7 +29,7 @@ def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "collect", "--sweep", "demo", "--data", tmp],
+            [sys.executable, "-m", "collect", "--sweep", DEMO, "--data", tmp],
             cwd=ROOT,
             check=True,
             capture_output=True,

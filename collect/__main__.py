@@ -7,7 +7,7 @@ import sys
 import time
 
 from gclab.collect.sweep import MAX_RUNS, ConfigError, expand, load_sweep, parse_overrides, shipped_sweeps
-from gclab.store.sweeps import PAPER_SWEEPS
+from gclab.store.sweeps import DEMO, PAPER_SWEEPS
 
 # `make paper` runs these CPU-scale sweeps.
 
@@ -16,7 +16,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m collect", description=__doc__)
     p.add_argument(
         "--sweep",
-        default="demo",
+        default=DEMO,
         help=f"shipped sweep ({', '.join(shipped_sweeps())}) or a .toml path; "
         "demo = the demo's sweeps at their demo scale",
     )

@@ -16,6 +16,7 @@ from gclab.collect.init import INIT_SCHEMES as INITS
 from gclab.collect.init import zero_bias_default
 from gclab.collect.models import ACTIVATIONS, MODELS
 from gclab.store.layout import run_id_of
+from gclab.store.schema import SCALES
 
 # Fields that do not change what is computed, so they stay out of the run_id.
 NOT_HASHED = ("device", "raw_dir")
@@ -114,7 +115,7 @@ class RunConfig(BaseModel):
     )
     dtype: Literal["float32", "float64"] = "float32"
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
-    scale: Literal["demo", "cpu", "paper"] = Field(
+    scale: Literal[SCALES] = Field(
         "cpu", description="sweep scale: demo (`make demo`), cpu (the sweep file) or paper (its [paper] section)"
     )
 

@@ -30,12 +30,10 @@ from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
 
 from gclab.collect.config import RunConfig
 from gclab.store.schema import SCALES  # `cpu` is the sweep file itself, the others its sections
-from gclab.store.sweeps import DEMO_SWEEPS
+from gclab.store.sweeps import DEMO, DEMO_SWEEPS
 
 TOP_KEYS = {"description", "seeds", "base", "grid", "grids", "paper", "demo"}
 MAX_RUNS = 10_000  # more is refused without --allow-huge
-# `make demo` / `--sweep demo`: these shipped sweeps, each at its [demo] scale.
-DEMO = "demo"
 
 
 def expand(names, scale: str) -> tuple[list[str], str]:

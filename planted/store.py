@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from gclab.collect.config import RunConfig
-from gclab.collect.sweep import DEMO, load_sweep
+from gclab.collect.sweep import load_sweep
 from gclab.planted.tables import (
     Plant,
     diagonal_probes,
@@ -36,7 +36,7 @@ from gclab.planted.tables import (
 )
 from gclab.store.layout import RunFolder, to_arrow
 from gclab.store.schema import MARKER_TABLE, SCHEMAS
-from gclab.store.sweeps import FIG4_SWEEPS, PAPER_SWEEPS, TREND_SWEEPS
+from gclab.store.sweeps import DEMO, FIG4_SWEEPS, PAPER_SWEEPS, TREND_SWEEPS
 
 EFFECTS: dict = {
     "trend_slope": 1.0,  # Δ log GC across each regularizer's grid, in the paper's direction
@@ -87,7 +87,7 @@ DATASET_SHAPE = {
     "mnist": (784, 10, 60000, 10000),
     "cifar10": (3072, 10, 50000, 10000),
 }
-SWEEPS = (*PAPER_SWEEPS, "demo")
+SWEEPS = (*PAPER_SWEEPS, DEMO)
 
 
 def sweep_runs(sweep: str, *, seeds: int | None = None, cadence: dict | None = None) -> tuple[RunConfig, ...]:
@@ -100,7 +100,7 @@ def sweep_runs(sweep: str, *, seeds: int | None = None, cadence: dict | None = N
 def _sweep_runs(sweep: str, seeds: int | None, cadence: tuple) -> tuple[RunConfig, ...]:
     overrides = {"seeds": list(range(seeds))} if seeds is not None else {}
     # `demo` is no sweep file (collect/sweep.py expands it); its stand-in: thm51's demo scale named demo.
-    name, scale = ("thm51", "demo") if sweep == DEMO else (sweep, "cpu")
+    name, scale = ("thm51", DEMO) if sweep == DEMO else (sweep, "cpu")
     if sweep == DEMO:
         overrides["sweep"] = DEMO
     runs = load_sweep(name, scale=scale, overrides=overrides).runs

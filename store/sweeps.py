@@ -9,7 +9,8 @@ from __future__ import annotations
 # The sweeps `gclab collect --paper` runs, in order; each has a shipped `collect/sweeps/<name>.toml`.
 PAPER_SWEEPS = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
 
-# `make demo`: these sweeps at their `[demo]` scale.
+# `make demo` / `--sweep demo`: the name DEMO means these sweeps at their `[demo]` scale (store.schema.SCALES).
+DEMO = "demo"
 DEMO_SWEEPS = ("fig5", "thm51", "fig2", "fig4")
 
 # Fig. 4's learning-rate sweep per optimizer (sweep → the optimizer's name in the report).
