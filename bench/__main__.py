@@ -1,4 +1,4 @@
-"""`make bench`: every SPEC §4 figure, measured on this machine, into reports/bench.json."""
+"""`make bench`: every speed figure (docs/METRICS.md, "Measuring"), measured here, into reports/bench.json."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Benchmarks of the metric engine: SPEC §4 rows ``suite``, ``suite-vs-peers`` and ``bfd``.
+"""Benchmarks of the metric engine: ``suite``, ``suite-vs-peers`` and ``bfd`` (docs/METRICS.md, "Measuring").
 
 Every figure is a ratio of two timings taken side by side in this process (2 torch threads,
 interleaved after warm-up, median over repeats), so machine load hits both sides.

@@ -1,7 +1,7 @@
 """Report figures: render time and page size on a planted store of 1,000 runs × 10,000 steps,
 and the time of the query "GC at best test accuracy per run" on a fresh connection.
 
-Targets (SPEC §4 / issue 6): render ≤ 60 s on 2 cores; the query ≤ 3 s; index.html ≤ 20 MB.
+Targets: render ≤ 60 s on 2 cores; the query ≤ 3 s; index.html ≤ 20 MB.
 """
 
 from __future__ import annotations

@@ -89,7 +89,8 @@ def test_ceiling_is_the_rank_on_many_random_inputs(outputs, act, bias):
     """bfd_ceiling bounds the rank on any inputs: P − #hidden ReLU units (positive rescaling), and
     for softmax also − (n_{L−1} + 1) (a common shift of the last layer's rows is invisible). On a
     network whose activation patterns are rich enough it is attained; on others the rank stays
-    below it (achievable patterns bind, as seed 001 of docs/EXPERIMENTS.md's bfd row proves)."""
+    below it (achievable activation patterns bind, as the BFD paper, Bona-Pellissier et al., "Geometry-induced
+    Implicit Regularization in Deep ReLU Neural Networks", proves)."""
     P = sum(p.numel() for p in mlp(5, [7, 6], 4, bias=bias).parameters())
     hidden = 13 if act == "relu" else 0
     shift = (6 + bias) if outputs == "softmax" else 0

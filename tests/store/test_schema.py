@@ -13,7 +13,7 @@ from gclab.store.check import inventory
 from gclab.store.layout import RunFolder, to_arrow
 from gclab.store.schema import FILE_NAMES, SCHEMAS, schema_markdown
 
-SPEC_KEYS = {
+KEY_COLUMNS = {
     "runs": "run_id sweep status seed dataset model width depth activation init optimizer lr momentum batch_size "
     "steps l2 spectral_reg flatness_reg gc_reg label_noise n_params device wall_s config_json",
     "steps": "run_id step lr batch_size train_loss train_acc gc grad_norm_sq residual_term label_alignment "
@@ -26,8 +26,8 @@ SPEC_KEYS = {
 }
 
 
-def test_spec_key_columns_present():
-    for table, keys in SPEC_KEYS.items():
+def test_key_columns_present():
+    for table, keys in KEY_COLUMNS.items():
         missing = set(keys.split()) - set(SCHEMAS[table].names)
         assert not missing, f"{table} lacks {missing}"
 
