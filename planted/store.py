@@ -65,7 +65,7 @@ EFFECTS: dict = {
     "unfitted": 0,  # runs per trained-to-target sweep that stop at the cap short of it (first seed)
     "family_flip": 1.0,  # fig2: sign of the depth effects of FAILING_FAMILY (−1: it fails the claim)
 }
-# fig2's family that `family_flip` plants against the others (docs/EXPERIMENTS.md, `family_flip`: He-normal + tanh rises).
+# fig2's family that `family_flip` plants against the others (docs/EXPERIMENTS.md): He-normal + tanh rises.
 FAILING_FAMILY = ("he_normal", "tanh")
 # The paper's direction of GC along each hyperparameter (Dherin et al. 2022, "Why neural networks find simple
 # solutions: the many regularizers of geometric complexity", §3–5); other axes plant nothing.
