@@ -21,7 +21,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATASETS = ("mnist1d", "digits", "parabola", "teacher", "mnist", "cifar10")
+# (input dim, outputs, default n_train, default n_test) of each dataset; teacher's d and k are options.
+SHAPES: dict[str, tuple[int, int, int, int]] = {
+    "mnist1d": (40, 10, 4000, 1000),
+    "digits": (64, 10, 1437, 360),
+    "parabola": (1, 1, 10, 200),
+    "teacher": (20, 10, 4000, 1000),
+    "mnist": (784, 10, 60000, 10000),
+    "cifar10": (3072, 10, 50000, 10000),
+}
+DATASETS = tuple(SHAPES)
 
 # Distinct SeedSequence spawn keys so data, subsets and label noise never share a stream.
 _STREAM_DATA, _STREAM_SUBSET, _STREAM_NOISE = 1, 2, 3
@@ -118,7 +127,7 @@ def _load_mnist1d(n_train, n_test, data_seed, options):
 
     tunable = tuple(k for k in get_dataset_args(as_dict=True) if k not in _MNIST1D_FIXED)
     _check_options("mnist1d", options, tunable)
-    n_train, n_test = _sizes("mnist1d", n_train, n_test, 4000, 1000)
+    n_train, n_test = _sizes("mnist1d", n_train, n_test, *SHAPES["mnist1d"][2:])
     # make_dataset draws num_samples // 10 per class, so round up to a multiple of 10.
     # With seed=42 and 4000/1000 this reproduces the canonical MNIST-1D exactly.
     num = 10 * math.ceil((n_train + n_test) / 10)
@@ -139,7 +148,7 @@ def _load_digits(n_train, n_test, data_seed, options):
     d = load_digits()
     x = (d.data / 16.0).astype(np.float32)  # pixel values are 0..16
     y = d.target.astype(np.int64)
-    n_train, n_test = _sizes("digits", n_train, n_test, 1437, 360, total=len(y))
+    n_train, n_test = _sizes("digits", n_train, n_test, *SHAPES["digits"][2:], total=len(y))
     perm = _rng(data_seed, _STREAM_SUBSET).permutation(len(y))
     tr, te = perm[:n_train], perm[n_train : n_train + n_test]
     return x[tr], y[tr], x[te], y[te], 10, "classification"
@@ -152,7 +161,7 @@ def _load_parabola(n_train, n_test, data_seed, options):
     # Fig. 1: a ReLU MLP fit to 10 evenly spaced points of y = x^2 on [-1, 1];
     # the test set is a dense grid of the same curve. Deterministic, seed unused.
     _check_options("parabola", options, ())
-    n_train, n_test = _sizes("parabola", n_train, n_test, 10, 200)
+    n_train, n_test = _sizes("parabola", n_train, n_test, *SHAPES["parabola"][2:])
     xtr = np.linspace(-1.0, 1.0, n_train, dtype=np.float32)[:, None]
     xte = np.linspace(-1.0, 1.0, n_test, dtype=np.float32)[:, None]
     return xtr, xtr**2, xte, xte**2, 1, "regression"
@@ -164,8 +173,8 @@ def _load_parabola(n_train, n_test, data_seed, options):
 def _load_teacher(n_train, n_test, data_seed, options):
     allowed = ("input_dim", "n_classes", "teacher_width", "teacher_depth")
     _check_options("teacher", options, allowed)
-    d = int(options.get("input_dim", 20))
-    k = int(options.get("n_classes", 10))
+    d = int(options.get("input_dim", SHAPES["teacher"][0]))
+    k = int(options.get("n_classes", SHAPES["teacher"][1]))
     width = int(options.get("teacher_width", 64))
     depth = int(options.get("teacher_depth", 2))
     if d < 1 or k < 2 or width < 1 or depth < 0:
@@ -173,7 +182,7 @@ def _load_teacher(n_train, n_test, data_seed, options):
             f"teacher: need input_dim >= 1, n_classes >= 2, teacher_width >= 1, "
             f"teacher_depth >= 0; got {d}, {k}, {width}, {depth}"
         )
-    n_train, n_test = _sizes("teacher", n_train, n_test, 4000, 1000)
+    n_train, n_test = _sizes("teacher", n_train, n_test, *SHAPES["teacher"][2:])
     rng = _rng(data_seed, _STREAM_DATA)
     # The teacher is drawn first and calibrated on its own reference sample, so the
     # labelling function does not depend on n_train / n_test.

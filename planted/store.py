@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from gclab.collect.config import RunConfig
+from gclab.collect.datasets import SHAPES
 from gclab.collect.sweep import load_sweep
 from gclab.planted.tables import (
     Plant,
@@ -79,15 +80,6 @@ GC_DIRECTION = {
     "batch_size": +1,
     "depth": -1,
 }
-# (input dim, outputs, default n_train, default n_test) of each dataset (collect/datasets.py).
-DATASET_SHAPE = {
-    "mnist1d": (40, 10, 4000, 1000),
-    "digits": (64, 10, 1437, 360),
-    "parabola": (1, 1, 10, 200),
-    "teacher": (20, 10, 4000, 1000),
-    "mnist": (784, 10, 60000, 10000),
-    "cifar10": (3072, 10, 50000, 10000),
-}
 SWEEPS = (*PAPER_SWEEPS, DEMO)
 
 
@@ -121,7 +113,7 @@ def positions(runs: list[RunConfig]) -> dict[str, dict]:
 
 
 def shape_of(cfg: RunConfig) -> tuple[int, int, int, int]:
-    d, k, n_train, n_test = DATASET_SHAPE[cfg.dataset]
+    d, k, n_train, n_test = SHAPES[cfg.dataset]
     if cfg.dataset == "teacher":
         d, k = cfg.input_dim or d, cfg.n_classes or k
     return d, k, cfg.n_train or n_train, cfg.n_test or n_test

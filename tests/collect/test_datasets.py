@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from gclab.collect.datasets import DATASETS, Dataset, DatasetNotFoundError, load_dataset, read_idx
+from gclab.collect.datasets import DATASETS, SHAPES, Dataset, DatasetNotFoundError, load_dataset, read_idx
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -307,3 +307,11 @@ def test_cifar_refuses_code_in_pickles(tmp_path):
     with pytest.raises(ValueError, match="test_batch"):
         load_dataset("cifar10", raw_dir=tmp_path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["mnist1d", "digits", "parabola", "teacher"])
+def test_shapes_table_matches_the_loaded_data(name):
+    """SHAPES (which planted stores use for n_params) against what the loader returns at its defaults."""
+    ds = load_dataset(name)
+    got = (int(np.prod(ds.input_shape)), ds.n_classes, ds.n_train, ds.n_test)
+    assert got == SHAPES[name]
