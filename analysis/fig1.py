@@ -47,7 +47,7 @@ ARC_CLAIM = "at zero training error the network's arc length is equivalent to th
 GC_CLAIM = "GC grows from ≈0 during training, compared at matched (zero) training error (Fig. 1)"
 ARC_MARGIN, GC_START_MAX = 0.10, 0.10
 FIT_MSE = 0.005  # train MSE on targets in [0, 1] read as "zero training error" (docs/EXPERIMENTS.md fig1)
-PAPER = {"kind": "paper", "source": "seed 002 §2, Fig. 1 (minimal arc length for a given training error)"}
+PAPER = {"kind": "paper", "source": "GC paper §2, Fig. 1 (minimal arc length for a given training error)"}
 
 _RUNS = "r.status = 'completed' AND r.sweep = 'fig1'"
 _FIT_SQL = f"""
@@ -60,18 +60,24 @@ SELECT run_id, any_value(seed) AS seed, min(step) AS first_step, arg_min(gc, ste
        count(*) FILTER (WHERE loss <= {FIT_MSE}) > 0 AS reached_fit
 FROM e GROUP BY run_id
 """
-_ARC_SQL = f"""
-WITH fit AS ({_FIT_SQL}),
+# Length of each segment of the probe curve (t, f(t)) over t ∈ [−1, 1], per run and probe step;
+# `{steps}` restricts the (run, step) pairs.
+_SEGMENTS = f"""
 p AS (
     SELECT pr.run_id, r.seed, coalesce(r.n_train, 10) AS n_train, pr.step, pr.t, pr.output
-    FROM probes pr JOIN runs r ON pr.run_id = r.run_id JOIN fit ON fit.run_id = pr.run_id AND fit.fit_step = pr.step
+    FROM probes pr JOIN runs r ON pr.run_id = r.run_id
     WHERE {_RUNS} AND coalesce(pr.output_index, 0) = 0 AND pr.t BETWEEN -1 AND 1 AND isfinite(pr.output)
+      AND {{steps}}
 ),
 seg AS (
     SELECT run_id, seed, n_train, step,
            sqrt(pow(t - lag(t) OVER w, 2) + pow(output - lag(output) OVER w, 2)) AS len
-    FROM p WINDOW w AS (PARTITION BY run_id ORDER BY t)
-), knots AS (  -- the minimal interpolant: segments between consecutive training points of y = x²
+    FROM p WINDOW w AS (PARTITION BY run_id, step ORDER BY t)
+)"""
+_ARC_SQL = f"""
+WITH fit AS ({_FIT_SQL}),
+{_SEGMENTS.format(steps="(pr.run_id, pr.step) IN (SELECT (run_id, fit_step) FROM fit)")},
+knots AS (  -- the minimal interpolant: segments between consecutive training points of y = x²
     SELECT n_train, sum(sqrt(pow(2.0 / (n_train - 1), 2)
                              + pow(pow(-1 + 2.0 * (i + 1) / (n_train - 1), 2)
                                    - pow(-1 + 2.0 * i / (n_train - 1), 2), 2))) AS arc_min
@@ -91,6 +97,35 @@ SELECT fit.run_id, fit.seed, fit.gc_first, e.gc AS gc_fit, fit.first_step, fit.f
 FROM fit JOIN evals e ON e.run_id = fit.run_id AND e.step = fit.fit_step AND e.split = 'train'
 WHERE fit.fit_step > fit.first_step AND isfinite(e.gc) ORDER BY fit.seed
 """
+# Per run and eval: arc length of the probe curve and train GC (Fig. 1 right).
+_OVER_TRAINING_SQL = f"""
+WITH {_SEGMENTS.format(steps="TRUE")},
+arc AS (SELECT run_id, step, sum(len) AS arc_length FROM seg GROUP BY run_id, step),
+gc AS (SELECT e.run_id, e.step, e.gc FROM evals e JOIN runs r ON r.run_id = e.run_id
+       WHERE {_RUNS} AND e.split = 'train')
+SELECT r.run_id, r.seed, coalesce(arc.step, gc.step) AS step, arc.arc_length, gc.gc
+FROM arc FULL JOIN gc ON arc.run_id = gc.run_id AND arc.step = gc.step
+JOIN runs r ON r.run_id = coalesce(arc.run_id, gc.run_id)
+ORDER BY r.seed, step
+"""
+MAX_SEEDS, N_STEPS_SHOWN, MAX_T = 5, 6, 101  # the function chart: seeds, probe steps, points along t
+_FUNCTION_SQL = f"""
+WITH seeds AS (SELECT DISTINCT r.seed FROM runs r SEMI JOIN probes p ON p.run_id = r.run_id WHERE {_RUNS}
+               ORDER BY r.seed LIMIT {MAX_SEEDS}),
+c AS (
+    SELECT r.seed, p.step, p.t, avg(p.output) AS output
+    FROM probes p JOIN runs r ON r.run_id = p.run_id
+    WHERE {_RUNS} AND p.output_index = 0 AND r.seed IN (FROM seeds) AND p.step IN ({{steps}})
+    GROUP BY ALL),
+n AS (SELECT *, row_number() OVER w - 1 AS i, count(*) OVER (PARTITION BY seed, step) AS m
+      FROM c WINDOW w AS (PARTITION BY seed, step ORDER BY t))
+SELECT seed, step, t, output FROM n
+WHERE i % greatest(1, ceil(m / {MAX_T})::BIGINT) = 0 OR i = m - 1
+ORDER BY seed, step, t
+"""
+_PROBE_STEPS_SQL = f"SELECT DISTINCT p.step FROM probes p JOIN runs r ON r.run_id = p.run_id WHERE {_RUNS} ORDER BY 1"
+_DATASET_SQL = f"SELECT DISTINCT r.dataset, r.n_train FROM runs r WHERE {_RUNS}"
+ZERO_ARC = 2.0  # arc length of the zero function on [−1, 1], where the network starts
 _GC_CURVE_SQL = """
 SELECT e.step, count(*) AS n_runs, avg(e.gc) AS gc_mean, min(e.gc) AS gc_min, max(e.gc) AS gc_max
 FROM evals e JOIN runs r ON e.run_id = r.run_id
@@ -201,7 +236,47 @@ def _gc_claim(gc: pl.DataFrame) -> dict:
     )
 
 
+def spread(values: list, k: int) -> list:
+    """k values spread evenly over `values`, first and last included."""
+    if len(values) <= k:
+        return values
+    idx = sorted({round(i * (len(values) - 1) / (k - 1)) for i in range(k)})
+    return [values[i] for i in idx]
+
+
+def training_points(con) -> pl.DataFrame:
+    """The parabola's training points (n_train evenly spaced x on [−1, 1], y = x², as collect/datasets.py
+    makes them); empty for another dataset or mixed sizes."""
+    df = query(con, _DATASET_SQL)
+    if df.height != 1 or df["dataset"][0] != "parabola" or not (df["n_train"][0] or 0) >= 2:
+        return pl.DataFrame(schema={"x": pl.Float64, "y": pl.Float64})
+    x = np.linspace(-1.0, 1.0, int(df["n_train"][0]))
+    return pl.DataFrame({"x": x, "y": x**2})
+
+
+def reference_arcs(points: pl.DataFrame) -> pl.DataFrame:
+    """Arc lengths to compare with: the zero function's and the minimal interpolant's (the piecewise-linear
+    curve through the training points)."""
+    rows = [{"label": "zero function", "arc_length": ZERO_ARC}]
+    if points.height:
+        x, y = points["x"].to_numpy(), points["y"].to_numpy()
+        rows.append(
+            {"label": "minimal interpolant", "arc_length": float(np.sqrt(np.diff(x) ** 2 + np.diff(y) ** 2).sum())}
+        )
+    return pl.DataFrame(rows)
+
+
 def analyze(con) -> Analysis:
     arc, gc = query(con, _ARC_SQL), query(con, _GC_SQL)
-    tables = {"arc": arc, "gc_runs": gc, "gc_over_training": query(con, _GC_CURVE_SQL)}
+    steps = spread(query(con, _PROBE_STEPS_SQL)["step"].to_list(), N_STEPS_SHOWN)
+    points = training_points(con)
+    tables = {
+        "arc": arc,
+        "gc_runs": gc,
+        "gc_over_training": query(con, _GC_CURVE_SQL),
+        "over_training": query(con, _OVER_TRAINING_SQL),
+        "function": query(con, _FUNCTION_SQL.format(steps=", ".join(map(str, steps)) or "NULL")),
+        "training_points": points,
+        "reference_arcs": reference_arcs(points),
+    }
     return Analysis("fig1", tables, claims_frame([_arc_claim(arc), _gc_claim(gc)]))

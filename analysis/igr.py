@@ -30,6 +30,7 @@ import numpy as np
 import polars as pl
 import statsmodels.api as sm
 
+from gclab.analysis.curves import binned_curves, sweep_where
 from gclab.analysis.result import (
     ALPHA,
     CONTRADICTED,
@@ -51,9 +52,10 @@ LR_CLAIM = "GC decreases as the learning rate h increases (batch size held in th
 B_CLAIM = "GC increases with the batch size b (learning rate held in the fit)"
 RATIO_CLAIM = "GC depends on learning rate and batch size only through h/b (β_h = −β_b)"
 N_BINS = 20
-CHECK = {"kind": "check", "source": "seed 002 §5, Eq. 6"}
-PAPER = {"kind": "paper", "source": "seed 002 §5, Eq. 7–8"}
-CONDITION = {"kind": "condition", "source": "seed 002 §5, Eq. 8 (IGR strength h/b)"}
+TERMS = ("residual_term", "label_alignment", "batch_alignment")  # the steps columns of R_B, A_B, C_B
+CHECK = {"kind": "check", "source": "GC paper §5, Eq. 6"}
+PAPER = {"kind": "paper", "source": "GC paper §5, Eq. 7–8"}
+CONDITION = {"kind": "condition", "source": "GC paper §5, Eq. 8 (IGR strength h/b)"}
 
 _REL = (
     "abs(s.grad_norm_sq - (s.residual_term + s.label_alignment + s.batch_alignment)) "
@@ -207,6 +209,15 @@ def analyze(con) -> Analysis:
     tables = {
         "violations": violations,
         "terms": query(con, _TERMS_SQL),
+        # mean over seeds per (lr, batch size), binned: what the report draws
+        "terms_by_setting": binned_curves(
+            con,
+            "steps",
+            {t: f"x.{t}" for t in TERMS},
+            runs_where=sweep_where("igr"),
+            by=("lr", "batch_size"),
+            points=60,
+        ),
         "identity": pl.DataFrame([counts]),
         "h_over_b": runs,
         "lr_batch_fit": pl.DataFrame([fit]) if fit else pl.DataFrame(),

@@ -4,9 +4,9 @@ against GC with the fitted degree-6 U-curve."""
 from __future__ import annotations
 
 import altair as alt
-import numpy as np
 import polars as pl
 
+from gclab.analysis.double_descent import GC_COLUMN
 from gclab.analysis.report.common import (
     PANEL_H,
     PANEL_W,
@@ -18,7 +18,7 @@ from gclab.analysis.report.common import (
     run_config,
     with_config,
 )
-from gclab.analysis.report.queries import group_mean_ci, run_summary
+from gclab.analysis.run_summary import CONVENTIONS
 
 TITLE = "Fig. 5 — GC follows double descent; test loss is U-shaped in GC"
 RUNS = "r.sweep = 'fig5'"
@@ -35,30 +35,11 @@ def build(ctx) -> Section:
     if not ctx.has("fig5"):
         sec.empty_note = collect_note("fig5")
         return sec
-    # Double descent is about the end of training: GC at the last eval, like analysis.double_descent.
-    runs = (
-        run_summary(ctx.con, RUNS).filter(pl.col("test_loss").is_not_null()).with_columns(pl.col("gc_last").alias("gc"))
-    )
+    runs = ctx.table("ucurve", "points")
     if runs.is_empty():
         sec.empty_note = "No completed fig5 runs with test evaluations yet."
         return sec
-    by_width = ctx.table(
-        "double_descent",
-        "by_width",
-        ("width", "test_loss_mean", "test_loss_lo", "test_loss_hi", "gc_mean", "gc_lo", "gc_hi"),
-    )
-    source = "`analysis.double_descent`"
-    if by_width is None:
-        source = "the report's own aggregation"
-        by_width = group_mean_ci(ctx.con, RUNS, ("width",), ("test_loss", "gc_last")).rename(
-            {
-                "test_loss": "test_loss_mean",
-                "gc_last": "gc_mean",
-                "gc_last_n": "n_seeds",
-                "gc_last_lo": "gc_lo",
-                "gc_last_hi": "gc_hi",
-            }
-        )
+    by_width = ctx.table("double_descent", "by_width")
     config = run_config(ctx.con, f"{RUNS} AND r.status = 'completed'")
     seeds = sorted(runs["seed"].unique().to_list())
     sec.figures.append(
@@ -72,15 +53,14 @@ def build(ctx) -> Section:
     sec.figures.append(
         Figure(
             "fig5_ucurve",
-            _ucurve_chart(ctx, runs, config),
+            _ucurve_chart(ctx.table("ucurve", "poly6"), runs, config),
             "Each dot is a run (colour: width); the curve is a degree-6 polynomial least-squares "
             "fit of test loss on GC with its 95% confidence band, as in the paper.",
         )
     )
     sec.caveats += [
-        f"Band statistics from {source}: t-intervals of the mean over seeds at each width.",
-        "GC is measured on the training set at the eval step with the highest test accuracy; "
-        "test loss at the last eval step. Runs have label noise (15%), as in the paper's setup.",
+        "Band statistics from `analysis.double_descent`: t-intervals of the mean over seeds at each width.",
+        f"{CONVENTIONS[GC_COLUMN]}; {CONVENTIONS['test_loss']}. Runs have label noise (15%), as in the paper's setup.",
         "A degree-6 fit follows noise between few widths; the verdict uses a formal U test instead.",
     ]
     return sec
@@ -162,10 +142,7 @@ def _band_legend():
     )
 
 
-def _ucurve_chart(ctx, runs: pl.DataFrame, config):
-    fit = ctx.table("ucurve", "poly6", ("gc", "fit", "lo", "hi"))
-    if fit is None:
-        fit = _own_poly6(runs)
+def _ucurve_chart(fit: pl.DataFrame, runs: pl.DataFrame, config):
     dots = (
         with_config(alt.Chart(runs.filter(pl.col("gc").is_not_null())), config)
         .mark_circle(size=28, opacity=0.7)
@@ -180,7 +157,7 @@ def _ucurve_chart(ctx, runs: pl.DataFrame, config):
         )
     )
     layers = [dots]
-    if fit is not None and fit.height:
+    if fit.height:
         lo, hi = runs["test_loss"].min(), runs["test_loss"].max()
         span = (hi - lo) or 1.0
         # Clip the band to the data's range ± 50% so an exploding polynomial cannot squash the dots.
@@ -206,16 +183,3 @@ def _ucurve_chart(ctx, runs: pl.DataFrame, config):
     return alt.layer(*layers).properties(
         width=PANEL_W + 80, height=PANEL_H + 40, title="Test loss vs GC, degree-6 polynomial fit with 95% band"
     )
-
-
-def _own_poly6(runs: pl.DataFrame) -> pl.DataFrame | None:
-    """Fallback when analysis.ucurve is absent: OLS degree-6 fit, no band (lo = hi = fit)."""
-    pts = runs.filter(pl.col("gc").is_not_null() & pl.col("test_loss").is_not_null())
-    if pts.height < 8:
-        return None
-    x, y = pts["gc"].to_numpy(), pts["test_loss"].to_numpy()
-    mu, sd = x.mean(), x.std() or 1.0
-    coef = np.polynomial.polynomial.polyfit((x - mu) / sd, y, 6)
-    grid = np.linspace(x.min(), x.max(), 100)
-    fit = np.polynomial.polynomial.polyval((grid - mu) / sd, coef)
-    return pl.DataFrame({"gc": grid, "fit": fit, "lo": fit, "hi": fit})

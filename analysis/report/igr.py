@@ -5,15 +5,13 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
+from gclab.analysis.igr import TERMS as TERM_COLUMNS
 from gclab.analysis.report.common import PANEL_H, Figure, Section, collect_note, estimate_chart
-from gclab.analysis.report.queries import binned_curves, sweep_where
 
 TITLE = "IGR — the three terms of the batch gradient norm"
-TERMS = {
-    "residual_term": "R_B (residual term, Eq. 6)",
-    "label_alignment": "A_B (label alignment, Eq. 8)",
-    "batch_alignment": "C_B (batch alignment, Eq. 7)",
-}
+TERMS = dict(
+    zip(TERM_COLUMNS, ("R_B (residual term, Eq. 6)", "A_B (label alignment, Eq. 8)", "C_B (batch alignment, Eq. 7)"))
+)
 
 
 def build(ctx) -> Section:
@@ -27,14 +25,7 @@ def build(ctx) -> Section:
     if not ctx.has("igr"):
         sec.empty_note = collect_note("igr")
         return sec
-    curves = binned_curves(
-        ctx.con,
-        "steps",
-        {t: f"x.{t}" for t in TERMS},
-        runs_where=sweep_where("igr"),
-        by=("lr", "batch_size"),
-        points=60,
-    )
+    curves = ctx.table("igr", "terms_by_setting")
     if curves.is_empty():
         sec.empty_note = "No logged steps for the igr sweep yet."
         return sec
@@ -113,9 +104,8 @@ def build(ctx) -> Section:
 
 def _coefficients(ctx) -> pl.DataFrame | None:
     """`analysis.igr`'s lr/batch fit as one row per coefficient, with the verdicts of its claim rows."""
-    fit = ctx.table("igr", "lr_batch_fit", ("beta_h", "beta_b", "contrast", "beta_sum"))
-    claims = getattr(ctx.analysis("igr"), "claims", None)
-    if fit is None or claims is None or claims.height < 5:
+    fit, claims = ctx.table("igr", "lr_batch_fit"), ctx.analysis("igr").claims
+    if fit.is_empty():
         return None
     f = fit.row(0, named=True)
     labels = {
