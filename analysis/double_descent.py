@@ -40,7 +40,7 @@ CLAIMS = {
 }
 LOCATION_CLAIM = "the test-loss peak lies at the interpolation threshold (within one grid step)"
 PAPER = {"kind": "paper", "source": "GC paper §6, Fig. 5 left"}
-LITERATURE = {"kind": "literature", "source": "Nakkiran et al. 2021 (deep double descent), cited in GC paper §6"}
+LITERATURE = {"kind": "literature", "source": "Nakkiran et al. 2021 (deep double descent), cited in the GC paper §6"}
 GC_COLUMN = "gc_last"  # double descent is about the end of training (docs/EXPERIMENTS.md fig5)
 METHOD = (
     "S = min(peak − min left, peak − min right) of width means with the interior peak re-selected per "

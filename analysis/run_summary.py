@@ -52,6 +52,13 @@ CONVENTIONS = {
     "test_loss": "test loss at the last eval step",
     "test_acc": "test accuracy at the last eval step",
 }
+# The same conventions as short axis titles.
+LABELS = {
+    "gc": "GC at best test acc",
+    "gc_last": "GC (last eval)",
+    "test_loss": "test loss (last eval)",
+    "test_acc": "final test accuracy",
+}
 MEASURES = ["gc_last", "param_norm_sq", "spectral_product", "dist_from_init", "sharpness", "bfd"]
 
 _RUN_COLS = ", ".join(

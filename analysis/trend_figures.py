@@ -7,7 +7,8 @@ at zero training error (`analysis.run_summary.FITTED`).
 - fig2 (init only): `fig2_diagonal`, outputs along the diagonal of [−1, 1]^d at the first probe
   step, mean and max over output logits, for the first `FIG2_SEEDS` seeds, every k-th point so
   the table stays within `DIAG_BUDGET` rows; `fig2_gc_runs` GC at the first eval (positive only,
-  for a log axis) and `fig2_gc_by_depth` its mean per depth, init and activation.
+  for a log axis) and `fig2_gc_by_depth` its mean per depth, init and activation; `fig2_families`
+  the depth slopes of the trends table per init/activation family.
 - fig3: `fig3_runs` one row per (regularizer, run) of the runs where only that regularizer (or
   none) is on (gc_reg from the `gcreg` sweep), `fig3_by_strength` the mean per strength.
 - fig4: per axis (lr, batch_size) the runs of its part of the grid (`fig4_<axis>_runs`: a run is
@@ -78,6 +79,17 @@ def fig2_tables(con) -> dict[str, pl.DataFrame]:
         "fig2_gc_runs": gc,
         "fig2_gc_by_depth": _positive_lo(mean_ci(gc, ["init", "activation", "depth"], ["gc"])),
     }
+
+
+def fig2_families(trends: pl.DataFrame) -> pl.DataFrame:
+    """The fig2 rows of the trends table with a slope, the heuristic "claim [family]" split in two columns."""
+    parts = pl.col("heuristic").str.extract_groups(r"^(?<claim>.*) \[(?<family>.*)\]$")
+    return (
+        trends.filter((pl.col("experiment") == "fig2") & pl.col("slope").is_not_null())
+        .with_columns(parts)
+        .unnest("heuristic")
+        .select("claim", "family", "slope", "slope_lo", "slope_hi", "verdict")
+    )
 
 
 def fig3_tables(con) -> dict[str, pl.DataFrame]:

@@ -55,8 +55,8 @@ def build(ctx) -> Section:
                 "(error bars); dots: single runs. Log-scaled y.",
             )
         )
-    fam = _family_slopes(ctx)
-    if fam is not None:
+    fam = ctx.table("trends", "fig2_families")
+    if fam.height:
         sec.figures.append(
             Figure(
                 "fig2_families",
@@ -161,17 +161,4 @@ def _gc_depth(pos, agg, config):
     )
     return alt.layer(bars, dots, lines.add_params(pick)).properties(
         width=PANEL_W + 120, height=PANEL_H + 40, title="GC at initialization vs depth"
-    )
-
-
-def _family_slopes(ctx):
-    """The per-family fig2 rows of `analysis.trends` (None without them)."""
-    import polars as pl
-
-    t = ctx.table("trends", "trends").filter((pl.col("experiment") == "fig2") & pl.col("slope").is_not_null())
-    if t.is_empty():
-        return None
-    parts = pl.col("heuristic").str.extract_groups(r"^(?<claim>.*) \[(?<family>.*)\]$")
-    return (
-        t.with_columns(parts).unnest("heuristic").select("claim", "family", "slope", "slope_lo", "slope_hi", "verdict")
     )

@@ -6,7 +6,7 @@ import altair as alt
 import polars as pl
 
 from gclab.analysis.report.common import Figure, Section, collect_note, config_tooltip, run_config, with_config
-from gclab.analysis.run_summary import CONVENTIONS
+from gclab.analysis.run_summary import CONVENTIONS, LABELS
 from gclab.analysis.trend_figures import REGULARIZERS
 
 TITLE = "Fig. 3 — explicit regularization lowers GC"
@@ -38,7 +38,7 @@ def build(ctx) -> Section:
     config = run_config(ctx.con, "r.sweep IN ('fig3', 'gcreg') AND r.status = 'completed'")
     present = [r for r in REGS if r in set(runs["regularizer"].to_list())]
     rows = []
-    for metric, title, zero in (("gc", "GC at best test acc", True), ("test_acc", "final test accuracy", False)):
+    for metric, title, zero in (("gc", LABELS["gc"], True), ("test_acc", LABELS["test_acc"], False)):
         rows.append(
             alt.hconcat(
                 *[

@@ -17,7 +17,7 @@ from gclab.analysis.report.common import (
     run_config,
     with_config,
 )
-from gclab.analysis.run_summary import CONVENTIONS
+from gclab.analysis.run_summary import CONVENTIONS, LABELS
 from gclab.store.sweeps import FIG4_SWEEPS, sql_in
 
 TITLE = "Fig. 4 — larger learning rates and smaller batches lower GC"
@@ -85,8 +85,8 @@ def _sweep_chart(summ: pl.DataFrame, agg: pl.DataFrame, config, var: str, sweeps
     color = alt.Color("sweep:N", title="optimizer sweep (click)", scale=alt.Scale(domain=sweeps))
     panels = []
     for metric, ytitle, scale, axis in (
-        ("gc", "GC at best test acc (log)", gs, ga),
-        ("test_acc", "final test accuracy", alt.Scale(zero=False), alt.Axis()),
+        ("gc", f"{LABELS['gc']} (log)", gs, ga),
+        ("test_acc", LABELS["test_acc"], alt.Scale(zero=False), alt.Axis()),
     ):
         op = alt.condition(pick, alt.value(1.0), alt.value(0.12))
         bars = (

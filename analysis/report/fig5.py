@@ -18,7 +18,7 @@ from gclab.analysis.report.common import (
     run_config,
     with_config,
 )
-from gclab.analysis.run_summary import CONVENTIONS
+from gclab.analysis.run_summary import CONVENTIONS, LABELS
 
 TITLE = "Fig. 5 — GC follows double descent; test loss is U-shaped in GC"
 RUNS = "r.sweep = 'fig5'"
@@ -76,7 +76,7 @@ def _width_chart(by_width: pl.DataFrame, runs: pl.DataFrame, config, seeds: list
     xs, xa = log_scale(runs["width"], pad=1.1, ticks=sorted(runs["width"].unique().to_list()))
     x = alt.X("width:Q", title="hidden width n (log)", scale=xs, axis=xa)
     panels = []
-    for metric, ytitle in (("test_loss", "test loss (last eval)"), ("gc", "GC (last eval)")):
+    for metric, ytitle in (("test_loss", LABELS["test_loss"]), ("gc", LABELS[GC_COLUMN])):
         band = (
             alt.Chart(by_width)
             .mark_area(opacity=0.25, color="#2f6fb3")
@@ -147,8 +147,8 @@ def _ucurve_chart(fit: pl.DataFrame, runs: pl.DataFrame, config):
         with_config(alt.Chart(runs.filter(pl.col("gc").is_not_null())), config)
         .mark_circle(size=28, opacity=0.7)
         .encode(
-            x=alt.X("gc:Q", title="GC (last eval)"),
-            y=alt.Y("test_loss:Q", title="test loss (last eval)", scale=alt.Scale(zero=False)),
+            x=alt.X("gc:Q", title=LABELS[GC_COLUMN]),
+            y=alt.Y("test_loss:Q", title=LABELS["test_loss"], scale=alt.Scale(zero=False)),
             color=alt.Color("width:Q", title="width", scale=alt.Scale(type="log", scheme="viridis")),
             tooltip=config_tooltip(
                 alt.Tooltip("gc:Q", title="GC", format=".4g"),
@@ -165,14 +165,14 @@ def _ucurve_chart(fit: pl.DataFrame, runs: pl.DataFrame, config):
         band = (
             alt.Chart(fit)
             .mark_area(opacity=0.2, color="black")
-            .encode(x="gc:Q", y=alt.Y("lo:Q", title="test loss (last eval)"), y2="hi:Q")
+            .encode(x="gc:Q", y=alt.Y("lo:Q", title=LABELS["test_loss"]), y2="hi:Q")
         )
         curve = (
             alt.Chart(fit)
             .mark_line(color="black")
             .encode(
                 x="gc:Q",
-                y=alt.Y("fit:Q", title="test loss (last eval)"),
+                y=alt.Y("fit:Q", title=LABELS["test_loss"]),
                 tooltip=[
                     alt.Tooltip("gc:Q", format=".3g"),
                     alt.Tooltip("fit:Q", title="fitted test loss", format=".4g"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
+from gclab.analysis.igr import COEFFICIENTS
 from gclab.analysis.igr import TERMS as TERM_COLUMNS
 from gclab.analysis.report.common import PANEL_H, Figure, Section, collect_note, estimate_chart
 
@@ -103,20 +104,11 @@ def build(ctx) -> Section:
 
 
 def _coefficients(ctx) -> pl.DataFrame | None:
-    """`analysis.igr`'s lr/batch fit as one row per coefficient, with the verdicts of its claim rows."""
-    fit, claims = ctx.table("igr", "lr_batch_fit"), ctx.analysis("igr").claims
-    if fit.is_empty():
+    """`analysis.igr`'s lr/batch coefficients, labelled (None without a fit)."""
+    coef = ctx.table("igr", "coefficients")
+    if coef.is_empty():
         return None
-    f = fit.row(0, named=True)
-    labels = {
-        "beta_h": "β_h (learning rate)",
-        "beta_b": "β_b (batch size)",
-        "contrast": "(β_h − β_b)/2 (h/b)",
-        "beta_sum": "β_h + β_b (only h/b?)",
-    }
-    return pl.DataFrame(
-        [
-            {"term": label, "estimate": f[k], "lo": f[f"{k}_lo"], "hi": f[f"{k}_hi"], "verdict": v}
-            for (k, label), v in zip(labels.items(), claims["verdict"][1:5])
-        ]
+    labels = dict(
+        zip(COEFFICIENTS, ("β_h (learning rate)", "β_b (batch size)", "(β_h − β_b)/2 (h/b)", "β_h + β_b (only h/b?)"))
     )
+    return coef.with_columns(pl.col("term").replace_strict(labels))
