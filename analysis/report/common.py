@@ -2,8 +2,9 @@
 
 A section module has `build(ctx: Context) -> Section`. It draws the tables of the analysis
 modules (`ctx.table(module, key)`, from `Analysis.tables`) and returns Altair charts plus a few
-lines of text; run config for tooltips (`run_config`) is the only thing it reads from the store
-itself. Page assembly and figure export live elsewhere (page.py, export.py).
+lines of text. What it reads from the store itself is display metadata only: run config for
+tooltips (`run_config`), the completed runs per sweep (`Context.completed`) and the overview's
+inventory. Page assembly and figure export live elsewhere (page.py, export.py).
 """
 
 from __future__ import annotations
@@ -98,7 +99,10 @@ class Context:
 
     def table(self, name: str, key: str) -> pl.DataFrame:
         """The table `key` of `analysis.<name>`'s result, as charts hold it (`finite`: rounded, no NaN)."""
-        return finite(self.analysis(name).tables[key])
+        tables = self.analysis(name).tables
+        if key not in tables:  # `run_all` turned the module's exception into its claims row
+            raise LookupError(f"analysis.{name} has no table {key!r}: it failed, see its row in the claims table")
+        return finite(tables[key])
 
 
 def query(con, sql: str, params=None) -> pl.DataFrame:

@@ -271,3 +271,22 @@ def test_each_verdict_gets_its_badge():
         ("v-meh", "inconclusive"),
         ("v-meh", "insufficient data"),
     ]
+
+
+def test_a_failing_analysis_is_its_claims_row_and_its_section_says_so(tmp_path, monkeypatch):
+    """No fallback: the module's exception is one claims row, and the section drawing its tables fails loudly."""
+    import types
+
+    from gclab.analysis import claims
+    from gclab.planted.store import write_planted_store
+
+    def analyze(con):
+        raise ZeroDivisionError("planted failure")
+
+    monkeypatch.setitem(claims.MODULES, "double_descent", types.SimpleNamespace(analyze=analyze))
+    write_planted_store(tmp_path / "data", sweeps=("fig5",), seeds=2, cadence=CURVES)
+    doc = render(tmp_path / "data", tmp_path / "out", progress=False, figures=False).read_text()
+    assert "ZeroDivisionError: planted failure" in section_html(doc, "claims")
+    fig5 = section_html(doc, "fig5")
+    assert "failed to render" in fig5 and "analysis.double_descent has no table" in fig5
+    assert "data-figure" not in fig5
