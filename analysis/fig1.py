@@ -7,7 +7,7 @@ is read at its eval of lowest train MSE (its closest approach), and the rows cou
 
 - arc length: per run, the length of the probe curve (t, f(t)) over t ∈ [−1, 1] at the fit
   step, divided by that of the minimal interpolant (the piecewise-linear function through the
-  n_train evenly spaced training points, exact in SQL). Equivalence test (TOST, statsmodels
+  n_train evenly spaced training points, `minimal_arc`). Equivalence test (TOST, statsmodels
   `ttost_mean`) of the mean ratio over seeds against [1 − `ARC_MARGIN`, 1 + `ARC_MARGIN`]:
   TOST p < α → supported; the mean significantly outside the margin (one-sided t-test beyond
   the nearer bound, p < α) → contradicted; otherwise inconclusive. Value = mean ratio with its
@@ -76,17 +76,9 @@ seg AS (
 )"""
 _ARC_SQL = f"""
 WITH fit AS ({_FIT_SQL}),
-{_SEGMENTS.format(steps="(pr.run_id, pr.step) IN (SELECT (run_id, fit_step) FROM fit)")},
-knots AS (  -- the minimal interpolant: segments between consecutive training points of y = x²
-    SELECT n_train, sum(sqrt(pow(2.0 / (n_train - 1), 2)
-                             + pow(pow(-1 + 2.0 * (i + 1) / (n_train - 1), 2)
-                                   - pow(-1 + 2.0 * i / (n_train - 1), 2), 2))) AS arc_min
-    FROM (SELECT DISTINCT n_train FROM p WHERE n_train >= 2), range(0, 100000) AS g(i)
-    WHERE i < n_train - 1 GROUP BY n_train
-)
-SELECT a.*, a.arc_length / a.arc_min AS ratio, fit.reached_fit, ev.loss AS train_mse FROM (
-    SELECT seg.run_id, seg.seed, seg.step, sum(len) AS arc_length, knots.arc_min
-    FROM seg JOIN knots ON seg.n_train = knots.n_train GROUP BY ALL
+{_SEGMENTS.format(steps="(pr.run_id, pr.step) IN (SELECT (run_id, fit_step) FROM fit)")}
+SELECT a.*, fit.reached_fit, ev.loss AS train_mse FROM (
+    SELECT run_id, seed, n_train, step, sum(len) AS arc_length FROM seg GROUP BY ALL
 ) a JOIN fit ON fit.run_id = a.run_id
 JOIN evals ev ON ev.run_id = a.run_id AND ev.step = a.step AND ev.split = 'train'
 ORDER BY a.seed
@@ -244,30 +236,46 @@ def spread(values: list, k: int) -> list:
     return [values[i] for i in idx]
 
 
-def training_points(con) -> pl.DataFrame:
-    """The parabola's training points (n_train evenly spaced x on [−1, 1], y = x², as collect/datasets.py
-    makes them); empty for another dataset or mixed sizes."""
-    df = query(con, _DATASET_SQL)
-    if df.height != 1 or df["dataset"][0] != "parabola" or not (df["n_train"][0] or 0) >= 2:
-        return pl.DataFrame(schema={"x": pl.Float64, "y": pl.Float64})
-    x = np.linspace(-1.0, 1.0, int(df["n_train"][0]))
+def parabola_points(n_train: int) -> pl.DataFrame:
+    """The parabola's training points: n_train evenly spaced x on [−1, 1], y = x² (as collect/datasets.py)."""
+    x = np.linspace(-1.0, 1.0, n_train)
     return pl.DataFrame({"x": x, "y": x**2})
 
 
+def minimal_arc(n_train: int) -> float:
+    """Arc length of the minimal interpolant: the piecewise-linear curve through the training points."""
+    pts = parabola_points(n_train)
+    return float(np.hypot(np.diff(pts["x"].to_numpy()), np.diff(pts["y"].to_numpy())).sum())
+
+
+def training_points(con) -> pl.DataFrame:
+    """The fig1 runs' training points; empty for another dataset or mixed sizes."""
+    df = query(con, _DATASET_SQL)
+    if df.height != 1 or df["dataset"][0] != "parabola" or not (df["n_train"][0] or 0) >= 2:
+        return pl.DataFrame(schema={"x": pl.Float64, "y": pl.Float64})
+    return parabola_points(int(df["n_train"][0]))
+
+
 def reference_arcs(points: pl.DataFrame) -> pl.DataFrame:
-    """Arc lengths to compare with: the zero function's and the minimal interpolant's (the piecewise-linear
-    curve through the training points)."""
+    """Arc lengths to compare with: the zero function's and the minimal interpolant's."""
     rows = [{"label": "zero function", "arc_length": ZERO_ARC}]
     if points.height:
-        x, y = points["x"].to_numpy(), points["y"].to_numpy()
-        rows.append(
-            {"label": "minimal interpolant", "arc_length": float(np.sqrt(np.diff(x) ** 2 + np.diff(y) ** 2).sum())}
-        )
+        rows.append({"label": "minimal interpolant", "arc_length": minimal_arc(points.height)})
     return pl.DataFrame(rows)
 
 
+def arc_ratios(arc: pl.DataFrame) -> pl.DataFrame:
+    """Per run, the arc length over the minimal interpolant's for its n_train (≥ 2 training points)."""
+    arc = arc.filter(pl.col("n_train") >= 2)
+    mins = {n: minimal_arc(n) for n in arc["n_train"].unique().to_list()}
+    arc_min = pl.col("n_train").replace_strict(mins, return_dtype=pl.Float64)
+    return arc.with_columns(arc_min.alias("arc_min")).with_columns(
+        (pl.col("arc_length") / pl.col("arc_min")).alias("ratio")
+    )
+
+
 def analyze(con) -> Analysis:
-    arc, gc = query(con, _ARC_SQL), query(con, _GC_SQL)
+    arc, gc = arc_ratios(query(con, _ARC_SQL)), query(con, _GC_SQL)
     steps = spread(query(con, _PROBE_STEPS_SQL)["step"].to_list(), N_STEPS_SHOWN)
     points = training_points(con)
     tables = {
