@@ -38,6 +38,7 @@ from gclab.analysis.result import (
     Analysis,
     claim,
     claims_frame,
+    defer,
     insufficient,
 )
 from gclab.analysis.verdict import decide
@@ -274,17 +275,20 @@ def arc_ratios(arc: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def analyze(con) -> Analysis:
-    arc, gc = arc_ratios(query(con, _ARC_SQL)), query(con, _GC_SQL)
+def figure_tables(con) -> dict[str, pl.DataFrame]:
+    """What the report draws: the function at a few steps, arc length and GC over training, references."""
     steps = spread(query(con, _PROBE_STEPS_SQL)["step"].to_list(), N_STEPS_SHOWN)
     points = training_points(con)
-    tables = {
-        "arc": arc,
-        "gc_runs": gc,
-        "gc_over_training": query(con, _GC_CURVE_SQL),
+    return {
         "over_training": query(con, _OVER_TRAINING_SQL),
         "function": query(con, _FUNCTION_SQL.format(steps=", ".join(map(str, steps)) or "NULL")),
         "training_points": points,
         "reference_arcs": reference_arcs(points),
     }
-    return Analysis("fig1", tables, claims_frame([_arc_claim(arc), _gc_claim(gc)]))
+
+
+def analyze(con) -> Analysis:
+    arc, gc = arc_ratios(query(con, _ARC_SQL)), query(con, _GC_SQL)
+    tables = {"arc": arc, "gc_runs": gc, "gc_over_training": query(con, _GC_CURVE_SQL)}
+    deferred = defer(con, {("over_training", "function", "training_points", "reference_arcs"): figure_tables})
+    return Analysis("fig1", tables, claims_frame([_arc_claim(arc), _gc_claim(gc)]), deferred)

@@ -39,6 +39,7 @@ from gclab.analysis.result import (
     Analysis,
     claim,
     claims_frame,
+    defer,
     insufficient,
 )
 from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
@@ -210,15 +211,6 @@ def analyze(con) -> Analysis:
     tables = {
         "violations": violations,
         "terms": query(con, _TERMS_SQL),
-        # mean over seeds per (lr, batch size), binned: what the report draws
-        "terms_by_setting": binned_curves(
-            con,
-            "steps",
-            {t: f"x.{t}" for t in TERMS},
-            runs_where=sweep_where("igr"),
-            by=("lr", "batch_size"),
-            points=60,
-        ),
         "identity": pl.DataFrame([counts]),
         "h_over_b": runs,
         "lr_batch_fit": pl.DataFrame([fit]) if fit else pl.DataFrame(),
@@ -245,4 +237,13 @@ def analyze(con) -> Analysis:
         ),
         "excluded": excluded.filter(pl.col("sweep") == "igr"),
     }
-    return Analysis("igr", tables, claims_frame([identity_claim(counts, violations), *rows]))
+    deferred = defer(con, {("terms_by_setting",): terms_by_setting})
+    return Analysis("igr", tables, claims_frame([identity_claim(counts, violations), *rows]), deferred)
+
+
+def terms_by_setting(con) -> dict[str, pl.DataFrame]:
+    """R_B, A_B, C_B over training, mean over seeds per (lr, batch size) in step bins: what the report draws."""
+    curves = binned_curves(
+        con, "steps", {t: f"x.{t}" for t in TERMS}, runs_where=sweep_where("igr"), by=("lr", "batch_size"), points=60
+    )
+    return {"terms_by_setting": curves}

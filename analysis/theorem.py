@@ -22,7 +22,7 @@ import polars as pl
 import statsmodels.api as sm
 from statsmodels.stats.proportion import proportion_confint
 
-from gclab.analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, insufficient
+from gclab.analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, defer, insufficient
 from gclab.analysis.verdict import decide, wilcoxon_two_sided
 from gclab.store.db import query
 
@@ -193,7 +193,11 @@ def analyze(con) -> Analysis:
         "tightness": query(con, _TIGHT_SQL),
         "slopes": slopes.sort("run_id"),
         "counts": pl.DataFrame([counts]),
-        "last_eval_sample": query(con, _LAST_SQL),
-        "tightness_over_training": query(con, _TIGHT_OVER_TRAINING_SQL),
     }
-    return Analysis("theorem", tables, claims_frame([_violation_claim(counts, violations), _condition_claim(slopes)]))
+    deferred = defer(con, {("last_eval_sample", "tightness_over_training"): figure_tables})
+    rows = [_violation_claim(counts, violations), _condition_claim(slopes)]
+    return Analysis("theorem", tables, claims_frame(rows), deferred)
+
+
+def figure_tables(con) -> dict[str, pl.DataFrame]:
+    return {"last_eval_sample": query(con, _LAST_SQL), "tightness_over_training": query(con, _TIGHT_OVER_TRAINING_SQL)}

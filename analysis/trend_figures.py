@@ -1,4 +1,5 @@
-"""The tables behind the trend figures (Figs. 2–4), returned by `analysis.trends` next to its fits.
+"""The tables behind the trend figures (Figs. 2–4): `analysis.trends`'s deferred tables (computed when the
+report draws them, `analysis.result.Analysis.table`).
 
 Per run and per setting (mean over seeds with 95% t-intervals, `analysis.seed_stats.mean_ci`),
 over every completed run of the sweep: the figures show all runs, the trend claims only those
@@ -141,5 +142,10 @@ def fig4_tables(con) -> dict[str, pl.DataFrame]:
     return out
 
 
-def figure_tables(con) -> dict[str, pl.DataFrame]:
-    return fig2_tables(con) | fig3_tables(con) | fig4_tables(con)
+# Each function's tables, by name (what `analysis.result.defer` needs to compute them on first use).
+FIGURE_TABLES = {
+    ("fig2_diagonal", "fig2_gc_runs", "fig2_gc_by_depth"): fig2_tables,
+    ("fig3_runs", "fig3_by_strength"): fig3_tables,
+    tuple(f"fig4_{v}_{t}" for v in ("lr", "batch_size") for t in ("runs", "by_setting", "curves"))
+    + ("fig4_not_completed",): fig4_tables,
+}

@@ -34,9 +34,9 @@ import polars as pl
 import statsmodels.api as sm
 from scipy import stats
 
-from gclab.analysis.result import ALPHA, Analysis, claim, claims_frame, insufficient
+from gclab.analysis.result import ALPHA, Analysis, claim, claims_frame, defer, insufficient
 from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
-from gclab.analysis.trend_figures import FIG3_REGS, fig2_families, figure_tables
+from gclab.analysis.trend_figures import FIG3_REGS, FIGURE_TABLES, fig2_families
 from gclab.analysis.verdict import decide, describe
 from gclab.store.db import query
 from gclab.store.sweeps import FIG4_SWEEPS, INTERPOLATING_SWEEPS, TREND_SWEEPS, sql_in
@@ -372,5 +372,4 @@ def analyze(con) -> Analysis:
         )
     )
     tables = {"trends": table, "points": pts, "excluded": excluded, "fig2_families": fig2_families(table)}
-    tables |= figure_tables(con)
-    return Analysis("trends", tables, claims_frame(claim_rows))
+    return Analysis("trends", tables, claims_frame(claim_rows), defer(con, FIGURE_TABLES))

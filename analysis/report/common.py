@@ -99,10 +99,10 @@ class Context:
 
     def table(self, name: str, key: str) -> pl.DataFrame:
         """The table `key` of `analysis.<name>`'s result, as charts hold it (`finite`: rounded, no NaN)."""
-        tables = self.analysis(name).tables
-        if key not in tables:  # `run_all` turned the module's exception into its claims row
+        result = self.analysis(name)
+        if key not in result.tables and key not in result.deferred:  # `run_all` made its exception a claims row
             raise LookupError(f"analysis.{name} has no table {key!r}: it failed, see its row in the claims table")
-        return finite(tables[key])
+        return finite(result.table(key))
 
 
 def query(con, sql: str, params=None) -> pl.DataFrame:
