@@ -1,4 +1,4 @@
-"""Batch functional dimension (seed 001, Bona-Pellissier et al. 2024) on the bfd sweep, from the
+"""Batch functional dimension (the BFD paper, Bona-Pellissier et al. 2024) on the bfd sweep, from the
 `fdim` table (docs/EXPERIMENTS.md, bfd), one set of rows per output (`OUTPUTS`: softmax, logits).
 
 - over training: per run, the change of the training-input BFD from the first to the last eval
@@ -38,7 +38,7 @@ MIN_RUNS = 3
 OUTPUTS = ("softmax", "logits")
 PLATEAU_CLAIM = "the nested random batches have reached their plateau at the last eval ({output})"
 FFD_MARGIN = 0.05  # "close to the number of parameters": within 5% of the ceiling (docs/EXPERIMENTS.md)
-SOURCE = "seed 001 abstract and §6 (experiments)"
+SOURCE = "BFD paper abstract and §6 (experiments)"
 PAPER = {"kind": "paper", "source": SOURCE}
 _BASE = (
     "FROM fdim f JOIN runs r ON f.run_id = r.run_id "
@@ -154,7 +154,7 @@ def _plateau_row(last: pl.DataFrame, output: str) -> dict:
     )
     ok = last.drop_nulls(["ffd", "ffd_prev"])
     n, n_seeds = ok.height, ok["seed"].n_unique()
-    kw = {"kind": "check", "source": "seed 001 sampling theorem (computable full functional dimension)"}
+    kw = {"kind": "check", "source": "BFD paper sampling theorem (computable full functional dimension)"}
     if not n:
         return insufficient(text, "bfd", method, "no run with two random batch sizes", **kw)
     short = ok.filter(pl.col("ffd") != pl.col("ffd_prev"))
@@ -239,10 +239,15 @@ def analyze(con) -> Analysis:
     )
     last = query(con, _LAST_SQL)
     rows = [r for output in OUTPUTS for r in _rows(series, last, output)]
+    ffd = query(con, _FFD_SQL)
     tables = {
         "over_training": query(con, _MEAN_SQL),
         "per_run_trend": taus,
         "last_eval": last,
-        "ffd_over_training": query(con, _FFD_SQL),
+        "ffd_over_training": ffd,
+        # mean of ffd / ceiling over runs, per step: the full functional dimension's curve in the report
+        "ffd_frac_over_training": ffd.group_by("dataset", "output", "step")
+        .agg((pl.col("ffd") / pl.col("ceiling")).mean().alias("frac"), pl.len().cast(pl.Int64).alias("n_runs"))
+        .sort("dataset", "output", "step"),
     }
     return Analysis("bfd", tables, claims_frame(rows))

@@ -24,14 +24,13 @@ insufficient data.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import polars as pl
 from scipy import stats
 
 from gclab.analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, insufficient
 from gclab.analysis.run_summary import with_runs
+from gclab.analysis.seed_stats import t_interval
 from gclab.analysis.verdict import decide, two_sided
 from gclab.store.db import query
 
@@ -40,39 +39,32 @@ CLAIMS = {
     "gc": "GC double-descends in width like the test loss (Fig. 5 left)",
 }
 LOCATION_CLAIM = "the test-loss peak lies at the interpolation threshold (within one grid step)"
-PAPER = {"kind": "paper", "source": "seed 002 §6, Fig. 5 left"}
-LITERATURE = {"kind": "literature", "source": "Nakkiran et al. 2021 (deep double descent), cited in seed 002 §6"}
+PAPER = {"kind": "paper", "source": "GC paper §6, Fig. 5 left"}
+LITERATURE = {"kind": "literature", "source": "Nakkiran et al. 2021 (deep double descent), cited in the GC paper §6"}
+GC_COLUMN = "gc_last"  # double descent is about the end of training (docs/EXPERIMENTS.md fig5)
 METHOD = (
     "S = min(peak − min left, peak − min right) of width means with the interior peak re-selected per "
     "resample, over the pooled within-width sd; permutation test of widths over runs (1999 resamples), "
     "two-sided with the mirrored dip statistic; value = S (unstudentized)"
 )
 
-_POINTS_SQL = with_runs("""
-SELECT run_id, width, seed, test_loss, gc_last AS gc FROM rs
-WHERE sweep = 'fig5' AND width IS NOT NULL AND isfinite(test_loss) AND isfinite(gc_last)
-""")
-_BY_WIDTH_SQL = with_runs("""
+_FIG5 = f"sweep = 'fig5' AND width IS NOT NULL AND isfinite(test_loss) AND isfinite({GC_COLUMN})"
+_POINTS_SQL = with_runs(f"SELECT run_id, width, seed, test_loss, {GC_COLUMN} AS gc FROM rs WHERE {_FIG5}")
+_BY_WIDTH_SQL = with_runs(f"""
 SELECT width, count(*) AS n_seeds, avg(test_loss) AS test_loss_mean, stddev_samp(test_loss) AS test_loss_sd,
-       avg(gc_last) AS gc_mean, stddev_samp(gc_last) AS gc_sd, avg(1 - train_acc) AS train_err_mean,
+       avg({GC_COLUMN}) AS gc_mean, stddev_samp({GC_COLUMN}) AS gc_sd, avg(1 - train_acc) AS train_err_mean,
        avg(n_train) AS n_train
-FROM rs WHERE sweep = 'fig5' AND width IS NOT NULL AND isfinite(test_loss) AND isfinite(gc_last)
-GROUP BY width ORDER BY width
+FROM rs WHERE {_FIG5} GROUP BY width ORDER BY width
 """)
 
 
 def by_width(con) -> pl.DataFrame:
     agg = query(con, _BY_WIDTH_SQL)
-    n = agg["n_seeds"].to_numpy()
     bounds = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a single seed has no interval: NaN, then null
-        for c in ("test_loss", "gc"):
-            lo, hi = stats.t.interval(
-                1 - ALPHA, n - 1, loc=agg[f"{c}_mean"].to_numpy(), scale=agg[f"{c}_sd"].to_numpy() / np.sqrt(n)
-            )
-            bounds |= {f"{c}_lo": lo, f"{c}_hi": hi}
-    return agg.with_columns(*[pl.Series(k, v, dtype=pl.Float64).fill_nan(None) for k, v in bounds.items()]).select(
+    for c in ("test_loss", "gc"):
+        lo, hi = t_interval(agg[f"{c}_mean"], agg[f"{c}_sd"], agg["n_seeds"])
+        bounds |= {f"{c}_lo": lo, f"{c}_hi": hi}
+    return agg.with_columns(**bounds).select(
         "width",
         "n_seeds",
         "test_loss_mean",

@@ -7,7 +7,7 @@ is read at its eval of lowest train MSE (its closest approach), and the rows cou
 
 - arc length: per run, the length of the probe curve (t, f(t)) over t ∈ [−1, 1] at the fit
   step, divided by that of the minimal interpolant (the piecewise-linear function through the
-  n_train evenly spaced training points, exact in SQL). Equivalence test (TOST, statsmodels
+  n_train evenly spaced training points, `minimal_arc`). Equivalence test (TOST, statsmodels
   `ttost_mean`) of the mean ratio over seeds against [1 − `ARC_MARGIN`, 1 + `ARC_MARGIN`]:
   TOST p < α → supported; the mean significantly outside the margin (one-sided t-test beyond
   the nearer bound, p < α) → contradicted; otherwise inconclusive. Value = mean ratio with its
@@ -38,6 +38,7 @@ from gclab.analysis.result import (
     Analysis,
     claim,
     claims_frame,
+    defer,
     insufficient,
 )
 from gclab.analysis.verdict import decide
@@ -47,7 +48,7 @@ ARC_CLAIM = "at zero training error the network's arc length is equivalent to th
 GC_CLAIM = "GC grows from ≈0 during training, compared at matched (zero) training error (Fig. 1)"
 ARC_MARGIN, GC_START_MAX = 0.10, 0.10
 FIT_MSE = 0.005  # train MSE on targets in [0, 1] read as "zero training error" (docs/EXPERIMENTS.md fig1)
-PAPER = {"kind": "paper", "source": "seed 002 §2, Fig. 1 (minimal arc length for a given training error)"}
+PAPER = {"kind": "paper", "source": "GC paper §2, Fig. 1 (minimal arc length for a given training error)"}
 
 _RUNS = "r.status = 'completed' AND r.sweep = 'fig1'"
 _FIT_SQL = f"""
@@ -60,27 +61,25 @@ SELECT run_id, any_value(seed) AS seed, min(step) AS first_step, arg_min(gc, ste
        count(*) FILTER (WHERE loss <= {FIT_MSE}) > 0 AS reached_fit
 FROM e GROUP BY run_id
 """
-_ARC_SQL = f"""
-WITH fit AS ({_FIT_SQL}),
+# Length of each segment of the probe curve (t, f(t)) over t ∈ [−1, 1], per run and probe step;
+# `{steps}` restricts the (run, step) pairs.
+_SEGMENTS = f"""
 p AS (
     SELECT pr.run_id, r.seed, coalesce(r.n_train, 10) AS n_train, pr.step, pr.t, pr.output
-    FROM probes pr JOIN runs r ON pr.run_id = r.run_id JOIN fit ON fit.run_id = pr.run_id AND fit.fit_step = pr.step
+    FROM probes pr JOIN runs r ON pr.run_id = r.run_id
     WHERE {_RUNS} AND coalesce(pr.output_index, 0) = 0 AND pr.t BETWEEN -1 AND 1 AND isfinite(pr.output)
+      AND {{steps}}
 ),
 seg AS (
     SELECT run_id, seed, n_train, step,
            sqrt(pow(t - lag(t) OVER w, 2) + pow(output - lag(output) OVER w, 2)) AS len
-    FROM p WINDOW w AS (PARTITION BY run_id ORDER BY t)
-), knots AS (  -- the minimal interpolant: segments between consecutive training points of y = x²
-    SELECT n_train, sum(sqrt(pow(2.0 / (n_train - 1), 2)
-                             + pow(pow(-1 + 2.0 * (i + 1) / (n_train - 1), 2)
-                                   - pow(-1 + 2.0 * i / (n_train - 1), 2), 2))) AS arc_min
-    FROM (SELECT DISTINCT n_train FROM p WHERE n_train >= 2), range(0, 100000) AS g(i)
-    WHERE i < n_train - 1 GROUP BY n_train
-)
-SELECT a.*, a.arc_length / a.arc_min AS ratio, fit.reached_fit, ev.loss AS train_mse FROM (
-    SELECT seg.run_id, seg.seed, seg.step, sum(len) AS arc_length, knots.arc_min
-    FROM seg JOIN knots ON seg.n_train = knots.n_train GROUP BY ALL
+    FROM p WINDOW w AS (PARTITION BY run_id, step ORDER BY t)
+)"""
+_ARC_SQL = f"""
+WITH fit AS ({_FIT_SQL}),
+{_SEGMENTS.format(steps="(pr.run_id, pr.step) IN (SELECT (run_id, fit_step) FROM fit)")}
+SELECT a.*, fit.reached_fit, ev.loss AS train_mse FROM (
+    SELECT run_id, seed, n_train, step, sum(len) AS arc_length FROM seg GROUP BY ALL
 ) a JOIN fit ON fit.run_id = a.run_id
 JOIN evals ev ON ev.run_id = a.run_id AND ev.step = a.step AND ev.split = 'train'
 ORDER BY a.seed
@@ -91,6 +90,35 @@ SELECT fit.run_id, fit.seed, fit.gc_first, e.gc AS gc_fit, fit.first_step, fit.f
 FROM fit JOIN evals e ON e.run_id = fit.run_id AND e.step = fit.fit_step AND e.split = 'train'
 WHERE fit.fit_step > fit.first_step AND isfinite(e.gc) ORDER BY fit.seed
 """
+# Per run and eval: arc length of the probe curve and train GC (Fig. 1 right).
+_OVER_TRAINING_SQL = f"""
+WITH {_SEGMENTS.format(steps="TRUE")},
+arc AS (SELECT run_id, step, sum(len) AS arc_length FROM seg GROUP BY run_id, step),
+gc AS (SELECT e.run_id, e.step, e.gc FROM evals e JOIN runs r ON r.run_id = e.run_id
+       WHERE {_RUNS} AND e.split = 'train')
+SELECT r.run_id, r.seed, coalesce(arc.step, gc.step) AS step, arc.arc_length, gc.gc
+FROM arc FULL JOIN gc ON arc.run_id = gc.run_id AND arc.step = gc.step
+JOIN runs r ON r.run_id = coalesce(arc.run_id, gc.run_id)
+ORDER BY r.seed, step
+"""
+MAX_SEEDS, N_STEPS_SHOWN, MAX_T = 5, 6, 101  # the function chart: seeds, probe steps, points along t
+_FUNCTION_SQL = f"""
+WITH seeds AS (SELECT DISTINCT r.seed FROM runs r SEMI JOIN probes p ON p.run_id = r.run_id WHERE {_RUNS}
+               ORDER BY r.seed LIMIT {MAX_SEEDS}),
+c AS (
+    SELECT r.seed, p.step, p.t, avg(p.output) AS output
+    FROM probes p JOIN runs r ON r.run_id = p.run_id
+    WHERE {_RUNS} AND p.output_index = 0 AND r.seed IN (FROM seeds) AND p.step IN ({{steps}})
+    GROUP BY ALL),
+n AS (SELECT *, row_number() OVER w - 1 AS i, count(*) OVER (PARTITION BY seed, step) AS m
+      FROM c WINDOW w AS (PARTITION BY seed, step ORDER BY t))
+SELECT seed, step, t, output FROM n
+WHERE i % greatest(1, ceil(m / {MAX_T})::BIGINT) = 0 OR i = m - 1
+ORDER BY seed, step, t
+"""
+_PROBE_STEPS_SQL = f"SELECT DISTINCT p.step FROM probes p JOIN runs r ON r.run_id = p.run_id WHERE {_RUNS} ORDER BY 1"
+_DATASET_SQL = f"SELECT DISTINCT r.dataset, r.n_train FROM runs r WHERE {_RUNS}"
+ZERO_ARC = 2.0  # arc length of the zero function on [−1, 1], where the network starts
 _GC_CURVE_SQL = """
 SELECT e.step, count(*) AS n_runs, avg(e.gc) AS gc_mean, min(e.gc) AS gc_min, max(e.gc) AS gc_max
 FROM evals e JOIN runs r ON e.run_id = r.run_id
@@ -201,7 +229,66 @@ def _gc_claim(gc: pl.DataFrame) -> dict:
     )
 
 
+def spread(values: list, k: int) -> list:
+    """k values spread evenly over `values`, first and last included."""
+    if len(values) <= k:
+        return values
+    idx = sorted({round(i * (len(values) - 1) / (k - 1)) for i in range(k)})
+    return [values[i] for i in idx]
+
+
+def parabola_points(n_train: int) -> pl.DataFrame:
+    """The parabola's training points: n_train evenly spaced x on [−1, 1], y = x² (as collect/datasets.py)."""
+    x = np.linspace(-1.0, 1.0, n_train)
+    return pl.DataFrame({"x": x, "y": x**2})
+
+
+def minimal_arc(n_train: int) -> float:
+    """Arc length of the minimal interpolant: the piecewise-linear curve through the training points."""
+    pts = parabola_points(n_train)
+    return float(np.hypot(np.diff(pts["x"].to_numpy()), np.diff(pts["y"].to_numpy())).sum())
+
+
+def training_points(con) -> pl.DataFrame:
+    """The fig1 runs' training points; empty for another dataset or mixed sizes."""
+    df = query(con, _DATASET_SQL)
+    if df.height != 1 or df["dataset"][0] != "parabola" or not (df["n_train"][0] or 0) >= 2:
+        return pl.DataFrame(schema={"x": pl.Float64, "y": pl.Float64})
+    return parabola_points(int(df["n_train"][0]))
+
+
+def reference_arcs(points: pl.DataFrame) -> pl.DataFrame:
+    """Arc lengths to compare with: the zero function's and the minimal interpolant's."""
+    rows = [{"label": "zero function", "arc_length": ZERO_ARC}]
+    if points.height:
+        rows.append({"label": "minimal interpolant", "arc_length": minimal_arc(points.height)})
+    return pl.DataFrame(rows)
+
+
+def arc_ratios(arc: pl.DataFrame) -> pl.DataFrame:
+    """Per run, the arc length over the minimal interpolant's for its n_train (≥ 2 training points)."""
+    arc = arc.filter(pl.col("n_train") >= 2)
+    mins = {n: minimal_arc(n) for n in arc["n_train"].unique().to_list()}
+    arc_min = pl.col("n_train").replace_strict(mins, return_dtype=pl.Float64)
+    return arc.with_columns(arc_min.alias("arc_min")).with_columns(
+        (pl.col("arc_length") / pl.col("arc_min")).alias("ratio")
+    )
+
+
+def figure_tables(con) -> dict[str, pl.DataFrame]:
+    """What the report draws: the function at a few steps, arc length and GC over training, references."""
+    steps = spread(query(con, _PROBE_STEPS_SQL)["step"].to_list(), N_STEPS_SHOWN)
+    points = training_points(con)
+    return {
+        "over_training": query(con, _OVER_TRAINING_SQL),
+        "function": query(con, _FUNCTION_SQL.format(steps=", ".join(map(str, steps)) or "NULL")),
+        "training_points": points,
+        "reference_arcs": reference_arcs(points),
+    }
+
+
 def analyze(con) -> Analysis:
-    arc, gc = query(con, _ARC_SQL), query(con, _GC_SQL)
+    arc, gc = arc_ratios(query(con, _ARC_SQL)), query(con, _GC_SQL)
     tables = {"arc": arc, "gc_runs": gc, "gc_over_training": query(con, _GC_CURVE_SQL)}
-    return Analysis("fig1", tables, claims_frame([_arc_claim(arc), _gc_claim(gc)]))
+    deferred = defer(con, {("over_training", "function", "training_points", "reference_arcs"): figure_tables})
+    return Analysis("fig1", tables, claims_frame([_arc_claim(arc), _gc_claim(gc)]), deferred)

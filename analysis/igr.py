@@ -30,6 +30,7 @@ import numpy as np
 import polars as pl
 import statsmodels.api as sm
 
+from gclab.analysis.curves import binned_curves, sweep_where
 from gclab.analysis.result import (
     ALPHA,
     CONTRADICTED,
@@ -38,6 +39,7 @@ from gclab.analysis.result import (
     Analysis,
     claim,
     claims_frame,
+    defer,
     insufficient,
 )
 from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
@@ -51,9 +53,11 @@ LR_CLAIM = "GC decreases as the learning rate h increases (batch size held in th
 B_CLAIM = "GC increases with the batch size b (learning rate held in the fit)"
 RATIO_CLAIM = "GC depends on learning rate and batch size only through h/b (β_h = −β_b)"
 N_BINS = 20
-CHECK = {"kind": "check", "source": "seed 002 §5, Eq. 6"}
-PAPER = {"kind": "paper", "source": "seed 002 §5, Eq. 7–8"}
-CONDITION = {"kind": "condition", "source": "seed 002 §5, Eq. 8 (IGR strength h/b)"}
+COEFFICIENTS = ("beta_h", "beta_b", "contrast", "beta_sum")  # β_h, β_b, (β_h − β_b)/2, β_h + β_b
+TERMS = ("residual_term", "label_alignment", "batch_alignment")  # the steps columns of R_B, A_B, C_B
+CHECK = {"kind": "check", "source": "GC paper §5, Eq. 6"}
+PAPER = {"kind": "paper", "source": "GC paper §5, Eq. 7–8"}
+CONDITION = {"kind": "condition", "source": "GC paper §5, Eq. 8 (IGR strength h/b)"}
 
 _REL = (
     "abs(s.grad_norm_sq - (s.residual_term + s.label_alignment + s.batch_alignment)) "
@@ -132,7 +136,7 @@ def lr_batch_fit(runs: pl.DataFrame, note: str) -> tuple[list[dict], dict]:
         (HB_CLAIM, "the contrast (β_h − β_b)/2 (claim: < 0)", "(β_h − β_b)/2", PAPER),
         (RATIO_CLAIM, "β_h + β_b = 0 (significant contradicts)", "β_h + β_b", CONDITION),
     ]
-    keys = ("beta_h", "beta_b", "contrast", "beta_sum")
+    keys = COEFFICIENTS
     n_runs, n_seeds = runs.height, runs["seed"].n_unique()
     n_h, n_b = runs["lr"].n_unique(), runs["batch_size"].n_unique()
     dummies = runs.select(pl.col("seed").cast(pl.String)).to_dummies(drop_first=True)
@@ -194,7 +198,7 @@ def lr_batch_fit(runs: pl.DataFrame, note: str) -> tuple[list[dict], dict]:
                 **kind,
             )
         )
-        summary |= {key: est, f"{key}_lo": lo, f"{key}_hi": hi, f"{key}_p": p}
+        summary |= {key: est, f"{key}_lo": lo, f"{key}_hi": hi, f"{key}_p": p, f"{key}_verdict": verdict}
     return rows, summary
 
 
@@ -210,6 +214,36 @@ def analyze(con) -> Analysis:
         "identity": pl.DataFrame([counts]),
         "h_over_b": runs,
         "lr_batch_fit": pl.DataFrame([fit]) if fit else pl.DataFrame(),
+        # one row per coefficient with its CI and its claim row's verdict (the report's estimate chart)
+        "coefficients": pl.DataFrame(
+            [
+                {
+                    "term": k,
+                    "estimate": fit[k],
+                    "lo": fit[f"{k}_lo"],
+                    "hi": fit[f"{k}_hi"],
+                    "verdict": fit[f"{k}_verdict"],
+                }
+                for k in COEFFICIENTS
+                if k in fit
+            ],
+            schema={
+                "term": pl.String,
+                "estimate": pl.Float64,
+                "lo": pl.Float64,
+                "hi": pl.Float64,
+                "verdict": pl.String,
+            },
+        ),
         "excluded": excluded.filter(pl.col("sweep") == "igr"),
     }
-    return Analysis("igr", tables, claims_frame([identity_claim(counts, violations), *rows]))
+    deferred = defer(con, {("terms_by_setting",): terms_by_setting})
+    return Analysis("igr", tables, claims_frame([identity_claim(counts, violations), *rows]), deferred)
+
+
+def terms_by_setting(con) -> dict[str, pl.DataFrame]:
+    """R_B, A_B, C_B over training, mean over seeds per (lr, batch size) in step bins: what the report draws."""
+    curves = binned_curves(
+        con, "steps", {t: f"x.{t}" for t in TERMS}, runs_where=sweep_where("igr"), by=("lr", "batch_size"), points=60
+    )
+    return {"terms_by_setting": curves}

@@ -9,7 +9,9 @@ many runs and seeds entered; and a verdict, only ever one of `VERDICTS` (docs/EX
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import polars as pl
 
@@ -108,8 +110,23 @@ def empty_claims() -> pl.DataFrame:
 
 @dataclass
 class Analysis:
-    """What one analysis module returns: named result tables and its claim rows."""
+    """What one analysis module returns: named result tables and its claim rows.
+
+    `deferred` maps the names of tables only the report draws to a function computing them (with
+    others, as a dict) on the module's connection; `table(name)` computes them on first use and
+    keeps them in `tables`, so `gclab claims` and `make calibrate` never pay for them."""
 
     name: str
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)
     claims: pl.DataFrame = field(default_factory=empty_claims)
+    deferred: dict[str, Callable[[], dict[str, pl.DataFrame]]] = field(default_factory=dict)
+
+    def table(self, name: str) -> pl.DataFrame:
+        if name not in self.tables and name in self.deferred:
+            self.tables.update(self.deferred[name]())
+        return self.tables[name]
+
+
+def defer(con, makers: dict[tuple[str, ...], Callable]) -> dict[str, Callable[[], dict[str, pl.DataFrame]]]:
+    """`Analysis.deferred` from {table names: function of `con` returning those tables}."""
+    return {name: partial(make, con) for names, make in makers.items() for name in names}

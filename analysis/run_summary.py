@@ -15,6 +15,9 @@ on `rs`); `excluded` counts the completed runs left out, per sweep.
 
 from __future__ import annotations
 
+import polars as pl
+
+from gclab.store.db import query
 from gclab.store.sweeps import INTERPOLATING_SWEEPS, sql_in
 
 HYPER_COLUMNS = [
@@ -42,6 +45,20 @@ HYPER_COLUMNS = [
 _IN_INTERPOLATING = sql_in(INTERPOLATING_SWEEPS, "sweep")
 # The one filter: a run of an interpolating sweep enters only if it reached its target.
 FITTED = f"(NOT {_IN_INTERPOLATING} OR coalesce(target_reached, false))"
+# What each per-run column means, in words the report's captions reuse (docs/EXPERIMENTS.md).
+CONVENTIONS = {
+    "gc": "GC is measured on the training set at the eval step with the highest test accuracy",
+    "gc_last": "GC is measured on the training set at the last eval step",
+    "test_loss": "test loss at the last eval step",
+    "test_acc": "test accuracy at the last eval step",
+}
+# The same conventions as short axis titles.
+LABELS = {
+    "gc": "GC at best test acc",
+    "gc_last": "GC (last eval)",
+    "test_loss": "test loss (last eval)",
+    "test_acc": "final test accuracy",
+}
 MEASURES = ["gc_last", "param_norm_sq", "spectral_product", "dist_from_init", "sharpness", "bfd"]
 
 _RUN_COLS = ", ".join(
@@ -98,6 +115,28 @@ GROUP BY ALL
 def with_runs(select: str) -> str:
     """`select` may read the CTE `rs` (one row per completed run, see the module docstring)."""
     return f"WITH rs AS ({RUN_SUMMARY}) {select}"
+
+
+def run_summary(con, where: str = "TRUE") -> pl.DataFrame:
+    """`rs` for the completed runs matching `where` (a SQL predicate over runs, alias r), by run_id."""
+    runs = f"SELECT r.run_id FROM runs r WHERE {where}"
+    return query(con, with_runs(f"SELECT rs.* FROM rs WHERE rs.run_id IN ({runs}) ORDER BY rs.run_id"))
+
+
+# "GC of a run" alone (the query `make bench` times): train GC at the eval step of the best
+# test accuracy (ties: earliest; NaN acc, i.e. regression: lowest test loss), completed runs.
+GC_AT_BEST_SQL = """
+WITH e AS MATERIALIZED (
+    SELECT e.run_id, e.step, e.split, e.acc, e.loss, e.gc FROM evals e WHERE e.split IN ('train', 'test')),
+best AS (
+    SELECT run_id, first(step ORDER BY CASE WHEN isnan(acc) THEN NULL ELSE acc END DESC NULLS LAST, loss, step)
+           AS best_step
+    FROM e WHERE split = 'test' GROUP BY run_id)
+SELECT b.run_id, b.best_step, t.gc
+FROM best b JOIN e t ON t.run_id = b.run_id AND t.step = b.best_step AND t.split = 'train'
+JOIN runs r ON r.run_id = b.run_id
+WHERE r.status = 'completed'
+ORDER BY b.run_id"""
 
 
 EXCLUDED_SQL = f"""

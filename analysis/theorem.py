@@ -22,7 +22,7 @@ import polars as pl
 import statsmodels.api as sm
 from statsmodels.stats.proportion import proportion_confint
 
-from gclab.analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, insufficient
+from gclab.analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, defer, insufficient
 from gclab.analysis.verdict import decide, wilcoxon_two_sided
 from gclab.store.db import query
 
@@ -30,8 +30,8 @@ VIOLATION_CLAIM = "Theorem 5.1 holds: ||∇x f||² ≤ ||∇θ f||² / Σ T² fo
 CONDITION_CLAIM = "Σ T² shrinks slower than ||∇θ f||² during training (the paper's condition for IGR to reduce GC)"
 VIOLATES = "t.gc_x > t.bound_tight * (1 + 1e-6) + 1e-12"
 MIN_RUNS, MIN_STEPS = 6, 3
-CHECK = {"kind": "check", "source": "seed 002 §5, Theorem 5.1"}
-CONDITION = {"kind": "condition", "source": 'seed 002 §5 ("for any settings where…")'}
+CHECK = {"kind": "check", "source": "GC paper §5, Theorem 5.1"}
+CONDITION = {"kind": "condition", "source": 'GC paper §5 ("for any settings where…")'}
 
 _BASE = "FROM theorem t JOIN runs r ON t.run_id = r.run_id WHERE r.status = 'completed'"
 _COUNT_SQL = f"""
@@ -61,6 +61,24 @@ _SERIES_SQL = f"""
 SELECT t.run_id, r.seed, r.depth, t.step, avg(t.transfer_sq_sum) AS t_sq, avg(t.grad_theta_sq) AS g_sq
 {_BASE} AND t.split = 'train' AND t.transfer_sq_sum > 0 AND t.grad_theta_sq > 0
 GROUP BY ALL
+"""
+# For the report: every example at each run's last theorem step (a reproducible sample of `SAMPLE`), and
+# the tightness gc_x / bound_tight over training (quartiles per split in 100 step bins).
+SAMPLE = 3000
+_LAST_SQL = f"""
+WITH last AS (SELECT run_id, max(step) AS step FROM theorem GROUP BY run_id)
+SELECT t.run_id, t.step, t.split, t.example, t.gc_x, t.bound, t.bound_tight, t.holds
+FROM theorem t JOIN last USING (run_id, step) JOIN runs r ON r.run_id = t.run_id
+WHERE r.status = 'completed' AND t.gc_x > 0 AND t.bound > 0 AND t.bound_tight > 0
+USING SAMPLE reservoir({SAMPLE} ROWS) REPEATABLE (7)
+"""
+_TIGHT_OVER_TRAINING_SQL = f"""
+WITH x AS (SELECT t.step, t.split, t.gc_x / t.bound_tight AS ratio, max(t.step) OVER () AS max_step
+           {_BASE} AND t.bound_tight > 0 AND t.gc_x > 0)
+SELECT split, floor(step * 100 / (max_step + 1)) AS bin, avg(step) AS step,
+       quantile_cont(ratio, 0.5) AS median, quantile_cont(ratio, 0.25) AS q25,
+       quantile_cont(ratio, 0.75) AS q75, count(*) AS n
+FROM x GROUP BY split, bin ORDER BY split, bin
 """
 _SLOPE_SCHEMA = {
     "run_id": pl.String,
@@ -176,4 +194,10 @@ def analyze(con) -> Analysis:
         "slopes": slopes.sort("run_id"),
         "counts": pl.DataFrame([counts]),
     }
-    return Analysis("theorem", tables, claims_frame([_violation_claim(counts, violations), _condition_claim(slopes)]))
+    deferred = defer(con, {("last_eval_sample", "tightness_over_training"): figure_tables})
+    rows = [_violation_claim(counts, violations), _condition_claim(slopes)]
+    return Analysis("theorem", tables, claims_frame(rows), deferred)
+
+
+def figure_tables(con) -> dict[str, pl.DataFrame]:
+    return {"last_eval_sample": query(con, _LAST_SQL), "tightness_over_training": query(con, _TIGHT_OVER_TRAINING_SQL)}

@@ -5,7 +5,7 @@ batch size (fig4 and its momentum/Adam variants); depth at init (fig2, GC at ste
 test accuracy where the paper states a direction and fig2's "outputs shrink toward 0".
 
 fig2 rows come per family (init × activation) and pooled: the paper's standard scheme
-(`PAPER_FAMILY`: ReLU, truncated normal 1/fan_in, zero biases, seed 002 §3) carries the paper
+(`PAPER_FAMILY`: ReLU, truncated normal 1/fan_in, zero biases, GC paper §3) carries the paper
 claim; every other family and the pooled fit (family fixed effects) are `toolkit` rows, so a
 failing family is its own row rather than averaged away. fig3, fig4* and gcreg use only runs
 that reached zero training error (`analysis.run_summary.FITTED`); each row counts the rest.
@@ -34,14 +34,14 @@ import polars as pl
 import statsmodels.api as sm
 from scipy import stats
 
-from gclab.analysis.result import ALPHA, Analysis, claim, claims_frame, insufficient
+from gclab.analysis.result import ALPHA, Analysis, claim, claims_frame, defer, insufficient
 from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
+from gclab.analysis.trend_figures import FIG3_REGS, FIGURE_TABLES, fig2_families
 from gclab.analysis.verdict import decide, describe
 from gclab.store.db import query
 from gclab.store.sweeps import FIG4_SWEEPS, INTERPOLATING_SWEEPS, TREND_SWEEPS, sql_in
 
-FIG3_REGS = ["l2", "spectral_reg", "flatness_reg", "label_noise"]
-PAPER_FAMILY = "trunc_normal_fan_in/relu"  # init/activation of the paper's standard scheme (seed 002 §3)
+PAPER_FAMILY = "trunc_normal_fan_in/relu"  # init/activation of the paper's standard scheme (GC paper §3)
 POOLED = "pooled"
 
 
@@ -69,7 +69,7 @@ def heuristics() -> list[Heuristic]:
             "gc",
             -1,
             f"GC (at best test accuracy) decreases as {reg} strength increases",
-            source="seed 002 §4, Fig. 3; SM C.5",
+            source="GC paper §4, Fig. 3; SM C.5",
         )
         for reg in FIG3_REGS
     ]
@@ -81,7 +81,7 @@ def heuristics() -> list[Heuristic]:
             "gc",
             -1,
             "GC decreases as the explicit GC penalty increases",
-            source="seed 002 SM C.4",
+            source="GC paper SM C.4",
         )
     )
     rows.append(
@@ -93,11 +93,11 @@ def heuristics() -> list[Heuristic]:
             +1,
             "test accuracy increases with the explicit GC penalty",
             log=False,
-            source="seed 002 SM C.4",
+            source="GC paper SM C.4",
         )
     )
     for sweep, opt in FIG4_SWEEPS.items():
-        src = "seed 002 §5, Fig. 4" if sweep == "fig4" else "seed 002 SM C.7–C.8"
+        src = "GC paper §5, Fig. 4" if sweep == "fig4" else "GC paper SM C.7–C.8"
         rows.append(
             Heuristic(
                 f"lr ({opt})",
@@ -132,7 +132,7 @@ def heuristics() -> list[Heuristic]:
             "higher learning rate gives higher test accuracy (SGD)",
             log=False,
             fixed="batch_size",
-            source="seed 002 §5, Fig. 4",
+            source="GC paper §5, Fig. 4",
         )
     )
     return rows
@@ -142,12 +142,12 @@ def fig2_heuristics(families: list[str]) -> list[Heuristic]:
     """The two fig2 claims for the paper's family, the pooled fit and every other family present."""
     rows = []
     for name, y, text, src in [
-        ("depth at init", "gc_first", "GC at initialization decreases with depth", "seed 002 §3, Fig. 2 right"),
+        ("depth at init", "gc_first", "GC at initialization decreases with depth", "GC paper §3, Fig. 2 right"),
         (
             "depth → |output| at init",
             "abs_output",
             "network outputs at initialization shrink toward 0 with depth",
-            "seed 002 §3, Fig. 2 left",
+            "GC paper §3, Fig. 2 left",
         ),
     ]:
         for fam in [PAPER_FAMILY, POOLED, *sorted(set(families) - {PAPER_FAMILY})]:
@@ -371,4 +371,5 @@ def analyze(con) -> Analysis:
             }
         )
     )
-    return Analysis("trends", {"trends": table, "points": pts, "excluded": excluded}, claims_frame(claim_rows))
+    tables = {"trends": table, "points": pts, "excluded": excluded, "fig2_families": fig2_families(table)}
+    return Analysis("trends", tables, claims_frame(claim_rows), defer(con, FIGURE_TABLES))

@@ -31,19 +31,20 @@ import statsmodels.api as sm
 from scipy import stats
 from statsmodels.nonparametric.smoothers_lowess import lowess
 
+from gclab.analysis.double_descent import GC_COLUMN
 from gclab.analysis.result import ALPHA, Analysis, claim, claims_frame, insufficient
 from gclab.analysis.run_summary import with_runs
 from gclab.analysis.verdict import decide
 from gclab.store.db import query
 
 CLAIM = "test loss is U-shaped in GC across widths (Fig. 5 right)"
-PAPER = {"kind": "paper", "source": "seed 002 §6, Fig. 5 right"}
+PAPER = {"kind": "paper", "source": "GC paper §6, Fig. 5 right"}
 MIN_RUNS, MIN_SIDE = 8, 3  # poly6 has 7 parameters; each line of the two-lines test ≥ 3 points
 
-_SQL = with_runs("""
--- fig5 is about the end of training: GC at the last eval (docs/EXPERIMENTS.md)
-SELECT run_id, width, seed, test_loss, gc_last AS gc FROM rs
-WHERE sweep = 'fig5' AND test_loss IS NOT NULL AND gc_last IS NOT NULL AND isfinite(test_loss) AND isfinite(gc_last)
+_SQL = with_runs(f"""
+SELECT run_id, width, seed, test_loss, {GC_COLUMN} AS gc FROM rs
+WHERE sweep = 'fig5' AND test_loss IS NOT NULL AND {GC_COLUMN} IS NOT NULL AND isfinite(test_loss)
+  AND isfinite({GC_COLUMN})
 ORDER BY gc
 """)
 

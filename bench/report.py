@@ -21,7 +21,7 @@ def _dir_bytes(folder: Path) -> int:
 
 def gc_at_best_query_seconds(data_dir: Path) -> tuple[float, float, int]:
     """(connect s, query s, rows): "GC at best test acc per run" over the Parquet views, as a user's SQL runs."""
-    from gclab.analysis.report.queries import GC_AT_BEST_SQL
+    from gclab.analysis.run_summary import GC_AT_BEST_SQL
     from gclab.store.db import connect, query
 
     t0 = time.perf_counter()

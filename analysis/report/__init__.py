@@ -2,8 +2,8 @@
 paper's figures rebuilt from the run store, each next to its claims' verdicts, plus every
 figure as PNG and SVG under `<out>/figures/`.
 
-One idea per module: `build` (orchestration), `page` (HTML), `export` (PNG/SVG), `queries`
-(DuckDB aggregations), `common` (shared pieces) and one module per section.
+One idea per module: `build` (orchestration), `page` (HTML), `export` (PNG/SVG), `common`
+(shared pieces) and one module per section, which draws the tables its analysis module returns.
 """
 
 from gclab.analysis.report.build import render

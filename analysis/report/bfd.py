@@ -24,9 +24,8 @@ def build(ctx) -> Section:
     if not ctx.has("bfd"):
         sec.empty_note = collect_note("bfd")
         return sec
-    over = ctx.table("bfd", "over_training", ("dataset", "output", "split", "step", "bfd_frac_mean"))
-    ffd = ctx.table("bfd", "ffd_over_training", ("dataset", "output", "step", "ffd", "ceiling"))
-    if over is None:
+    over, ffd = ctx.table("bfd", "over_training"), ctx.table("bfd", "ffd_frac_over_training")
+    if over.is_empty():
         sec.empty_note = "The bfd runs have no functional-dimension rows (`fdim`) yet."
         return sec
     parts = [
@@ -39,12 +38,11 @@ def build(ctx) -> Section:
             "n_runs",
         )
     ]
-    if ffd is not None:
+    if ffd.height:
         parts.append(
-            ffd.group_by("dataset", "output", "step")
-            .agg((pl.col("ffd") / pl.col("ceiling")).mean().alias("frac"), pl.len().cast(pl.Int64).alias("n_runs"))
-            .with_columns(pl.lit("full (random, plateau)").alias("series"))
-            .select("dataset", "output", "step", "series", "frac", "n_runs")
+            ffd.with_columns(pl.lit("full (random, plateau)").alias("series")).select(
+                "dataset", "output", "step", "series", "frac", "n_runs"
+            )
         )
     df = pl.concat(parts, how="vertical_relaxed").sort("dataset", "output", "series", "step")
     color = alt.Color(

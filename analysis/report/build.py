@@ -13,10 +13,12 @@ from pathlib import Path
 import altair as alt
 from tqdm import tqdm
 
+from gclab.analysis.claims import snapshot
+from gclab.analysis.curves import ROW_BUDGET
 from gclab.analysis.report.claims_table import load_claims, verdict_aside
 from gclab.analysis.report.common import Context, Section, style
 from gclab.analysis.report.page import js_bundle, page_html, section_html, vl_version
-from gclab.analysis.report.queries import ROW_BUDGET, snapshot
+from gclab.store.db import connect
 
 # Section modules, in page order. Each has build(ctx) -> Section.
 SECTIONS = (
@@ -34,7 +36,7 @@ SECTIONS = (
     "bfd",
     "measures",
 )
-# Altair's guard against inlining huge data, set just above what the aggregation queries allow.
+# Altair's guard against inlining huge data, set just above what the binned curves allow.
 MAX_ROWS = ROW_BUDGET + 5_000
 
 
@@ -81,13 +83,13 @@ def render(data_dir, out_dir, *, strict: bool = False, figures: bool = True, pro
     bundle = threading.Thread(target=js_bundle, daemon=True)
     bundle.start()
     say(f"report: reading the store {data_dir} ...")
-    con = snapshot(data_dir)
-    lap("store")
-    with alt.data_transformers.enable("gclab_rounded", max_rows=MAX_ROWS), con:
+    con = connect(data_dir)
+    with alt.data_transformers.enable("gclab_rounded", max_rows=MAX_ROWS), con, snapshot(con):
+        lap("store")
         ctx = Context(con, data_dir)
         ctx.out_dir = out_dir  # the calibration section reads out_dir/calibration.json
         say("report: running the analyses (claims and verdicts) ...")
-        ctx.claims, ctx.claims_error = load_claims(ctx)
+        ctx.claims = load_claims(ctx)
         lap("claims")
         built: list[Section] = []
         bar = tqdm(SECTIONS, desc="report sections", unit="section", disable=not progress, file=sys.stderr)
@@ -108,7 +110,7 @@ def render(data_dir, out_dir, *, strict: bool = False, figures: bool = True, pro
     rendered = [
         (
             (sec.id, sec.title),
-            section_html(sec, specs, verdict_aside(ctx.claims, sec.claim_experiments, ctx.claims_error)),
+            section_html(sec, specs, verdict_aside(ctx.claims, sec.claim_experiments)),
         )
         for sec in built
     ]

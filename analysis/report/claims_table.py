@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import sys
 
 import polars as pl
 
+from gclab.analysis.claims import by_kind, combine, run_all, summary
 from gclab.analysis.report.common import Section, esc
-from gclab.analysis.result import CLAIM_COLUMNS, KINDS
+from gclab.analysis.result import CONTRADICTED, INCONCLUSIVE, INSUFFICIENT, KINDS, SUPPORTED
 
-COLUMNS = tuple(CLAIM_COLUMNS)
 KIND_TITLES = {
     "paper": "Claims of the papers",
     "condition": "Conditions the paper assumes",
@@ -20,42 +19,16 @@ KIND_TITLES = {
 }
 
 
-def load_claims(ctx) -> tuple[pl.DataFrame | None, str | None]:
-    """(table, None) or (None, why not). Never raises: the report goes on without verdicts.
-
-    Runs every analysis once through `analysis.claims.run_all` when it exists, and hands the
-    results to the context so sections reuse their tables instead of recomputing them.
-    """
-    import importlib.util
-
-    if importlib.util.find_spec("gclab.analysis.claims") is None:
-        return None, "The statistics module (`analysis.claims`) is not installed in this checkout."
-    try:
-        import gclab.analysis.claims as claims_mod
-
-        if hasattr(claims_mod, "run_all"):
-            results = claims_mod.run_all(ctx.con)
-            ctx.set_analyses(results)
-            df = claims_mod.by_kind(claims_mod.combine(results))
-        else:
-            df = claims_mod.claims_table(ctx.con)
-    except Exception as exc:
-        msg = f"`analysis.claims` failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-        print(f"warning: {msg}", file=sys.stderr)
-        return None, msg
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        return None, f"`analysis.claims.claims_table` lacks columns {missing}; verdicts not shown."
-    return df.select(COLUMNS), None
+def load_claims(ctx) -> pl.DataFrame:
+    """Every analysis once (`analysis.claims.run_all`; a failing module is one error row), its claim rows
+    by kind; the results go to the context so sections draw their tables without recomputing them."""
+    results = run_all(ctx.con)
+    ctx.set_analyses(results)
+    return by_kind(combine(results))
 
 
-def verdict_class(verdict) -> str:
-    v = str(verdict or "").lower()
-    if any(w in v for w in ("contradict", "refut", "fail", "violat", "reject")):
-        return "v-bad"
-    if any(w in v for w in ("support", "confirm", "holds", "pass", "reproduc")):
-        return "v-good"
-    return "v-meh"
+# The CSS class of each verdict's badge.
+VERDICT_CLASS = {SUPPORTED: "v-good", CONTRADICTED: "v-bad", INCONCLUSIVE: "v-meh", INSUFFICIENT: "v-meh"}
 
 
 def _num(x, digits: int = 3) -> str:
@@ -83,7 +56,7 @@ def claims_html(df: pl.DataFrame, *, compact: bool = False) -> str:
         cols[1:1] = ["source", "experiment", "statistic"]
     head = "".join(f"<th>{c}</th>" for c in cols)
     rows = []
-    for r in df.select([c for c in COLUMNS if c in df.columns]).to_dicts():
+    for r in df.to_dicts():
         ci = f"[{_num(r.get('ci_low'))}, {_num(r.get('ci_high'))}]" if r.get("ci_low") is not None else "—"
         if compact:  # the method text is long: one click away
             cells = [f"<td>{esc(r['claim'])}<details><summary>method</summary>{esc(r['statistic'])}</details></td>"]
@@ -100,28 +73,26 @@ def claims_html(df: pl.DataFrame, *, compact: bool = False) -> str:
             f'<td class="num">{_p(r["p_value"])}</td>',
             f'<td class="num">{_p(r["p_adjusted"])}</td>',
             f'<td class="num">{_num(r["n_runs"])} / {_num(r["n_seeds"])}</td>',
-            f'<td><span class="verdict {verdict_class(r["verdict"])}">{esc(r["verdict"])}</span></td>',
+            f'<td><span class="verdict {VERDICT_CLASS[r["verdict"]]}">{esc(r["verdict"])}</span></td>',
         ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f'<table class="claims"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def rows_for(df: pl.DataFrame | None, experiments: tuple[str, ...]) -> pl.DataFrame | None:
-    if df is None or not experiments:
+def rows_for(df: pl.DataFrame, experiments: tuple[str, ...]) -> pl.DataFrame | None:
+    if not experiments:
         return None
     sub = df.filter(pl.col("experiment").cast(pl.String).is_in(list(experiments)))
     return sub if sub.height else None
 
 
-def verdict_aside(df: pl.DataFrame | None, experiments: tuple[str, ...], why_missing: str | None) -> str:
+def verdict_aside(df: pl.DataFrame, experiments: tuple[str, ...]) -> str:
     """The verdict block shown beside an experiment's charts."""
     if not experiments:
         return ""
     sub = rows_for(df, experiments)
     if sub is not None:
         return "<h3>Claim verdicts</h3>" + claims_html(sub, compact=True)
-    if df is None:
-        return f'<h3>Claim verdicts</h3><p class="note">{esc(why_missing or "No verdicts available.")}</p>'
     return (
         '<h3>Claim verdicts</h3><p class="note">No verdict rows for '
         + ", ".join(f"<code>{esc(e)}</code>" for e in experiments)
@@ -135,14 +106,10 @@ def build(ctx) -> Section:
         title="Claims and verdicts",
         question="Which of the paper's claims does the data in this store support, and how strongly?",
     )
-    df, why = ctx.claims, ctx.claims_error
-    if df is None:
-        sec.empty_note = why or "No verdicts available."
-    elif df.is_empty():
+    df = ctx.claims
+    if df.is_empty():
         sec.empty_note = "No claim can be tested yet: the store has no runs of the experiments behind them."
     else:
-        from gclab.analysis.claims import summary
-
         sec.html_blocks.append(f'<p class="summary">{esc(summary(df))}.</p>')
         sec.html_blocks.append(_excluded_html(ctx))
         for kind in KINDS:
@@ -165,7 +132,7 @@ def build(ctx) -> Section:
 def _excluded_html(ctx) -> str:
     """Per sweep trained to zero training error: completed runs and those left out of its claims
     (`analysis.run_summary.FITTED`, counted by `analysis.trends`)."""
-    ex = ctx.table("trends", "excluded", ("sweep", "n_completed", "n_excluded"))
+    ex = ctx.analysis("trends").tables.get("excluded")  # none when analysis.trends failed (its error row says why)
     if ex is None:
         return ""
     rows = "".join(

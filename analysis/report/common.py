@@ -1,24 +1,24 @@
 """The pieces every section shares: what a section is, the render context, chart styling.
 
-A section module has `build(ctx: Context) -> Section`. It queries the store through
-`ctx.con` (aggregating in DuckDB), optionally reads an analysis module's tables through
-`ctx.analysis(name)`, and returns Altair charts plus a few lines of text. Page assembly
-and figure export live elsewhere (page.py, export.py).
+A section module has `build(ctx: Context) -> Section`. It draws the tables of the analysis
+modules (`ctx.table(module, key)`, from `Analysis.tables`) and returns Altair charts plus a few
+lines of text. What it reads from the store itself is display metadata only: run config for
+tooltips (`run_config`), the completed runs per sweep (`Context.completed`) and the overview's
+inventory. Page assembly and figure export live elsewhere (page.py, export.py).
 """
 
 from __future__ import annotations
 
-import functools
 import html
 import importlib
-import importlib.util
 import math
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import altair as alt
 import polars as pl
+
+from gclab.analysis.result import VERDICTS, Analysis
 
 # Run config carried into tooltips (joined in the browser by a lookup on run_id).
 CONFIG_COLS = (
@@ -91,35 +91,18 @@ class Context:
         """Results already computed (by `analysis.claims.run_all`), by module name."""
         self._analyses.update(results)
 
-    def analysis(self, name: str):
-        """`analysis.<name>.analyze(con)`, or None when the module is missing or fails (noted)."""
+    def analysis(self, name: str) -> Analysis:
+        """`analysis.<name>.analyze(con)`, computed once."""
         if name not in self._analyses:
-            self._analyses[name] = self._run_analysis(name)
+            self._analyses[name] = importlib.import_module(f"gclab.analysis.{name}").analyze(self.con)
         return self._analyses[name]
 
-    def _run_analysis(self, name: str):
-        modname = f"gclab.analysis.{name}"
-        try:
-            if importlib.util.find_spec(modname) is None:
-                return None
-            return importlib.import_module(modname).analyze(self.con)
-        except Exception as exc:  # a broken statistic must not take the whole report down
-            msg = (
-                f"gclab.analysis.{name} failed ({type(exc).__name__}: {_one_line(exc)}); "
-                "charts use the report's own aggregation"
-            )
-            self.warnings.append(msg)
-            print(f"warning: {msg}", file=sys.stderr)
-            return None
-
-    def table(self, name: str, key: str, required: tuple[str, ...] = ()) -> pl.DataFrame | None:
-        """A table of an analysis result when it exists, is non-empty and has the columns we use."""
-        res = self.analysis(name)
-        tables = getattr(res, "tables", None) or {}
-        df = tables.get(key)
-        if not isinstance(df, pl.DataFrame) or df.is_empty() or not set(required) <= set(df.columns):
-            return None
-        return df
+    def table(self, name: str, key: str) -> pl.DataFrame:
+        """The table `key` of `analysis.<name>`'s result, as charts hold it (`finite`: rounded, no NaN)."""
+        result = self.analysis(name)
+        if key not in result.tables and key not in result.deferred:  # `run_all` made its exception a claims row
+            raise LookupError(f"analysis.{name} has no table {key!r}: it failed, see its row in the claims table")
+        return finite(result.table(key))
 
 
 def query(con, sql: str, params=None) -> pl.DataFrame:
@@ -170,29 +153,6 @@ def config_tooltip(*extra) -> list:
     return list(extra) + base
 
 
-@functools.lru_cache(maxsize=1)
-def _t_table() -> dict[int, float]:
-    from scipy import stats
-
-    return {k: float(v) for k, v in zip(range(2, 200), stats.t.ppf(0.975, [k - 1 for k in range(2, 200)]))}
-
-
-def t_quantile(n: pl.Expr) -> pl.Expr:
-    """Two-sided 95% Student-t quantile for n samples (n-1 degrees of freedom), as an expression.
-
-    n < 2 gives null (no interval from one seed); n ≥ 200 uses the normal quantile 1.96.
-    """
-    return n.replace_strict(_t_table(), default=None, return_dtype=pl.Float64).fill_null(
-        pl.when(n >= 200).then(1.96).otherwise(None)
-    )
-
-
-def add_ci(df: pl.DataFrame, prefix: str, mean: str, sd: str, n: str) -> pl.DataFrame:
-    """`<prefix>_lo/_hi`: mean ± t·sd/√n (null when n < 2) from columns computed in SQL."""
-    half = t_quantile(pl.col(n)) * pl.col(sd) / pl.col(n).cast(pl.Float64).sqrt()
-    return df.with_columns([(pl.col(mean) - half).alias(f"{prefix}_lo"), (pl.col(mean) + half).alias(f"{prefix}_hi")])
-
-
 def log_ticks(lo: float, hi: float) -> list[float]:
     """Tick values for a log axis: decades, with 2× and 5× steps when the span is short."""
     a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
@@ -229,12 +189,7 @@ def log_scale(*columns, pad: float = 1.2, ticks: list | None = None) -> tuple[al
     )
 
 
-VERDICT_COLORS = {
-    "supported": "#2e7d32",
-    "contradicted": "#c62828",
-    "inconclusive": "#8d8d8d",
-    "insufficient data": "#d0d0d0",
-}
+VERDICT_COLORS = dict(zip(VERDICTS, ("#2e7d32", "#c62828", "#8d8d8d", "#d0d0d0")))
 
 
 def estimate_chart(
@@ -279,8 +234,3 @@ def md_code(text: str) -> str:
     """Escape text and turn `code` spans into <code>."""
     parts = esc(text).split("`")
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
-
-
-def _one_line(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) < 200 else text[:197] + "..."

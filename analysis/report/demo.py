@@ -6,7 +6,6 @@ import altair as alt
 import polars as pl
 
 from gclab.analysis.report.common import PANEL_H, Figure, Section, config_tooltip, log_scale, run_config, with_config
-from gclab.analysis.report.queries import binned_curves, points_per_run
 
 MAX_LABELLED = 12
 LABEL_COLS = (
@@ -50,14 +49,7 @@ def build(ctx) -> Section:
     if not ctx.completed or not any(ctx.completed.values()):
         sec.empty_note = "No runs yet — collect with `make collect SWEEP=demo` (or `make demo`)."
         return sec
-    n_runs = sum(ctx.completed.values())
-    curves = binned_curves(
-        ctx.con,
-        "evals",
-        {"test_loss": "x.loss"},
-        where="x.split = 'test'",
-        points=points_per_run(n_runs, budget=8_000, cap=100),
-    )
+    curves = ctx.table("training_curves", "test_loss")
     if curves.is_empty():
         sec.empty_note = "No test evaluations in the store yet."
         return sec

@@ -4,13 +4,12 @@ its arc length and GC over training."""
 from __future__ import annotations
 
 import altair as alt
-import numpy as np
 import polars as pl
 
-from gclab.analysis.report.common import PANEL_H, PANEL_W, Figure, Section, collect_note, esc, log_scale, query
+from gclab.analysis.fig1 import ARC_MARGIN, FIT_MSE
+from gclab.analysis.report.common import PANEL_H, PANEL_W, Figure, Section, collect_note, esc, log_scale
 
 TITLE = "Fig. 1 — the learned function stays short"
-MAX_SEEDS, N_STEPS_SHOWN, MAX_T = 5, 6, 101
 
 
 def build(ctx) -> Section:
@@ -24,75 +23,31 @@ def build(ctx) -> Section:
     if not ctx.has("fig1"):
         sec.empty_note = collect_note("fig1")
         return sec
-    runs = "r.sweep = 'fig1' AND r.status = 'completed'"
-    seeds = query(
-        ctx.con,
-        f"SELECT DISTINCT r.seed FROM runs r JOIN probes p ON p.run_id = r.run_id "
-        f"WHERE {runs} ORDER BY r.seed LIMIT {MAX_SEEDS}",
-    )["seed"].to_list()
-    if seeds:
-        steps = query(
-            ctx.con,
-            f"SELECT DISTINCT p.step FROM probes p JOIN runs r ON r.run_id = p.run_id WHERE {runs} ORDER BY p.step",
-        )["step"].to_list()
-        shown = _spread(steps, N_STEPS_SHOWN)
-        # At most MAX_T points along t per curve: every k-th probe point, and always the last.
-        curve = query(
-            ctx.con,
-            f"""
-            WITH c AS (
-                SELECT r.seed, p.step, p.t, avg(p.output) AS output
-                FROM probes p JOIN runs r ON r.run_id = p.run_id
-                WHERE {runs} AND p.output_index = 0 AND r.seed IN ({", ".join(map(str, seeds))})
-                  AND p.step IN ({", ".join(map(str, shown))})
-                GROUP BY ALL),
-            n AS (SELECT *, row_number() OVER w - 1 AS i, count(*) OVER (PARTITION BY seed, step) AS m
-                  FROM c WINDOW w AS (PARTITION BY seed, step ORDER BY t))
-            SELECT seed, step, t, output FROM n
-            WHERE i % greatest(1, ceil(m / {MAX_T})::BIGINT) = 0 OR i = m - 1
-            ORDER BY seed, step, t""",
-        )
+    curve = ctx.table("fig1", "function")
+    points = ctx.table("fig1", "training_points")
+    if curve.height:
         sec.figures.append(
             Figure(
                 "fig1_function",
-                _function_chart(curve, seeds, ctx),
+                _function_chart(curve, sorted(curve["seed"].unique().to_list()), points),
                 "The network's output on [−1, 1] at several training steps (darker = later) for "
                 "the seed picked in the menu; black dots are the training points and the dotted "
                 "black line the minimal interpolant (piecewise linear through them).",
             )
         )
-    over = query(
-        ctx.con,
-        f"""
-        WITH p AS (
-            SELECT p.run_id, p.step, p.t, p.output,
-                   lag(p.t) OVER w AS t0, lag(p.output) OVER w AS o0
-            FROM probes p JOIN runs r ON r.run_id = p.run_id
-            WHERE {runs} AND p.output_index = 0
-            WINDOW w AS (PARTITION BY p.run_id, p.step ORDER BY p.t)),
-        arc AS (SELECT run_id, step, sum(sqrt((t - t0) ^ 2 + (output - o0) ^ 2)) AS arc_length
-                FROM p WHERE t0 IS NOT NULL GROUP BY run_id, step),
-        gc AS (SELECT e.run_id, e.step, e.gc FROM evals e JOIN runs r ON r.run_id = e.run_id
-               WHERE {runs} AND e.split = 'train')
-        SELECT r.run_id, r.seed, coalesce(arc.step, gc.step) AS step, arc.arc_length, gc.gc
-        FROM arc FULL JOIN gc ON arc.run_id = gc.run_id AND arc.step = gc.step
-        JOIN runs r ON r.run_id = coalesce(arc.run_id, gc.run_id)
-        ORDER BY r.seed, step""",
-    )
+    over = ctx.table("fig1", "over_training")
     if over.height:
         sec.figures.append(
             Figure(
                 "fig1_arclength_gc",
-                _over_training(over, ctx),
+                _over_training(over, ctx.table("fig1", "reference_arcs")),
                 "Arc length of the probe curve (left) and train-set GC (right, log scale) at each "
                 "evaluation; one line per seed. Grey dashed: arc length of the zero function (2), "
                 "where the network starts; black: the minimal interpolant's arc length.",
             )
         )
-    arc = ctx.table("fig1", "arc", ("run_id", "seed", "step", "train_mse", "ratio", "reached_fit"))
-    if arc is not None:
-        from gclab.analysis.fig1 import ARC_MARGIN, FIT_MSE
-
+    arc = ctx.table("fig1", "arc")
+    if arc.height:
         rows = "".join(
             f"<tr><td>{esc(r['run_id'])}</td><td class=num>{r['seed']}</td><td class=num>{r['step']}</td>"
             f"<td class=num>{r['train_mse']:.3g}</td><td class=num>{r['ratio']:.4f}</td>"
@@ -113,34 +68,7 @@ def build(ctx) -> Section:
     return sec
 
 
-def _spread(values: list, k: int) -> list:
-    if len(values) <= k:
-        return values
-    idx = sorted({round(i * (len(values) - 1) / (k - 1)) for i in range(k)})
-    return [values[i] for i in idx]
-
-
-def _training_points(ctx) -> pl.DataFrame | None:
-    """The parabola dataset's training points (deterministic: n_train evenly spaced x on [−1, 1], y = x²,
-    as collect/datasets.py makes them); None for another dataset or mixed sizes."""
-    df = query(
-        ctx.con, "SELECT DISTINCT r.dataset, r.n_train FROM runs r WHERE r.sweep = 'fig1' AND r.status = 'completed'"
-    )
-    if df.height != 1 or df["dataset"][0] != "parabola" or not (df["n_train"][0] or 0) >= 2:
-        return None
-    x = np.linspace(-1.0, 1.0, int(df["n_train"][0]))
-    return pl.DataFrame({"x": x, "y": x**2})
-
-
-def _arc_min(points: pl.DataFrame | None) -> float | None:
-    """Arc length of the minimal interpolant: the piecewise-linear curve through the points."""
-    if points is None:
-        return None
-    x, y = points["x"].to_numpy(), points["y"].to_numpy()
-    return float(np.sqrt(np.diff(x) ** 2 + np.diff(y) ** 2).sum())
-
-
-def _function_chart(curve: pl.DataFrame, seeds: list, ctx):
+def _function_chart(curve: pl.DataFrame, seeds: list, pts: pl.DataFrame):
     pick = alt.param(name="fig1_seed", value=seeds[0], bind=alt.binding_select(options=seeds, name="seed "))
     lines = (
         alt.Chart(curve)
@@ -161,8 +89,7 @@ def _function_chart(curve: pl.DataFrame, seeds: list, ctx):
         )
     )
     layers = [lines]
-    pts = _training_points(ctx)
-    if pts is not None:
+    if pts.height:
         layers.append(
             alt.Chart(pts).mark_line(color="black", strokeDash=[2, 3], strokeWidth=1).encode(x="x:Q", y="y:Q")
         )
@@ -178,7 +105,7 @@ def _function_chart(curve: pl.DataFrame, seeds: list, ctx):
     )
 
 
-def _over_training(over: pl.DataFrame, ctx):
+def _over_training(over: pl.DataFrame, references: pl.DataFrame):
     base = alt.Chart(over).encode(
         x=alt.X("step:Q", title="optimizer step"),
         color=alt.Color("seed:N", title="seed"),
@@ -196,10 +123,10 @@ def _over_training(over: pl.DataFrame, ctx):
         .mark_line(point=dots)
         .encode(y=alt.Y("arc_length:Q", title="arc length of f on [−1, 1]", scale=alt.Scale(zero=False)))
     )
-    refs = pl.DataFrame({"y": [2.0], "label": ["zero function"], "color": ["gray"]})
-    arc_min = _arc_min(_training_points(ctx))
-    if arc_min is not None:
-        refs = pl.concat([refs, pl.DataFrame({"y": [arc_min], "label": ["minimal interpolant"], "color": ["black"]})])
+    color = {"zero function": "gray", "minimal interpolant": "black"}
+    refs = references.select(
+        pl.col("arc_length").alias("y"), "label", pl.col("label").replace_strict(color).alias("color")
+    )
     rules = alt.Chart(refs).mark_rule(strokeDash=[4, 3]).encode(y="y:Q", color=alt.Color("color:N", scale=None))
     labels = (
         alt.Chart(refs)

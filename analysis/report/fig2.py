@@ -10,20 +10,16 @@ from gclab.analysis.report.common import (
     PANEL_W,
     Figure,
     Section,
-    add_ci,
     collect_note,
     config_tooltip,
     estimate_chart,
     log_scale,
-    query,
     run_config,
     with_config,
 )
+from gclab.analysis.trend_figures import FIG2_RUNS
 
 TITLE = "Fig. 2 — deeper networks start closer to the zero function"
-RUNS = "r.sweep = 'fig2' AND r.status = 'completed'"
-MAX_SEEDS = 3
-DIAG_BUDGET = 9_000  # rows of the diagonal chart
 
 
 def build(ctx) -> Section:
@@ -37,37 +33,7 @@ def build(ctx) -> Section:
     if not ctx.has("fig2"):
         sec.empty_note = collect_note("fig2")
         return sec
-    seeds = query(
-        ctx.con,
-        f"SELECT DISTINCT r.seed FROM runs r SEMI JOIN probes p ON p.run_id = r.run_id "
-        f"WHERE {RUNS} ORDER BY r.seed LIMIT {MAX_SEEDS}",
-    )["seed"].to_list()
-    # Keep the chart within the row budget: every k-th point along the diagonal when there are
-    # many (depth × init × activation × seed) curves.
-    size = query(
-        ctx.con,
-        f"""SELECT count(*) AS n FROM (SELECT DISTINCT p.run_id, p.t FROM probes p
-                              JOIN runs r ON r.run_id = p.run_id WHERE {RUNS}
-                              AND r.seed IN ({", ".join(map(str, seeds)) or "NULL"}))""",
-    )["n"][0]
-    stride = max(1, -(-int(size) // DIAG_BUDGET))
-    diag = query(
-        ctx.con,
-        f"""
-        WITH c AS (
-            SELECT r.seed, r.depth, r.init, r.activation, p.t,
-                   avg(p.output) AS mean_out, max(p.output) AS max_out
-            FROM probes p JOIN runs r ON r.run_id = p.run_id
-            WHERE {RUNS} AND r.seed IN ({", ".join(map(str, seeds)) or "NULL"})
-              AND p.step = (SELECT min(step) FROM probes q WHERE q.run_id = p.run_id)
-            GROUP BY ALL),
-        n AS (SELECT *, row_number() OVER w - 1 AS i, count(*) OVER w2 AS m FROM c
-              WINDOW w AS (PARTITION BY seed, depth, init, activation ORDER BY t),
-                     w2 AS (PARTITION BY seed, depth, init, activation))
-        SELECT seed, depth, init, activation, t, mean_out, max_out FROM n
-        WHERE i % {stride} = 0 OR i = m - 1
-        ORDER BY init, activation, seed, depth, t""",
-    )
+    diag = ctx.table("trends", "fig2_diagonal")
     if diag.height:
         sec.figures.append(
             Figure(
@@ -78,27 +44,19 @@ def build(ctx) -> Section:
                 "network per depth. Pick the init scheme, activation and seed in the menus.",
             )
         )
-    gc = query(
-        ctx.con,
-        f"""
-        SELECT r.run_id, r.depth, r.init, r.activation, r.seed, e.gc
-        FROM evals e JOIN runs r ON r.run_id = e.run_id
-        WHERE {RUNS} AND e.split = 'train'
-          AND e.step = (SELECT min(step) FROM evals f WHERE f.run_id = e.run_id)
-        ORDER BY r.init, r.activation, r.depth""",
-    )
+    gc = ctx.table("trends", "fig2_gc_runs")
     if gc.height:
         sec.figures.append(
             Figure(
                 "fig2_gc_depth",
-                _gc_depth(gc, ctx),
+                _gc_depth(gc, ctx.table("trends", "fig2_gc_by_depth"), run_config(ctx.con, FIG2_RUNS)),
                 "GC at initialization on the training inputs against depth, per init scheme "
                 "(colour) and activation (dash). Lines: mean over seeds with 95% t-intervals "
                 "(error bars); dots: single runs. Log-scaled y.",
             )
         )
-    fam = _family_slopes(ctx)
-    if fam is not None:
+    fam = ctx.table("trends", "fig2_families")
+    if fam.height:
         sec.figures.append(
             Figure(
                 "fig2_families",
@@ -157,17 +115,7 @@ def _diagonal(diag):
     ).add_params(init_p, act_p, seed_p)
 
 
-def _gc_depth(gc, ctx):
-    import polars as pl
-
-    pos = gc.filter(pl.col("gc") > 0)
-    agg = pos.group_by("depth", "init", "activation").agg(
-        pl.col("gc").mean().alias("gc_mean"), pl.col("gc").std().alias("gc_sd"), pl.len().alias("n")
-    )
-    agg = add_ci(agg, "gc", "gc_mean", "gc_sd", "n").with_columns(
-        pl.when(pl.col("gc_lo") > 0).then(pl.col("gc_lo")).otherwise(pl.col("gc_mean")).alias("gc_lo")
-    )
-    agg = agg.sort("init", "activation", "depth")
+def _gc_depth(pos, agg, config):
     pick = alt.selection_point(fields=["init"], bind="legend", name="fig2_pick")
     color = alt.Color("init:N", title="init scheme (click)")
     x = alt.X("depth:Q", title="depth (hidden layers)")
@@ -189,7 +137,7 @@ def _gc_depth(gc, ctx):
                 alt.Tooltip("gc_mean:Q", title="mean GC", format=".3g"),
                 alt.Tooltip("gc_lo:Q", title="95% CI low", format=".3g"),
                 alt.Tooltip("gc_hi:Q", title="95% CI high", format=".3g"),
-                alt.Tooltip("n:Q", title="seeds"),
+                alt.Tooltip("gc_n:Q", title="seeds"),
             ],
         )
     )
@@ -204,7 +152,7 @@ def _gc_depth(gc, ctx):
             opacity=alt.condition(pick, alt.value(0.8), alt.value(0.1)),
         )
     )
-    dots = with_config(alt.Chart(pos).mark_circle(size=18), run_config(ctx.con, RUNS)).encode(
+    dots = with_config(alt.Chart(pos).mark_circle(size=18), config).encode(
         x=x,
         y=alt.Y("gc:Q", title=y_title, scale=ys, axis=ya),
         color=color,
@@ -213,20 +161,4 @@ def _gc_depth(gc, ctx):
     )
     return alt.layer(bars, dots, lines.add_params(pick)).properties(
         width=PANEL_W + 120, height=PANEL_H + 40, title="GC at initialization vs depth"
-    )
-
-
-def _family_slopes(ctx):
-    """The per-family fig2 rows of `analysis.trends` (None without them)."""
-    import polars as pl
-
-    t = ctx.table("trends", "trends", ("heuristic", "slope", "slope_lo", "slope_hi", "verdict"))
-    if t is None:
-        return None
-    t = t.filter((pl.col("experiment") == "fig2") & pl.col("slope").is_not_null())
-    if t.is_empty():
-        return None
-    parts = pl.col("heuristic").str.extract_groups(r"^(?<claim>.*) \[(?<family>.*)\]$")
-    return (
-        t.with_columns(parts).unnest("heuristic").select("claim", "family", "slope", "slope_lo", "slope_hi", "verdict")
     )

@@ -5,42 +5,18 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from gclab.analysis.report.common import (
-    Figure,
-    Section,
-    add_ci,
-    collect_note,
-    config_tooltip,
-    query,
-    run_config,
-    with_config,
-)
-from gclab.analysis.report.queries import summary_sql
+from gclab.analysis.report.common import Figure, Section, collect_note, config_tooltip, run_config, with_config
+from gclab.analysis.run_summary import CONVENTIONS, LABELS
+from gclab.analysis.trend_figures import REGULARIZERS
 
 TITLE = "Fig. 3 — explicit regularization lowers GC"
-REGS = {
-    "l2": "L2 penalty",
-    "spectral_reg": "spectral penalty",
-    "flatness_reg": "flatness penalty",
-    "label_noise": "label-noise fraction",
-    "gc_reg": "GC (Jacobian) penalty",
-}
+REGS = dict(
+    zip(
+        REGULARIZERS,
+        ("L2 penalty", "spectral penalty", "flatness penalty", "label-noise fraction", "GC (Jacobian) penalty"),
+    )
+)
 W, H = 170, 150
-
-
-def _unpivot_sql() -> str:
-    """One row per (regularizer, run): fig3 runs where only that regularizer (or none) is on;
-    gc_reg comes from its own sweep `gcreg`."""
-    s = summary_sql("r.sweep IN ('fig3', 'gcreg')")
-    parts = []
-    for reg in REGS:
-        others = " AND ".join(f"coalesce({o}, 0) = 0" for o in REGS if o != reg)
-        sweep = "gcreg" if reg == "gc_reg" else "fig3"
-        parts.append(
-            f"SELECT '{reg}' AS regularizer, coalesce({reg}, 0) AS strength, run_id, sweep, seed, "
-            f"gc, test_acc, best_test_acc FROM s WHERE sweep = '{sweep}' AND {others}"
-        )
-    return f"WITH s AS MATERIALIZED ({s}) " + " UNION ALL ".join(parts) + " ORDER BY regularizer, strength, seed"
 
 
 def build(ctx) -> Section:
@@ -54,27 +30,15 @@ def build(ctx) -> Section:
     if not ctx.has("fig3", "gcreg"):
         sec.empty_note = collect_note("fig3")
         return sec
-    runs = query(ctx.con, _unpivot_sql())
+    runs = ctx.table("trends", "fig3_runs")
     if runs.is_empty():
         sec.empty_note = "No completed fig3/gcreg runs with test evaluations yet."
         return sec
-    agg = runs.group_by("regularizer", "strength").agg(
-        *[
-            e
-            for v in ("gc", "test_acc")
-            for e in (
-                pl.col(v).mean().alias(f"{v}_mean"),
-                pl.col(v).std().alias(f"{v}_sd"),
-                pl.col(v).count().alias(f"{v}_n"),
-            )
-        ]
-    )
-    for v in ("gc", "test_acc"):
-        agg = add_ci(agg, v, f"{v}_mean", f"{v}_sd", f"{v}_n")
+    agg = ctx.table("trends", "fig3_by_strength")
     config = run_config(ctx.con, "r.sweep IN ('fig3', 'gcreg') AND r.status = 'completed'")
     present = [r for r in REGS if r in set(runs["regularizer"].to_list())]
     rows = []
-    for metric, title, zero in (("gc", "GC at best test acc", True), ("test_acc", "final test accuracy", False)):
+    for metric, title, zero in (("gc", LABELS["gc"], True), ("test_acc", LABELS["test_acc"], False)):
         rows.append(
             alt.hconcat(
                 *[
@@ -106,8 +70,7 @@ def build(ctx) -> Section:
     if missing:
         sec.caveats.append("No runs yet for: " + ", ".join(missing) + ".")
     sec.caveats += [
-        "GC is measured on the training set at the eval step with the highest test accuracy "
-        "(the paper's protocol); test accuracy is at the last eval step.",
+        f"{CONVENTIONS['gc']} (the paper's protocol); {CONVENTIONS['test_acc']}.",
         "The accuracy axis does not start at 0, to show differences of a few points; the GC axis does.",
     ]
     return sec

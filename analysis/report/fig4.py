@@ -11,24 +11,17 @@ from gclab.analysis.report.common import (
     PANEL_W,
     Figure,
     Section,
-    add_ci,
     collect_note,
     config_tooltip,
     log_scale,
-    query,
     run_config,
     with_config,
 )
-from gclab.analysis.report.queries import binned_curves, summary_sql
+from gclab.analysis.run_summary import CONVENTIONS, LABELS
 from gclab.store.sweeps import FIG4_SWEEPS, sql_in
 
 TITLE = "Fig. 4 — larger learning rates and smaller batches lower GC"
 SWEEPS = tuple(FIG4_SWEEPS)
-IN_SWEEPS = f"{sql_in(SWEEPS)} AND r.status = 'completed'"
-# A run belongs to the lr sweep when its batch size is its sweep's most common one, and to
-# the batch-size sweep when its lr is the most common lr (the grid's shared point is in both).
-FIXED = "(SELECT mode(q.{col}) FROM runs q WHERE q.sweep = r.sweep AND q.status = 'completed')"
-PART = {"lr": f"r.batch_size = {FIXED.format(col='batch_size')}", "batch_size": f"r.lr = {FIXED.format(col='lr')}"}
 AXIS = {"lr": ("learning rate h (log)", 10), "batch_size": ("batch size b (log₂)", 2)}
 
 
@@ -43,38 +36,24 @@ def build(ctx) -> Section:
     if not ctx.has(*SWEEPS):
         sec.empty_note = collect_note("fig4")
         return sec
-    config = run_config(ctx.con, IN_SWEEPS)
+    config = run_config(ctx.con, f"{sql_in(SWEEPS)} AND r.status = 'completed'")
     sweeps = [s for s in SWEEPS if ctx.has(s)]
     for var in ("lr", "batch_size"):
-        summ = query(ctx.con, summary_sql(f"{IN_SWEEPS} AND {PART[var]}"))
-        if summ.is_empty():
+        runs = ctx.table("trends", f"fig4_{var}_runs")
+        if runs.is_empty():
             continue
         sec.figures.append(
             Figure(
                 f"fig4_{'lr' if var == 'lr' else 'batch'}",
-                _sweep_chart(summ, config, var, sweeps),
+                _sweep_chart(runs, ctx.table("trends", f"fig4_{var}_by_setting"), config, var, sweeps),
                 f"{'Learning-rate' if var == 'lr' else 'Batch-size'} sweep at fixed "
                 f"{'batch size' if var == 'lr' else 'learning rate'}: GC at best test accuracy "
                 "(left) and final test accuracy (right). Lines: mean over seeds with 95% "
                 "t-intervals; dots: runs. Click an optimizer in the legend to highlight it.",
             )
         )
-    curves = []
-    for var in ("lr", "batch_size"):
-        c = binned_curves(
-            ctx.con,
-            "evals",
-            {
-                "gc": "CASE WHEN x.split = 'train' THEN x.gc END",
-                "test_acc": "CASE WHEN x.split = 'test' THEN x.acc END",
-            },
-            where="x.split IN ('train', 'test')",
-            runs_where=f"{IN_SWEEPS} AND {PART[var]}",
-            by=("sweep", var),
-            points=60,
-        )
-        if c.height:
-            curves.append((var, c.select("sweep", var, "step", "gc", "test_acc", "gc_n")))
+    curves = [(var, ctx.table("trends", f"fig4_{var}_curves")) for var in ("lr", "batch_size")]
+    curves = [(var, c) for var, c in curves if c.height]
     if curves:
         sec.figures.append(
             Figure(
@@ -84,44 +63,20 @@ def build(ctx) -> Section:
                 "menu): train-set GC and test accuracy at each evaluation.",
             )
         )
-    diverged = query(
-        ctx.con,
-        f"SELECT count(*) AS n FROM runs r WHERE {sql_in(SWEEPS)} AND r.status <> 'completed'",
-    )["n"][0]
+    diverged = ctx.table("trends", "fig4_not_completed")["n"][0]
     if diverged:
         sec.caveats.append(
             f"{diverged} run(s) diverged or failed (typically at the largest learning rates) and "
             "are left out; see the overview."
         )
     sec.caveats += [
-        "GC is measured on the training set at the eval step with the highest test accuracy; "
-        "metrics in eval mode (BatchNorm uses running statistics).",
+        f"{CONVENTIONS['gc']}; metrics in eval mode (BatchNorm uses running statistics).",
         "Accuracy axes do not start at 0; GC axes are log-scaled.",
     ]
     return sec
 
 
-def _sweep_chart(summ: pl.DataFrame, config, var: str, sweeps: list[str]):
-    agg = (
-        summ.group_by("sweep", var)
-        .agg(
-            *[
-                e
-                for v in ("gc", "test_acc")
-                for e in (
-                    pl.col(v).mean().alias(f"{v}_mean"),
-                    pl.col(v).std().alias(f"{v}_sd"),
-                    pl.col(v).count().alias(f"{v}_n"),
-                )
-            ]
-        )
-        .sort("sweep", var)
-    )
-    for v in ("gc", "test_acc"):
-        agg = add_ci(agg, v, f"{v}_mean", f"{v}_sd", f"{v}_n")
-    agg = agg.with_columns(
-        pl.when(pl.col("gc_lo") > 0).then(pl.col("gc_lo")).otherwise(pl.col("gc_mean")).alias("gc_lo")
-    )
+def _sweep_chart(summ: pl.DataFrame, agg: pl.DataFrame, config, var: str, sweeps: list[str]):
     title, base = AXIS[var]
     pick = alt.selection_point(fields=["sweep"], bind="legend", name=f"fig4_pick_{var}")
     xs, xa = log_scale(summ[var], ticks=sorted(summ[var].unique().to_list()))
@@ -130,8 +85,8 @@ def _sweep_chart(summ: pl.DataFrame, config, var: str, sweeps: list[str]):
     color = alt.Color("sweep:N", title="optimizer sweep (click)", scale=alt.Scale(domain=sweeps))
     panels = []
     for metric, ytitle, scale, axis in (
-        ("gc", "GC at best test acc (log)", gs, ga),
-        ("test_acc", "final test accuracy", alt.Scale(zero=False), alt.Axis()),
+        ("gc", f"{LABELS['gc']} (log)", gs, ga),
+        ("test_acc", LABELS["test_acc"], alt.Scale(zero=False), alt.Axis()),
     ):
         op = alt.condition(pick, alt.value(1.0), alt.value(0.12))
         bars = (

@@ -4,9 +4,9 @@ against GC with the fitted degree-6 U-curve."""
 from __future__ import annotations
 
 import altair as alt
-import numpy as np
 import polars as pl
 
+from gclab.analysis.double_descent import GC_COLUMN
 from gclab.analysis.report.common import (
     PANEL_H,
     PANEL_W,
@@ -18,7 +18,7 @@ from gclab.analysis.report.common import (
     run_config,
     with_config,
 )
-from gclab.analysis.report.queries import group_mean_ci, run_summary
+from gclab.analysis.run_summary import CONVENTIONS, LABELS
 
 TITLE = "Fig. 5 — GC follows double descent; test loss is U-shaped in GC"
 RUNS = "r.sweep = 'fig5'"
@@ -35,30 +35,11 @@ def build(ctx) -> Section:
     if not ctx.has("fig5"):
         sec.empty_note = collect_note("fig5")
         return sec
-    # Double descent is about the end of training: GC at the last eval, like analysis.double_descent.
-    runs = (
-        run_summary(ctx.con, RUNS).filter(pl.col("test_loss").is_not_null()).with_columns(pl.col("gc_last").alias("gc"))
-    )
+    runs = ctx.table("ucurve", "points")
     if runs.is_empty():
         sec.empty_note = "No completed fig5 runs with test evaluations yet."
         return sec
-    by_width = ctx.table(
-        "double_descent",
-        "by_width",
-        ("width", "test_loss_mean", "test_loss_lo", "test_loss_hi", "gc_mean", "gc_lo", "gc_hi"),
-    )
-    source = "`analysis.double_descent`"
-    if by_width is None:
-        source = "the report's own aggregation"
-        by_width = group_mean_ci(ctx.con, RUNS, ("width",), ("test_loss", "gc_last")).rename(
-            {
-                "test_loss": "test_loss_mean",
-                "gc_last": "gc_mean",
-                "gc_last_n": "n_seeds",
-                "gc_last_lo": "gc_lo",
-                "gc_last_hi": "gc_hi",
-            }
-        )
+    by_width = ctx.table("double_descent", "by_width")
     config = run_config(ctx.con, f"{RUNS} AND r.status = 'completed'")
     seeds = sorted(runs["seed"].unique().to_list())
     sec.figures.append(
@@ -72,15 +53,14 @@ def build(ctx) -> Section:
     sec.figures.append(
         Figure(
             "fig5_ucurve",
-            _ucurve_chart(ctx, runs, config),
+            _ucurve_chart(ctx.table("ucurve", "poly6"), runs, config),
             "Each dot is a run (colour: width); the curve is a degree-6 polynomial least-squares "
             "fit of test loss on GC with its 95% confidence band, as in the paper.",
         )
     )
     sec.caveats += [
-        f"Band statistics from {source}: t-intervals of the mean over seeds at each width.",
-        "GC is measured on the training set at the eval step with the highest test accuracy; "
-        "test loss at the last eval step. Runs have label noise (15%), as in the paper's setup.",
+        "Band statistics from `analysis.double_descent`: t-intervals of the mean over seeds at each width.",
+        f"{CONVENTIONS[GC_COLUMN]}; {CONVENTIONS['test_loss']}. Runs have label noise (15%), as in the paper's setup.",
         "A degree-6 fit follows noise between few widths; the verdict uses a formal U test instead.",
     ]
     return sec
@@ -96,7 +76,7 @@ def _width_chart(by_width: pl.DataFrame, runs: pl.DataFrame, config, seeds: list
     xs, xa = log_scale(runs["width"], pad=1.1, ticks=sorted(runs["width"].unique().to_list()))
     x = alt.X("width:Q", title="hidden width n (log)", scale=xs, axis=xa)
     panels = []
-    for metric, ytitle in (("test_loss", "test loss (last eval)"), ("gc", "GC (last eval)")):
+    for metric, ytitle in (("test_loss", LABELS["test_loss"]), ("gc", LABELS[GC_COLUMN])):
         band = (
             alt.Chart(by_width)
             .mark_area(opacity=0.25, color="#2f6fb3")
@@ -162,16 +142,13 @@ def _band_legend():
     )
 
 
-def _ucurve_chart(ctx, runs: pl.DataFrame, config):
-    fit = ctx.table("ucurve", "poly6", ("gc", "fit", "lo", "hi"))
-    if fit is None:
-        fit = _own_poly6(runs)
+def _ucurve_chart(fit: pl.DataFrame, runs: pl.DataFrame, config):
     dots = (
         with_config(alt.Chart(runs.filter(pl.col("gc").is_not_null())), config)
         .mark_circle(size=28, opacity=0.7)
         .encode(
-            x=alt.X("gc:Q", title="GC (last eval)"),
-            y=alt.Y("test_loss:Q", title="test loss (last eval)", scale=alt.Scale(zero=False)),
+            x=alt.X("gc:Q", title=LABELS[GC_COLUMN]),
+            y=alt.Y("test_loss:Q", title=LABELS["test_loss"], scale=alt.Scale(zero=False)),
             color=alt.Color("width:Q", title="width", scale=alt.Scale(type="log", scheme="viridis")),
             tooltip=config_tooltip(
                 alt.Tooltip("gc:Q", title="GC", format=".4g"),
@@ -180,7 +157,7 @@ def _ucurve_chart(ctx, runs: pl.DataFrame, config):
         )
     )
     layers = [dots]
-    if fit is not None and fit.height:
+    if fit.height:
         lo, hi = runs["test_loss"].min(), runs["test_loss"].max()
         span = (hi - lo) or 1.0
         # Clip the band to the data's range ± 50% so an exploding polynomial cannot squash the dots.
@@ -188,14 +165,14 @@ def _ucurve_chart(ctx, runs: pl.DataFrame, config):
         band = (
             alt.Chart(fit)
             .mark_area(opacity=0.2, color="black")
-            .encode(x="gc:Q", y=alt.Y("lo:Q", title="test loss (last eval)"), y2="hi:Q")
+            .encode(x="gc:Q", y=alt.Y("lo:Q", title=LABELS["test_loss"]), y2="hi:Q")
         )
         curve = (
             alt.Chart(fit)
             .mark_line(color="black")
             .encode(
                 x="gc:Q",
-                y=alt.Y("fit:Q", title="test loss (last eval)"),
+                y=alt.Y("fit:Q", title=LABELS["test_loss"]),
                 tooltip=[
                     alt.Tooltip("gc:Q", format=".3g"),
                     alt.Tooltip("fit:Q", title="fitted test loss", format=".4g"),
@@ -206,16 +183,3 @@ def _ucurve_chart(ctx, runs: pl.DataFrame, config):
     return alt.layer(*layers).properties(
         width=PANEL_W + 80, height=PANEL_H + 40, title="Test loss vs GC, degree-6 polynomial fit with 95% band"
     )
-
-
-def _own_poly6(runs: pl.DataFrame) -> pl.DataFrame | None:
-    """Fallback when analysis.ucurve is absent: OLS degree-6 fit, no band (lo = hi = fit)."""
-    pts = runs.filter(pl.col("gc").is_not_null() & pl.col("test_loss").is_not_null())
-    if pts.height < 8:
-        return None
-    x, y = pts["gc"].to_numpy(), pts["test_loss"].to_numpy()
-    mu, sd = x.mean(), x.std() or 1.0
-    coef = np.polynomial.polynomial.polyfit((x - mu) / sd, y, 6)
-    grid = np.linspace(x.min(), x.max(), 100)
-    fit = np.polynomial.polynomial.polyval((grid - mu) / sd, coef)
-    return pl.DataFrame({"gc": grid, "fit": fit, "lo": fit, "hi": fit})

@@ -5,15 +5,14 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
+from gclab.analysis.igr import COEFFICIENTS
+from gclab.analysis.igr import TERMS as TERM_COLUMNS
 from gclab.analysis.report.common import PANEL_H, Figure, Section, collect_note, estimate_chart
-from gclab.analysis.report.queries import binned_curves, sweep_where
 
 TITLE = "IGR — the three terms of the batch gradient norm"
-TERMS = {
-    "residual_term": "R_B (residual term, Eq. 6)",
-    "label_alignment": "A_B (label alignment, Eq. 8)",
-    "batch_alignment": "C_B (batch alignment, Eq. 7)",
-}
+TERMS = dict(
+    zip(TERM_COLUMNS, ("R_B (residual term, Eq. 6)", "A_B (label alignment, Eq. 8)", "C_B (batch alignment, Eq. 7)"))
+)
 
 
 def build(ctx) -> Section:
@@ -27,14 +26,7 @@ def build(ctx) -> Section:
     if not ctx.has("igr"):
         sec.empty_note = collect_note("igr")
         return sec
-    curves = binned_curves(
-        ctx.con,
-        "steps",
-        {t: f"x.{t}" for t in TERMS},
-        runs_where=sweep_where("igr"),
-        by=("lr", "batch_size"),
-        points=60,
-    )
+    curves = ctx.table("igr", "terms_by_setting")
     if curves.is_empty():
         sec.empty_note = "No logged steps for the igr sweep yet."
         return sec
@@ -112,21 +104,11 @@ def build(ctx) -> Section:
 
 
 def _coefficients(ctx) -> pl.DataFrame | None:
-    """`analysis.igr`'s lr/batch fit as one row per coefficient, with the verdicts of its claim rows."""
-    fit = ctx.table("igr", "lr_batch_fit", ("beta_h", "beta_b", "contrast", "beta_sum"))
-    claims = getattr(ctx.analysis("igr"), "claims", None)
-    if fit is None or claims is None or claims.height < 5:
+    """`analysis.igr`'s lr/batch coefficients, labelled (None without a fit)."""
+    coef = ctx.table("igr", "coefficients")
+    if coef.is_empty():
         return None
-    f = fit.row(0, named=True)
-    labels = {
-        "beta_h": "β_h (learning rate)",
-        "beta_b": "β_b (batch size)",
-        "contrast": "(β_h − β_b)/2 (h/b)",
-        "beta_sum": "β_h + β_b (only h/b?)",
-    }
-    return pl.DataFrame(
-        [
-            {"term": label, "estimate": f[k], "lo": f[f"{k}_lo"], "hi": f[f"{k}_hi"], "verdict": v}
-            for (k, label), v in zip(labels.items(), claims["verdict"][1:5])
-        ]
+    labels = dict(
+        zip(COEFFICIENTS, ("β_h (learning rate)", "β_b (batch size)", "(β_h − β_b)/2 (h/b)", "β_h + β_b (only h/b?)"))
     )
+    return coef.with_columns(pl.col("term").replace_strict(labels))

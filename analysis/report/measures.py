@@ -24,14 +24,10 @@ def build(ctx) -> Section:
     if not any(ctx.completed.values()):
         sec.empty_note = "No runs yet — collect with `make paper` (the ranking uses every sweep)."
         return sec
-    ranking = ctx.table("measures", "ranking", COLS)
-    if ranking is not None and ranking["granulated_tau"].is_null().all() and ranking["kendall_tau"].is_null().all():
-        ranking = None  # no run with both a measure and a gap: nothing to rank
-    if ranking is None:
-        sec.empty_note = (
-            "No ranking available: `analysis.measures` is missing, failed, or found too few runs "
-            "with train and test evaluations."
-        )
+    ranking = ctx.table("measures", "ranking")
+    # no run with both a measure and a gap: nothing to rank
+    if ranking.is_empty() or (ranking["granulated_tau"].is_null().all() and ranking["kendall_tau"].is_null().all()):
+        sec.empty_note = "No ranking available: `analysis.measures` found too few runs with train and test evaluations."
         return sec
     ranking = ranking.sort("granulated_tau", descending=True, nulls_last=True)
     sec.html_blocks.append(_table(ranking))

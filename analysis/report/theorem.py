@@ -14,14 +14,13 @@ from gclab.analysis.report.common import (
     collect_note,
     config_tooltip,
     log_scale,
-    query,
     run_config,
     with_config,
 )
+from gclab.analysis.theorem import SAMPLE
 
 TITLE = "Theorem 5.1 — the transfer bound on GC"
 RUNS = "r.status = 'completed'"
-SAMPLE = 3000
 YT = "tightness gc_x / bound_tight (log)"
 GCX = "gc_x = squared norm of the input gradient (log)"
 
@@ -34,25 +33,12 @@ def build(ctx) -> Section:
         "‖∇_θf(x)‖² / Σ_l T_l(x)², and how tight is the bound during training?",
         claim_experiments=("thm51",),
     )
-    counts = query(
-        ctx.con,
-        f"""SELECT count(*) AS n, count(*) FILTER (WHERE NOT t.holds) AS bad,
-                                  count(DISTINCT t.run_id) AS runs
-                                FROM theorem t JOIN runs r ON r.run_id = t.run_id WHERE {RUNS}""",
-    )
-    n, bad, n_runs = counts["n"][0], counts["bad"][0], counts["runs"][0]
+    counts = ctx.table("theorem", "counts").row(0, named=True)
+    n, bad, n_runs = counts["n_rows"], counts["holds_false"], counts["n_runs"]
     if not n:
         sec.empty_note = collect_note("thm51")
         return sec
-    pts = query(
-        ctx.con,
-        f"""
-        WITH last AS (SELECT run_id, max(step) AS step FROM theorem GROUP BY run_id)
-        SELECT t.run_id, t.step, t.split, t.example, t.gc_x, t.bound, t.bound_tight, t.holds
-        FROM theorem t JOIN last USING (run_id, step) JOIN runs r ON r.run_id = t.run_id
-        WHERE {RUNS} AND t.gc_x > 0 AND t.bound > 0 AND t.bound_tight > 0
-        USING SAMPLE reservoir({SAMPLE} ROWS) REPEATABLE (7)""",
-    )
+    pts = ctx.table("theorem", "last_eval_sample")
     config = run_config(ctx.con, f"{RUNS} AND r.run_id IN (SELECT run_id FROM theorem)")
     if pts.height:
         sec.figures.append(
@@ -66,18 +52,7 @@ def build(ctx) -> Section:
                 "factor, which the `holds` column checks. Log-log axes.",
             )
         )
-    tight = query(
-        ctx.con,
-        f"""
-        WITH x AS (SELECT t.step, t.split, t.gc_x / t.bound_tight AS ratio,
-                          max(t.step) OVER () AS max_step
-                   FROM theorem t JOIN runs r ON r.run_id = t.run_id
-                   WHERE {RUNS} AND t.bound_tight > 0 AND t.gc_x > 0)
-        SELECT split, floor(step * 100 / (max_step + 1)) AS bin, avg(step) AS step,
-               quantile_cont(ratio, 0.5) AS median, quantile_cont(ratio, 0.25) AS q25,
-               quantile_cont(ratio, 0.75) AS q75, count(*) AS n
-        FROM x GROUP BY split, bin ORDER BY split, bin""",
-    )
+    tight = ctx.table("theorem", "tightness_over_training")
     if tight.height:
         sec.figures.append(
             Figure(

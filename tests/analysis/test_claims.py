@@ -110,3 +110,19 @@ def test_cli_prints_a_json_list_of_claims(default_store):
     assert {r["verdict"] for r in rows} <= set(VERDICTS) and {r["kind"] for r in rows} <= set(KINDS)
     assert [r["kind"] for r in rows] == sorted((r["kind"] for r in rows), key=KINDS.index)
     assert all(isinstance(r["n_runs"], int) for r in rows)
+
+
+def test_deferred_tables_are_computed_once_on_first_use():
+    """Report-only tables (`Analysis.deferred`) cost nothing until drawn, then are kept in `tables`."""
+    from gclab.analysis.result import Analysis, defer
+
+    calls = []
+
+    def make(con):
+        calls.append(con)
+        return {"a": pl.DataFrame({"x": [1]}), "b": pl.DataFrame({"x": [2]})}
+
+    result = Analysis("demo", {"kept": pl.DataFrame({"x": [0]})}, deferred=defer("con", {("a", "b"): make}))
+    assert calls == [] and set(result.tables) == {"kept"}
+    assert result.table("b")["x"].to_list() == [2] and result.table("a")["x"].to_list() == [1]
+    assert calls == ["con"] and set(result.tables) == {"kept", "a", "b"}

@@ -61,3 +61,13 @@ def test_gc_growth_is_calibrated_at_the_boundary():
     # GC at init exactly 10% of its final value: the boundary of the claim.
     counts = null_counts(fig1, 60, keep=lambda c: c.filter(GROWS), sweeps=["fig1"], effects={"fig1_gc_start": 0.1})
     assert_calibrated(counts, 60)
+
+
+def test_minimal_arc_is_the_polyline_through_the_parabola_points():
+    """Three points (−1, 1), (0, 0), (1, 1): two segments of length √2; two points: the chord of length 2."""
+    import math
+
+    from gclab.analysis.fig1 import minimal_arc
+
+    assert math.isclose(minimal_arc(3), 2 * math.sqrt(2), rel_tol=1e-15)
+    assert math.isclose(minimal_arc(2), 2.0, rel_tol=1e-15)

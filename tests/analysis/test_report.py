@@ -4,7 +4,6 @@ test_report_browser.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -62,8 +61,7 @@ EXPERIMENTS = {
 
 
 def expected_figures() -> tuple[str, ...]:
-    # The ranking chart is drawn from analysis.measures, written alongside this renderer.
-    return FIGURES + (("measures_ranking",) if importlib.util.find_spec("gclab.analysis.measures") else ())
+    return FIGURES + ("measures_ranking",)
 
 
 def missing_note(sweep: str) -> str:
@@ -118,11 +116,10 @@ def test_full_report_page_sections_and_figures(tmp_path):
         assert '<aside class="verdicts">' in body and "Claim verdicts" in body
         assert '<ul class="caveats">' in body
     assert "eval mode" in section_html(doc, "theorem") and "no theorem rows" in section_html(doc, "theorem")
-    if importlib.util.find_spec("gclab.analysis.claims"):
-        claims = section_html(doc, "claims")
-        assert re.search(r'class="verdict v-(good|bad|meh)"', claims)
-        assert re.findall(r'<h3 data-kind="(\w+)">', claims) == ["paper", "condition", "check", "literature", "toolkit"]
-        assert "Holm" in claims and re.search(r"\d+ paper claims: ", claims)
+    claims = section_html(doc, "claims")
+    assert re.search(r'class="verdict v-(good|bad|meh)"', claims)
+    assert re.findall(r'<h3 data-kind="(\w+)">', claims) == ["paper", "condition", "check", "literature", "toolkit"]
+    assert "Holm" in claims and re.search(r"\d+ paper claims: ", claims)
     assert "make calibrate" in section_html(doc, "calibration")  # no calibration.json yet
 
     # Every figure is also a non-blank PNG and an SVG under figures/.
@@ -188,7 +185,7 @@ def _run(folder_root, sweep, run_id, evals, seed=0):
 
 def test_gc_of_a_run_is_train_gc_at_best_test_acc_earliest_tie(tmp_path):
     """docs/EXPERIMENTS.md: train-split GC at the eval step with the highest test acc (ties: earliest)."""
-    from gclab.analysis.report.queries import GC_AT_BEST_SQL, run_summary
+    from gclab.analysis.run_summary import GC_AT_BEST_SQL, run_summary
     from gclab.store.db import connect, query
 
     steps = [0, 50, 100, 150]
@@ -208,12 +205,12 @@ def test_gc_of_a_run_is_train_gc_at_best_test_acc_earliest_tie(tmp_path):
         focused = query(con, GC_AT_BEST_SQL).row(0, named=True)
     assert row["best_step"] == 100 and row["gc"] == 7.0 and row["best_test_acc"] == 0.9
     assert focused == {"run_id": "a", "best_step": 100, "gc": 7.0}
-    assert row["final_step"] == 150 and row["test_loss"] == 0.6 and row["train_loss"] == 0.2
+    assert row["last_step"] == 150 and row["test_loss"] == 0.6 and row["train_loss"] == 0.2
 
 
 def test_curves_are_binned_per_run_in_sql(tmp_path):
     """A run with 1,000 logged steps reaches the chart as at most `points` binned rows."""
-    from gclab.analysis.report.queries import binned_curves
+    from gclab.analysis.curves import binned_curves
     from gclab.store.db import connect
     from gclab.store.layout import RunFolder
 
@@ -258,3 +255,38 @@ def test_calibration_section_shows_every_test(tmp_path):
     for t in cal["tests"]:
         assert esc(t["claim"]) in body
     assert "of 3" in body and "not calibrated" in body
+
+
+def test_each_verdict_gets_its_badge():
+    """Verdicts are the fixed set `VERDICTS`: each maps to one badge class, nothing is guessed from the text."""
+    from gclab.analysis.report.claims_table import claims_html
+    from gclab.analysis.result import VERDICTS, claim, claims_frame
+
+    rows = [claim(f"claim {v}", "fig5", "test", v, kind="paper", source="the GC paper") for v in VERDICTS]
+    html = claims_html(claims_frame(rows))
+    badges = re.findall(r'<span class="verdict (v-\w+)">([^<]+)</span>', html)
+    assert badges == [
+        ("v-good", "supported"),
+        ("v-bad", "contradicted"),
+        ("v-meh", "inconclusive"),
+        ("v-meh", "insufficient data"),
+    ]
+
+
+def test_a_failing_analysis_is_its_claims_row_and_its_section_says_so(tmp_path, monkeypatch):
+    """No fallback: the module's exception is one claims row, and the section drawing its tables fails loudly."""
+    import types
+
+    from gclab.analysis import claims
+    from gclab.planted.store import write_planted_store
+
+    def analyze(con):
+        raise ZeroDivisionError("planted failure")
+
+    monkeypatch.setitem(claims.MODULES, "double_descent", types.SimpleNamespace(analyze=analyze))
+    write_planted_store(tmp_path / "data", sweeps=("fig5",), seeds=2, cadence=CURVES)
+    doc = render(tmp_path / "data", tmp_path / "out", progress=False, figures=False).read_text()
+    assert "ZeroDivisionError: planted failure" in section_html(doc, "claims")
+    fig5 = section_html(doc, "fig5")
+    assert "failed to render" in fig5 and "analysis.double_descent has no table" in fig5
+    assert "data-figure" not in fig5

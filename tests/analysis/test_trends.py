@@ -21,7 +21,7 @@ def test_moderate_trends_are_detected_in_the_papers_direction(tmp_path):
     assert tested["verdict"].to_list() == ["supported"] * (9 + 22)
     assert tested.filter(pl.col("kind") == "paper").height == 9 + 2
     assert set(tested.filter(pl.col("kind") != "paper")["experiment"]) == {"fig2"}
-    assert tested["source"].str.contains("seed 002").all()
+    assert tested["source"].str.contains("GC paper").all()
     missing = a.claims.filter(pl.col("experiment").is_in(["fig4_momentum", "fig4_adam"]))
     assert missing.height == 4 and set(missing["verdict"]) == {"insufficient data"}
     table = a.tables["trends"].filter(pl.col("heuristic") == "batch_size (SGD)").row(0, named=True)
