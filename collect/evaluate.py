@@ -13,7 +13,7 @@ from torch import nn
 
 from gclab.collect import metrics
 from gclab.collect.buffer import TableBuffer
-from gclab.collect.metrics import batch_loss
+from gclab.collect.losses import batch_loss, correct
 from gclab.collect.metrics.chain import parse as parse_chain
 from gclab.collect.metrics.fdim import bfd_ceiling, rank_of
 
@@ -63,13 +63,13 @@ def make_splits(ds, cfg, device, dtype) -> list[Split]:
 
 @torch.no_grad()
 def loss_and_acc(model: nn.Module, x, y, loss: str, chunk: int = 1024) -> tuple[float, float]:
-    total, correct = 0.0, 0
+    total, n_correct = 0.0, None
     for i in range(0, len(x), chunk):
         out = model(x[i : i + chunk])
         total += float(batch_loss(out, y[i : i + chunk], loss)) * len(out)
-        if loss == "cross_entropy":
-            correct += int((out.argmax(1) == y[i : i + chunk]).sum())
-    return total / len(x), (correct / len(x) if loss == "cross_entropy" else float("nan"))
+        hits = correct(out, y[i : i + chunk], loss)
+        n_correct = None if hits is None else (n_correct or 0) + int(hits.sum())
+    return total / len(x), (float("nan") if n_correct is None else n_correct / len(x))
 
 
 def split_gc(model, x, chunk: int = 256) -> float:
@@ -148,13 +148,13 @@ def log_theorem(model, s: Split, cfg, step: int, bufs) -> None:
     terms = {k: v.detach().cpu().numpy() for k, v in terms.items()}
     n, n_layers = terms["h_norm_sq"].shape
     example = np.arange(n)
-    # holds: gc_x <= bound_tight (the stronger claim) within the engine's float tolerance.
+    # holds_tight: gc_x <= bound_tight (the stronger claim) within store/tolerances.py's criterion.
     bufs["theorem"].append(
         run_id=cfg.run_id,
         step=step,
         split=s.name,
         example=example,
-        holds=terms["holds_tight"],
+        holds_tight=terms["holds_tight"],
         **{
             k: terms[k].astype(np.float64)
             for k in ("gc_x", "grad_theta_sq", "transfer_sq_sum", "transfer_sq_sum_tight", "bound", "bound_tight")

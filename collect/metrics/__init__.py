@@ -15,10 +15,11 @@ ValueError naming the module. Which path and per-layer method each net takes, an
 costs: docs/METRICS.md.
 """
 
+from gclab.collect.losses import batch_loss
 from gclab.collect.metrics.capture import check_model, run_pass
 from gclab.collect.metrics.fdim import functional_dimension, ntk_gram, spectrum_summary
 from gclab.collect.metrics.gc import geometric_complexity, geometric_complexity_estimate
-from gclab.collect.metrics.measures import batch_loss, dist_from_init, param_norm_sq, sharpness, spectral_product
+from gclab.collect.metrics.measures import dist_from_init, param_norm_sq, sharpness, spectral_product
 from gclab.collect.metrics.rules import RULES, Rule, register_rule
 from gclab.collect.metrics.step import per_example_grad_norms, step_metrics, step_terms
 from gclab.collect.metrics.theorem import theorem_terms
