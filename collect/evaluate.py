@@ -14,10 +14,10 @@ from torch import nn
 from gclab.collect import metrics
 from gclab.collect.buffer import TableBuffer
 from gclab.collect.losses import batch_loss, correct
+from gclab.collect.metrics.bfd import bfd_ceiling, rank_of
 from gclab.collect.metrics.chain import parse as parse_chain
-from gclab.collect.metrics.fdim import bfd_ceiling, rank_of
 
-FULL_FDIM = "random_full"  # the nested random-input pool: fdim rows with split 'random', never evals rows
+FULL_BFD = "random_full"  # the nested random-input pool: fdim rows with split 'random', never evals rows
 
 
 @dataclass
@@ -54,7 +54,7 @@ def make_splits(ds, cfg, device, dtype) -> list[Split]:
     ]
     if cfg.bfd_random_batches:
         x_full = random_inputs(ds, max(cfg.bfd_random_batches), cfg.data_seed + 104_729)
-        parts.append((FULL_FDIM, x_full, torch.zeros(len(x_full), dtype=torch.int64)))
+        parts.append((FULL_BFD, x_full, torch.zeros(len(x_full), dtype=torch.int64)))
     return [
         Split(name, x.to(device, dtype), (y if y.dtype == torch.int64 else y.to(dtype)).to(device))
         for name, x, y in parts
@@ -91,14 +91,14 @@ def log_eval(model, splits: list[Split], cfg, step: int, init_params, bufs: dict
     # Theorem 5.1 covers dense feed-forward stacks only: the engine's own test decides.
     theorem_ok = cfg.theorem_examples > 0 and parse_chain(model) is not None
     for s in splits:
-        if s.name == FULL_FDIM:
+        if s.name == FULL_BFD:
             for n in cfg.bfd_random_batches:
-                log_fdim(model, s.x[:n], "random", cfg, step, bufs["fdim"])
+                log_bfd(model, s.x[:n], "random", cfg, step, bufs["fdim"])
             continue
         loss, acc = loss_and_acc(model, s.x, s.y, cfg.loss)
         bfd = bfd_max = None
         if cfg.bfd_batch:
-            bfd, bfd_max = log_fdim(model, s.x[: cfg.bfd_batch], s.name, cfg, step, bufs["fdim"])
+            bfd, bfd_max = log_bfd(model, s.x[: cfg.bfd_batch], s.name, cfg, step, bufs["fdim"])
         sharp = None
         if cfg.sharpness_iters and s.name == "train":
             xs, ys = s.x[: cfg.bfd_batch or 128], s.y[: cfg.bfd_batch or 128]
@@ -122,7 +122,7 @@ def log_eval(model, splits: list[Split], cfg, step: int, init_params, bufs: dict
     model.train(was_training)
 
 
-def log_fdim(model, xb, split: str, cfg, step: int, buf: TableBuffer) -> tuple[int, int]:
+def log_bfd(model, xb, split: str, cfg, step: int, buf: TableBuffer) -> tuple[int, int]:
     """BFD of ``cfg.bfd_output`` on the batch ``xb`` with its spectrum edge; returns (bfd, bfd_max)."""
     r = rank_of(model, xb, outputs=cfg.bfd_output)
     k = int(model(xb[:1]).shape[1])
