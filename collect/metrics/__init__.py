@@ -1,7 +1,7 @@
 """gclab metric engine: exact GC, Eq. 6–8 terms, Theorem 5.1 terms, batch functional
 dimension and other complexity measures, from one forward + one batched backward.
 
-Public API (names fixed, see issue 3)::
+Public API (names fixed: user code and the recorder depend on them)::
 
     geometric_complexity(model, x, *, n_projections=None) -> Tensor (b,)
     step_metrics(model, x, y, *, loss="cross_entropy", set_grad=False, n_projections=None) -> dict[str, float]

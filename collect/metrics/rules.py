@@ -1,6 +1,6 @@
 """Per-layer rules: what one parametrized layer contributes to every metric.
 
-A rule sees two signals from the one pass (SPEC §1 "One pass, all metrics"):
+A rule sees two signals from the one pass (docs/METRICS.md, "Ghost norms" and "Per-layer rules"):
 
 - ``h``: the layer's input on the batch, shape ``(b, *in)``;
 - ``delta``: the gradients of ``m`` cotangent rows w.r.t. the layer's output (its
