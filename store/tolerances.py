@@ -20,6 +20,8 @@ so the analysis (no torch) and the engine (torch tensors) both use it.
 from __future__ import annotations
 
 THEOREM_RTOL = {"float32": 1e-4, "float64": 1e-9}
+# Power iteration for σ_max(∇_x h_l) stops at this relative change (collect/metrics/theorem.py).
+POWER_TOL = {"float32": 1e-6, "float64": 1e-10}
 # Runs that do not record their dtype (a user's Recorder config): the looser, float32 criterion.
 DEFAULT_DTYPE = "float32"
 
@@ -27,6 +29,11 @@ DEFAULT_DTYPE = "float32"
 def theorem_rtol(dtype: str) -> float:
     """rtol of the criterion for a dtype name ("float32", "torch.float64", …); unknown: float32."""
     return THEOREM_RTOL.get(str(dtype).removeprefix("torch."), THEOREM_RTOL[DEFAULT_DTYPE])
+
+
+def power_tol(dtype: str) -> float:
+    """The power-iteration stop for a dtype name; unknown: float32's."""
+    return POWER_TOL.get(str(dtype).removeprefix("torch."), POWER_TOL[DEFAULT_DTYPE])
 
 
 def theorem_holds(gc_x, bound, dtype: str):

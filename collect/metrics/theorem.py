@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from gclab.collect.metrics import chain
 from gclab.collect.metrics.capture import check_model
 from gclab.collect.metrics.signals import check_out
+from gclab.store.tolerances import power_tol as default_power_tol
 from gclab.store.tolerances import theorem_holds
 
 _EXACT_BUDGET = 4e8  # multiply-adds allowed for exact batched Jacobians
@@ -59,7 +60,7 @@ def input_jacobian_specs(
     if element-wise ops precede the first Linear)."""
     b, d = fw.h[0].shape
     if power_tol is None:
-        power_tol = 1e-10 if fw.h[0].dtype == torch.float64 else 1e-6
+        power_tol = default_power_tol(str(fw.h[0].dtype))
     widths = [h.shape[1] for h in fw.h]
     L = len(widths)
     cols = [fw.first_input_spec()]
@@ -124,7 +125,7 @@ def theorem_terms(
     σ_max(∇_x h_l): ``method="auto"`` is exact (batched Jacobians by forward or reverse mode, then
     the top eigenvalue of the smaller Gram) when that costs no more than ~200 power iterations
     (or 4e8 multiply-adds) and fits in memory, else batched power iteration (``power_iters``,
-    stop at relative change ≤ ``power_tol``, default 1e-10 in float64 and 1e-6 otherwise). Power
+    stop at relative change ≤ ``power_tol``, default store/tolerances.py's: 1e-10 in float64, 1e-6 otherwise). Power
     iteration returns a lower bound of σ_max, so T_l is over- and the bound UNDER-estimated: a
     reported "holds" is then still a valid certificate, but a violation smaller than the
     unconverged error could be an artifact. A T_l with zero denominator is +inf (then
