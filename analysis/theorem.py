@@ -1,7 +1,8 @@
 """Theorem 5.1 on every run that logged theorem rows (thm51, demo, …).
 
-- violations: recomputed in SQL as gc_x > bound_tight·(1+1e-6)+1e-12 (the `holds` flag is
-  cross-checked, not trusted); the rate gets a Clopper–Pearson 95% CI (statsmodels).
+- violations: recomputed in SQL with the engine's criterion (store/tolerances.py: gc_x ≤
+  bound_tight·(1 + rtol), rtol 1e-4 for float32 runs, 1e-9 for float64, from the run's dtype);
+  the `holds_tight` flag is cross-checked, not trusted; the rate gets a Clopper–Pearson 95% CI.
 - tightness: quantiles of bound/gc_x and bound_tight/gc_x by depth and step.
 - the paper's condition for IGR to press on GC: Σ T² shrinks slower than ||∇θ f||². Per run,
   OLS slopes (with 95% CIs) of log(mean Σ T²) and log(mean ||∇θ f||²) against step on the
@@ -25,10 +26,11 @@ from statsmodels.stats.proportion import proportion_confint
 from gclab.analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, defer, insufficient
 from gclab.analysis.verdict import decide, wilcoxon_two_sided
 from gclab.store.db import query
+from gclab.store.tolerances import theorem_holds_sql
 
 VIOLATION_CLAIM = "Theorem 5.1 holds: ||∇x f||² ≤ ||∇θ f||² / Σ T² for every logged example"
 CONDITION_CLAIM = "Σ T² shrinks slower than ||∇θ f||² during training (the paper's condition for IGR to reduce GC)"
-VIOLATES = "t.gc_x > t.bound_tight * (1 + 1e-6) + 1e-12"
+VIOLATES = "NOT " + theorem_holds_sql("t.gc_x", "t.bound_tight", "json_extract_string(r.config_json, '$.dtype')")
 MIN_RUNS, MIN_STEPS = 6, 3
 CHECK = {"kind": "check", "source": "GC paper §5, Theorem 5.1"}
 CONDITION = {"kind": "condition", "source": 'GC paper §5 ("for any settings where…")'}
@@ -37,12 +39,13 @@ _BASE = "FROM theorem t JOIN runs r ON t.run_id = r.run_id WHERE r.status = 'com
 _COUNT_SQL = f"""
 SELECT count(*) AS n_rows, count(DISTINCT t.run_id) AS n_runs, count(DISTINCT r.seed) AS n_seeds,
        count(*) FILTER (WHERE {VIOLATES}) AS violations,
-       count(*) FILTER (WHERE NOT t.holds) AS holds_false,
+       count(*) FILTER (WHERE NOT t.holds_tight) AS holds_false,
        count(*) FILTER (WHERE NOT (isfinite(t.gc_x) AND isfinite(t.bound_tight))) AS non_finite
 {_BASE}
 """
 _VIOLATIONS_SQL = f"""
-SELECT t.run_id, r.sweep, t.step, t.split, t.example, t.gc_x, t.bound_tight, t.gc_x / t.bound_tight AS ratio, t.holds
+SELECT t.run_id, r.sweep, t.step, t.split, t.example, t.gc_x, t.bound_tight, t.gc_x / t.bound_tight AS ratio,
+       t.holds_tight
 {_BASE} AND {VIOLATES} ORDER BY ratio DESC LIMIT 100
 """
 _TIGHT_SQL = f"""
@@ -67,7 +70,7 @@ GROUP BY ALL
 SAMPLE = 3000
 _LAST_SQL = f"""
 WITH last AS (SELECT run_id, max(step) AS step FROM theorem GROUP BY run_id)
-SELECT t.run_id, t.step, t.split, t.example, t.gc_x, t.bound, t.bound_tight, t.holds
+SELECT t.run_id, t.step, t.split, t.example, t.gc_x, t.bound, t.bound_tight, t.holds_tight AS holds
 FROM theorem t JOIN last USING (run_id, step) JOIN runs r ON r.run_id = t.run_id
 WHERE r.status = 'completed' AND t.gc_x > 0 AND t.bound > 0 AND t.bound_tight > 0
 USING SAMPLE reservoir({SAMPLE} ROWS) REPEATABLE (7)
@@ -107,7 +110,8 @@ def _run_slopes(g: pl.DataFrame) -> pl.DataFrame:
 
 def _violation_claim(counts: dict, violations: pl.DataFrame) -> dict:
     method = (
-        "count of rows with gc_x > bound_tight·(1+1e-6)+1e-12 (recomputed); value = count, "
+        "count of rows with gc_x > bound_tight·(1 + rtol), rtol 1e-4 (float32) or 1e-9 (float64) "
+        "(recomputed); value = count, "
         "CI = Clopper–Pearson 95% of the rate"
     )
     if not counts["n_rows"]:
@@ -122,7 +126,7 @@ def _violation_claim(counts: dict, violations: pl.DataFrame) -> dict:
         else ""
     )
     stat = (
-        f"{method}; {counts['violations']} of {counts['n_rows']} rows violate; `holds` false on "
+        f"{method}; {counts['violations']} of {counts['n_rows']} rows violate; `holds_tight` false on "
         f"{counts['holds_false']}; {counts['non_finite']} non-finite rows{worst}"
     )
     return claim(

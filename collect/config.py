@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from gclab.collect.datasets import DATASETS
 from gclab.collect.init import INIT_SCHEMES as INITS
 from gclab.collect.init import zero_bias_default
+from gclab.collect.losses import LOSSES
 from gclab.collect.models import ACTIVATIONS, MODELS
 from gclab.store.layout import run_id_of
 from gclab.store.schema import SCALES
@@ -57,7 +58,7 @@ class RunConfig(BaseModel):
         ),
     )
     # optimisation
-    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    loss: Literal[LOSSES] = "cross_entropy"
     optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
     lr: float = Field(0.05, gt=0.0, le=1e4)
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD momentum, or Adam's beta1; default by optimizer")

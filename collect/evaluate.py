@@ -13,11 +13,11 @@ from torch import nn
 
 from gclab.collect import metrics
 from gclab.collect.buffer import TableBuffer
-from gclab.collect.metrics import batch_loss
+from gclab.collect.losses import batch_loss, correct
+from gclab.collect.metrics.bfd import bfd_ceiling, rank_of
 from gclab.collect.metrics.chain import parse as parse_chain
-from gclab.collect.metrics.fdim import bfd_ceiling, rank_of
 
-FULL_FDIM = "random_full"  # the nested random-input pool: fdim rows with split 'random', never evals rows
+FULL_BFD = "random_full"  # the nested random-input pool: fdim rows with split 'random', never evals rows
 
 
 @dataclass
@@ -54,7 +54,7 @@ def make_splits(ds, cfg, device, dtype) -> list[Split]:
     ]
     if cfg.bfd_random_batches:
         x_full = random_inputs(ds, max(cfg.bfd_random_batches), cfg.data_seed + 104_729)
-        parts.append((FULL_FDIM, x_full, torch.zeros(len(x_full), dtype=torch.int64)))
+        parts.append((FULL_BFD, x_full, torch.zeros(len(x_full), dtype=torch.int64)))
     return [
         Split(name, x.to(device, dtype), (y if y.dtype == torch.int64 else y.to(dtype)).to(device))
         for name, x, y in parts
@@ -63,13 +63,13 @@ def make_splits(ds, cfg, device, dtype) -> list[Split]:
 
 @torch.no_grad()
 def loss_and_acc(model: nn.Module, x, y, loss: str, chunk: int = 1024) -> tuple[float, float]:
-    total, correct = 0.0, 0
+    total, n_correct = 0.0, None
     for i in range(0, len(x), chunk):
         out = model(x[i : i + chunk])
         total += float(batch_loss(out, y[i : i + chunk], loss)) * len(out)
-        if loss == "cross_entropy":
-            correct += int((out.argmax(1) == y[i : i + chunk]).sum())
-    return total / len(x), (correct / len(x) if loss == "cross_entropy" else float("nan"))
+        hits = correct(out, y[i : i + chunk], loss)
+        n_correct = None if hits is None else (n_correct or 0) + int(hits.sum())
+    return total / len(x), (float("nan") if n_correct is None else n_correct / len(x))
 
 
 def split_gc(model, x, chunk: int = 256) -> float:
@@ -91,14 +91,14 @@ def log_eval(model, splits: list[Split], cfg, step: int, init_params, bufs: dict
     # Theorem 5.1 covers dense feed-forward stacks only: the engine's own test decides.
     theorem_ok = cfg.theorem_examples > 0 and parse_chain(model) is not None
     for s in splits:
-        if s.name == FULL_FDIM:
+        if s.name == FULL_BFD:
             for n in cfg.bfd_random_batches:
-                log_fdim(model, s.x[:n], "random", cfg, step, bufs["fdim"])
+                log_bfd(model, s.x[:n], "random", cfg, step, bufs["fdim"])
             continue
         loss, acc = loss_and_acc(model, s.x, s.y, cfg.loss)
         bfd = bfd_max = None
         if cfg.bfd_batch:
-            bfd, bfd_max = log_fdim(model, s.x[: cfg.bfd_batch], s.name, cfg, step, bufs["fdim"])
+            bfd, bfd_max = log_bfd(model, s.x[: cfg.bfd_batch], s.name, cfg, step, bufs["fdim"])
         sharp = None
         if cfg.sharpness_iters and s.name == "train":
             xs, ys = s.x[: cfg.bfd_batch or 128], s.y[: cfg.bfd_batch or 128]
@@ -122,7 +122,7 @@ def log_eval(model, splits: list[Split], cfg, step: int, init_params, bufs: dict
     model.train(was_training)
 
 
-def log_fdim(model, xb, split: str, cfg, step: int, buf: TableBuffer) -> tuple[int, int]:
+def log_bfd(model, xb, split: str, cfg, step: int, buf: TableBuffer) -> tuple[int, int]:
     """BFD of ``cfg.bfd_output`` on the batch ``xb`` with its spectrum edge; returns (bfd, bfd_max)."""
     r = rank_of(model, xb, outputs=cfg.bfd_output)
     k = int(model(xb[:1]).shape[1])
@@ -148,13 +148,13 @@ def log_theorem(model, s: Split, cfg, step: int, bufs) -> None:
     terms = {k: v.detach().cpu().numpy() for k, v in terms.items()}
     n, n_layers = terms["h_norm_sq"].shape
     example = np.arange(n)
-    # holds: gc_x <= bound_tight (the stronger claim) within the engine's float tolerance.
+    # holds_tight: gc_x <= bound_tight (the stronger claim) within store/tolerances.py's criterion.
     bufs["theorem"].append(
         run_id=cfg.run_id,
         step=step,
         split=s.name,
         example=example,
-        holds=terms["holds_tight"],
+        holds_tight=terms["holds_tight"],
         **{
             k: terms[k].astype(np.float64)
             for k in ("gc_x", "grad_theta_sq", "transfer_sq_sum", "transfer_sq_sum_tight", "bound", "bound_tight")

@@ -37,7 +37,8 @@ from gclab.collect import metrics
 from gclab.collect.buffer import TableBuffer
 from gclab.collect.config import RunConfig
 from gclab.collect.evaluate import Split, log_eval
-from gclab.collect.metrics import batch_loss
+from gclab.collect.losses import LOSSES, accuracy, batch_loss
+from gclab.collect.metrics.capture import BATCHNORMS
 from gclab.store.errors import one_line
 from gclab.store.layout import RunFolder, run_id_of
 from gclab.store.schema import RUNS, SCHEMAS
@@ -73,7 +74,7 @@ class EvalSettings:
 
 
 def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return any(isinstance(m, BATCHNORMS) for m in model.modules())
 
 
 def _user_config(sweep: str, config: Mapping[str, Any], tag: str | None) -> tuple[str, dict, str]:
@@ -130,8 +131,9 @@ class Recorder:
             self._columns = {"run_id": self.run_id, **columns, "config_json": config_json}
             options = {f.name: config[f.name] for f in fields(EvalSettings) if f.name in config and f.name != "run_id"}
             self.settings = EvalSettings(run_id=self.run_id, **{**options, **({"loss": loss} if loss else {})})
-        if self.settings.loss not in ("cross_entropy", "mse"):
-            raise ValueError(f"loss {self.settings.loss!r} is not one the engine knows: use 'cross_entropy' or 'mse'")
+        if self.settings.loss not in LOSSES:
+            known = " or ".join(map(repr, LOSSES))
+            raise ValueError(f"loss {self.settings.loss!r} is not one the engine knows: use {known}")
         self.bufs = {t: TableBuffer() for t in SCHEMAS if t != "runs"}
         self.folder = RunFolder(self.data, self.sweep, self.run_id)
         self._extra: dict[str, Any] = {}
@@ -205,8 +207,7 @@ class Recorder:
                 value = batch_loss(out, y, loss)
             if set_grad:
                 value.backward()
-            acc = float((out.argmax(1) == y).double().mean()) if loss == "cross_entropy" else math.nan
-            row = {"train_loss": float(value.detach()), "train_acc": acc}
+            row = {"train_loss": float(value.detach()), "train_acc": accuracy(out, y, loss)}
         if lr is None:
             lr = self._columns.get("lr")
         self.bufs["steps"].append(

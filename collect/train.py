@@ -20,7 +20,7 @@ from gclab.collect.datasets import load_dataset
 from gclab.collect.device import resolve_device
 from gclab.collect.evaluate import make_splits
 from gclab.collect.init import initialize
-from gclab.collect.metrics import batch_loss
+from gclab.collect.losses import batch_loss
 from gclab.collect.models import build_model
 from gclab.collect.recorder import Diverged, Recorder
 from gclab.collect.regularizers import add_penalty_grads

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gclab.store.tolerances import DEFAULT_DTYPE, theorem_holds
+
 L0 = 2.3  # loss at init (≈ log 10 for 10 classes)
 
 
@@ -170,7 +172,7 @@ def theorem_tables(
         "transfer_sq_sum_tight": (mdk * t_sum).ravel(),
         "bound": bound.ravel(),
         "bound_tight": bound_tight.ravel(),
-        "holds": (gc_x <= bound_tight * (1 + 1e-6) + 1e-12).ravel(),
+        "holds_tight": theorem_holds(gc_x, bound_tight, cfg.get("dtype", DEFAULT_DTYPE)).ravel(),
     }
     lidx = np.indices(shape).reshape(4, -1)
     layers = {

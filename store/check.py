@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from gclab.store.errors import one_line
 from gclab.store.layout import runs_root
-from gclab.store.schema import FILE_NAMES, MARKER_TABLE, SCHEMAS
+from gclab.store.schema import FILE_NAMES, MARKER_TABLE, RENAMED, SCHEMAS
 
 CACHE_FILE = ".verified.json"
 CACHE_VERSION = 1
@@ -73,11 +73,15 @@ def _verify_file(path: Path, table: str, run_id: str) -> dict:
     except (OSError, pa.ArrowException, ValueError) as exc:  # thrift/footer/page errors
         return {"error": one_line(exc, with_type=True)}
     want = SCHEMAS[table]
-    missing = [f.name for f in want if f.name not in data.schema.names]
+    old_name = {new: old for old, new in RENAMED.get(table, {}).items()}
+    # Each wanted column as the file names it: its name, or the name it had before a rename.
+    present = (tuple(n for n in (f.name, old_name.get(f.name)) if n in data.schema.names) for f in want)
+    stored = {f.name: names[0] for f, names in zip(want, present) if names}
+    missing = [f.name for f in want if f.name not in stored]
     retyped = [
-        f"{f.name} is {data.schema.field(f.name).type}, not {f.type}"
+        f"{stored[f.name]} is {data.schema.field(stored[f.name]).type}, not {f.type}"
         for f in want
-        if f.name in data.schema.names and data.schema.field(f.name).type != f.type
+        if f.name in stored and data.schema.field(stored[f.name]).type != f.type
     ]
     out = {"missing": missing, "retyped": retyped}
     if "run_id" in data.schema.names and data.num_rows:

@@ -20,7 +20,7 @@ import polars as pl
 
 from gclab.store.check import Inventory, inventory, warning_lines
 from gclab.store.errors import one_line
-from gclab.store.schema import FILE_NAMES, MARKER_TABLE, SCALES, SCHEMAS
+from gclab.store.schema import FILE_NAMES, MARKER_TABLE, RENAMED, SCALES, SCHEMAS
 
 DB_FILE = "runs.duckdb"
 _DUCK_TYPES = {"string": "VARCHAR", "double": "DOUBLE", "int64": "BIGINT", "int32": "INTEGER", "bool": "BOOLEAN"}
@@ -39,11 +39,28 @@ def _empty_select(table: str) -> str:
     return f"SELECT {cols} WHERE false"
 
 
+def _renames_read(table: str, source: str) -> str:
+    """``source`` (a FROM item) with the table's old column names (store.schema.RENAMED) read as
+    the new ones: a file written before a rename fills the new column, the old one is dropped."""
+    renames = RENAMED.get(table)
+    if not renames:
+        return source
+    types = {f.name: _DUCK_TYPES[str(f.type)] for f in SCHEMAS[table]}
+    old = ", ".join(f"CAST(NULL AS {types[new]}) AS {name}" for name, new in renames.items())
+    read_as = ", ".join(f"coalesce({new}, {name}) AS {new}" for name, new in renames.items())
+    return (
+        f"(SELECT * EXCLUDE ({', '.join(renames)}) REPLACE ({read_as}) FROM "
+        f"({_empty_select(table).replace(' WHERE false', f', {old} WHERE false')} UNION ALL BY NAME "
+        f"SELECT * FROM {source}))"
+    )
+
+
 def scale_views(sources: dict[str, str]) -> dict[str, str]:
     """CREATE VIEW statements over each table's `sources` relation (SQL of a FROM item):
     `runs_all` holds every stored run, `runs` and the other tables only the runs of the largest
     scale (store.schema.SCALES) present per sweep, so no analysis pools a demo with a full sweep.
-    `runs.scale` is filled for runs written before the column: from config_json, else 'cpu'."""
+    `runs.scale` is filled for runs written before the column: from config_json, else 'cpu'; renamed
+    columns are read under their new names (`_renames_read`)."""
     rank = "CASE scale " + " ".join(f"WHEN {sql_literal(s)} THEN {i}" for i, s in enumerate(SCALES)) + " ELSE -1 END"
     out = {
         "runs_all": f"CREATE OR REPLACE VIEW runs_all AS SELECT * REPLACE (coalesce(scale, "
@@ -55,7 +72,7 @@ def scale_views(sources: dict[str, str]) -> dict[str, str]:
     for table in FILE_NAMES:
         if table != MARKER_TABLE:
             out[table] = (
-                f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {sources[table]} "
+                f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {_renames_read(table, sources[table])} "
                 f"WHERE run_id IN (SELECT run_id FROM {MARKER_TABLE})"
             )
     return out

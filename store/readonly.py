@@ -29,7 +29,7 @@ from gclab.store.check import Inventory
 from gclab.store.db import StoreError, scale_views, scan_and_share
 from gclab.store.errors import one_line
 from gclab.store.layout import runs_root
-from gclab.store.schema import FILE_NAMES, MARKER_TABLE, SCHEMAS
+from gclab.store.schema import FILE_NAMES, MARKER_TABLE, RENAMED, SCHEMAS
 
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_MEMORY_LIMIT = "2GB"
@@ -115,6 +115,8 @@ def check_read_only(sql: str) -> None:
 
 def _dataset(inv: Inventory, table: str, root: Path):
     schema = SCHEMAS[table].remove_metadata()
+    for old, new in RENAMED.get(table, {}).items():  # read by the views as `new` (store.db)
+        schema = schema.append(pa.field(old, schema.field(new).type))
     files = [str(p) for p in inv.files[table]]
     if table != MARKER_TABLE:  # the sweep comes from the folder name, as hive partitioning gives it
         schema = schema.append(pa.field("sweep", pa.string()))

@@ -49,7 +49,7 @@ def build(ctx) -> Section:
                 + (f" (a random sample of {SAMPLE})" if pts.height >= SAMPLE else "")
                 + ". The theorem holds when dots lie on or above the dashed y = x line. "
                 "Left: the paper's bound (Eq. 10); right: the bound without the 1/√min(d,k) "
-                "factor, which the `holds` column checks. Log-log axes.",
+                "factor, which the `holds_tight` column checks. Log-log axes.",
             )
         )
     tight = ctx.table("theorem", "tightness_over_training")

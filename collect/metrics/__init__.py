@@ -1,7 +1,7 @@
 """gclab metric engine: exact GC, Eq. 6–8 terms, Theorem 5.1 terms, batch functional
 dimension and other complexity measures, from one forward + one batched backward.
 
-Public API (names fixed, see issue 3)::
+Public API (names fixed: user code and the recorder depend on them)::
 
     geometric_complexity(model, x, *, n_projections=None) -> Tensor (b,)
     step_metrics(model, x, y, *, loss="cross_entropy", set_grad=False, n_projections=None) -> dict[str, float]
@@ -15,10 +15,11 @@ ValueError naming the module. Which path and per-layer method each net takes, an
 costs: docs/METRICS.md.
 """
 
+from gclab.collect.losses import batch_loss
+from gclab.collect.metrics.bfd import functional_dimension, ntk_gram
 from gclab.collect.metrics.capture import check_model, run_pass
-from gclab.collect.metrics.fdim import functional_dimension, ntk_gram
 from gclab.collect.metrics.gc import geometric_complexity, geometric_complexity_estimate
-from gclab.collect.metrics.measures import batch_loss, dist_from_init, param_norm_sq, sharpness, spectral_product
+from gclab.collect.metrics.measures import dist_from_init, param_norm_sq, sharpness, spectral_product
 from gclab.collect.metrics.rules import RULES, Rule, register_rule
 from gclab.collect.metrics.step import per_example_grad_norms, step_metrics, step_terms
 from gclab.collect.metrics.theorem import theorem_terms

@@ -18,38 +18,26 @@ below refuse the known offenders (BatchNorm in train mode or without running sta
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from gclab.collect.metrics import chain, tape
 from gclab.collect.metrics.rules import Rule, rule_for
-
-# A cotangent spec: None = the k one-hot rows (row i is ∂f^i), else out (b,k) -> rows (m,b,k).
-Cotangents = Callable[[Tensor], Tensor] | None
+from gclab.collect.metrics.signals import Cotangents, LayerSignal, Pass, check_out, onehot_rows
+from gclab.collect.metrics.workspace import NoWorkspace, workspace
 
 SUPPORTED = "Linear, Conv2d, eval-mode BatchNorm (with running stats)"
-
-
-@dataclass
-class LayerSignal:
-    name: str
-    module: nn.Module
-    rule: Rule
-    ctx: Any  # rule.prepare(h_l)
-    delta: Tensor  # (m, b, *out): ∂ rows / ∂ z_l
-
-
-@dataclass
-class Pass:
-    out: Tensor  # (b, k) model outputs, detached
-    layers: list[LayerSignal]  # one per layer with trainable parameters that ran
-    gx: Tensor | None  # (m, b, *x.shape[1:]): ∂ rows / ∂ x
-    unused: list[nn.Parameter]  # trainable parameters of layers that did not run
+# The public BatchNorm classes (all subclass torch's private _BatchNorm): in train mode they mix the batch.
+BATCHNORMS = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.LazyBatchNorm1d,
+    nn.LazyBatchNorm2d,
+    nn.LazyBatchNorm3d,
+)
 
 
 def check_model(model: nn.Module, *, need_params: bool = True) -> list[tuple[str, nn.Module, Rule]]:
@@ -59,7 +47,7 @@ def check_model(model: nn.Module, *, need_params: bool = True) -> list[tuple[str
     entries, seen = [], set()
     for mname, mod in model.named_modules(remove_duplicate=False):
         label = f"'{mname or '<root>'}' ({type(mod).__name__})"
-        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+        if isinstance(mod, BATCHNORMS):
             if mod.training:
                 raise ValueError(
                     f"module {label} is BatchNorm in train mode: it mixes the examples of a "
@@ -109,38 +97,35 @@ def check_model(model: nn.Module, *, need_params: bool = True) -> list[tuple[str
 
 
 def run_pass(
-    model: nn.Module, x: Tensor, cot: Cotangents = None, *, need_input: bool = True, need_layers: bool = True
+    model: nn.Module,
+    x: Tensor,
+    cot: Cotangents = None,
+    *,
+    need_input: bool = True,
+    need_layers: bool = True,
+    reuse_buffers: bool = False,
 ) -> Pass:
     """Forward once, backward all cotangent rows once. ``cot=None``: the k one-hot rows.
 
-    On the dense fast path the returned tensors may live in a per-thread workspace that the
-    next call in the same thread overwrites: use (or copy) them before calling again."""
+    The returned tensors belong to the caller. ``reuse_buffers=True`` (for callers that reduce
+    the pass before returning, e.g. ``step_terms``) lets the fast paths keep their large tensors
+    in a per-thread workspace instead: the next such call in the thread overwrites them."""
     if not torch.is_floating_point(x):
         raise TypeError(f"x must be a floating-point tensor (inputs are differentiated), got {x.dtype}")
     entries = check_model(model, need_params=need_layers)
+    ws = workspace() if reuse_buffers else NoWorkspace()
     with torch.no_grad():
         spec = chain.parse(model)
         if spec is not None:
-            res = chain.run(spec, x, cot, entries, need_input=need_input, need_layers=need_layers)
+            res = chain.run(spec, x, cot, entries, need_input=need_input, need_layers=need_layers, ws=ws)
             if res is not None:
-                return Pass(*res)
+                return res
         if spec is None:
             try:
-                return Pass(*tape.run(model, x, cot, entries, need_input=need_input, need_layers=need_layers))
+                return tape.run(model, x, cot, entries, need_input=need_input, need_layers=need_layers, ws=ws)
             except tape.NotTape:
                 pass
     return _generic_pass(model, x, cot, entries, need_input, need_layers)
-
-
-def _check_out(out: Tensor, b: int) -> None:
-    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != b:
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"model output must be a (batch, k) tensor of logits, got {shape}")
-
-
-def onehot_rows(out: Tensor) -> Tensor:
-    b, k = out.shape
-    return torch.eye(k, dtype=out.dtype, device=out.device).unsqueeze(1).expand(k, b, k)
 
 
 def _generic_pass(model, x, cot, entries, need_input, need_layers) -> Pass:
@@ -155,6 +140,7 @@ def _generic_pass(model, x, cot, entries, need_input, need_layers) -> Pass:
                     f"weights across calls are not supported by the per-layer rules"
                 )
             h = inp[0]
+            # Tensor._version (private; no public accessor) tells whether h was later modified in place.
             saved[id(mod)] = (h.detach(), h._version, out)
             # Later in-place ops (ReLU(inplace=True), `out += x`) must not rewrite the z we differentiate.
             return out.clone()
@@ -170,7 +156,7 @@ def _generic_pass(model, x, cot, entries, need_input, need_layers) -> Pass:
     finally:
         for hd in handles:
             hd.remove()
-    _check_out(out, x.shape[0])
+    check_out(out, x.shape[0])
     ran = [(n, m, r) for n, m, r in entries if id(m) in saved]
     for name, mod, _ in ran:
         h, version, _ = saved[id(mod)]

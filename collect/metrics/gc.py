@@ -19,7 +19,7 @@ def geometric_complexity(
     backward. An int n: the Hutchinson estimate (unbiased; see
     ``geometric_complexity_estimate`` for its standard error)."""
     if n_projections is None:
-        p = run_pass(model, x, None, need_input=True, need_layers=False)
+        p = run_pass(model, x, None, need_input=True, need_layers=False, reuse_buffers=True)
         return p.gx.square().reshape(p.gx.shape[0], x.shape[0], -1).sum((0, 2))
     return geometric_complexity_estimate(model, x, n_projections, generator=generator)[0]
 
@@ -44,7 +44,8 @@ def geometric_complexity_estimate(
     if n < 1:
         raise ValueError(f"n_projections must be >= 1, got {n_projections}")
 
-    p = run_pass(model, x, lambda out: projection_rows(out, n, generator), need_input=True, need_layers=False)
+    rows = lambda out: projection_rows(out, n, generator)  # noqa: E731
+    p = run_pass(model, x, rows, need_input=True, need_layers=False, reuse_buffers=True)
     est = p.gx.square().reshape(n, x.shape[0], -1).sum(2)
     stderr = est.std(0) / math.sqrt(n) if n > 1 else torch.full_like(est[0], math.nan)
     return est.mean(0), stderr

@@ -6,8 +6,9 @@ import math
 from collections.abc import Iterable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from gclab.collect.losses import batch_loss
 
 
 def param_norm_sq(model: nn.Module) -> float:
@@ -55,16 +56,6 @@ def dist_from_init(model: nn.Module, init_params) -> float:
                 raise ValueError(f"init_params['{n}'] has shape {tuple(p0.shape)}, parameter has {tuple(p.shape)}")
             total += float((p.detach().double() - p0.detach().to(p.device).double()).square().sum())
     return math.sqrt(total)
-
-
-def batch_loss(out: Tensor, y: Tensor, loss: str) -> Tensor:
-    """Batch-mean cross-entropy, or ½||f − y||² summed over outputs and averaged over the batch."""
-    if loss == "cross_entropy":
-        return F.cross_entropy(out, y)
-    if loss == "mse":
-        y = y.reshape(out.shape) if y.dim() == 1 and out.shape[1] == 1 else y
-        return 0.5 * (out - y.to(out.dtype)).square().sum(1).mean()
-    raise ValueError(f"unknown loss {loss!r}; valid: cross_entropy, mse")
 
 
 def sharpness(

@@ -1,6 +1,6 @@
 """Per-layer rules: what one parametrized layer contributes to every metric.
 
-A rule sees two signals from the one pass (SPEC §1 "One pass, all metrics"):
+A rule sees two signals from the one pass (docs/METRICS.md, "Ghost norms" and "Per-layer rules"):
 
 - ``h``: the layer's input on the batch, shape ``(b, *in)``;
 - ``delta``: the gradients of ``m`` cotangent rows w.r.t. the layer's output (its
@@ -163,7 +163,7 @@ class Conv2dRule(Rule):
         if isinstance(c.padding, str) or c.padding_mode != "zeros":
             # 'same' / reflect / circular: pad exactly as the module does, then unfold unpadded.
             mode = "constant" if c.padding_mode == "zeros" else c.padding_mode
-            h, pad = F.pad(h, c._reversed_padding_repeated_twice, mode=mode), (0, 0)
+            h, pad = F.pad(h, _pad_widths(c), mode=mode), (0, 0)
         else:
             pad = c.padding
         A = F.unfold(h, c.kernel_size, dilation=c.dilation, padding=pad, stride=c.stride)
@@ -234,6 +234,22 @@ class Conv2dRule(Rule):
             pe += _sq(Bw, (1, 2))
             grads["bias"] = Bw.sum(0).reshape(-1)
         return S, pe, grads
+
+
+def _pad_widths(c: nn.Conv2d) -> list[int]:
+    """The F.pad widths (last dim first) Conv2d applies: 'same' puts the odd unit of d·(k − 1) on
+    the right, as torch's conv does; a number pads both sides (torch keeps this list private)."""
+    widths = []
+    for i in (1, 0):
+        if c.padding == "valid":
+            left = right = 0
+        elif c.padding == "same":
+            total = c.dilation[i] * (c.kernel_size[i] - 1)
+            left, right = total // 2, total - total // 2
+        else:
+            left = right = c.padding[i]
+        widths += [left, right]
+    return widths
 
 
 # Direct per-example gradients above this many elements stay in the product's layout (no J-sized copy).

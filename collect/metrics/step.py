@@ -1,4 +1,4 @@
-"""Per-step metrics (SPEC §1, paper Eq. 6–8) and the optimizer's gradient, from ONE pass.
+"""Per-step metrics (paper Eq. 6–8, docs/METRICS.md) and the optimizer's gradient, from ONE pass.
 
 From the k one-hot rows δ_l^i of the one pass:
 - ``||∇_θ f^i(x)||² = Σ_l ghost_l(δ_l^i(x), h_l(x))``;
@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gclab.collect.losses import check_loss, residuals
 from gclab.collect.metrics.capture import run_pass
 from gclab.collect.metrics.gc import projection_rows
 
-LOSSES = ("cross_entropy", "mse")
 KEYS = (
     "gc",
     "grad_norm_sq",
@@ -32,31 +32,6 @@ KEYS = (
     "train_loss",
     "train_acc",
 )
-
-
-def residuals(out: Tensor, y: Tensor, loss: str) -> tuple[Tensor, Tensor, Tensor | None]:
-    """(ε (b,k), per-example loss (b,), per-example correct (b,) or None).
-    cross_entropy: ε = softmax(f) − onehot(y), y class indices; mse: ε = f − y, loss ½||f − y||²."""
-    b, k = out.shape
-    if loss == "cross_entropy":
-        if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8) or y.shape != (b,):
-            raise TypeError(
-                f"cross_entropy needs integer class indices of shape ({b},), got {y.dtype} {tuple(y.shape)}"
-            )
-        y = y.long()
-        logp = F.log_softmax(out, 1)
-        eps = logp.exp().scatter_add_(1, y[:, None], out.new_full((b, 1), -1.0))
-        return eps, -logp.gather(1, y[:, None])[:, 0], out.argmax(1) == y
-    if loss == "mse":
-        if not torch.is_floating_point(y):
-            raise TypeError(f"mse needs float targets, got {y.dtype}")
-        if y.shape == (b,) and k == 1:
-            y = y[:, None]
-        if y.shape != (b, k):
-            raise ValueError(f"mse targets must have shape ({b}, {k}) (or ({b},) when k=1), got {tuple(y.shape)}")
-        eps = out - y.to(out.dtype)
-        return eps, 0.5 * eps.square().sum(1), None
-    raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
 
 
 def step_terms(
@@ -73,8 +48,7 @@ def step_terms(
     scalars (0-dim): the eight ``step_metrics`` keys (plus ``gc_stderr`` with projections);
     per example (b,): ``gc_x``, ``per_example_grad_sq`` (||∇_θ L_x||²), ``loss_x``; (b, k):
     ``logit_grad_sq`` (||∇_θ f^i(x)||², NaN with projections), ``residual`` (ε)."""
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+    check_loss(loss)
     n = None if n_projections is None else int(n_projections)
     if n is not None and n < 1:
         raise ValueError(f"n_projections must be >= 1 (or None for exact), got {n_projections}")
@@ -87,7 +61,10 @@ def step_terms(
         eps = saved["res"][0]
         return torch.cat([v, v * eps, (eps / out.shape[0])[None]])
 
-    p = run_pass(model, x, None if n is None else hutchinson_rows, need_input=True, need_layers=True)
+    # The pass is reduced here, so its large tensors may live in the per-thread workspace.
+    p = run_pass(
+        model, x, None if n is None else hutchinson_rows, need_input=True, need_layers=True, reuse_buffers=True
+    )
     with torch.no_grad():
         out = p.out
         b, k = out.shape
@@ -105,7 +82,7 @@ def step_terms(
                 grads.append(g)
                 params.append(s.rule.trainable[name])
         gsq = (
-            torch.stack(torch._foreach_norm(grads)).double().square().sum()
+            torch.stack([torch.linalg.vector_norm(g) for g in grads]).double().square().sum()
             if grads
             else out.new_zeros((), dtype=torch.float64)
         )
@@ -148,9 +125,10 @@ def step_terms(
 def per_example_grad_norms(model: nn.Module, x: Tensor, y: Tensor, *, loss: str = "cross_entropy") -> Tensor:
     """(b,) ||∇_θ L_x||², L_x the per-example loss, alone: one forward and one backward of the
     single row ε (what Opacus ghost clipping and BackPACK ``BatchL2Grad`` compute)."""
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
-    p = run_pass(model, x, lambda out: residuals(out, y, loss)[0][None], need_input=False, need_layers=True)
+    check_loss(loss)
+    p = run_pass(
+        model, x, lambda out: residuals(out, y, loss)[0][None], need_input=False, need_layers=True, reuse_buffers=True
+    )
     with torch.no_grad():
         total = p.out.new_zeros(x.shape[0])
         for s in p.layers:

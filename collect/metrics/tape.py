@@ -19,15 +19,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules.utils import _pair
 from torch.overrides import TorchFunctionMode
 
-from gclab.collect.metrics.chain import _has_hooks
-from gclab.collect.metrics.workspace import workspace
+from gclab.collect.metrics.chain import has_hooks
+from gclab.collect.metrics.signals import LayerSignal, Pass, check_out, onehot_rows
+from gclab.collect.metrics.workspace import NoWorkspace
 
 
 class NotTape(Exception):
     pass
+
+
+def _pair(v) -> tuple[int, int]:
+    """A conv argument given as an int or a pair, as a pair (what conv2d does with it)."""
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
 # Argument layouts (as the functional API documents them), so positional and keyword calls bind alike.
@@ -223,7 +228,7 @@ class _Recorder(TorchFunctionMode):
 def record(model: nn.Module, x: Tensor, params: dict[int, str]) -> tuple[Tensor, list[Op]]:
     """Forward under no_grad, returning (out, tape). Raises NotTape if the tape would be unfaithful."""
     for name, mod in model.named_modules():
-        if _has_hooks(mod):
+        if has_hooks(mod):
             raise NotTape(f"module '{name}' has hooks")
         if isinstance(mod, nn.Dropout) and mod.training and mod.p > 0:
             raise NotTape("Dropout in train mode")
@@ -302,6 +307,7 @@ def vjp(op: Op, g: Tensor, m: int, inplace: bool = False, buf=None) -> Tensor:
         H, W = inp.shape[-2:]
         if tuple(op.out.shape[-2:]) == (1, 1):
             return (g / (H * W)).expand(*g.shape[:-2], H, W)
+        # The aten kernel behind autograd's backward (underscore-named, no public alias): one call, no graph.
         return torch.ops.aten._adaptive_avg_pool2d_backward(g, _expand_like(inp, m))
     if k == "reshape":
         return g.reshape(m * inp.shape[0], *inp.shape[1:])
@@ -317,13 +323,14 @@ _FRESH = {CONV, LINEAR, "maxpool", "avgpool"}
 
 
 def backward(
-    x: Tensor, out: Tensor, ops: list[Op], rows: Tensor, need_input: bool, layer_ids: set[int]
+    x: Tensor, out: Tensor, ops: list[Op], rows: Tensor, need_input: bool, layer_ids: set[int], ws=None
 ) -> tuple[dict[int, Tensor], Tensor | None]:
     """Cotangents (b·m, *out) of every layer-op output in ``layer_ids`` (by id of the output) and
     of x. Rows are folded example-major, (b, m) -> b·m, so that a rule's per-example products
-    see each example's m rows as one contiguous matrix (no copy before its matmul)."""
+    see each example's m rows as one contiguous matrix (no copy before its matmul).
+    With a ``Workspace``, results built from zeros (max-pool backwards) live in it."""
     m, b = rows.shape[:2]
-    ws = workspace()
+    ws = ws or NoWorkspace()
     cot: dict[int, Tensor] = {id(out): rows.transpose(0, 1).reshape(b * m, *out.shape[1:])}
     owned: set[int] = set()  # ids of cotangents no other tensor aliases
     deltas: dict[int, Tensor] = {}
@@ -378,13 +385,11 @@ def _layer_of(op: Op, by_param: dict[int, tuple]) -> tuple | None:
     return name, mod, rule
 
 
-def run(model: nn.Module, x: Tensor, cot, entries, *, need_input: bool, need_layers: bool):
-    """(out, layer signals, gx, unused params) in capture.Pass order; raises NotTape."""
-    from gclab.collect.metrics.capture import LayerSignal, _check_out, onehot_rows
-
+def run(model: nn.Module, x: Tensor, cot, entries, *, need_input: bool, need_layers: bool, ws=None) -> Pass:
+    """The one pass (``signals.Pass``) over the recorded tape; raises NotTape."""
     by_param = {id(p): (name, mod, rule) for name, mod, rule in entries for p in rule.params()}
     out, ops = record(model, x, {i: e[0] for i, e in by_param.items()})
-    _check_out(out, x.shape[0])
+    check_out(out, x.shape[0])
     layer_ops, seen = [], set()
     if need_layers:
         for op in ops:
@@ -396,7 +401,7 @@ def run(model: nn.Module, x: Tensor, cot, entries, *, need_input: bool, need_lay
                 layer_ops.append((op, hit))
     rows = onehot_rows(out) if cot is None else cot(out)
     m = rows.shape[0]
-    deltas, gx = backward(x, out, ops, rows, need_input, {id(op.out) for op, _ in layer_ops})
+    deltas, gx = backward(x, out, ops, rows, need_input, {id(op.out) for op, _ in layer_ops}, ws)
     layers = []
     for op, (name, mod, rule) in layer_ops:
         g = deltas.get(id(op.out))
@@ -405,4 +410,4 @@ def run(model: nn.Module, x: Tensor, cot, entries, *, need_input: bool, need_lay
     if need_input:
         gx = x.new_zeros(m, *x.shape) if gx is None else _rows(gx, m, x).transpose(0, 1)
     unused = [p for _, mod, r in entries if id(mod) not in seen for p in r.params()] if need_layers else []
-    return out, layers, gx, unused
+    return Pass(out, layers, gx, unused)

@@ -1,4 +1,4 @@
-"""Theorem 5.1 terms (paper §5, SPEC §1) for plain dense feed-forward stacks.
+"""Theorem 5.1 terms (paper §5, docs/METRICS.md) for plain dense feed-forward stacks.
 
 For each example, ``||∇_x f||_F² ≤ ||∇_θ f||_F² / Σ_l T_l²`` with
 ``T_l = (1/sqrt(min(d,k))) · sqrt(1 + ||h_l||²) / (σ_max(W_l) · σ_max(∇_x h_l))``, h_l the
@@ -15,32 +15,13 @@ import torch
 from torch import Tensor, nn
 
 from gclab.collect.metrics import chain
-from gclab.collect.metrics.capture import _check_out, check_model
+from gclab.collect.metrics.capture import check_model
+from gclab.collect.metrics.signals import check_out
+from gclab.store.tolerances import power_tol as default_power_tol
+from gclab.store.tolerances import theorem_holds
 
 _EXACT_BUDGET = 4e8  # multiply-adds allowed for exact batched Jacobians
 _EXACT_MEMORY = 3e7  # elements of the largest batched Jacobian
-
-
-def _fwd(fw: chain.Forward, V: Tensor, l: int) -> Tensor:
-    """Tangents of h_l (input of Linear l, 0-based) for input tangents V (m, b, d)."""
-    if fw.d_pre is not None:
-        V = V * fw.d_pre
-    for j in range(l):
-        V = V @ fw.linears[j][1].weight.T
-        if fw.d_after[j] is not None:
-            V = V * fw.d_after[j]
-    return V
-
-
-def _back(fw: chain.Forward, U: Tensor, l: int) -> Tensor:
-    """Cotangents of x for cotangents U (m, b, n) of h_l: the adjoint of ``_fwd``."""
-    for j in range(l - 1, -1, -1):
-        if fw.d_after[j] is not None:
-            U = U * fw.d_after[j]
-        U = U @ fw.linears[j][1].weight
-    if fw.d_pre is not None:
-        U = U * fw.d_pre
-    return U
 
 
 def _spec_from_rows(J: Tensor) -> Tensor:
@@ -63,7 +44,7 @@ def _power(fw: chain.Forward, l: int, b: int, d: int, iters: int, tol: float, ge
     v = v / v.norm(dim=-1, keepdim=True)
     prev = None
     for _ in range(iters):
-        w = _back(fw, _fwd(fw, v, l), l)
+        w = fw.vjp(fw.jvp(v, l), l)
         lam = w.norm(dim=-1)  # ≥ vᵀJᵀJv, ≤ λ_max
         v = torch.where(lam[..., None] > 0, w / lam.clamp(min=torch.finfo(w.dtype).tiny)[..., None], v)
         if prev is not None and bool(((lam - prev).abs() <= tol * lam).all()):
@@ -79,14 +60,10 @@ def input_jacobian_specs(
     if element-wise ops precede the first Linear)."""
     b, d = fw.h[0].shape
     if power_tol is None:
-        power_tol = 1e-10 if fw.h[0].dtype == torch.float64 else 1e-6
+        power_tol = default_power_tol(str(fw.h[0].dtype))
     widths = [h.shape[1] for h in fw.h]
     L = len(widths)
-    cols = []
-    if fw.d_pre is None:
-        cols.append(fw.h[0].new_ones(b))
-    else:
-        cols.append(fw.d_pre.abs().amax(1))
+    cols = [fw.first_input_spec()]
     if L == 1:
         return torch.stack(cols, 1)
     macs = sum(widths[j] * widths[j + 1] for j in range(L - 1))
@@ -112,17 +89,12 @@ def input_jacobian_specs(
     if method == "forward":
         # J_lᵀ as (d, b, n_l): propagate the d unit tangents once through the whole stack.
         V = torch.eye(d, dtype=fw.h[0].dtype, device=fw.h[0].device).unsqueeze(1).expand(d, b, d)
-        V = V * fw.d_pre if fw.d_pre is not None else V
-        for j in range(L - 1):
-            V = V @ fw.linears[j][1].weight.T
-            if fw.d_after[j] is not None:
-                V = V * fw.d_after[j]
-            cols.append(_spec_from_rows(V))
+        cols += [_spec_from_rows(T) for T in fw.hidden_tangents(V)]
     elif method == "reverse":
         for l in range(1, L):
             n = widths[l]
             U = torch.eye(n, dtype=fw.h[0].dtype, device=fw.h[0].device).unsqueeze(1).expand(n, b, n)
-            cols.append(_spec_from_rows(_back(fw, U, l)))
+            cols.append(_spec_from_rows(fw.vjp(U, l)))
     elif method == "power":
         for l in range(1, L):
             cols.append(_power(fw, l, b, d, power_iters, power_tol, generator))
@@ -145,15 +117,15 @@ def theorem_terms(
 
     Per example (b,): ``gc_x`` = ||∇_x f||_F², ``grad_theta_sq`` = ||∇_θ f||_F²,
     ``transfer_sq_sum`` = Σ_l T_l², ``transfer_sq_sum_tight``, ``bound`` = grad_theta_sq /
-    transfer_sq_sum, ``bound_tight``, ``holds`` / ``holds_tight`` (gc_x ≤ bound up to a relative
-    1e-9 in float64, 1e-4 otherwise).
+    transfer_sq_sum, ``bound_tight``, ``holds`` / ``holds_tight`` (gc_x ≤ bound up to the float
+    tolerance of store/tolerances.py: relative 1e-9 in float64, 1e-4 otherwise).
     Per example and layer (b, L): ``h_norm_sq`` = ||h_l||², ``weight_spec`` = σ_max(W_l) (exact),
     ``input_jac_spec`` = σ_max(∇_x h_l), ``transfer_sq``, ``transfer_sq_tight``, ``has_bias`` (bool).
 
     σ_max(∇_x h_l): ``method="auto"`` is exact (batched Jacobians by forward or reverse mode, then
     the top eigenvalue of the smaller Gram) when that costs no more than ~200 power iterations
     (or 4e8 multiply-adds) and fits in memory, else batched power iteration (``power_iters``,
-    stop at relative change ≤ ``power_tol``, default 1e-10 in float64 and 1e-6 otherwise). Power
+    stop at relative change ≤ ``power_tol``, default store/tolerances.py's: 1e-10 in float64, 1e-6 otherwise). Power
     iteration returns a lower bound of σ_max, so T_l is over- and the bound UNDER-estimated: a
     reported "holds" is then still a valid certificate, but a violation smaller than the
     unconverged error could be an artifact. A T_l with zero denominator is +inf (then
@@ -167,8 +139,8 @@ def theorem_terms(
         fw = chain.forward(spec, x)
         if fw is None:
             raise TypeError("theorem_terms needs inputs of shape (b, d), or a leading nn.Flatten")
-        _check_out(fw.out, x.shape[0])
-        deltas, gx = chain.backward(fw, None, need_input=True)
+        check_out(fw.out, x.shape[0])
+        deltas, gx = fw.backward(None, need_input=True)
         b, k = fw.out.shape
         d = fw.h[0].shape[1]
         bias = torch.tensor([lin.bias is not None for _, lin in fw.linears], device=x.device)
@@ -188,7 +160,6 @@ def theorem_terms(
         gc_x = gx.square().sum((0, 2))
         s, s_tight = t_paper.sum(1), t_tight.sum(1)
         bound, bound_tight = grad_theta_sq / s, grad_theta_sq / s_tight
-        rtol = 1e-9 if gc_x.dtype == torch.float64 else 1e-4
         return {
             "gc_x": gc_x,
             "grad_theta_sq": grad_theta_sq,
@@ -196,8 +167,8 @@ def theorem_terms(
             "transfer_sq_sum_tight": s_tight,
             "bound": bound,
             "bound_tight": bound_tight,
-            "holds": gc_x <= bound * (1 + rtol),
-            "holds_tight": gc_x <= bound_tight * (1 + rtol),
+            "holds": theorem_holds(gc_x, bound, str(gc_x.dtype)),
+            "holds_tight": theorem_holds(gc_x, bound_tight, str(gc_x.dtype)),
             "h_norm_sq": h_norm_sq,
             "weight_spec": weight_spec,
             "input_jac_spec": jspec,

@@ -41,7 +41,7 @@ def test_planted_violations_are_counted(tmp_path):
 
 
 def test_a_violation_is_caught_even_when_holds_says_true(tmp_path):
-    # One hand-written run whose `holds` flag lies: the check is recomputed in SQL.
+    # One hand-written run whose `holds_tight` flag lies: the check is recomputed in SQL.
     folder = RunFolder(tmp_path, "thm51", "liar")
     folder.start()
     folder.write(
@@ -57,7 +57,7 @@ def test_a_violation_is_caught_even_when_holds_says_true(tmp_path):
             "transfer_sq_sum_tight": [2.0, 2.0],
             "bound": [20.0, 20.0],
             "bound_tight": [2.0, 2.0],
-            "holds": [True, True],
+            "holds_tight": [True, True],
         },
     )
     folder.finish({"run_id": "liar", "sweep": "thm51", "status": "completed", "seed": 0, "depth": 1})

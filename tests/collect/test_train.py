@@ -65,7 +65,7 @@ def test_every_table(tmp_path):
     assert set(evals["split"]) == {"train", "test", "random"} and set(evals["step"]) == {0, 10, 20, 30}
     assert (evals["bfd"] <= evals["bfd_max"]).all() and (evals["bfd"] > 0).all()
     assert evals.filter(evals["split"] == "train")["sharpness"].is_not_null().all()
-    assert thm["holds"].all() and thm.height == 4 * 3 * 4
+    assert thm["holds_tight"].all() and thm.height == 4 * 3 * 4
     assert layers.height == thm.height * 3 and set(layers["layer"]) == {1, 2, 3}
     assert probes.height == 4 * 11 * 10
     assert runs["n_params"][0] == 40 * 16 + 16 + 16 * 16 + 16 + 16 * 10 + 10

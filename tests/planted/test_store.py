@@ -79,7 +79,9 @@ def test_steps_satisfy_eq6_and_theorem_rows_are_consistent(con):
         "/ abs(grad_norm_sq)) FROM steps",
     )[0]
     assert rel < 1e-12
-    bad = one(con, "SELECT count(*) FROM theorem WHERE NOT (bound >= bound_tight AND bound_tight >= gc_x AND holds)")
+    bad = one(
+        con, "SELECT count(*) FROM theorem WHERE NOT (bound >= bound_tight AND bound_tight >= gc_x AND holds_tight)"
+    )
     assert bad[0] == 0
     # Theorem rows where the sweep asks for them (theorem_examples > 0), as collection writes them.
     sweeps = {r[0] for r in con.sql("SELECT DISTINCT r.sweep FROM theorem t JOIN runs r USING (run_id)").fetchall()}

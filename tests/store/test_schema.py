@@ -20,7 +20,7 @@ KEY_COLUMNS = {
     "batch_alignment per_example_grad_norm_sq wall_s",
     "evals": "run_id step split loss acc gc param_norm_sq spectral_product dist_from_init bfd sharpness",
     "theorem": "run_id step split example gc_x grad_theta_sq transfer_sq_sum transfer_sq_sum_tight bound bound_tight "
-    "holds",
+    "holds_tight",
     "layers": "run_id step split example layer h_norm_sq weight_spec input_jac_spec transfer_sq",
     "probes": "run_id step t output",
 }
@@ -144,3 +144,34 @@ def test_a_store_written_before_probes_lost_x_still_reads(store_dir):
     with db.connect(store_dir) as con:
         got = db.query(con, "SELECT run_id, t, output FROM probes ORDER BY run_id, t")
     assert got.rows() == [("new", -1.0, 0.25), ("new", 1.0, 0.75), ("old", -1.0, 0.25), ("old", 1.0, 0.75)]
+
+
+def test_a_store_written_before_the_holds_rename_reads_holds_as_holds_tight(store_dir, capsys):
+    # theorem.holds became holds_tight (store/schema.py RENAMED): one run written under the old
+    # name, one under the new; every view reads both under the new name, with no drift warning.
+    from gclab.store.check import inventory
+    from gclab.store.readonly import read_only_query
+
+    old = RunFolder(store_dir, "s", "old")
+    old.start()
+    old.finish({"run_id": "old", "sweep": "s", "status": "completed"})
+    theorem = to_arrow("theorem", {"run_id": ["old"] * 2, "example": [0, 1], "holds_tight": [True, False]})
+    pq.write_table(
+        theorem.rename_columns(["holds" if n == "holds_tight" else n for n in theorem.column_names]),
+        old.path / FILE_NAMES["theorem"],
+    )
+    new = RunFolder(store_dir, "s", "new")
+    new.start()
+    new.write("theorem", {"run_id": ["new"], "example": [0], "holds_tight": [False]})
+    new.finish({"run_id": "new", "sweep": "s", "status": "completed"})
+    assert "holds" in pq.read_schema(old.path / FILE_NAMES["theorem"]).names
+    assert not inventory(store_dir).drift
+    want = [("new", 0, False), ("old", 0, True), ("old", 1, False)]
+    sql = "SELECT run_id, example, holds_tight FROM theorem ORDER BY run_id, example"
+    with db.connect(store_dir) as con:
+        assert db.query(con, sql).rows() == want
+        cols = db.query(con, "DESCRIBE theorem")["column_name"].to_list()
+    assert cols == SCHEMAS["theorem"].names + ["sweep"]
+    assert read_only_query(store_dir, sql).rows() == want
+    assert "holds" not in read_only_query(store_dir, "SELECT * FROM theorem").columns
+    assert "drift" not in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""functional_dimension against numpy.linalg.matrix_rank of the materialized Jacobian."""
+"""functional_dimension (collect/metrics/bfd.py) against numpy.linalg.matrix_rank of the materialized Jacobian."""
 
 import copy
 
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from gclab.collect.metrics import functional_dimension, ntk_gram
-from gclab.collect.metrics.fdim import bfd_ceiling
+from gclab.collect.metrics.bfd import bfd_ceiling
 from tests._helpers.bruteforce import jacobians, mlp, randomize_
 
 
@@ -169,7 +169,7 @@ def test_bfd_run_matches_matrix_rank_across_training(tmp_path, monkeypatch, outp
     import gclab.collect.recorder as recorder_mod  # the built-in loop evaluates through the Recorder
     import gclab.collect.train as train_mod
     from gclab.collect.config import RunConfig
-    from gclab.collect.evaluate import FULL_FDIM
+    from gclab.collect.evaluate import FULL_BFD
     from gclab.store import db
 
     snaps = {}
@@ -178,7 +178,7 @@ def test_bfd_run_matches_matrix_rank_across_training(tmp_path, monkeypatch, outp
     def spy(model, splits, cfg, step, init_params, bufs):
         snaps[step] = (
             copy.deepcopy(model).double(),
-            {s.name: (s.x if s.name == FULL_FDIM else s.x[: cfg.bfd_batch]).double() for s in splits},
+            {s.name: (s.x if s.name == FULL_BFD else s.x[: cfg.bfd_batch]).double() for s in splits},
         )
         real(model, splits, cfg, step, init_params, bufs)
 
@@ -219,6 +219,6 @@ def test_bfd_run_matches_matrix_rank_across_training(tmp_path, monkeypatch, outp
             assert got[3] == (min(480, P - 16) if output == "logits" else min(48 * 9, P - 16 - 9))
         for n in (8, 24, 64):
             stored = fd.filter((fd["step"] == step) & (fd["n_inputs"] == n))
-            assert stored["bfd"].to_list() == [_rank_ref(net, xs[FULL_FDIM][:n], output)[0]], (step, n)
+            assert stored["bfd"].to_list() == [_rank_ref(net, xs[FULL_BFD][:n], output)[0]], (step, n)
     assert set(fd["output"]) == {output} and fd.height == 3 * len(snaps)
     assert ev.filter(ev["split"] == "train")["bfd"].n_unique() > 1  # BFD moved during training

@@ -1,9 +1,9 @@
-"""Batch functional dimension (seed 001 of docs/EXPERIMENTS.md's bfd row): rank of the
+"""Batch functional dimension (docs/METRICS.md, "Batch functional dimension"): rank of the
 (b·k) × P Jacobian of the outputs on a batch w.r.t. all trainable parameters.
 
 Two exact routes from the one pass's signals, chosen by the Jacobian's size:
 
-- ``jacobian`` (J has ≤ ``MAX_JACOBIAN_ENTRIES`` entries; seed 001's regime): J is
+- ``jacobian`` (J has ≤ ``MAX_JACOBIAN_ENTRIES`` entries; the BFD paper's sizes): J is
   materialized in float64 from the per-layer per-example gradients (``Rule.per_example``) and
   its singular values come from an SVD of J itself — numpy.linalg.matrix_rank's rule exactly,
   at any σ_max. The SVD costs O(b·k·P·min(b·k, P)), the order of building the Gram.
