@@ -65,7 +65,8 @@ SELECT t.run_id, r.seed, r.depth, t.step, avg(t.transfer_sq_sum) AS t_sq, avg(t.
 {_BASE} AND t.split = 'train' AND t.transfer_sq_sum > 0 AND t.grad_theta_sq > 0
 GROUP BY ALL
 """
-# For the report: every example at each run's last theorem step (a reproducible sample of `SAMPLE`), and
+# For the report: every example at each run's last theorem step (a sample of `SAMPLE` picked by a hash of the
+# row's key, so it does not depend on DuckDB's scan order as a reservoir sample does), and
 # the tightness gc_x / bound_tight over training (quartiles per split in 100 step bins).
 SAMPLE = 3000
 _LAST_SQL = f"""
@@ -73,7 +74,8 @@ WITH last AS (SELECT run_id, max(step) AS step FROM theorem GROUP BY run_id)
 SELECT t.run_id, t.step, t.split, t.example, t.gc_x, t.bound, t.bound_tight, t.holds_tight AS holds
 FROM theorem t JOIN last USING (run_id, step) JOIN runs r ON r.run_id = t.run_id
 WHERE r.status = 'completed' AND t.gc_x > 0 AND t.bound > 0 AND t.bound_tight > 0
-USING SAMPLE reservoir({SAMPLE} ROWS) REPEATABLE (7)
+ORDER BY hash(t.run_id, t.split, t.example), t.run_id, t.split, t.example
+LIMIT {SAMPLE}
 """
 _TIGHT_OVER_TRAINING_SQL = f"""
 WITH x AS (SELECT t.step, t.split, t.gc_x / t.bound_tight AS ratio, max(t.step) OVER () AS max_step
