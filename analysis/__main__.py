@@ -1,4 +1,4 @@
-"""`python -m analysis {report,sql,claims}` — the read side of gclab. Never imports torch."""
+"""`gclab {report,sql,claims}` — the read side of gclab. Never imports torch."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def _report(args) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    parser = argparse.ArgumentParser(prog="gclab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, help_ in [
         ("sql", _sql, "run one read-only SQL statement over the run store"),

@@ -41,7 +41,7 @@ def machine() -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="gclab bench", description=__doc__)
     p.add_argument(
         "--out", default="reports", help="folder for bench.json (benches build their own stores in a temp folder)"
     )

@@ -13,7 +13,7 @@ interleaved after warm-up, median over repeats), so machine load hits both sides
 - bfd: functional dimension by the Gram route vs a materialized Jacobian (vmap(jacrev)) +
   ``numpy.linalg.matrix_rank``, same MLP, b=64, k=10, float64. Same rank, target ≥ 10x.
 
-``python -m bench.metrics`` prints the figures as JSON.
+``python -m gclab.bench.metrics`` prints the figures as JSON.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`python -m collect --sweep NAME|PATH` — train a sweep's runs into the run store."""
+"""`gclab collect --sweep NAME|PATH` — train a sweep's runs into the run store."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from gclab.store.sweeps import DEMO, PAPER_SWEEPS
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m collect", description=__doc__)
+    p = argparse.ArgumentParser(prog="gclab collect", description=__doc__)
     p.add_argument(
         "--sweep",
         default=DEMO,

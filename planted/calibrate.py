@@ -1,10 +1,10 @@
-"""`python -m planted.calibrate` (`make calibrate`): how often each claim test is wrong.
+"""`python -m gclab.planted.calibrate` (`make calibrate`): how often each claim test is wrong.
 
 Every claim test runs on `--null` planted stores with no effect (false-positive rate: how often
 it says `supported`, with a Clopper–Pearson 95% CI; and how often `contradicted`) and on
 `--effect` stores with the effect of `CASES` planted in the paper's direction (power: how often
 `supported`). Stores live in in-memory DuckDB (`planted.store.planted_connection`), so the
-analysis SQL and statistics are exactly those of `python -m analysis claims`, module by module,
+analysis SQL and statistics are exactly those of `gclab claims`, module by module,
 before Holm's correction (each test's own calibration; Holm only makes paper rows stricter).
 Writes `<out>/calibration.json`, which the report's "How far to trust these verdicts" shows.
 """
@@ -175,7 +175,7 @@ def calibrate(n_null: int = 200, n_effect: int = 100, cases=CASES, workers: int 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m planted.calibrate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m gclab.planted.calibrate", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="reports", help="folder for calibration.json (default ./reports)")
     parser.add_argument("--null", type=int, default=200, help="null stores per test (default 200)")
     parser.add_argument("--effect", type=int, default=100, help="planted-effect stores per test (default 100)")

@@ -1,4 +1,4 @@
-"""`python -m store check [--repair] [--data DIR]` — verify every run folder of a store.
+"""`gclab check [--repair] [--data DIR]` — verify every run folder of a store.
 
 Reads every file of every complete run whole (footer, metadata, data pages, schema against
 store/schema.py, run_id consistency) and prints a table of problems; exit code 1 when there
@@ -43,9 +43,7 @@ def _repair(data_dir: Path, inv) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m store", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(prog="gclab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="verify every run folder; exit 1 if any is bad")
     check.add_argument("--data", default="data", help="run store folder (default ./data)")
@@ -74,7 +72,7 @@ def main(argv=None) -> int:
         print(table)
     if not args.repair:
         print(
-            "run `make check REPAIR=1` (python -m store check --repair) to move them to "
+            "run `make check REPAIR=1` (gclab check --repair) to move them to "
             f"{data_dir / 'quarantine'}; the next collect re-runs them"
         )
         return 1

@@ -5,7 +5,7 @@ sweep and run_id, and every table file of it reads in full: footer, metadata, ev
 (page checksums verified where the writer stored them) and the `run_id` column equal to the
 folder's. Everything else under `runs/` (backups such as `run_id=X.bak`, copies under another
 sweep, strays, files that fail to read) is a problem: left out of the views with a warning and
-listed by `python -m store check` (docs/SCHEMA.md describes the layout). A folder without
+listed by `gclab check` (docs/SCHEMA.md describes the layout). A folder without
 `run.parquet` is an incomplete run (killed, or being written) and is simply invisible.
 
 Verifying a file reads it whole, so each file's verdict is cached in `data/.verified.json`,

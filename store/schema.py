@@ -212,7 +212,7 @@ def schema_markdown() -> str:
     out = [
         "# Run-store schema",
         "",
-        "Generated from `store/schema.py` by `python -m store.schema > docs/SCHEMA.md`.",
+        "Generated from `store/schema.py` by `python -m gclab.store.schema > docs/SCHEMA.md`.",
         "Layout: `data/runs/sweep=<sweep>/run_id=<run_id>/<file>`, one file per table; "
         "the `runs` table's file is `run.parquet` and is written last: a folder without it "
         "is an incomplete run, invisible to the views.",

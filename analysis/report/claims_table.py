@@ -123,7 +123,7 @@ def build(ctx) -> Section:
             f"Multiplicity: Holm's correction over the {df.filter(pl.col('kind') == 'paper').height} paper rows "
             "(column p (Holm)); paper rows' verdicts use the adjusted p. Conditions, checks, other papers' claims "
             "and gclab's own questions are not corrected and not counted in the summary.",
-            "Each verdict comes from `python -m analysis claims`; statistics use completed runs only, and "
+            "Each verdict comes from `gclab claims`; statistics use completed runs only, and "
             "`n_seeds` counts independent replicates behind each test.",
         ]
     return sec

@@ -1,4 +1,4 @@
-"""`python -m planted.calibrate`: the JSON lists every claim test; bad input is a one-line error."""
+"""`python -m gclab.planted.calibrate`: the JSON lists every claim test; bad input is a one-line error."""
 
 import json
 

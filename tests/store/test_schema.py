@@ -114,7 +114,7 @@ def test_schema_doc_is_current():
     from pathlib import Path
 
     doc = Path(__file__).resolve().parents[2] / "docs" / "SCHEMA.md"
-    assert doc.read_text() == schema_markdown() + "\n", "regenerate: python -m store.schema > docs/SCHEMA.md"
+    assert doc.read_text() == schema_markdown() + "\n", "regenerate: python -m gclab.store.schema > docs/SCHEMA.md"
 
 
 def test_schema_module_imports_nothing_heavy():
