@@ -26,7 +26,7 @@ from statsmodels.stats.proportion import proportion_confint
 from gclab.analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, defer, insufficient
 from gclab.analysis.verdict import decide, wilcoxon_two_sided
 from gclab.store.db import query
-from gclab.store.tolerances import theorem_holds_sql
+from gclab.store.tolerances import THEOREM_RTOL, theorem_holds_sql
 
 VIOLATION_CLAIM = "Theorem 5.1 holds: ||∇x f||² ≤ ||∇θ f||² / Σ T² for every logged example"
 CONDITION_CLAIM = "Σ T² shrinks slower than ||∇θ f||² during training (the paper's condition for IGR to reduce GC)"
@@ -112,8 +112,9 @@ def _run_slopes(g: pl.DataFrame) -> pl.DataFrame:
 
 def _violation_claim(counts: dict, violations: pl.DataFrame) -> dict:
     method = (
-        "count of rows with gc_x > bound_tight·(1 + rtol), rtol 1e-4 (float32) or 1e-9 (float64) "
-        "(recomputed); value = count, "
+        "count of rows with gc_x > bound_tight·(1 + rtol), rtol "
+        + " or ".join(f"{r:g} ({dtype})" for dtype, r in THEOREM_RTOL.items())
+        + " (recomputed); value = count, "
         "CI = Clopper–Pearson 95% of the rate"
     )
     if not counts["n_rows"]:
