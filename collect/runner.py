@@ -61,8 +61,16 @@ def _train_or_record(cfg: RunConfig, data_dir: str, threads: int, progress: bool
     try:
         return train(cfg, data_dir, threads=threads, progress=progress)
     except Exception as exc:  # noqa: BLE001 — the Recorder stored it as failed; shown, retried by the next collect
-        traceback.print_exc()
-        return {"run_id": cfg.run_id, "status": "failed", "error": one_line_error(exc)}
+        error = one_line_error(exc)
+        # One line per failed run, as for any bad input; GCLAB_TRACEBACK=1 shows the whole traceback for debugging.
+        if os.environ.get("GCLAB_TRACEBACK"):
+            traceback.print_exc()
+        else:
+            print(
+                f"run {cfg.run_id} failed: {error} (stored in runs.error; GCLAB_TRACEBACK=1 shows the traceback)",
+                file=sys.stderr,
+            )
+        return {"run_id": cfg.run_id, "status": "failed", "error": error}
 
 
 def _exit_with_parent(parent: int) -> None:

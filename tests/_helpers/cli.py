@@ -1,4 +1,4 @@
-"""The package run as a user runs it (a real subprocess), and a store's Parquet bytes for no-write checks."""
+"""The `gclab` command run as a user runs it (a real subprocess), and a store's Parquet bytes for no-write checks."""
 
 import os
 import subprocess
@@ -10,11 +10,20 @@ PYTHON = sys.executable
 
 
 def run_cli(*args, cwd=None, timeout=600, env=None):
-    """Run `python -m <args>` as a real subprocess, as a user would."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run(
-        [PYTHON, "-m", *map(str, args)], cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout, env=full_env
+    """Run `gclab <args>` (the installed package) as a real subprocess, as a user would.
+
+    Whatever the input, the command must answer with its own message, never a Python traceback
+    (bad input is a one-line error): that is asserted here for every call."""
+    res = subprocess.run(
+        [PYTHON, "-m", "gclab", *map(str, args)],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
+    assert "Traceback (most recent call last)" not in res.stderr, f"gclab {' '.join(map(str, args))}:\n{res.stderr}"
+    return res
 
 
 def tree_bytes(folder: Path) -> dict[str, bytes]:

@@ -65,7 +65,7 @@ def test_own_loop_script_and_gclab_sql_show_the_run(tmp_path):
         data=tmp_path / "d",
     )
     assert frame.to_dicts() == [{"sweep": "mine", "status": "completed", "evals": 3, "splits": 2}]  # steps 0, 50, 60
-    res = run_cli("gclab", "sql", "--data", tmp_path / "d", "-q", "SELECT sweep, status FROM runs")
+    res = run_cli("sql", "--data", tmp_path / "d", "-q", "SELECT sweep, status FROM runs")
     assert res.returncode == 0 and "mine" in res.stdout and "completed" in res.stdout, res.stderr
 
 

@@ -43,7 +43,7 @@ def test_sigkill_mid_write_leaves_store_readable(store_dir):
     assert completed_run_ids(store_dir) == {"survivor"}
     with db.connect(store_dir) as con:
         assert db.query(con, "SELECT DISTINCT run_id FROM steps")["run_id"].to_list() == ["survivor"]
-    res = run_cli("analysis", "sql", "--data", store_dir, "-q", "SELECT count(*) AS n FROM steps")
+    res = run_cli("sql", "--data", store_dir, "-q", "SELECT count(*) AS n FROM steps")
     assert res.returncode == 0 and "Traceback" not in res.stderr
     # The next writer of that run starts it afresh: the stale temp file is gone.
     again = RunFolder(store_dir, "demo", "victim")

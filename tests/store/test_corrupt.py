@@ -22,7 +22,6 @@ def test_sql_warns_names_file_and_serves_the_rest(store_with_bad_file):
     store, bad = store_with_bad_file
     before = tree_bytes(store)
     res = run_cli(
-        "analysis",
         "sql",
         "--data",
         store,
@@ -43,7 +42,7 @@ def test_corrupt_marker_file_hides_only_that_run(store_with_bad_file):
     store, _ = store_with_bad_file
     marker = store / "runs" / "sweep=demo" / "run_id=r2" / "run.parquet"
     marker.write_bytes(b"garbage")
-    res = run_cli("analysis", "sql", "--data", store, "-q", "SELECT run_id FROM runs ORDER BY run_id")
+    res = run_cli("sql", "--data", store, "-q", "SELECT run_id FROM runs ORDER BY run_id")
     assert res.returncode == 0 and "Traceback" not in res.stderr
     assert "r0" in res.stdout and "r2" not in res.stdout
     assert str(marker) in res.stderr
@@ -52,7 +51,7 @@ def test_corrupt_marker_file_hides_only_that_run(store_with_bad_file):
 def test_report_warns_names_file_and_renders(store_with_bad_file, tmp_path):
     store, bad = store_with_bad_file
     before = tree_bytes(store)
-    res = run_cli("analysis", "report", "--data", store, "--out", tmp_path / "out")
+    res = run_cli("report", "--data", store, "--out", tmp_path / "out")
     assert res.returncode == 0, res.stderr
     assert "Traceback" not in res.stderr
     assert any(line.startswith("warning:") and str(bad) in line for line in res.stderr.splitlines())

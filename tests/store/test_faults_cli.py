@@ -61,7 +61,7 @@ def warnings(res) -> list[str]:
 
 
 def sql(data: Path, q: str, *extra, **kw):
-    return run_cli("analysis", "sql", "--data", data, "-q", q, *extra, **kw)
+    return run_cli("sql", "--data", data, "-q", q, *extra, **kw)
 
 
 def count(res) -> int:
@@ -86,7 +86,7 @@ def count(res) -> int:
 )
 def test_explain_wrapped_writes_are_refused(store, tmp_path, template):
     target = store / "runs" / "sweep=demo" / "run_id=r0" / "steps.parquet"
-    run_cli("analysis", "sql", "--data", store)  # creates runs.duckdb
+    run_cli("sql", "--data", store)  # creates runs.duckdb
     db_file = store / "runs.duckdb"
     before, db_before = digests(store), db_file.read_bytes()
     res = sql(store, template.format(target=target, db=db_file), cwd=tmp_path)
@@ -143,7 +143,7 @@ def test_reader_holding_runs_duckdb_does_not_make_views_stale(store):
         # Other clients attaching runs.duckdb now see the new views too.
         with duckdb.connect(str(store / "runs.duckdb"), read_only=True) as con:
             assert con.sql("SELECT count(*) FROM runs").fetchall()[0][0] == 6
-        claims = run_cli("analysis", "claims", "--data", store, "--json")
+        claims = run_cli("claims", "--data", store, "--json")
         assert claims.returncode == 0 and warnings(claims) == [], claims.stderr
         holder.stdin.write("\n")
         holder.stdin.flush()
@@ -217,7 +217,7 @@ def test_a_file_failing_to_read_leaves_its_run_out(store, damage):
     w = warnings(res)
     assert len(w) == 1 and str(bad) in w[0]
     assert count(sql(store, "SELECT count(*) AS n FROM runs")) == 2  # the whole run, not one table of it
-    claims = run_cli("analysis", "claims", "--data", store, "--json")
+    claims = run_cli("claims", "--data", store, "--json")
     assert claims.returncode == 0 and len(warnings(claims)) == 1
     assert digests(store) == before
 
@@ -259,7 +259,7 @@ def test_unreadable_run_folder_is_left_out(tmp_path):
 
 
 def test_check_finds_corrupt_metadata_and_drift_and_repair_quarantines(store):
-    clean = run_cli("store", "check", "--data", store)
+    clean = run_cli("check", "--data", store)
     assert clean.returncode == 0 and "3 runs verified, 0 problems" in clean.stdout
     corrupt_metadata(store / "runs" / "sweep=demo" / "run_id=r1" / "evals.parquet")
     drop_column(store / "runs" / "sweep=demo" / "run_id=r2" / "steps.parquet", "gc")
@@ -268,23 +268,23 @@ def test_check_finds_corrupt_metadata_and_drift_and_repair_quarantines(store):
     res = sql(store, "SELECT count(*) AS n FROM runs")
     assert count(res) == 2
     assert sum("schema drift" in line and "gc" in line for line in warnings(res)) == 1
-    res = run_cli("store", "check", "--data", store)
+    res = run_cli("check", "--data", store)
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert "run_id=r1" in res.stdout and "unreadable" in res.stdout
     assert "run_id=r2" in res.stdout and "schema drift" in res.stdout and "lacks gc" in res.stdout
     assert digests(store) == before
-    res = run_cli("store", "check", "--data", store, "--repair")
+    res = run_cli("check", "--data", store, "--repair")
     assert res.returncode == 0, res.stdout + res.stderr
     quarantined = store / "quarantine" / "sweep=demo"
     assert sorted(p.name for p in quarantined.iterdir()) == ["run_id=r1", "run_id=r2"]
     # Moved, not deleted: the same bytes, under quarantine/.
     moved = {k.replace("quarantine/", "runs/"): v for k, v in digests(store).items() if k.startswith("quarantine")}
     assert moved == {k: v for k, v in before.items() if "r1" in k or "r2" in k}
-    assert run_cli("store", "check", "--data", store).returncode == 0
+    assert run_cli("check", "--data", store).returncode == 0
 
 
 def test_check_on_a_missing_store_is_one_line(tmp_path):
-    assert "not a folder" in one_error(run_cli("store", "check", "--data", tmp_path / "nope"))
+    assert "not a folder" in one_error(run_cli("check", "--data", tmp_path / "nope"))
 
 
 # --- 6. Bounded queries -----------------------------------------------------------------------

@@ -33,7 +33,7 @@ def filled(store_dir):
 )
 def test_writes_are_refused_and_files_untouched(filled, tmp_path, sql):
     before = tree_bytes(filled)
-    res = run_cli("analysis", "sql", "--data", filled, "-q", sql, cwd=tmp_path)
+    res = run_cli("sql", "--data", filled, "-q", sql, cwd=tmp_path)
     assert res.returncode != 0
     err = res.stderr.strip()
     assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
@@ -42,13 +42,13 @@ def test_writes_are_refused_and_files_untouched(filled, tmp_path, sql):
 
 
 def test_count_query_prints_the_count(filled):
-    res = run_cli("analysis", "sql", "--data", filled, "-q", "SELECT count(*) AS n FROM steps")
+    res = run_cli("sql", "--data", filled, "-q", "SELECT count(*) AS n FROM steps")
     assert res.returncode == 0, res.stderr
     assert "8" in res.stdout.split("╞")[1]
 
 
 def test_bad_sql_is_one_line(filled):
-    res = run_cli("analysis", "sql", "--data", filled, "-q", "SELECT nope FROM steps")
+    res = run_cli("sql", "--data", filled, "-q", "SELECT nope FROM steps")
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "nope" in res.stderr
 
 
@@ -65,7 +65,7 @@ def test_reads_are_allowed(filled):
 
 
 def test_listing_views_without_query(filled):
-    res = run_cli("analysis", "sql", "--data", filled)
+    res = run_cli("sql", "--data", filled)
     assert res.returncode == 0
     rows = [line.strip("│ ").split("┆") for line in res.stdout.splitlines() if line.count("┆") == 1]
     views = {view.strip() for view, _ in rows[3:]} - {""}  # past the header rows; "" continues a wrapped cell

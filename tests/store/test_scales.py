@@ -47,7 +47,7 @@ def test_gclab_command_lists_subcommands_and_imports_outside_the_checkout(tmp_pa
     import subprocess
     import sys
 
-    res = run_cli("gclab", "--help")
+    res = run_cli("--help")
     assert res.returncode == 0
     for cmd in ("collect", "report", "claims", "sql", "bench", "check"):
         assert cmd in res.stdout
