@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from gclab.collect.losses import check_loss, residuals
 from gclab.collect.metrics.capture import run_pass
-from gclab.collect.metrics.gc import projection_rows
+from gclab.collect.metrics.gc import projection_rows, row_sq_norms
 
 KEYS = (
     "gc",
@@ -94,11 +94,11 @@ def step_terms(
         nan = torch.tensor(math.nan, dtype=torch.float64)
         extra = {}
         if n is None:
-            gc_x = torch.linalg.vector_norm(p.gx.reshape(k, b, -1), dim=(0, 2)).square_()
+            gc_x = row_sq_norms(p.gx, b).sum(0)
             e2S = (eps.square() * S.T).double().sum() / b**2
             logit_sq = S.T
         else:
-            draws = p.gx[:n].reshape(n, b, -1).square().sum(2).double()  # (n, b) unbiased GC samples
+            draws = row_sq_norms(p.gx[:n], b).double()  # (n, b) unbiased GC samples
             gc_x = draws.mean(0).to(out.dtype)
             extra["gc_stderr"] = draws.mean(1).std() / math.sqrt(n) if n > 1 else nan
             e2S = S.double().sum() / (n * b**2)

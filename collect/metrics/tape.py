@@ -13,6 +13,7 @@ caller falls back to the generic autograd path — same numbers, slower.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,28 +251,44 @@ def _rows(g: Tensor, m: int, like: Tensor) -> Tensor:
     return g.reshape(like.shape[0], m, *like.shape[1:])
 
 
-def vjp(op: Op, g: Tensor, m: int, inplace: bool = False, buf=None) -> Tensor:
+def bn_scale(a: dict) -> Tensor:
+    """Eval BatchNorm's per-channel factor γ/sqrt(running_var + eps): its Jacobian is this diagonal."""
+    scale = torch.rsqrt(a["running_var"] + a["eps"])
+    return scale if a["weight"] is None else scale * a["weight"]
+
+
+def vjp(op: Op, g: Tensor, m: int, inplace: bool = False, buf=None, out_scale: Tensor | None = None) -> Tensor:
     """Cotangent of the op's tracked input for the cotangent ``g`` (b·m, *out) of its output;
     ``inplace``: g is ours alone, element-wise backwards may overwrite it (no fresh allocation);
-    ``buf(shape)``: where to put a result built from zeros (a reused workspace buffer)."""
+    ``buf(shape)``: where to put a result built from zeros (a reused workspace buffer);
+    ``out_scale`` (conv only): the true cotangent is g times this per-channel factor (a folded BatchNorm)."""
     a, inp = op.a, op.a["input"]
     k = op.kind
     if k == CONV:
+        weight = a["weight"] if out_scale is None else a["weight"] * out_scale.view(-1, 1, 1, 1)
         # conv_transpose2d, not nn.grad.conv2d_input: measured up to 1.9x faster on CPU (docs/METRICS.md).
         st, pad, dil = (_pair(a[n]) for n in ("stride", "padding", "dilation"))
         kh, kw = a["weight"].shape[-2:]
+        if (kh, kw) == (1, 1) and pad == (0, 0) and a["groups"] == 1:
+            # A 1x1 conv's input gradient is one matmul Wᵀg placed on the stride grid: measured
+            # 1.3-5x faster than the transposed-conv kernel on CPU (docs/METRICS.md).
+            n, c, ho, wo = g.shape
+            r = torch.matmul(weight[:, :, 0, 0].T, g.reshape(n, c, ho * wo)).view(n, -1, ho, wo)
+            if r.shape[2:] == inp.shape[2:]:
+                return r
+            shape = (n, *inp.shape[1:])
+            gi = g.new_zeros(shape) if buf is None else buf(shape).zero_()
+            gi[:, :, : (ho - 1) * st[0] + 1 : st[0], : (wo - 1) * st[1] + 1 : st[1]] = r
+            return gi
         extra = [
             inp.shape[2 + i] - ((g.shape[2 + i] - 1) * st[i] - 2 * pad[i] + dil[i] * ((kh, kw)[i] - 1) + 1)
             for i in range(2)
         ]
-        return F.conv_transpose2d(g, a["weight"], None, st, pad, extra, a["groups"], dil)
+        return F.conv_transpose2d(g, weight, None, st, pad, extra, a["groups"], dil)
     if k == LINEAR:
         return g @ a["weight"]
     if k == BN:
-        scale = torch.rsqrt(a["running_var"] + a["eps"])
-        if a["weight"] is not None:
-            scale = scale * a["weight"]
-        scale = scale.view(1, -1, *([1] * (g.dim() - 2)))
+        scale = bn_scale(a).view(1, -1, *([1] * (g.dim() - 2)))
         return g.mul_(scale) if inplace else g * scale
     if k == "act":
         if op.func in (F.relu, torch.relu, torch.Tensor.relu):
@@ -322,18 +339,37 @@ _INPLACE = {"act", "bn"}
 _FRESH = {CONV, LINEAR, "maxpool", "avgpool"}
 
 
+def _folds(ops: list[Op], out: Tensor, foldable: set[int]) -> set[int]:
+    """Ids of eval-BatchNorm outputs whose input is a conv output in ``foldable`` that nothing else
+    reads: their backward (a per-channel scale) moves into the conv's (docs/METRICS.md)."""
+    uses = Counter(i for op in ops for i in op.ins)
+    uses[id(out)] += 1
+    return {id(op.out) for op in ops if op.kind == BN and op.ins[0] in foldable and uses[op.ins[0]] == 1}
+
+
 def backward(
-    x: Tensor, out: Tensor, ops: list[Op], rows: Tensor, need_input: bool, layer_ids: set[int], ws=None
-) -> tuple[dict[int, Tensor], Tensor | None]:
+    x: Tensor,
+    out: Tensor,
+    ops: list[Op],
+    rows: Tensor,
+    need_input: bool,
+    layer_ids: set[int],
+    ws=None,
+    foldable: set[int] = frozenset(),
+) -> tuple[dict[int, Tensor], Tensor | None, dict[int, Tensor]]:
     """Cotangents (b·m, *out) of every layer-op output in ``layer_ids`` (by id of the output) and
     of x. Rows are folded example-major, (b, m) -> b·m, so that a rule's per-example products
     see each example's m rows as one contiguous matrix (no copy before its matmul).
-    With a ``Workspace``, results built from zeros (max-pool backwards) live in it."""
+    With a ``Workspace``, results built from zeros (max-pool backwards) live in it.
+    An eval BatchNorm right after a conv in ``foldable`` (ids of conv outputs) passes its cotangent
+    on unscaled: the conv's delta is then that cotangent times ``scales[id(conv out)]`` (per channel),
+    and its transposed conv uses the scaled weight. Saves one full-size pass per conv-BN pair."""
     m, b = rows.shape[:2]
     ws = ws or NoWorkspace()
     cot: dict[int, Tensor] = {id(out): rows.transpose(0, 1).reshape(b * m, *out.shape[1:])}
     owned: set[int] = set()  # ids of cotangents no other tensor aliases
     deltas: dict[int, Tensor] = {}
+    folds, pending, scales = _folds(ops, out, foldable), {}, {}
     for pos in range(len(ops) - 1, -1, -1):
         op = ops[pos]
         g = cot.pop(id(op.out), None)
@@ -343,13 +379,20 @@ def backward(
         owned.discard(id(g))
         if id(op.out) in layer_ids:
             deltas[id(op.out)], mine = g, False  # the rule reads it later
-        if op.kind == "add":
+        if id(op.out) in folds:
+            pending[op.ins[0]] = bn_scale(op.a)
+            targets = [(op.ins[0], g, mine)]
+        elif op.kind == "add":
             targets = [(i, g, mine and len(op.ins) == 1) for i in op.ins]
         else:
+            scale = pending.pop(id(op.out), None)
+            if scale is not None:
+                scales[id(op.out)] = scale
             if op.ins == [id(x)] and not need_input:
                 continue
             inplace = mine and op.kind in _INPLACE
-            gi = vjp(op, g, m, inplace, lambda shape: ws.get(("tape", pos), shape, g))  # noqa: B023 — called at once
+            buf = lambda shape: ws.get(("tape", pos), shape, g)  # noqa: B023, E731 — called at once
+            gi = vjp(op, g, m, inplace, buf, scale)
             fresh = op.kind in _FRESH or inplace or (mine and op.kind in ("reshape", "identity"))
             targets = [(op.ins[0], gi, fresh)]
         for i, gi, fresh in targets:
@@ -363,7 +406,7 @@ def backward(
                 fresh = True
             if fresh:
                 owned.add(id(cot[i]))
-    return deltas, cot.get(id(x))
+    return deltas, cot.get(id(x)), scales
 
 
 def _layer_of(op: Op, by_param: dict[int, tuple]) -> tuple | None:
@@ -401,12 +444,18 @@ def run(model: nn.Module, x: Tensor, cot, entries, *, need_input: bool, need_lay
                 layer_ops.append((op, hit))
     rows = onehot_rows(out) if cot is None else cot(out)
     m = rows.shape[0]
-    deltas, gx = backward(x, out, ops, rows, need_input, {id(op.out) for op, _ in layer_ops}, ws)
+    layer_ids = {id(op.out) for op, _ in layer_ops}
+    # A conv may take a folded BatchNorm scale unless it is a layer whose rule cannot carry one.
+    foldable = {id(op.out) for op in ops if op.kind == CONV and id(op.out) not in layer_ids}
+    foldable |= {id(op.out) for op, (_, _, rule) in layer_ops if op.kind == CONV and rule.takes_out_scale}
+    deltas, gx, scales = backward(x, out, ops, rows, need_input, layer_ids, ws, foldable)
     layers = []
     for op, (name, mod, rule) in layer_ops:
         g = deltas.get(id(op.out))
         g = op.out.new_zeros(m, *op.out.shape) if g is None else _rows(g, m, op.out).transpose(0, 1)
-        layers.append(LayerSignal(name, mod, rule, rule.prepare(op.a["input"]), g))
+        scale = scales.get(id(op.out))
+        ctx = rule.prepare(op.a["input"]) if scale is None else rule.prepare(op.a["input"], out_scale=scale)
+        layers.append(LayerSignal(name, mod, rule, ctx, g))
     if need_input:
         gx = x.new_zeros(m, *x.shape) if gx is None else _rows(gx, m, x).transpose(0, 1)
     unused = [p for _, mod, r in entries if id(mod) not in seen for p in r.params()] if need_layers else []

@@ -58,7 +58,30 @@ class Residual(nn.Module):
         return self.fc(self.drop(torch.flatten(h, 1)))
 
 
+class Pointwise(nn.Module):
+    """1x1 convs (input gradient by one matmul): stride 3 on 9x9 (the last rows get none), stride 1,
+    grouped and padded (the transposed-conv kernel); a conv whose output feeds its BatchNorm and a
+    residual add (so the BatchNorm is not folded into it) beside one that feeds only its BatchNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(2, 2, 3, padding=1)  # so that where the 1x1 conv puts its gradient matters
+        self.down = nn.Conv2d(2, 4, 1, stride=3, bias=False)
+        self.bn_down = nn.BatchNorm2d(4)
+        self.mix = nn.Conv2d(4, 4, 1)
+        self.bn_mix = nn.BatchNorm2d(4)
+        self.grouped = nn.Conv2d(4, 4, 1, groups=2, padding=1)
+        self.fc = nn.Linear(4 * 5 * 5, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.bn_down(self.down(torch.tanh(self.stem(x)))))
+        z = self.mix(h)
+        h = torch.relu(self.bn_mix(z) + z)
+        return self.fc(torch.flatten(self.grouped(h), 1))
+
+
 NETS = {
+    "pointwise": Pointwise,
     "residual_relu": lambda: Residual(nn.ReLU),
     "residual_tanh": lambda: Residual(nn.Tanh),
     "residual_gelu": lambda: Residual(nn.GELU),
@@ -105,8 +128,20 @@ def test_fast_path_is_taken_and_matches_bruteforce(name):
     _assert_set_grad_is_batch_grad(net, x, y)
 
 
+def test_batchnorm_folds_into_the_conv_that_alone_feeds_it():
+    """The eval BatchNorm's scale moves into its conv's backward (tape.backward) only where the conv
+    output has no other reader; the exactness tests above cover both cases numerically."""
+    net = _net("pointwise")
+    p = tape.run(net, _x(3), None, capture.check_model(net), need_input=True, need_layers=True)
+    folded = {s.name: s.ctx[3] is not None for s in p.layers if isinstance(s.module, nn.Conv2d)}
+    assert folded == {"stem": False, "down": True, "mix": False, "grouped": False}
+    down = next(s for s in p.layers if s.name == "down")
+    expect = net.bn_down.weight / torch.sqrt(net.bn_down.running_var + net.bn_down.eps)
+    assert torch.allclose(down.ctx[3].reshape(-1), expect, rtol=1e-15)
+
+
 @pytest.mark.parametrize("method", ["ghost", "direct", "direct_in_product_layout"])
-@pytest.mark.parametrize("name", ["residual_relu", "resnet18_models_py"])
+@pytest.mark.parametrize("name", ["pointwise", "residual_relu", "resnet18_models_py"])
 def test_both_conv_norm_methods_match_bruteforce(name, method, monkeypatch):
     """Each conv layer picks ghost or direct by FLOPs (and, direct, whether to copy J by its size);
     force every layer onto each branch (strided, grouped + dilated, biased and bias-free convs)."""
@@ -229,3 +264,15 @@ def test_train_logs_hutchinson_gc_with_its_standard_error(tmp_path):
     # Same batches and weights (own generator for the projections), and evals keep exact GC.
     by_run = {rid: [e["gc"] for e in evals if e["run_id"] == rid] for rid in (est.run_id, exact.run_id)}
     assert by_run[est.run_id] and by_run[est.run_id] == pytest.approx(by_run[exact.run_id], rel=1e-5)
+
+
+@pytest.mark.parametrize("kernel", [(3, 3), (1, 1), (2, 3)])
+@pytest.mark.parametrize("dilation", [(1, 1), (2, 1)])
+@pytest.mark.parametrize("padding", [(0, 0), (1, 2)])
+@pytest.mark.parametrize("stride", [(1, 1), (2, 3)])
+def test_im2col_equals_unfold(kernel, dilation, padding, stride):
+    from gclab.collect.metrics.rules import im2col
+
+    h = torch.randn(3, 4, 11, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    expect = torch.nn.functional.unfold(h, kernel, dilation=dilation, padding=padding, stride=stride)
+    assert torch.equal(im2col(h, kernel, dilation, padding, stride), expect)
