@@ -1,8 +1,9 @@
 """The metric engine on MLP, CNN and residual nets beside the tools a researcher would pick:
 Opacus ghost norms, BackPACK ``BatchL2Grad`` and ``torch.func`` per-example gradients.
 
-Per net, in one process, 2 torch threads, float32, interleaved rounds (every method runs one
-block per round, so load from other processes hits all alike), median seconds per call:
+Per net, in one process, 2 torch threads, float32, 21 interleaved rounds (every method runs one
+block per round, so load from other processes hits all alike), median seconds per call; the
+quartiles of the per-round ratios show how much a ratio moved between rounds:
 
 - plain: zero_grad, forward, cross-entropy, backward, SGD step (the unit of every ratio);
 - suite: ``step_metrics(set_grad=True)`` + SGD step (all metrics and the gradient, one pass);
@@ -207,6 +208,9 @@ def bench_net(name: str, rounds: int, seconds_per_block: float) -> dict:
     med = {key: statistics.median(v) for key, v in times.items()}
     med_cpu = {key: statistics.median(v) for key, v in cpu.items()}
     ratio = {key: med[key] / med["plain"] for key in med}
+    # Spread: quartiles of the per-round ratios (each round times every method once, back to back).
+    paired = {key: [t / p for t, p in zip(v, times["plain"])] for key, v in times.items()}
+    quartiles = {key: [round(q, 3) for q in statistics.quantiles(v, n=4)[::2]] for key, v in paired.items()}
     row = {
         "batch": b,
         "input": list(shape),
@@ -216,6 +220,7 @@ def bench_net(name: str, rounds: int, seconds_per_block: float) -> dict:
         "n_params": sum(p.numel() for p in model.parameters()),
         "ms": {key: round(1e3 * v, 3) for key, v in med.items()},
         "x_plain_step": {key: round(v, 3) for key, v in ratio.items()},
+        "x_plain_step_round_quartiles": quartiles,
         "cpu_ms": {key: round(1e3 * v, 3) for key, v in med_cpu.items()},
         "x_plain_step_cpu": {key: round(v / med_cpu["plain"], 3) for key, v in med_cpu.items()},
         "peers": peers,
@@ -231,7 +236,7 @@ def bench_net(name: str, rounds: int, seconds_per_block: float) -> dict:
     return row
 
 
-def run(*, rounds: int = 7, seconds_per_block: float = 0.3, nets=tuple(NETS)) -> dict:
+def run(*, rounds: int = 21, seconds_per_block: float = 0.3, nets=tuple(NETS)) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
