@@ -241,15 +241,13 @@ class Conv2dRule(Rule):
             return S, pe, _split(total, self.trainable)
         S, pe, grads = G.new_zeros(m, b), G.new_zeros(b), {}
         if "weight" in self.trainable:
-            Jt = torch.einsum("bgpt,mbgqt->bgpmq", A, G)  # kept in the product's layout: no J-sized copy
-            if scale is not None:
-                Jt.mul_(scale[None, :, None, None, :])
+            Jt = _direct(A, G, scale)  # kept in the product's layout: no J-sized copy
             S += _sq(Jt, -1).sum((1, 2)).T  # the contiguous q first: measured 2-7x faster
             Jw = (Jt * w.view(b, 1, 1, m, 1)).sum(3)  # (b, g, p, q)
             pe += _sq(Jw, -1).sum((1, 2))
             grads["weight"] = Jw.sum(0).transpose(1, 2).reshape(self.module.weight.shape)
         if "bias" in self.trainable:
-            B = G.sum(4) if scale is None else G.sum(4) * scale  # (m, b, g, q)
+            B = _bias_sums(G, scale)
             Bw = torch.einsum("bm,mbgq->bgq", w, B)
             S += _sq(B, (2, 3))
             pe += _sq(Bw, (1, 2))
@@ -316,14 +314,22 @@ def _seq_sq_norms(A: Tensor, G: Tensor, trainable, AA: Tensor | None = None, sca
                 per_q.mul_(scale.square()[None, :, None, :])
             out = out + per_q.sum((1, 3)).T
         else:
-            Jt = torch.einsum("bgpt,mbgqt->bgpmq", A, G)
-            if scale is not None:
-                Jt.mul_(scale[None, :, None, None, :])
-            out = out + _sq(Jt, (1, 2, 4)).T
+            out = out + _sq(_direct(A, G, scale), (1, 2, 4)).T
     if "bias" in trainable:
-        B = G.sum(4)
-        out = out + _sq(B if scale is None else B * scale, (2, 3))
+        out = out + _sq(_bias_sums(G, scale), (2, 3))
     return out
+
+
+def _direct(A: Tensor, G: Tensor, scale: Tensor | None) -> Tensor:
+    """Per-example, per-row weight gradients (b, g, p, m, q) = A (s ⊙ G)ᵀ, in the product's layout."""
+    Jt = torch.einsum("bgpt,mbgqt->bgpmq", A, G)
+    return Jt if scale is None else Jt.mul_(scale[None, :, None, None, :])
+
+
+def _bias_sums(G: Tensor, scale: Tensor | None) -> Tensor:
+    """Per-example, per-row bias gradients (m, b, g, q) = Σ_t s ⊙ G_t."""
+    B = G.sum(4)
+    return B if scale is None else B.mul_(scale)
 
 
 def _seq_per_example(A: Tensor, G: Tensor, trainable) -> list[Tensor]:

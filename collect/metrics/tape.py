@@ -369,7 +369,7 @@ def backward(
     cot: dict[int, Tensor] = {id(out): rows.transpose(0, 1).reshape(b * m, *out.shape[1:])}
     owned: set[int] = set()  # ids of cotangents no other tensor aliases
     deltas: dict[int, Tensor] = {}
-    folds, pending, scales = _folds(ops, out, foldable), {}, {}
+    folds, scales = _folds(ops, out, foldable), {}
     for pos in range(len(ops) - 1, -1, -1):
         op = ops[pos]
         g = cot.pop(id(op.out), None)
@@ -380,19 +380,16 @@ def backward(
         if id(op.out) in layer_ids:
             deltas[id(op.out)], mine = g, False  # the rule reads it later
         if id(op.out) in folds:
-            pending[op.ins[0]] = bn_scale(op.a)
+            scales[op.ins[0]] = bn_scale(op.a)  # read by the conv that produced the BN's input
             targets = [(op.ins[0], g, mine)]
         elif op.kind == "add":
             targets = [(i, g, mine and len(op.ins) == 1) for i in op.ins]
         else:
-            scale = pending.pop(id(op.out), None)
-            if scale is not None:
-                scales[id(op.out)] = scale
             if op.ins == [id(x)] and not need_input:
                 continue
             inplace = mine and op.kind in _INPLACE
             buf = lambda shape: ws.get(("tape", pos), shape, g)  # noqa: B023, E731 — called at once
-            gi = vjp(op, g, m, inplace, buf, scale)
+            gi = vjp(op, g, m, inplace, buf, scales.get(id(op.out)))
             fresh = op.kind in _FRESH or inplace or (mine and op.kind in ("reshape", "identity"))
             targets = [(op.ins[0], gi, fresh)]
         for i, gi, fresh in targets:
