@@ -179,11 +179,11 @@ def parse(model: nn.Module, strict: bool = False) -> Chain | None:
         ops, flatten, seen = [], False, {}
         for name, mod in _leaves(model, ""):
             t = type(mod)
-            if any(True for _ in mod.parameters()) and id(mod) in seen:
-                # Weight sharing across calls: the generic path computes GC and refuses per-layer metrics.
-                raise NotChain(f"module '{name}' ({t.__name__}) appears twice (also as '{seen[id(mod)]}')")
-            seen.setdefault(id(mod), name)
             if isinstance(mod, nn.Linear) and t.forward is nn.Linear.forward:
+                if id(mod) in seen:
+                    # Weight sharing across calls: the generic path computes GC and refuses per-layer metrics.
+                    raise NotChain(f"module '{name}' ({t.__name__}) appears twice (also as '{seen[id(mod)]}')")
+                seen[id(mod)] = name
                 ops.append(("linear", name, mod))
             elif t in ELEMENTWISE:
                 ops.append(("act", name, mod))

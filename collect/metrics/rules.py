@@ -145,6 +145,18 @@ class LinearRule(Rule):
             parts = _seq_per_example(ctx[1], self._seq_delta(delta), self.trainable)
         return torch.cat(parts, -1) if parts else delta.new_zeros(m, b, 0)
 
+    def row_terms(self, ctx, delta, w):
+        if ctx[0] != "dense":
+            return super().row_terms(ctx, delta, w)
+        if delta.stride(1) == 0:
+            # The same rows for every example (the one-hot rows at a top layer, a broadcast view):
+            # their norms and the mixed row are (m, n) products, not passes over (m, b, n).
+            D = delta[:, 0]
+            S, d = _sq(D, 1)[:, None] * ctx[2], w @ D
+        else:
+            S, d = self.sq_norms(ctx, delta), mix(delta, w)
+        return S, _sq(d, 1).mul_(ctx[2]), self.grads(ctx, d)
+
     def gram(self, ctx, delta):
         if ctx[0] != "dense":
             return super().gram(ctx, delta)

@@ -8,18 +8,8 @@ import torch
 from torch import nn
 
 from gclab.collect.metrics import step_metrics, step_terms
+from gclab.collect.metrics.step import KEYS
 from tests._helpers.bruteforce import batch_grads, close, mlp, randomize_, step_reference
-
-KEYS = (
-    "gc",
-    "grad_norm_sq",
-    "residual_term",
-    "label_alignment",
-    "batch_alignment",
-    "per_example_grad_norm_sq",
-    "train_loss",
-    "train_acc",
-)
 
 
 def _targets(b, k, loss, dtype=torch.float64, seed=0):
