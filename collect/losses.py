@@ -52,7 +52,7 @@ def residuals(out: Tensor, y: Tensor, loss: str) -> tuple[Tensor, Tensor, Tensor
     if loss == "cross_entropy":
         logp = F.log_softmax(out, 1)
         eps = logp.exp().scatter_add_(1, y[:, None], out.new_full((out.shape[0], 1), -1.0))
-        return eps, -logp.gather(1, y[:, None])[:, 0], correct(out, y, loss)
+        return eps, F.nll_loss(logp, y, reduction="none"), correct(out, y, loss)
     eps = out - y
     return eps, 0.5 * eps.square().sum(1), None
 

@@ -127,7 +127,8 @@ def run_pass(
                 return tape.run(model, x, cot, entries, need_input=need_input, need_layers=need_layers, ws=ws)
             except tape.NotTape:
                 pass
-    return _generic_pass(model, x, cot, entries, need_input, need_layers)
+    with torch.inference_mode(False):  # the autograd path needs autograd, also under a caller's inference mode
+        return _generic_pass(model, x, cot, entries, need_input, need_layers)
 
 
 def _generic_pass(model, x, cot, entries, need_input, need_layers) -> Pass:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gclab.collect.metrics.signals import LayerSignal, Pass, check_out
@@ -100,6 +101,18 @@ class Forward:
     def hidden_tangents(self, V: Tensor) -> Iterator[Tensor]:
         """Tangents of h_1, …, h_{L-1} for input tangents V (m, b, d), in one sweep."""
         return islice(self.tangents(V), 1, None)
+
+    def onehot_factors(self) -> list[tuple[Tensor, Tensor | None] | None]:
+        """Per Linear, the ``LayerSignal.factors`` of the one-hot rows' δ (None where δ has no such form):
+        at the top δ_L^i(x) = e_i ⊙ σ'_top(x); one layer down, with no top activation,
+        δ_{L-1}^i(x) = W_L[i] ⊙ σ'(x)."""
+        L, top = len(self.linears), self.d_after[-1]
+        W = self.linears[-1][1].weight
+        factors: list = [None] * L
+        factors[-1] = (torch.eye(W.shape[0], dtype=W.dtype, device=W.device), top)
+        if L > 1 and top is None:
+            factors[-2] = (W, self.d_after[-2])
+        return factors
 
     def backward(self, rows: Tensor | None, need_input: bool, ws=None) -> tuple[list[Tensor], Tensor | None]:
         """δ_l = ∂rows/∂z_l for every Linear (each (m, b, n_l)) and ∂rows/∂x (m, b, d) flattened.
@@ -217,9 +230,15 @@ def _act(mod: nn.Module, z: Tensor, owned: bool, ws, key) -> tuple[Tensor, Tenso
             return a, torch.sign(a, out=d)  # relu' = 1 where the output is > 0, else 0
         torch.mul(a, a, out=d).neg_()
         return a, (d.add_(1) if t is nn.Tanh else d.add_(a))  # 1 − a², a − a²
-    with torch.enable_grad():
-        zz = z.detach().requires_grad_(True)
-        a = mod(zz.clone() if getattr(mod, "inplace", False) else zz)
+    return elementwise_grad(mod, z)
+
+
+def elementwise_grad(f, z: Tensor) -> tuple[Tensor, Tensor]:
+    """(f(z), f'(z)) of an element-wise f by one autograd call. Autograd is off in inference mode
+    (where the fast paths run), so this leaves it, on a normal-tensor copy of z (f may work in place)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        zz = z.clone().requires_grad_(True)
+        a = f(zz.clone())
         (d,) = torch.autograd.grad(a, zz, torch.ones_like(a))
     return a.detach(), d
 
@@ -244,8 +263,7 @@ def forward(spec: Chain, x: Tensor, ws=None) -> Forward | None:
             hs.append(h)
             lins.append((name, mod))
             W, bias = mod.weight, mod.bias
-            z = ws.get(("z", i), (b, W.shape[0]), h)
-            h = torch.mm(h, W.T, out=z) if bias is None else torch.addmm(bias, h, W.T, out=z)
+            h = F.linear(h, W, bias)  # one call (no transposed view); our own tensor, so activations may overwrite it
             owned = True
         else:
             h, dd = _act(mod, h, owned, ws, ("d", i))
@@ -268,8 +286,9 @@ def run(spec: Chain, x: Tensor, cot, entries, *, need_input: bool, need_layers: 
     layers = []
     if need_layers:
         by_id = {id(mod): (name, mod, rule) for name, mod, rule in entries}
-        for h, (_, mod), delta in zip(fw.h, fw.linears, deltas):
+        factors = fw.onehot_factors() if rows is None else [None] * len(deltas)
+        for h, (_, mod), delta, fac in zip(fw.h, fw.linears, deltas, factors):
             if id(mod) in by_id:
                 name, _, rule = by_id[id(mod)]
-                layers.append(LayerSignal(name, mod, rule, rule.prepare(h), delta))
+                layers.append(LayerSignal(name, mod, rule, rule.prepare(h), delta, fac))
     return Pass(fw.out, layers, gx, [])

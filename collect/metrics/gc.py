@@ -19,7 +19,8 @@ def geometric_complexity(
     backward. An int n: the Hutchinson estimate (unbiased; see
     ``geometric_complexity_estimate`` for its standard error)."""
     if n_projections is None:
-        p = run_pass(model, x, None, need_input=True, need_layers=False, reuse_buffers=True)
+        with torch.inference_mode():  # as in step_terms; the result below is made outside it, a normal tensor
+            p = run_pass(model, x, None, need_input=True, need_layers=False, reuse_buffers=True)
         return row_sq_norms(p.gx, x.shape[0]).sum(0)
     return geometric_complexity_estimate(model, x, n_projections, generator=generator)[0]
 
@@ -51,7 +52,8 @@ def geometric_complexity_estimate(
         raise ValueError(f"n_projections must be >= 1, got {n_projections}")
 
     rows = lambda out: projection_rows(out, n, generator)  # noqa: E731
-    p = run_pass(model, x, rows, need_input=True, need_layers=False, reuse_buffers=True)
+    with torch.inference_mode():  # as in geometric_complexity
+        p = run_pass(model, x, rows, need_input=True, need_layers=False, reuse_buffers=True)
     est = row_sq_norms(p.gx, x.shape[0])
     stderr = est.std(0) / math.sqrt(n) if n > 1 else torch.full_like(est[0], math.nan)
     return est.mean(0), stderr

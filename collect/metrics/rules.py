@@ -64,10 +64,11 @@ class Rule:
         J = self.per_example(ctx, delta).flatten(0, 1)
         return J @ J.T
 
-    def row_terms(self, ctx, delta: Tensor, w: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    def row_terms(self, ctx, delta: Tensor, w: Tensor, factors=None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """What a training step needs from the m rows δ (m, b, *out) and per-example weights
         w (b, m) of the mixed row δ^w(x) = Σ_i w[x, i] δ_i(x): (``sq_norms`` of the m rows (m, b),
-        ||∂δ^w/∂θ_l at x||² (b,), ``grads`` of δ^w). Rules override it to share work."""
+        ||∂δ^w/∂θ_l at x||² (b,), ``grads`` of δ^w). Rules override it to share work.
+        ``factors``: ``LayerSignal.factors`` of δ, or None; a rule may ignore it."""
         d = mix(delta, w)
         return self.sq_norms(ctx, delta), self.sq_norms(ctx, d[None])[0], self.grads(ctx, d)
 
@@ -75,7 +76,9 @@ class Rule:
 def mix(delta: Tensor, w: Tensor) -> Tensor:
     """δ^w (b, *out) = Σ_i w[x, i] δ_i(x): a (1×m)(m×N) product per example, one bmm for the batch."""
     m, b = delta.shape[:2]
-    return torch.bmm(w.unsqueeze(1), delta.reshape(m, b, -1).transpose(0, 1)).reshape(delta.shape[1:])
+    rows = delta.transpose(0, 1) if delta.dim() == 3 else delta.reshape(m, b, -1).transpose(0, 1)
+    out = torch.bmm(w.unsqueeze(1), rows)
+    return out.squeeze(1) if delta.dim() == 3 else out.reshape(delta.shape[1:])
 
 
 def _mixed_from_per_example(J: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -145,16 +148,19 @@ class LinearRule(Rule):
             parts = _seq_per_example(ctx[1], self._seq_delta(delta), self.trainable)
         return torch.cat(parts, -1) if parts else delta.new_zeros(m, b, 0)
 
-    def row_terms(self, ctx, delta, w):
+    def row_terms(self, ctx, delta, w, factors=None):
         if ctx[0] != "dense":
             return super().row_terms(ctx, delta, w)
-        if delta.stride(1) == 0:
-            # The same rows for every example (the one-hot rows at a top layer, a broadcast view):
-            # their norms and the mixed row are (m, n) products, not passes over (m, b, n).
-            D = delta[:, 0]
-            S, d = _sq(D, 1)[:, None] * ctx[2], w @ D
-        else:
+        if factors is None:
             S, d = self.sq_norms(ctx, delta), mix(delta, w)
+        else:
+            # δ_i(x) = R_i ⊙ M_x: ||δ_i(x)||² = (R² M²ᵀ)[i, x] and δ^w = (w R) ⊙ M, small products
+            # in place of two passes over the (m, b, n) rows.
+            R, M = factors
+            if M is None:
+                S, d = _sq(R, 1)[:, None] * ctx[2], w @ R
+            else:
+                S, d = torch.mm(R.square(), M.square().T).mul_(ctx[2]), (w @ R).mul_(M)
         return S, _sq(d, 1).mul_(ctx[2]), self.grads(ctx, d)
 
     def gram(self, ctx, delta):
@@ -236,7 +242,7 @@ class Conv2dRule(Rule):
         parts = _seq_per_example(ctx[0], G, self.trainable)
         return torch.cat(parts, -1) if parts else delta.new_zeros(m, b, 0)
 
-    def row_terms(self, ctx, delta, w):
+    def row_terms(self, ctx, delta, w, factors=None):
         A, G, scale = ctx[0], self._delta(delta), ctx[3]
         if "weight" in self.trainable and _ghost_is_cheaper(A, G):
             AA = torch.einsum("bgpt,bgps->bgts", A, A)  # shared by the m rows and the mixed row
@@ -383,7 +389,7 @@ class BatchNormEvalRule(Rule):
     def sq_norms(self, ctx, delta):
         return self.per_example(ctx, delta).square().sum(-1)
 
-    def row_terms(self, ctx, delta, w):
+    def row_terms(self, ctx, delta, w, factors=None):
         S, pe, total = _mixed_from_per_example(self.per_example(ctx, delta), w)
         return S, pe, _split(total, self.trainable)
 

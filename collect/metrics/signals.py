@@ -25,6 +25,9 @@ class LayerSignal:
     rule: Rule
     ctx: Any  # rule.prepare(h_l)
     delta: Tensor  # (m, b, *out): ∂ rows / ∂ z_l
+    # (R (m, n), M (b, n) or None for ones) with delta[i, x] = R[i] ⊙ M[x], where the pass knows this
+    # structure (the one-hot rows at a dense stack's top two layers): rules may reduce R and M instead.
+    factors: tuple[Tensor, Tensor | None] | None = None
 
 
 @dataclass

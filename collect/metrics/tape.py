@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from gclab.collect.metrics.chain import has_hooks
+from gclab.collect.metrics.chain import elementwise_grad, has_hooks
 from gclab.collect.metrics.signals import LayerSignal, Pass, check_out, onehot_rows
 from gclab.collect.metrics.workspace import NoWorkspace
 
@@ -296,11 +296,8 @@ def vjp(op: Op, g: Tensor, m: int, inplace: bool = False, buf=None, out_scale: T
         elif op.func in (torch.tanh, torch.Tensor.tanh, F.tanh):
             d = 1 - op.out.square()
         else:
-            with torch.enable_grad():
-                z = inp.detach().requires_grad_(True)
-                extra = {kk: v for kk, v in a.items() if kk not in ("input", "args", "kwargs", "inplace")}
-                y = op.func(z, *a["args"], **a["kwargs"], **extra)
-                (d,) = torch.autograd.grad(y, z, torch.ones_like(y))
+            extra = {kk: v for kk, v in a.items() if kk not in ("input", "args", "kwargs", "inplace")}
+            d = elementwise_grad(lambda z: op.func(z, *a["args"], **a["kwargs"], **extra), inp)[1]
         gr, d = _rows(g, m, op.out), d.unsqueeze(1)
         return (gr.mul_(d) if inplace else gr * d).reshape(g.shape)
     if k == "maxpool":

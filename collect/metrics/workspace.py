@@ -27,7 +27,8 @@ class Workspace:
             return torch.empty(shape, dtype=like.dtype, device=like.device)
         t = self.bufs.get(key)
         if t is None or t.shape != shape or t.dtype != like.dtype or t.device != like.device:
-            t = self.bufs[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+            with torch.inference_mode(False):  # a normal tensor: writable in and out of inference mode
+                t = self.bufs[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
         return t
 
 

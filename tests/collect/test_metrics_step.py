@@ -7,7 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from gclab.collect.metrics import step_metrics, step_terms
+from gclab.collect.metrics import (
+    geometric_complexity,
+    geometric_complexity_estimate,
+    per_example_grad_norms,
+    step_metrics,
+    step_terms,
+)
 from gclab.collect.metrics.step import KEYS
 from tests._helpers.bruteforce import batch_grads, close, mlp, randomize_, step_reference
 
@@ -278,6 +284,7 @@ def test_training_loop_usage():
         lambda: nn.Sequential(nn.Tanh(), nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)),  # act before 1st Linear
         lambda: nn.Sequential(nn.Linear(4, 5), nn.GELU(), nn.Linear(5, 3), nn.Sigmoid()),  # act after the last
         lambda: nn.Sequential(nn.Linear(4, 5), nn.Linear(5, 6), nn.ELU(), nn.Linear(6, 3)),  # Linear, Linear
+        lambda: nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 6), nn.Linear(6, 3)),  # ... at the top
         lambda: nn.Sequential(
             nn.Linear(4, 5), nn.Tanh(), nn.Sigmoid(), nn.Dropout(0.3), nn.Identity(), nn.Sequential(nn.Linear(5, 3))
         ).eval(),  # stacked acts, nesting
@@ -290,3 +297,25 @@ def test_dense_chain_structures(make, loss):
     net = randomize_(make().double(), seed=21, scale=1.5)
     x = torch.randn(6, 4, dtype=torch.float64)
     _check(net, x, _targets(6, 3, loss), loss)
+
+
+@pytest.mark.parametrize(
+    "make,shape", [(lambda: mlp(5, [6], 3, act="gelu"), (5,)), (lambda: _cnn(act=nn.GELU), (2, 8, 8))]
+)
+def test_results_are_ordinary_writable_tensors(make, shape):
+    """The engine runs in inference mode; nothing it hands back may be an inference tensor, since
+    those are read-only outside it (clipping, zero_grad and users write into them)."""
+    net = make().double()
+    x, y = torch.randn(4, *shape, dtype=torch.float64), torch.randint(0, 3, (4,))
+    net(x)  # materialize lazy layers
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    step_metrics(net, x, y, set_grad=True)
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1e-3)  # in place on every .grad
+    opt.step()
+    opt.zero_grad(set_to_none=False)  # in place again
+    assert all(float(p.grad.abs().sum()) == 0.0 for p in net.parameters())
+    out = [*step_terms(net, x, y).values(), geometric_complexity(net, x), per_example_grad_norms(net, x, y)]
+    out += list(geometric_complexity_estimate(net, x, 2))
+    for t in out:
+        assert not t.is_inference()
+        t.mul_(1.0)
