@@ -161,7 +161,7 @@ class LinearRule(Rule):
                 S, d = _sq(R, 1)[:, None] * ctx[2], w @ R
             else:
                 S, d = torch.mm(R.square(), M.square().T).mul_(ctx[2]), (w @ R).mul_(M)
-        return S, _sq(d, 1).mul_(ctx[2]), self.grads(ctx, d)
+        return S, self.sq_norms(ctx, d), self.grads(ctx, d)
 
     def gram(self, ctx, delta):
         if ctx[0] != "dense":

@@ -70,7 +70,7 @@ def _terms(model, x, y, loss, set_grad, n_projections, generator) -> tuple[dict[
         return torch.cat([v, v * eps, (eps / out.shape[0])[None]])
 
     # The pass is reduced here, so its large tensors may live in the per-thread workspace, and it runs
-    # in inference mode: no view tracking or version counters (measured 5% of the MLP suite).
+    # in inference mode: no view tracking or version counters (docs/METRICS.md, "One pass").
     with torch.inference_mode():
         p = run_pass(
             model, x, None if n is None else hutchinson_rows, need_input=True, need_layers=True, reuse_buffers=True
