@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The demo's sweeps (collect/sweep.py DEMO_SWEEPS) at their [demo] scale, then the report and its claims summary.
+# The demo's sweeps (gclab/collect/sweep.py DEMO_SWEEPS) at their [demo] scale, then the report and its claims summary.
 demo: setup
 	"$(GCLAB)" collect --sweep demo --data "$$DATA" --backend "$$BACKEND"
 	"$(GCLAB)" report --data "$$DATA" --out "$$OUT"

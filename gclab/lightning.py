@@ -1,4 +1,4 @@
-"""`gclab.lightning.GCCallback`: record a PyTorch Lightning run into the gclab store (collect/lightning.py)."""
+"""`gclab.lightning.GCCallback`: record a PyTorch Lightning run into the gclab store (gclab/collect/lightning.py)."""
 
 from gclab.collect.lightning import GCCallback
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = "gclab.collect.metrics"
-ROOT = Path(__file__).resolve().parents[2] / "collect" / "metrics"
+ROOT = Path(__file__).resolve().parents[2] / "gclab" / "collect" / "metrics"
 MODULES = sorted(p.stem for p in ROOT.glob("*.py"))
 
 
@@ -42,7 +42,7 @@ def test_no_import_cycle():
     try:
         order = list(TopologicalSorter(graph).static_order())
     except CycleError as exc:
-        pytest.fail(f"import cycle in collect/metrics: {' -> '.join(exc.args[1])}")
+        pytest.fail(f"import cycle in gclab/collect/metrics: {' -> '.join(exc.args[1])}")
     assert set(order) == set(MODULES)
     # The leaf the pass implementations share imports none of them.
     assert not graph["signals"] & {"capture", "chain", "tape"}

@@ -1,4 +1,4 @@
-"""collect/losses.py against autograd and torch's own losses, in float64."""
+"""gclab/collect/losses.py against autograd and torch's own losses, in float64."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""functional_dimension (collect/metrics/bfd.py) against numpy.linalg.matrix_rank of the materialized Jacobian."""
+"""functional_dimension (gclab/collect/metrics/bfd.py) against numpy.linalg.matrix_rank of the materialized Jacobian."""
 
 import copy
 

@@ -1,4 +1,4 @@
-"""The conv / residual fast path (collect/metrics/tape.py) against float64 brute force, one net
+"""The conv / residual fast path (gclab/collect/metrics/tape.py) against float64 brute force, one net
 per layer type; the Hutchinson step mode unbiased against the exact terms within its spread; the
 per-example loss-gradient norms against brute force and (if installed) Opacus."""
 

@@ -258,7 +258,7 @@ def test_set_grad_with_dropout_in_train_mode():
 
 
 def test_training_loop_usage():
-    """What collect/train.py does: step_metrics(set_grad=True) then optimizer.step()."""
+    """What gclab/collect/train.py does: step_metrics(set_grad=True) then optimizer.step()."""
     torch.manual_seed(0)
     a = mlp(4, [8], 3, seed=19)
     b = mlp(4, [8], 3, seed=19)

@@ -148,7 +148,7 @@ def test_theorem_holds_on_10000_random_cases():
         net, d, xs = _random_net(rng)
         x = torch.randn(64, d, dtype=torch.float64) * xs
         t = theorem_terms(net, x)
-        # The stored criterion (store/tolerances.py): relative 1e-9 in float64.
+        # The stored criterion (gclab/store/tolerances.py): relative 1e-9 in float64.
         violations += int((~theorem_holds(t["gc_x"], t["bound"], "float64")).sum())
         violations_tight += int((~theorem_holds(t["gc_x"], t["bound_tight"], "float64")).sum())
         bias_free += int(not all(m.bias is not None for m in net if isinstance(m, nn.Linear)))

@@ -64,7 +64,7 @@ def test_round_trip_every_table(store_dir):
 
 
 def test_unknown_column_is_refused():
-    with pytest.raises(KeyError, match="not in store/schema.py"):
+    with pytest.raises(KeyError, match="not in gclab/store/schema.py"):
         to_arrow("steps", {"run_id": ["a"], "gcc": [1.0]})
 
 
@@ -147,7 +147,7 @@ def test_a_store_written_before_probes_lost_x_still_reads(store_dir):
 
 
 def test_a_store_written_before_the_holds_rename_reads_holds_as_holds_tight(store_dir, capsys):
-    # theorem.holds became holds_tight (store/schema.py RENAMED): one run written under the old
+    # theorem.holds became holds_tight (gclab/store/schema.py RENAMED): one run written under the old
     # name, one under the new; every view reads both under the new name, with no drift warning.
     from gclab.store.check import inventory
     from gclab.store.readonly import read_only_query

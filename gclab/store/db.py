@@ -198,4 +198,4 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, params=None) -> pl.DataFrame
         raise StoreError(one_line(exc)) from None
 
 
-_one_line = one_line  # the name analysis/report imported before store/errors.py; use one_line
+_one_line = one_line  # the name gclab/analysis/report imported before gclab/store/errors.py; use one_line

@@ -1,7 +1,7 @@
 """`gclab check [--repair] [--data DIR]` — verify every run folder of a store.
 
 Reads every file of every complete run whole (footer, metadata, data pages, schema against
-store/schema.py, run_id consistency) and prints a table of problems; exit code 1 when there
+gclab/store/schema.py, run_id consistency) and prints a table of problems; exit code 1 when there
 are any, 0 when the store is sound. `--repair` moves each bad run folder (or stray entry) to
 `data/quarantine/`, never deleting anything, so the next `make collect` runs it again.
 """

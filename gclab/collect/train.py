@@ -1,5 +1,5 @@
 """One run: build data and model from a RunConfig, train, and record it through `Recorder`
-(collect/recorder.py), the same path that records a user's own loop.
+(gclab/collect/recorder.py), the same path that records a user's own loop.
 
 A logged step costs one forward and one batched backward: `rec.step` runs `step_metrics(...,
 set_grad=True)`, which computes GC, R_B, A_B, C_B and also leaves ∇L_B in `.grad` for the

@@ -118,14 +118,14 @@ def theorem_terms(
     Per example (b,): ``gc_x`` = ||∇_x f||_F², ``grad_theta_sq`` = ||∇_θ f||_F²,
     ``transfer_sq_sum`` = Σ_l T_l², ``transfer_sq_sum_tight``, ``bound`` = grad_theta_sq /
     transfer_sq_sum, ``bound_tight``, ``holds`` / ``holds_tight`` (gc_x ≤ bound up to the float
-    tolerance of store/tolerances.py: relative 1e-9 in float64, 1e-4 otherwise).
+    tolerance of gclab/store/tolerances.py: relative 1e-9 in float64, 1e-4 otherwise).
     Per example and layer (b, L): ``h_norm_sq`` = ||h_l||², ``weight_spec`` = σ_max(W_l) (exact),
     ``input_jac_spec`` = σ_max(∇_x h_l), ``transfer_sq``, ``transfer_sq_tight``, ``has_bias`` (bool).
 
     σ_max(∇_x h_l): ``method="auto"`` is exact (batched Jacobians by forward or reverse mode, then
     the top eigenvalue of the smaller Gram) when that costs no more than ~200 power iterations
     (or 4e8 multiply-adds) and fits in memory, else batched power iteration (``power_iters``,
-    stop at relative change ≤ ``power_tol``, default store/tolerances.py's: 1e-10 in float64, 1e-6 otherwise). Power
+    stop at relative change ≤ ``power_tol``, default store tolerances: 1e-10 in float64, 1e-6 otherwise). Power
     iteration returns a lower bound of σ_max, so T_l is over- and the bound UNDER-estimated: a
     reported "holds" is then still a valid certificate, but a violation smaller than the
     unconverged error could be an artifact. A T_l with zero denominator is +inf (then

@@ -138,7 +138,7 @@ THEOREM = _schema(
         (
             "holds_tight",
             boolean,
-            "gc_x <= bound_tight * (1 + rtol), rtol 1e-4 in float32 and 1e-9 in float64 (store/tolerances.py); "
+            "gc_x <= bound_tight * (1 + rtol), rtol 1e-4 in float32 and 1e-9 in float64 (gclab/store/tolerances.py); "
             "stores written before this name call it holds, which the views read as holds_tight",
         ),
     ],
@@ -212,7 +212,7 @@ def schema_markdown() -> str:
     out = [
         "# Run-store schema",
         "",
-        "Generated from `store/schema.py` by `python -m gclab.store.schema > docs/SCHEMA.md`.",
+        "Generated from `gclab/store/schema.py` by `python -m gclab.store.schema > docs/SCHEMA.md`.",
         "Layout: `data/runs/sweep=<sweep>/run_id=<run_id>/<file>`, one file per table; "
         "the `runs` table's file is `run.parquet` and is written last: a folder without it "
         "is an incomplete run, invisible to the views.",

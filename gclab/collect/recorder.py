@@ -155,7 +155,7 @@ class Recorder:
         return isinstance(exc, Diverged)  # a divergence is a result; anything else propagates
 
     def annotate(self, **columns) -> None:
-        """Set runs columns the recorder cannot know (e.g. n_train); names must be in store/schema.py."""
+        """Set runs columns the recorder cannot know (e.g. n_train); names must be in gclab/store/schema.py."""
         unknown = set(columns) - set(RUNS.names)
         if unknown:
             raise ValueError(f"{sorted(unknown)} are not runs columns; see docs/SCHEMA.md for the names")

@@ -1,6 +1,6 @@
 """Theorem 5.1 on every run that logged theorem rows (thm51, demo, …).
 
-- violations: recomputed in SQL with the engine's criterion (store/tolerances.py: gc_x ≤
+- violations: recomputed in SQL with the engine's criterion (gclab/store/tolerances.py: gc_x ≤
   bound_tight·(1 + rtol), rtol 1e-4 for float32 runs, 1e-9 for float64, from the run's dtype);
   the `holds_tight` flag is cross-checked, not trusted; the rate gets a Clopper–Pearson 95% CI.
 - tightness: quantiles of bound/gc_x and bound_tight/gc_x by depth and step.

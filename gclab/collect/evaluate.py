@@ -148,7 +148,7 @@ def log_theorem(model, s: Split, cfg, step: int, bufs) -> None:
     terms = {k: v.detach().cpu().numpy() for k, v in terms.items()}
     n, n_layers = terms["h_norm_sq"].shape
     example = np.arange(n)
-    # holds_tight: gc_x <= bound_tight (the stronger claim) within store/tolerances.py's criterion.
+    # holds_tight: gc_x <= bound_tight (the stronger claim) within gclab/store/tolerances.py's criterion.
     bufs["theorem"].append(
         run_id=cfg.run_id,
         step=step,

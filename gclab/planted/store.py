@@ -1,6 +1,6 @@
 """Planted run stores: the shipped sweeps' runs with hand-made effects, in the real store layout.
 
-The runs come from `collect/sweeps/*.toml` through `collect.sweep.load_sweep`, so a planted
+The runs come from `gclab/collect/sweeps/*.toml` through `collect.sweep.load_sweep`, so a planted
 store has exactly the grids, names, seeds and `runs` columns that collection writes; only the
 end-of-training values are planted (see `EFFECTS`, docs/EXPERIMENTS.md "Verdicts"). Each
 effect is signed: its default is in the paper's direction, 0 plants no effect (a null), a
@@ -92,7 +92,7 @@ def sweep_runs(sweep: str, *, seeds: int | None = None, cadence: dict | None = N
 @functools.lru_cache(maxsize=256)
 def _sweep_runs(sweep: str, seeds: int | None, cadence: tuple) -> tuple[RunConfig, ...]:
     overrides = {"seeds": list(range(seeds))} if seeds is not None else {}
-    # `demo` is no sweep file (collect/sweep.py expands it); its stand-in: thm51's demo scale named demo.
+    # `demo` is no sweep file (gclab/collect/sweep.py expands it); its stand-in: thm51's demo scale named demo.
     name, scale = ("thm51", DEMO) if sweep == DEMO else (sweep, "cpu")
     if sweep == DEMO:
         overrides["sweep"] = DEMO
@@ -190,7 +190,7 @@ def _static(cfg: RunConfig) -> tuple[dict, dict, int]:
 
 
 def _target_columns(cfg: RunConfig, plant: Plant, done: int, reached: bool) -> dict:
-    """The runs columns of the stop rule (collect/target.py), consistent with the planted fit."""
+    """The runs columns of the stop rule (gclab/collect/target.py), consistent with the planted fit."""
     active = cfg.stop_at_train_error is not None or cfg.stop_at_train_loss is not None
     return {
         "target_reached": reached if active else None,

@@ -66,7 +66,7 @@ def build(ctx) -> Section:
         f"{cal['n_effect']} planted-effect stores per test.</p>" + table_html(cal)
     )
     sec.caveats += [
-        "Planted stores have the shipped sweeps' grids, seeds and columns (collect/sweeps/*.toml); only the "
+        "Planted stores have the shipped sweeps' grids, seeds and columns (gclab/collect/sweeps/*.toml); only the "
         "end-of-training values are hand-made, with a per-seed block effect and run-level noise.",
         "Rates are per test before Holm's correction; the corrected paper rows are stricter still.",
         "Power is for the named planted effect on these synthetic stores, not a guarantee for real data whose "

@@ -238,7 +238,7 @@ def spread(values: list, k: int) -> list:
 
 
 def parabola_points(n_train: int) -> pl.DataFrame:
-    """The parabola's training points: n_train evenly spaced x on [−1, 1], y = x² (as collect/datasets.py)."""
+    """The parabola's training points: n_train evenly spaced x on [−1, 1], y = x² (as gclab/collect/datasets.py)."""
     x = np.linspace(-1.0, 1.0, n_train)
     return pl.DataFrame({"x": x, "y": x**2})
 

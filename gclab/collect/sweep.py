@@ -175,7 +175,7 @@ def _read_spec(path: Path, where: str) -> dict:
         key = ".".join(str(p) for p in e["loc"][:2])
         raise ConfigError(
             f"{where}: {key} = {e['input']!r} has the wrong shape ({e['msg']}); see the sweep file "
-            "layout in collect/sweep.py: seeds = [0, 1], [base] key = value, [grid] key = [values]"
+            "layout in gclab/collect/sweep.py: seeds = [0, 1], [base] key = value, [grid] key = [values]"
         ) from None
     return spec
 

@@ -20,7 +20,7 @@ so the analysis (no torch) and the engine (torch tensors) both use it.
 from __future__ import annotations
 
 THEOREM_RTOL = {"float32": 1e-4, "float64": 1e-9}
-# Power iteration for σ_max(∇_x h_l) stops at this relative change (collect/metrics/theorem.py).
+# Power iteration for σ_max(∇_x h_l) stops at this relative change (gclab/collect/metrics/theorem.py).
 POWER_TOL = {"float32": 1e-6, "float64": 1e-10}
 # Runs that do not record their dtype (a user's Recorder config): the looser, float32 criterion.
 DEFAULT_DTYPE = "float32"

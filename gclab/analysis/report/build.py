@@ -121,7 +121,7 @@ def render(data_dir, out_dir, *, strict: bool = False, figures: bool = True, pro
     tmp.write_text(doc, encoding="utf-8")
     os.replace(tmp, index)
     lap("page")
-    render.last_timings = timings  # for bench/report.py
+    render.last_timings = timings  # for gclab/bench/report.py
     render.last_claims = ctx.claims  # for the summary `gclab report` prints
     return index
 

@@ -74,7 +74,7 @@ def to_arrow(table: str, columns: Mapping[str, Any] | pa.Table) -> pa.Table:
     schema = SCHEMAS[table]
     unknown = set(columns) - set(schema.names)
     if unknown:
-        raise KeyError(f"{table}: columns {sorted(unknown)} are not in store/schema.py; add them there first")
+        raise KeyError(f"{table}: columns {sorted(unknown)} are not in gclab/store/schema.py; add them there first")
     n = len(next(iter(columns.values()))) if columns else 0
     arrays = [pa.array(columns[f.name], type=f.type) if f.name in columns else pa.nulls(n, f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
