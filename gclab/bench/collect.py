@@ -29,7 +29,7 @@ def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "collect", "--sweep", DEMO, "--data", tmp],
+            [sys.executable, "-m", "gclab.collect", "--sweep", DEMO, "--data", tmp],
             cwd=ROOT,
             check=True,
             capture_output=True,

@@ -40,7 +40,7 @@ def test_resume_after_sigkill_of_process_group(tmp_path):
     f.write_text(SWEEP.format(steps=400, lrs="[0.01, 0.02, 0.05]"))
     data = tmp_path / "data"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "collect", "--sweep", str(f), "--data", str(data), "--workers", "2"],
+        [sys.executable, "-m", "gclab.collect", "--sweep", str(f), "--data", str(data), "--workers", "2"],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         start_new_session=True,
