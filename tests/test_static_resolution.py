@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import jedi
@@ -78,3 +79,19 @@ def test_the_type_checker_fails_on_an_unresolved_import_and_checks_calls_through
     assert run.returncode == 1, run.stdout + run.stderr
     found = {(d["range"]["start"]["line"] + 1, d.get("rule")) for d in json.loads(run.stdout)["generalDiagnostics"]}
     assert found == {(2, "reportMissingImports"), (5, "reportCallIssue")}
+
+
+def test_make_test_type_checks_and_lints_complexity_before_the_tests():
+    # `make -n` prints the recipe without running it: the checker sits between ruff and pytest.
+    res = subprocess.run(
+        ["make", "-n", "--no-print-directory", "-C", str(REPO), "test"], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    ruff = next(i for i, line in enumerate(lines) if "ruff" in line and " check ." in line)
+    checker = next(i for i, line in enumerate(lines) if "basedpyright" in line)
+    pytest_ = next(i for i, line in enumerate(lines) if "-m pytest" in line)
+    assert ruff < checker < pytest_
+    # ruff's C90 is on at complexity 10, so the `ruff check .` above enforces it
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["ruff"]["lint"]
+    assert "C90" in config["select"] and config["mccabe"]["max-complexity"] == 10
