@@ -65,10 +65,12 @@ check: setup
 calibrate: setup
 	"$(PY)" -m gclab.planted.calibrate --out "$$OUT"
 
-# Lint and format are checked first (pyproject.toml [tool.ruff]): a violation fails the build.
+# Lint, format and types are checked first (pyproject.toml [tool.ruff], [tool.basedpyright]): a violation,
+# an unresolved import included, fails the build.
 test: setup
 	"$(VENV)/bin/ruff" check .
 	"$(VENV)/bin/ruff" format --check .
+	"$(VENV)/bin/basedpyright" --pythonpath "$(PY)"
 	"$(PY)" -m pytest -n 2 tests
 
 # The pinned torch is named in the same pip call, so backpack's torchvision resolves to a

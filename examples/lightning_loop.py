@@ -48,7 +48,7 @@ class Classifier(L.LightningModule):
 
 
 def main(argv=None) -> str:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     p.add_argument("--data", default="data", help="run store folder (default ./data)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=0.05)
@@ -90,9 +90,9 @@ def main(argv=None) -> str:
         enable_model_summary=False,
     )
     trainer.fit(Classifier(width=args.width, lr=args.lr), loader)
-    print(
-        f"recorded run {callback.run_id} (sweep 'mine_lightning', {callback.recorder.row['status']}) into {args.data}"
-    )
+    row = callback.recorder.row
+    assert row is not None  # the runs row, written when the fit ends
+    print(f"recorded run {callback.run_id} (sweep 'mine_lightning', {row['status']}) into {args.data}")
     return callback.run_id
 
 

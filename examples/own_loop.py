@@ -34,7 +34,7 @@ def make_model(d: int = 20, width: int = 64, k: int = 4, seed: int = 0) -> nn.Mo
 
 
 def main(argv=None) -> str:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     p.add_argument("--data", default="data", help="run store folder (default ./data)")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--lr", type=float, default=0.05)
@@ -69,6 +69,7 @@ def main(argv=None) -> str:
             rec.step(step, model, x_train[idx], y_train[idx])  # gclab (replaces loss.backward())
             optimizer.step()
         rec.evaluate(args.steps, model, splits)
+    assert rec.row is not None  # the runs row, written when the `with` block ends
     print(f"recorded run {rec.run_id} (sweep 'mine', {rec.row['status']}) into {args.data}")
     return rec.run_id
 

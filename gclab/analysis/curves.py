@@ -20,10 +20,6 @@ def points_per_run(n_runs: int, budget: int = ROW_BUDGET, cap: int = MAX_POINTS_
     return int(max(8, min(cap, budget // max(n_runs, 1))))
 
 
-def sweep_where(*sweeps: str) -> str:
-    return "r.sweep IN (" + ", ".join(f"'{s}'" for s in sweeps) + ")"
-
-
 def binned_curves(
     con,
     table: str,

@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 import statsmodels.api as sm
 
-from gclab.analysis.curves import binned_curves, sweep_where
+from gclab.analysis.curves import binned_curves
 from gclab.analysis.result import (
     ALPHA,
     CONTRADICTED,
@@ -45,6 +45,7 @@ from gclab.analysis.result import (
 from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
 from gclab.analysis.verdict import decide, describe
 from gclab.store.db import query
+from gclab.store.sweeps import sql_in
 
 TOLERANCE = 1e-6
 IDENTITY_CLAIM = "Eq. 6 decomposition ||∇θ L_B||² = R_B + A_B + C_B holds at every logged step"
@@ -244,6 +245,6 @@ def analyze(con) -> Analysis:
 def terms_by_setting(con) -> dict[str, pl.DataFrame]:
     """R_B, A_B, C_B over training, mean over seeds per (lr, batch size) in step bins: what the report draws."""
     curves = binned_curves(
-        con, "steps", {t: f"x.{t}" for t in TERMS}, runs_where=sweep_where("igr"), by=("lr", "batch_size"), points=60
+        con, "steps", {t: f"x.{t}" for t in TERMS}, runs_where=sql_in(["igr"]), by=("lr", "batch_size"), points=60
     )
     return {"terms_by_setting": curves}

@@ -22,7 +22,7 @@ def t_interval(mean, sd, n) -> tuple[pl.Series, pl.Series]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # one value has no interval: NaN, then null
         lo, hi = stats.t.interval(1 - ALPHA, n - 1, loc=mean, scale=sd / np.sqrt(n))
-    return tuple(pl.Series(v, dtype=pl.Float64).fill_nan(None) for v in (lo, hi))
+    return pl.Series(lo, dtype=pl.Float64).fill_nan(None), pl.Series(hi, dtype=pl.Float64).fill_nan(None)
 
 
 def mean_ci(frame: pl.DataFrame, by: list[str], values: list[str]) -> pl.DataFrame:

@@ -45,13 +45,18 @@ PAPER_FAMILY = "trunc_normal_fan_in/relu"  # init/activation of the paper's stan
 POOLED = "pooled"
 
 
-@dataclass(frozen=True)
+DECREASES, INCREASES = -1, +1  # the paper's direction of y as x grows: the sign of the slope it claims
+
+
+@dataclass(frozen=True, kw_only=True)
 class Heuristic:
+    """One claimed trend: `y` moves in `direction` (DECREASES or INCREASES) as `x` grows in `sweep`."""
+
     name: str
     sweep: str
     x: str  # runs column that varies
     y: str  # statistic column of the run frame
-    direction: int  # paper's direction of y as x grows: -1 decreases, +1 increases
+    direction: int  # DECREASES or INCREASES
     claim: str
     log: bool = True  # regress log y (positive statistics such as GC)
     fixed: str | None = None  # the other fig4 axis, held at the value with the widest grid of x
@@ -63,35 +68,35 @@ class Heuristic:
 def heuristics() -> list[Heuristic]:
     rows = [
         Heuristic(
-            reg,
-            "fig3",
-            reg,
-            "gc",
-            -1,
-            f"GC (at best test accuracy) decreases as {reg} strength increases",
+            name=reg,
+            sweep="fig3",
+            x=reg,
+            y="gc",
+            direction=DECREASES,
+            claim=f"GC (at best test accuracy) decreases as {reg} strength increases",
             source="GC paper §4, Fig. 3; SM C.5",
         )
         for reg in FIG3_REGS
     ]
     rows.append(
         Heuristic(
-            "gc_reg",
-            "gcreg",
-            "gc_reg",
-            "gc",
-            -1,
-            "GC decreases as the explicit GC penalty increases",
+            name="gc_reg",
+            sweep="gcreg",
+            x="gc_reg",
+            y="gc",
+            direction=DECREASES,
+            claim="GC decreases as the explicit GC penalty increases",
             source="GC paper SM C.4",
         )
     )
     rows.append(
         Heuristic(
-            "gc_reg → test acc",
-            "gcreg",
-            "gc_reg",
-            "test_acc",
-            +1,
-            "test accuracy increases with the explicit GC penalty",
+            name="gc_reg → test acc",
+            sweep="gcreg",
+            x="gc_reg",
+            y="test_acc",
+            direction=INCREASES,
+            claim="test accuracy increases with the explicit GC penalty",
             log=False,
             source="GC paper SM C.4",
         )
@@ -100,36 +105,36 @@ def heuristics() -> list[Heuristic]:
         src = "GC paper §5, Fig. 4" if sweep == "fig4" else "GC paper SM C.7–C.8"
         rows.append(
             Heuristic(
-                f"lr ({opt})",
-                sweep,
-                "lr",
-                "gc",
-                -1,
-                f"higher learning rate gives lower GC ({opt})",
+                name=f"lr ({opt})",
+                sweep=sweep,
+                x="lr",
+                y="gc",
+                direction=DECREASES,
+                claim=f"higher learning rate gives lower GC ({opt})",
                 fixed="batch_size",
                 source=src,
             )
         )
         rows.append(
             Heuristic(
-                f"batch_size ({opt})",
-                sweep,
-                "batch_size",
-                "gc",
-                +1,
-                f"larger batch size gives higher GC ({opt})",
+                name=f"batch_size ({opt})",
+                sweep=sweep,
+                x="batch_size",
+                y="gc",
+                direction=INCREASES,
+                claim=f"larger batch size gives higher GC ({opt})",
                 fixed="lr",
                 source=src,
             )
         )
     rows.append(
         Heuristic(
-            "lr → test acc (SGD)",
-            "fig4",
-            "lr",
-            "test_acc",
-            +1,
-            "higher learning rate gives higher test accuracy (SGD)",
+            name="lr → test acc (SGD)",
+            sweep="fig4",
+            x="lr",
+            y="test_acc",
+            direction=INCREASES,
+            claim="higher learning rate gives higher test accuracy (SGD)",
             log=False,
             fixed="batch_size",
             source="GC paper §5, Fig. 4",
@@ -161,12 +166,12 @@ def fig2_heuristics(families: list[str]) -> list[Heuristic]:
             )
             rows.append(
                 Heuristic(
-                    f"{name} [{fam}]",
-                    "fig2",
-                    "depth",
-                    y,
-                    -1,
-                    f"{text} ({fam}{label})",
+                    name=f"{name} [{fam}]",
+                    sweep="fig2",
+                    x="depth",
+                    y=y,
+                    direction=DECREASES,
+                    claim=f"{text} ({fam}{label})",
                     source=src if paper else f"{src}; SM C.1 (per-family breakdown by gclab)",
                     family=fam,
                     kind="paper" if paper else "toolkit",

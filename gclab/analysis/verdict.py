@@ -72,7 +72,7 @@ def holm(table: pl.DataFrame) -> pl.DataFrame:
     if not idx:
         return table
     adjusted = multipletests(table["p_value"].gather(idx).to_numpy(), alpha=ALPHA, method="holm")[1]
-    p_adj = [None] * table.height
+    p_adj: list[float | None] = [None] * table.height
     for i, p in zip(idx, adjusted):
         p_adj[i] = float(p)
     out = table.with_columns(pl.Series("p_adjusted", p_adj, dtype=pl.Float64))

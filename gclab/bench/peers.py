@@ -136,7 +136,7 @@ def _load_probe():
 
     def read() -> dict:
         j1, own1, w1 = _busy_jiffies(), time.process_time(), time.perf_counter()
-        other = None if j0 is None else max((j1 - j0) / tick - (own1 - own0), 0.0)
+        other = None if j0 is None or j1 is None else max((j1 - j0) / tick - (own1 - own0), 0.0)
         return {
             "load_average_1m_5m_15m": list(os.getloadavg()),
             "wall_s": round(w1 - w0, 2),
@@ -148,6 +148,26 @@ def _load_probe():
         }
 
     return read
+
+
+def _check_peers(model, x, y, fns: dict) -> dict:
+    """Each peer's per-example norms against ours: {peer: agreement or error}; a peer that agrees
+    (max relative difference <= 1e-3) is added to `fns`, to be timed."""
+    ours = per_example_grad_norms(model, x, y)
+    peers = {}
+    for peer, make in PEERS.items():
+        try:
+            fn = make(model, x, y)
+            theirs = fn()
+            err = float((theirs - ours).abs().max() / ours.abs().max())
+            peers[peer] = {"max_rel_diff_vs_ours": err}
+            if err > 1e-3:
+                peers[peer]["error"] = "norms differ from ours; not timed"
+            else:
+                fns[peer] = fn
+        except Exception as exc:  # noqa: BLE001 - a peer refusing a net is a result, not a failure
+            peers[peer] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
+    return peers
 
 
 def bench_net(name: str, rounds: int, seconds_per_block: float) -> dict:
@@ -173,20 +193,7 @@ def bench_net(name: str, rounds: int, seconds_per_block: float) -> dict:
         "gc": lambda: geometric_complexity(model, x),
         "norms": lambda: per_example_grad_norms(model, x, y),
     }
-    ours = per_example_grad_norms(model, x, y)
-    peers = {}
-    for peer, make in PEERS.items():
-        try:
-            fn = make(model, x, y)
-            theirs = fn()
-            err = float((theirs - ours).abs().max() / ours.abs().max())
-            peers[peer] = {"max_rel_diff_vs_ours": err}
-            if err > 1e-3:
-                peers[peer]["error"] = "norms differ from ours; not timed"
-            else:
-                fns[peer] = fn
-        except Exception as exc:  # noqa: BLE001 - a peer refusing a net is a result, not a failure
-            peers[peer] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
+    peers = _check_peers(model, x, y, fns)
     # Warm up and size each block to about `seconds_per_block`.
     inner = {}
     for key, fn in fns.items():

@@ -125,7 +125,8 @@ def _mnist1d_arrays(num_samples: int, seed: int, extra: tuple):
 def _load_mnist1d(n_train, n_test, data_seed, options):
     from mnist1d.data import get_dataset_args
 
-    tunable = tuple(k for k in get_dataset_args(as_dict=True) if k not in _MNIST1D_FIXED)
+    # mnist1d is untyped: its inferred return type misses that as_dict=True gives a dict
+    tunable = tuple(k for k in get_dataset_args(as_dict=True) if k not in _MNIST1D_FIXED)  # pyright: ignore[reportGeneralTypeIssues]
     _check_options("mnist1d", options, tunable)
     n_train, n_test = _sizes("mnist1d", n_train, n_test, *SHAPES["mnist1d"][2:])
     # make_dataset draws num_samples // 10 per class, so round up to a multiple of 10.
@@ -407,6 +408,21 @@ def apply_label_noise(y: np.ndarray, p: float, n_classes: int, seed: int) -> np.
     return y
 
 
+def _load_parts(name, n_train, n_test, data_seed, options, raw_dir):
+    """(x_train, y_train, x_test, y_test, n_classes, task) of a known dataset, as its loader returns them."""
+    if name == "mnist1d":
+        return _load_mnist1d(n_train, n_test, data_seed, options)
+    if name == "digits":
+        return _load_digits(n_train, n_test, data_seed, options)
+    if name == "parabola":
+        return _load_parabola(n_train, n_test, data_seed, options)
+    if name == "teacher":
+        return _load_teacher(n_train, n_test, data_seed, options)
+    if name == "mnist":
+        return _load_mnist(n_train, n_test, data_seed, options, raw_dir)
+    return _load_cifar10(n_train, n_test, data_seed, options, raw_dir)
+
+
 def load_dataset(
     name: str,
     *,
@@ -435,19 +451,7 @@ def load_dataset(
     data_seed = options.pop("data_seed", None)
     data_seed = seed if data_seed is None else data_seed
 
-    if name == "mnist1d":
-        parts = _load_mnist1d(n_train, n_test, data_seed, options)
-    elif name == "digits":
-        parts = _load_digits(n_train, n_test, data_seed, options)
-    elif name == "parabola":
-        parts = _load_parabola(n_train, n_test, data_seed, options)
-    elif name == "teacher":
-        parts = _load_teacher(n_train, n_test, data_seed, options)
-    elif name == "mnist":
-        parts = _load_mnist(n_train, n_test, data_seed, options, raw_dir)
-    else:
-        parts = _load_cifar10(n_train, n_test, data_seed, options, raw_dir)
-    xtr, ytr, xte, yte, k, task = parts
+    xtr, ytr, xte, yte, k, task = _load_parts(name, n_train, n_test, data_seed, options, raw_dir)
 
     if label_noise > 0:
         if task != "classification":

@@ -16,8 +16,9 @@ Theoretical weight std, with s = scale:
   default        torch's own Linear/Conv init, U(±1/sqrt(fan_in)), times s
                  std = s/sqrt(3·fan_in)
 
-``trunc_normal_fan_in`` is the paper's "standard initialization scheme" (seeds/002, §3,
-line 96: "we sample them from a truncated normal distribution with variance inversely
+``trunc_normal_fan_in`` is the paper's "standard initialization scheme" (Dherin et al., "Why
+neural networks find simple solutions: the many regularizers of geometric complexity", NeurIPS
+2022, §3: "we sample them from a truncated normal distribution with variance inversely
 proportional to the number of input units and the bias terms were set to zero"). That is
 Haiku's ``hk.Linear`` default, ``TruncatedNormal(stddev=1/sqrt(fan_in))``, which cuts the
 underlying normal at ±2 stddev without rescaling; we follow it, so σ is the std of the
@@ -25,7 +26,8 @@ normal *before* truncation.
 
 Biases: every named scheme sets them to zero (the paper's standard scheme, and Haiku/Flax's
 default for all of these initializers); ``default`` is torch's own init and redraws them from
-U(±1/sqrt(fan_in)). ``zero_bias=None`` means "the scheme's own choice" (``zero_bias_default``).
+U(±1/sqrt(fan_in)). ``zero_bias=None`` means "the scheme's own choice" (``zero_bias_default``);
+docs/EXPERIMENTS.md, "Initialization", says which sweeps use which scheme.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ INIT_SCHEMES = (
 _PHI2 = math.exp(-2.0) / math.sqrt(2 * math.pi)
 TRUNC_STD_FACTOR = math.sqrt(1.0 - 4.0 * _PHI2 / math.erf(2.0 / math.sqrt(2.0)))
 
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+Layer = nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d  # the layers a scheme initializes (isinstance takes it)
 
 
 def zero_bias_default(scheme: str) -> bool:
@@ -113,31 +115,42 @@ def initialize(
     ``scale`` (weights) and ``zero_bias``; with a generator it redraws them from torch's
     default distribution so runs are reproducible.
     """
-    if scheme not in INIT_SCHEMES:
-        raise ValueError(f"unknown init scheme {scheme!r}; valid: {', '.join(INIT_SCHEMES)}")
-    if not (math.isfinite(scale) and scale >= 0):
-        raise ValueError(f"init scale must be finite and >= 0, got {scale}")
+    _check(scheme, scale)
     if zero_bias is None:
         zero_bias = zero_bias_default(scheme)
     if isinstance(generator, int) and not isinstance(generator, bool):
         generator = torch.Generator().manual_seed(generator)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {generator!r}")
     redraw = scheme != "default" or generator is not None
-
     for m in model.modules():
-        if not isinstance(m, _LAYERS):
-            continue
-        w = m.weight
-        fan_in, fan_out = fans(w)
-        if redraw:
-            w.copy_(_draw(w.shape, w.dtype, scheme, fan_in, fan_out, scale, generator))
-        elif scale != 1.0:
-            w.mul_(scale)
-        if m.bias is None:
-            continue
-        if zero_bias:
-            m.bias.zero_()
-        elif redraw:
-            bound = 1.0 / math.sqrt(fan_in)
-            b = nn.init.uniform_(torch.empty(m.bias.shape, dtype=m.bias.dtype), -bound, bound, generator=generator)
-            m.bias.copy_(b)
+        if isinstance(m, Layer):
+            _init_layer(m, scheme, scale=scale, zero_bias=zero_bias, redraw=redraw, generator=generator)
     return model
+
+
+def _check(scheme: str, scale: float) -> None:
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"unknown init scheme {scheme!r}; valid: {', '.join(INIT_SCHEMES)}")
+    if not (math.isfinite(scale) and scale >= 0):
+        raise ValueError(f"init scale must be finite and >= 0, got {scale}")
+
+
+def _init_layer(
+    m: Layer, scheme: str, *, scale: float, zero_bias: bool, redraw: bool, generator: torch.Generator | None
+) -> None:
+    """One Linear/Conv layer in place: the weight drawn (or only scaled), the bias zeroed or redrawn."""
+    w = m.weight
+    fan_in, fan_out = fans(w)
+    if redraw:
+        w.copy_(_draw(w.shape, w.dtype, scheme, fan_in, fan_out, scale, generator))
+    elif scale != 1.0:
+        w.mul_(scale)
+    bias = m.bias
+    if bias is None:
+        return
+    if zero_bias:
+        bias.zero_()
+    elif redraw:
+        bound = 1.0 / math.sqrt(fan_in)
+        bias.copy_(nn.init.uniform_(torch.empty(bias.shape, dtype=bias.dtype), -bound, bound, generator=generator))

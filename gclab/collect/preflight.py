@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -76,47 +77,62 @@ def check_device(requested: str) -> None:
 
 
 def preflight(sweeps, data_dir, *, allow_huge: bool = False) -> None:
-    """Raise ConfigError (one line) for the first problem; write nothing."""
+    """Raise ConfigError (one line, naming the sweep file) for the first problem; write nothing."""
     if Path(data_dir).exists() and not Path(data_dir).is_dir():
         raise ConfigError(f"--data {data_dir} is a file; point --data at the store folder (default ./data)")
-    datasets: dict = {}
-    params: dict = {}
-    devices: set = set()
+    seen = _Seen()
     for sweep in sweeps:
         for cfg in sweep.runs:
-            if cfg.device not in devices:
-                devices.add(cfg.device)
-                try:
-                    check_device(cfg.device)
-                except ConfigError as exc:
-                    raise ConfigError(f"{_where(sweep)}: {exc}") from None
-            if cfg.input_dim and cfg.input_dim > 10**7 and not allow_huge:
-                raise ConfigError(
-                    f"{_where(sweep)}: input_dim = {cfg.input_dim:,} is absurdly large; "
-                    "pass --allow-huge (make collect HUGE=1) if you mean it"
-                )
             try:
-                shape, k = _dataset_shape(cfg, data_dir, datasets)
-            except ValueError as exc:  # DatasetNotFoundError is a FileNotFoundError: caught below
-                raise ConfigError(f"{_where(sweep)}: {' '.join(str(exc).split())}") from None
-            except FileNotFoundError as exc:
+                _check_run(cfg, data_dir, allow_huge=allow_huge, seen=seen)
+            except ConfigError as exc:
                 raise ConfigError(f"{_where(sweep)}: {exc}") from None
-            if allow_huge:
-                continue
-            try:
-                n = _n_params(cfg, shape, k, params)
-            except ValueError:
-                n = 0  # a model that cannot be built here fails as a recorded `failed` run
-            if n > MAX_PARAMS:
-                raise ConfigError(
-                    f"{_where(sweep)}: {cfg.model} with width = {cfg.width}, depth = {cfg.depth} has "
-                    f"{n:,} parameters, more than {MAX_PARAMS:,}; use a smaller width/depth, or pass "
-                    "--allow-huge (make collect HUGE=1) if you mean it"
-                )
-            data_bytes = ((cfg.n_train or 0) + (cfg.n_test or 0)) * math.prod(shape) * 4
-            if data_bytes > MAX_DATA_BYTES:
-                raise ConfigError(
-                    f"{_where(sweep)}: n_train + n_test = {(cfg.n_train or 0) + (cfg.n_test or 0):,} "
-                    f"examples need {data_bytes / 2**30:.0f} GiB; use fewer, or pass --allow-huge "
-                    "(make collect HUGE=1) if you mean it"
-                )
+
+
+@dataclass
+class _Seen:
+    """What earlier runs of the same collect already checked (each device, dataset and model once)."""
+
+    devices: set = field(default_factory=set)
+    datasets: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+
+
+def _check_run(cfg, data_dir, *, allow_huge: bool, seen: _Seen) -> None:
+    """One run's device, dataset and sizes; ConfigError without the sweep's name."""
+    if cfg.device not in seen.devices:
+        seen.devices.add(cfg.device)
+        check_device(cfg.device)
+    if cfg.input_dim and cfg.input_dim > 10**7 and not allow_huge:
+        raise ConfigError(
+            f"input_dim = {cfg.input_dim:,} is absurdly large; pass --allow-huge (make collect HUGE=1) if you mean it"
+        )
+    try:
+        shape, k = _dataset_shape(cfg, data_dir, seen.datasets)
+    except ValueError as exc:  # DatasetNotFoundError is a FileNotFoundError: caught below
+        raise ConfigError(" ".join(str(exc).split())) from None
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    if not allow_huge:
+        _check_size(cfg, shape, k, seen.params)
+
+
+def _check_size(cfg, shape: tuple, k: int, params: dict) -> None:
+    """The model's parameter count (on the meta device) and the data's float32 bytes, against their bounds."""
+    try:
+        n = _n_params(cfg, shape, k, params)
+    except ValueError:
+        n = 0  # a model that cannot be built here fails as a recorded `failed` run
+    if n > MAX_PARAMS:
+        raise ConfigError(
+            f"{cfg.model} with width = {cfg.width}, depth = {cfg.depth} has "
+            f"{n:,} parameters, more than {MAX_PARAMS:,}; use a smaller width/depth, or pass "
+            "--allow-huge (make collect HUGE=1) if you mean it"
+        )
+    data_bytes = ((cfg.n_train or 0) + (cfg.n_test or 0)) * math.prod(shape) * 4
+    if data_bytes > MAX_DATA_BYTES:
+        raise ConfigError(
+            f"n_train + n_test = {(cfg.n_train or 0) + (cfg.n_test or 0):,} "
+            f"examples need {data_bytes / 2**30:.0f} GiB; use fewer, or pass --allow-huge "
+            "(make collect HUGE=1) if you mean it"
+        )

@@ -31,7 +31,8 @@ def gc_penalty(model: nn.Module, x: torch.Tensor, n_projections: int | None, gen
             v = v / v.norm(dim=1, keepdim=True) * k**0.5  # uniform on the sphere of radius sqrt(k)
             total = total + torch.autograd.grad((out * v).sum(), x, create_graph=True)[0].pow(2).sum()
         total = total / n_projections
-    return total / x.shape[0]
+    # sum() of tensors is a tensor (typeshed types its start, 0, as int)
+    return total / x.shape[0]  # pyright: ignore[reportReturnType]
 
 
 def add_penalty_grads(model: nn.Module, x, y, loss_fn, cfg, generator=None) -> None:
@@ -40,7 +41,7 @@ def add_penalty_grads(model: nn.Module, x, y, loss_fn, cfg, generator=None) -> N
     if cfg.l2:
         with torch.no_grad():  # analytic: ∇ λ/2||θ||² = λθ
             for p in params:
-                p.grad.add_(p, alpha=cfg.l2)
+                p.grad.add_(p, alpha=cfg.l2)  # pyright: ignore[reportOptionalMemberAccess]  (the loss's backward set it)
     penalty = None
     if cfg.spectral_reg:
         sigma_sq = sum(torch.linalg.matrix_norm(w, ord=2) ** 2 for w in weight_matrices(model))

@@ -190,24 +190,7 @@ def load_sweep(
     path = _locate(name_or_path)
     where = path.name
     spec = _read_spec(path, where)
-    if scale not in SCALES:
-        raise ConfigError(f"scale = {scale!r} is invalid: use one of {', '.join(SCALES)}")
-    if scale != "cpu":
-        if scale == "demo" and "demo" not in spec:
-            raise ConfigError(
-                f"{where}: no [demo] section, so it has no demo scale; add one (see fig5.toml) "
-                "or collect it with --scale cpu"
-            )
-        section = spec.get(scale, {})
-        spec = {
-            **spec,
-            **{k: v for k, v in section.items() if k != "base"},
-            "base": {**spec.get("base", {}), **section.get("base", {})},
-        }
-        if "grids" in section:
-            spec.pop("grid", None)
-        elif "grid" in section:
-            spec.pop("grids", None)
+    spec = _at_scale(spec, scale, where)
     overrides = dict(overrides or {})
     seeds = overrides.pop("seeds", spec.get("seeds", [0]))
     seeds = seeds if isinstance(seeds, list) else [seeds]
@@ -224,15 +207,45 @@ def load_sweep(
             f"{where}: {n:,} runs (grid x seeds) is more than {MAX_RUNS:,}; shrink the grid, "
             "or pass --allow-huge (make collect HUGE=1) if you mean it"
         )
+    runs = _expand(grids, seeds, {**base, "sweep": name, "scale": scale}, overrides, where)
+    return Sweep(name=name, description=spec.get("description", ""), source=str(path), runs=runs)
+
+
+def _at_scale(spec: dict, scale: str, where: str) -> dict:
+    """The sweep file's spec with its [<scale>] section merged in ([base] keys merged, its grid(s) replacing)."""
+    if scale not in SCALES:
+        raise ConfigError(f"scale = {scale!r} is invalid: use one of {', '.join(SCALES)}")
+    if scale == "cpu":
+        return spec
+    if scale == "demo" and "demo" not in spec:
+        raise ConfigError(
+            f"{where}: no [demo] section, so it has no demo scale; add one (see fig5.toml) "
+            "or collect it with --scale cpu"
+        )
+    section = spec.get(scale, {})
+    spec = {
+        **spec,
+        **{k: v for k, v in section.items() if k != "base"},
+        "base": {**spec.get("base", {}), **section.get("base", {})},
+    }
+    if "grids" in section:
+        spec.pop("grid", None)
+    elif "grid" in section:
+        spec.pop("grids", None)
+    return spec
+
+
+def _expand(grids: list[dict], seeds: list, base: dict, overrides: dict, where: str) -> tuple[RunConfig, ...]:
+    """One RunConfig per grid point × seed (grid order, seeds innermost), duplicates by run_id dropped."""
     runs: dict[str, RunConfig] = {}
     for grid in grids:
         axes = list(grid)
         for combo in itertools.product(*(grid[a] for a in axes)):
             for seed in seeds:
-                fields = {**base, "sweep": name, "seed": seed, "scale": scale, **dict(zip(axes, combo)), **overrides}
+                fields = {**base, "seed": seed, **dict(zip(axes, combo)), **overrides}
                 try:
                     cfg = RunConfig(**fields)
                 except ValidationError as err:
                     raise _explain(where if not overrides else f"{where} with --set", err) from None
                 runs.setdefault(cfg.run_id, cfg)
-    return Sweep(name=name, description=spec.get("description", ""), source=str(path), runs=tuple(runs.values()))
+    return tuple(runs.values())

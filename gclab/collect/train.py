@@ -88,6 +88,7 @@ def train(cfg: RunConfig, data_dir, *, threads: int | None = None, progress: boo
         if threads:
             torch.set_num_threads(threads)
         _train(cfg, data_dir, rec, progress)
+    assert rec.row is not None  # the Recorder writes the runs row when the block ends
     return rec.row
 
 

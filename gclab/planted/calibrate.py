@@ -175,7 +175,9 @@ def calibrate(n_null: int = 200, n_effect: int = 100, cases=CASES, workers: int 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gclab.planted.calibrate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m gclab.planted.calibrate", description=(__doc__ or "").partition("\n")[0]
+    )
     parser.add_argument("--out", default="reports", help="folder for calibration.json (default ./reports)")
     parser.add_argument("--null", type=int, default=200, help="null stores per test (default 200)")
     parser.add_argument("--effect", type=int, default=100, help="planted-effect stores per test (default 100)")

@@ -304,9 +304,10 @@ def planted_runs(
     if n_runs is not None:  # enough seeds for n_runs, then seed-major truncation
         seeds = max(1, math.ceil(n_runs / max(sum(len(sweep_runs(s, seeds=1)) for s in sweeps), 1)))
     if runs_scale != 1:
-        seeds = {s: (seeds or len({r.seed for r in sweep_runs(s)})) * runs_scale for s in sweeps}
-    seeds = seeds if isinstance(seeds, dict) else dict.fromkeys(sweeps, seeds)
-    by_sweep = {s: sweep_runs(s, seeds=seeds[s], cadence=cadence) for s in sweeps}
+        per_sweep = {s: (seeds or len({r.seed for r in sweep_runs(s)})) * runs_scale for s in sweeps}
+    else:
+        per_sweep = dict.fromkeys(sweeps, seeds)
+    by_sweep = {s: sweep_runs(s, seeds=per_sweep[s], cadence=cadence) for s in sweeps}
     jobs = sorted((r for runs in by_sweep.values() for r in runs), key=lambda r: r.seed)  # stable: sweep order kept
     jobs = jobs[:n_runs] if n_runs is not None else jobs
     pos = {s: positions(runs) for s, runs in by_sweep.items()}

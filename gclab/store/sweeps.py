@@ -25,5 +25,7 @@ TREND_SWEEPS = ("fig2", "fig3", *FIG4_SWEEPS, "gcreg")
 
 
 def sql_in(sweeps, column: str = "r.sweep") -> str:
-    """`column IN ('a', 'b')`: a SQL predicate selecting the given sweeps."""
-    return f"{column} IN (" + ", ".join(f"'{s}'" for s in sweeps) + ")"
+    """`column IN ('a', 'b')`: the one SQL predicate that selects runs by sweep name (quotes doubled)."""
+    if isinstance(sweeps, str) or not sweeps:
+        raise ValueError(f"sql_in takes a non-empty list of sweep names, got {sweeps!r}; e.g. sql_in(['fig4'])")
+    return f"{column} IN (" + ", ".join("'" + s.replace("'", "''") + "'" for s in sweeps) + ")"

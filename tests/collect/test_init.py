@@ -111,6 +111,15 @@ def test_batchnorm_untouched_and_errors():
         initialize(model, "he_normal", scale=-1.0)
 
 
+@pytest.mark.parametrize("generator", [True, 1.5, "0"])
+def test_a_generator_that_is_not_one_says_what_it_takes(generator):
+    model = nn.Sequential(nn.Linear(3, 2))
+    before = model[0].weight.clone()
+    with pytest.raises(TypeError, match="generator must be a torch.Generator, an int seed or None"):
+        initialize(model, "he_normal", generator=generator)
+    assert torch.equal(model[0].weight, before)  # refused before any layer was touched
+
+
 def test_fig2_standard_scheme_has_zero_biases():
     from gclab.collect.config import RunConfig
     from gclab.collect.sweep import load_sweep

@@ -125,7 +125,7 @@ def test_rank_deficient_cases_are_deficient():
 def test_spectrum_matches_svd():
     net = mlp(4, [6, 6], 3, act="elu", seed=9)
     x = torch.randn(7, 4, dtype=torch.float64)
-    rank, sv = functional_dimension(net, x, return_spectrum=True)
+    rank, sv = functional_dimension(net, x, return_spectrum=True)  # pyright: ignore[reportGeneralTypeIssues]  (-> (int, ndarray))
     ref_rank, ref_sv = _rank_ref(net, x)
     assert rank == ref_rank and sv.shape == (21,)
     np.testing.assert_allclose(sv[:rank], ref_sv[:rank], rtol=1e-6)

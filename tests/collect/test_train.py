@@ -40,7 +40,8 @@ def test_same_config_twice_is_bit_identical(tmp_path):
     train(cfg, tmp_path / "b", threads=1)
     for name in ("steps", "evals", "theorem", "layers"):
         a, b = table(tmp_path / "a", cfg, name), table(tmp_path / "b", cfg, name)
-        a.pop("wall_s", None), b.pop("wall_s", None)  # the only non-deterministic column
+        a.pop("wall_s", None)  # the only non-deterministic column
+        b.pop("wall_s", None)
         for col in a:
             va, vb = np.asarray(a[col], dtype=object), np.asarray(b[col], dtype=object)
             same = [(x == y) or (isinstance(x, float) and math.isnan(x) and math.isnan(y)) for x, y in zip(va, vb)]

@@ -133,8 +133,8 @@ def run_config(con, where: str = "TRUE") -> pl.DataFrame:
 def with_config(chart, config: pl.DataFrame, fields: tuple[str, ...] | None = None):
     """Join run config (every column of `config` by default) into each row in the browser, by
     run_id, so it is stored once per run rather than once per point."""
-    fields = [f for f in (fields or config.columns) if f != "run_id" and f in config.columns]
-    return chart.transform_lookup(lookup="run_id", from_=alt.LookupData(data=config, key="run_id", fields=fields))
+    names = [f for f in (fields or config.columns) if f != "run_id" and f in config.columns]
+    return chart.transform_lookup(lookup="run_id", from_=alt.LookupData(data=config, key="run_id", fields=names))
 
 
 def config_tooltip(*extra) -> list:

@@ -17,10 +17,8 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
 
 
-def png_pixels(data: bytes | Path | str) -> np.ndarray:
-    """Decode to an (h, w, channels) uint8 array."""
-    if not isinstance(data, (bytes, bytearray)):
-        data = Path(data).read_bytes()
+def _chunks(data: bytes) -> tuple[tuple, list[bytes]]:
+    """(the IHDR fields, the IDAT bodies in order) of a PNG file's bytes."""
     if data[:8] != SIGNATURE:
         raise ValueError("not a PNG file")
     pos, idat, header = 8, [], None
@@ -36,6 +34,14 @@ def png_pixels(data: bytes | Path | str) -> np.ndarray:
             break
     if header is None:
         raise ValueError("PNG without IHDR")
+    return header, idat
+
+
+def png_pixels(data: bytes | Path | str) -> np.ndarray:
+    """Decode to an (h, w, channels) uint8 array."""
+    if not isinstance(data, (bytes, bytearray)):
+        data = Path(data).read_bytes()
+    header, idat = _chunks(data)
     w, h, depth, color, _, _, interlace = header
     if depth != 8 or color not in CHANNELS or interlace:
         raise ValueError(f"unsupported PNG (bit depth {depth}, colour type {color}, interlace {interlace})")

@@ -156,7 +156,8 @@ def rescaling_units(model: nn.Module) -> int:
 
 
 def _width(layer: nn.Module) -> int:
-    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    # nn.Module.__getattr__ types out_channels `Tensor | Module` for the checker; it is a Conv2d's int
+    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels  # pyright: ignore[reportReturnType]
 
 
 def bfd_ceiling(model: nn.Module, b: int, k: int, *, outputs: str = "logits") -> int:

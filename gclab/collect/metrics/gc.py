@@ -31,6 +31,14 @@ def row_sq_norms(gx: Tensor, b: int) -> Tensor:
     return torch.linalg.vector_norm(gx.reshape(gx.shape[0], b, -1), dim=2).square_()
 
 
+def n_draws(n_projections: int) -> int:
+    """The number of Hutchinson draws as an int (the one check of every `n_projections`)."""
+    n = int(n_projections)
+    if n < 1:
+        raise ValueError(f"n_projections must be >= 1 (or None for the exact value), got {n_projections}")
+    return n
+
+
 def projection_rows(out: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
     """(n, b, k) cotangents, each row uniform on the sphere of radius sqrt(k): E[v vᵀ] = I."""
     b, k = out.shape
@@ -47,10 +55,7 @@ def geometric_complexity_estimate(
     Per example, n independent v uniform on the sphere of radius sqrt(k) (so E[v vᵀ] = I):
     ``E ||vᵀ ∇_x f||² = ||∇_x f||_F²``. Returns (mean over the n draws, std(ddof=1)/sqrt(n));
     the standard error is NaN for n = 1. All n VJPs run in one batched backward."""
-    n = int(n_projections)
-    if n < 1:
-        raise ValueError(f"n_projections must be >= 1, got {n_projections}")
-
+    n = n_draws(n_projections)
     rows = lambda out: projection_rows(out, n, generator)  # noqa: E731
     with torch.inference_mode():  # as in geometric_complexity
         p = run_pass(model, x, rows, need_input=True, need_layers=False, reuse_buffers=True)

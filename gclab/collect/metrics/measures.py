@@ -81,7 +81,7 @@ def sharpness(
         v = [torch.randn(p.shape, generator=generator, dtype=p.dtype, device=dev).to(p.device) for p in params]
         norm = torch.sqrt(sum(t.square().sum() for t in v))
         v = [t / norm for t in v]
-        lam = prev = None
+        lam, prev = 0.0, None  # the loop runs at least once and sets lam
         for _ in range(max(int(iters), 1)):
             Hv = torch.autograd.grad(grads, params, v, retain_graph=True)
             lam = float(sum((a * b).sum() for a, b in zip(v, Hv)))
