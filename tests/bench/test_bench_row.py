@@ -30,6 +30,8 @@ def _batch_mixing():
 
 
 def test_row_on_a_net_the_engine_takes_times_every_method_and_checks_every_target():
+    pytest.importorskip("opacus", reason="the bench extra: pip install gclab[bench]")
+    pytest.importorskip("backpack", reason="the bench extra: pip install gclab[bench]")
     row = bench_net(BenchNet("tiny", _mlp, (6,), 8, "mlp", 2, "test only"), rounds=2, seconds_per_block=0.001)
     assert row["refused"] == {} and row["wrong"] == {}
     ran = {"plain", "suite", "gc", "norms", *NAIVE, *PEERS}
