@@ -83,8 +83,9 @@ $(BENCH_STAMP): $(STAMP)
 	"$(PY)" -c "import torchvision" 2>/dev/null || "$(PY)" -m pip uninstall -y -q torchvision
 	@touch $(BENCH_STAMP)
 
+# The catalogue of 8 nets (gclab/bench/nets.py) and the other sections; `make bench QUICK=1`: 3 short rounds per net.
 bench: $(BENCH_STAMP)
-	"$(GCLAB)" bench --out "$$OUT"
+	"$(GCLAB)" bench --out "$$OUT" $(if $(QUICK),--quick)
 
 clean:
 	rm -rf "$(VENV)" .pytest_cache build *.egg-info "$${OUT:?}"/*

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import os
 import platform
@@ -46,7 +47,18 @@ def main(argv=None) -> int:
         "--out", default="reports", help="folder for bench.json (benches build their own stores in a temp folder)"
     )
     p.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 short rounds per measurement (metrics, peers): checks the whole path in minutes; figures are rough",
+    )
+    p.add_argument("--nets", nargs="*", metavar="NET", help="catalogue nets for the peers section (default: all)")
     args = p.parse_args(argv)
+    from gclab.bench.nets import NETS
+
+    unknown = sorted(set(args.nets or ()) - set(NETS))
+    if unknown:
+        p.exit(2, f"error: unknown bench nets {unknown}; use some of: {', '.join(NETS)}\n")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "bench.json"
@@ -55,7 +67,10 @@ def main(argv=None) -> int:
     for name in args.only:
         t0 = time.perf_counter()
         print(f"bench {name} ...", file=sys.stderr, flush=True)
-        result[name] = importlib.import_module(f"gclab.bench.{name}").run()
+        run = importlib.import_module(f"gclab.bench.{name}").run
+        wanted = {"quick": args.quick, "nets": tuple(args.nets) if args.nets else None}
+        accepted = inspect.signature(run).parameters
+        result[name] = run(**{k: v for k, v in wanted.items() if k in accepted})
         result[name]["bench_wall_s"] = round(time.perf_counter() - t0, 1)
         path.write_text(json.dumps(result, indent=2, default=float))  # keep what is done so far
     print(json.dumps(result, indent=2, default=float))

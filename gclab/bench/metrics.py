@@ -31,42 +31,23 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
+from gclab.bench.nets import NETS
+from gclab.bench.timing import interleaved
 from gclab.collect.metrics import functional_dimension, step_metrics
 
-D_IN, WIDTH, K = 40, 256, 10
+MLP = NETS["mlp"]  # the catalogue's MLP 40-256-256-10 (gclab/bench/nets.py)
+K = MLP.k
 TARGETS = {"suite_max_ratio": 4.5, "vmap_min_speedup": 25.0, "loop_min_speedup": 60.0, "bfd_min_speedup": 10.0}
 
 
-def _mlp(dtype=torch.float32, seed=0) -> nn.Sequential:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(D_IN, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH), nn.ReLU(), nn.Linear(WIDTH, K)).to(
-        dtype
-    )
-
-
-def _data(b, dtype=torch.float32, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(b, D_IN, generator=g, dtype=dtype), torch.randint(0, K, (b,), generator=g)
-
-
-def _block(fn, n: int) -> float:
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - t) / n
-
-
 def _side_by_side(fns: dict, inner: dict, blocks: int, warmup: dict | int = 3) -> dict[str, dict]:
-    """Interleave timing blocks of every fn (fn A block, fn B block, A, B, ...), so that load from
-    other processes hits all of them alike; per fn: median and min seconds per call."""
+    """The bench's interleaved timer (gclab/bench/timing.py) after ``warmup`` calls per fn;
+    per fn: median and min seconds per call over the blocks."""
     for name, fn in fns.items():
         for _ in range(warmup if isinstance(warmup, int) else warmup[name]):
             fn()
-    times = {name: [] for name in fns}
-    for _ in range(blocks):
-        for name, fn in fns.items():
-            times[name].append(_block(fn, inner[name]))
-    return {name: {"median_s": statistics.median(v), "min_s": min(v)} for name, v in times.items()}
+    times = interleaved(fns, rounds=blocks, inner=inner)
+    return {name: {"median_s": statistics.median(v["wall"]), "min_s": min(v["wall"])} for name, v in times.items()}
 
 
 def _terms_from_jacobians(Jt, Jx, out, y):
@@ -151,8 +132,8 @@ def _repeats_best_of(fns: dict, repeats: int, burst: int, warmup: int = 20) -> d
 
 
 def bench_suite(repeats: int = 30, burst: int = 10) -> tuple[dict, dict]:
-    model = _mlp()
-    x, y = _data(128)
+    model = MLP.model()
+    x, y = MLP.data(batch=128)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
 
     def plain():
@@ -172,7 +153,7 @@ def bench_suite(repeats: int = 30, burst: int = 10) -> tuple[dict, dict]:
     ratio = float(np.median(best["metrics"]) / np.median(best["plain"]))
     raw = float(np.median(t["metrics"]) / np.median(t["plain"]))
     row = {
-        "model": "MLP 40-256-256-10",
+        "model": MLP.description,
         "batch": 128,
         "k": K,
         "dtype": "float32",
@@ -191,8 +172,8 @@ def bench_suite(repeats: int = 30, burst: int = 10) -> tuple[dict, dict]:
 
 
 def bench_peers(blocks: int = 3) -> dict:
-    model = _mlp()
-    x, y = _data(128)
+    model = MLP.model()
+    x, y = MLP.data(batch=128)
     # Same numbers first (one model state), then timings of full steps (metrics + grad + SGD step).
     ours = step_metrics(model, x, y)
     agree = {}
@@ -251,8 +232,8 @@ def rank_by_jacobian(model, x) -> int:
 
 
 def bench_bfd(blocks: int = 3) -> dict:
-    model = _mlp(torch.float64)
-    x, _ = _data(64, torch.float64)
+    model = MLP.model(dtype=torch.float64)
+    x, _ = MLP.data(batch=64, dtype=torch.float64)
     ranks = {}
 
     def gram():
@@ -270,7 +251,9 @@ def bench_bfd(blocks: int = 3) -> dict:
     speedup = t["jacobian_svd"]["median_s"] / t["gram"]["median_s"]
     n_params = sum(p.numel() for p in model.parameters())
     # Also a rank-deficient case (P = 490 < b·k = 640, plus dead ReLUs): not timed, ranks only.
-    small = nn.Sequential(nn.Linear(D_IN, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, K)).double()
+    small = nn.Sequential(
+        nn.Linear(MLP.input_shape[0], 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, K)
+    ).double()
     with torch.no_grad():
         small[0].bias[:3] = -1e3
     ranks["deficient_gram"], ranks["deficient_jacobian_svd"] = (
@@ -279,7 +262,7 @@ def bench_bfd(blocks: int = 3) -> dict:
     )
     same = ranks["gram"] == ranks["jacobian_svd"] and ranks["deficient_gram"] == ranks["deficient_jacobian_svd"]
     return {
-        "model": "MLP 40-256-256-10",
+        "model": MLP.description,
         "batch": 64,
         "k": K,
         "n_params": n_params,
@@ -297,13 +280,13 @@ def bench_bfd(blocks: int = 3) -> dict:
     }
 
 
-def run(*, repeats: int = 30, blocks: int = 3) -> dict:
+def run(*, repeats: int = 30, blocks: int = 3, quick: bool = False) -> dict:
     """Measure the three rows: ``repeats`` best-of-10 repeats for ``suite``, ``blocks``
-    interleaved blocks (≥ 3) for the slow peers and the bfd comparison."""
+    interleaved blocks (≥ 3) for the slow peers and the bfd comparison; ``quick``: 3 best-of-3 repeats."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        suite, _ = bench_suite(max(repeats, 3))
+        suite, _ = bench_suite(3, burst=3) if quick else bench_suite(max(repeats, 3))
         peers = bench_peers(max(blocks, 3))
         bfd = bench_bfd(max(blocks, 3))
     finally:

@@ -1,71 +1,65 @@
-"""The metric engine on MLP, CNN and residual nets beside the tools a researcher would pick:
-Opacus ghost norms, BackPACK ``BatchL2Grad`` and ``torch.func`` per-example gradients.
+"""The metric engine on every net of the bench catalogue (gclab/bench/nets.py) beside the naive
+ways to get GC and the tools a researcher would pick for per-example gradient norms: Opacus ghost
+norms, BackPACK ``BatchL2Grad`` and ``torch.func`` (docs/METRICS.md, "Measuring", "Bench catalogue").
 
-Per net, in one process, 2 torch threads, float32, 21 interleaved rounds (every method runs one
-block per round, so load from other processes hits all alike), median seconds per call; the
-quartiles of the per-round ratios show how much a ratio moved between rounds:
+Per net, in one process, 2 torch threads, float32, interleaved rounds (gclab/bench/timing.py),
+median seconds per call, every ratio against the plain step of the same rounds:
 
 - plain: zero_grad, forward, cross-entropy, backward, SGD step (the unit of every ratio);
 - suite: ``step_metrics(set_grad=True)`` + SGD step (all metrics and the gradient, one pass);
-- gc: exact ``geometric_complexity`` alone;
-- norms: ``per_example_grad_norms`` alone (per-example loss-gradient norms, what peers give);
-- opacus_ghost, backpack_batch_l2, torch_func: the same norms by each peer.
+- gc: exact ``geometric_complexity`` alone; naive_grad_per_logit, naive_batched_vjp: the same GC
+  the obvious ways (gclab/bench/naive.py);
+- norms: ``per_example_grad_norms`` alone; opacus_ghost, backpack_batch_l2, torch_func: the same
+  norms by each peer.
 
-A peer that is not installed or refuses a net is reported as such. Every peer's norms are
-checked against ours before timing. Wall-time ratios are the targets; own-CPU-time ratios are
-reported beside them (less sensitive to waiting for a loaded core). ``load`` records the load average and the CPU
-seconds
-other processes used during the timed rounds (from /proc/stat), so noisy runs show.
-Targets (docs/METRICS.md): suite ≤ 5x (CNN, residual), ≤ 6x (ResNet-18 ¼), ≤ 3x (MLP); gc ≤ 4x
-(CNN, residual); norms no slower than BackPACK.
+Every method's numbers are checked before it is timed: GC against one ``autograd.grad`` per logit,
+norms against ours (``torch.func`` where the engine refuses the net). A method that refuses the net
+(the engine's TypeError/ValueError, a peer's exception) is recorded under ``refused`` with its
+one-line reason and not timed; a method whose numbers differ is recorded under ``wrong`` and not
+timed. The targets (gclab/bench/targets.py) are written per row as met / not met / not checked.
 """
 
 from __future__ import annotations
 
 import copy
-import os
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from gclab.bench.flops import flop_floor
+from gclab.bench.naive import NAIVE, gc_per_logit
+from gclab.bench.nets import NETS, BenchNet
+from gclab.bench.targets import check
+from gclab.bench.timing import block_sizes, interleaved, load_probe, medians, round_ratio_quartiles
 from gclab.collect.metrics import geometric_complexity, per_example_grad_norms, step_metrics
-from gclab.collect.models import build_model
+from gclab.collect.models import ResNet18
+from gclab.store.errors import one_line
 
-# name: (builder, input shape, batch, suite target, gc target)
-NETS = {
-    "mlp": (lambda: build_model("mlp", input_shape=(40,), n_out=10, width=256, depth=2), (40,), 128, 3.0, None),
-    "cnn": (
-        lambda: build_model("cnn", input_shape=(3, 16, 16), n_out=10, width=16, depth=2),
-        (3, 16, 16),
-        64,
-        5.0,
-        4.0,
-    ),
-    "residual": (
-        lambda: build_model("resnet18", input_shape=(3, 16, 16), n_out=10, width=4),
-        (3, 16, 16),
-        64,
-        5.0,
-        4.0,
-    ),
-    "resnet18_quarter": (
-        lambda: build_model("resnet18", input_shape=(3, 32, 32), n_out=10, width=16),
-        (3, 32, 32),
-        32,
-        6.0,
-        None,
-    ),
-}
+RTOL = 1e-3  # float32 agreement of a method with the reference before it is timed
+FULL = {"seconds_per_block": 0.3}  # rounds per net: the catalogue's BenchNet.rounds
+QUICK = {"rounds": 3, "seconds_per_block": 0.05}  # `gclab bench --quick`: checks the whole path, figures are rough
 
 
 def _traceable(model: nn.Module) -> nn.Module:
     """The same function as an fx-traceable Sequential (ResNet18.forward branches on x.dim())."""
-    if hasattr(model, "blocks"):
+    if isinstance(model, ResNet18):
         return nn.Sequential(model.stem, model.blocks, model.pool, nn.Flatten(), model.fc)
+    return model
+
+
+def _opacus_view(model: nn.Module) -> nn.Module:
+    """A copy an Opacus user would train: nn.LSTM swapped for Opacus's DPLSTM (same weights, same function)."""
+    from opacus.layers import DPLSTM
+
+    model = copy.deepcopy(_traceable(model))
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.LSTM):
+            dp = DPLSTM(module.input_size, module.hidden_size, module.num_layers, batch_first=module.batch_first)
+            dp.load_state_dict(module.state_dict())
+            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+            setattr(parent, name.rpartition(".")[2], dp)
     return model
 
 
@@ -74,7 +68,7 @@ def _opacus(model, x, y):
 
     # Opacus hooks act in train mode only; the nets it accepts have no BatchNorm, so the function is the same.
     gsm = GradSampleModuleFastGradientClipping(
-        copy.deepcopy(_traceable(model)).train(), max_grad_norm=1.0, use_ghost_clipping=True, loss_reduction="sum"
+        _opacus_view(model).train(), max_grad_norm=1.0, use_ghost_clipping=True, loss_reduction="sum"
     )
 
     def norms():
@@ -89,7 +83,7 @@ def _backpack(model, x, y):
     from backpack import backpack, extend
     from backpack.extensions import BatchL2Grad
 
-    net = extend(copy.deepcopy(_traceable(model)).eval(), use_converter=hasattr(model, "blocks"))
+    net = extend(copy.deepcopy(_traceable(model)).eval(), use_converter=isinstance(model, ResNet18))
     lossf = extend(nn.CrossEntropyLoss(reduction="sum"))
 
     def norms():
@@ -120,62 +114,64 @@ def _torch_func(model, x, y):
 PEERS = {"opacus_ghost": _opacus, "backpack_batch_l2": _backpack, "torch_func": _torch_func}
 
 
-def _busy_jiffies() -> int | None:
+def _max_rel_diff(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((a.detach() - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
+
+
+def _try(fn):
+    """(value, None) or (None, {"refused" | "error": one-line reason}); the engine refuses with TypeError/ValueError."""
     try:
-        cpu = open("/proc/stat").readline().split()[1:]
-    except OSError:
-        return None
-    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in cpu[:8])
-    return user + nice + system + irq + softirq + steal
+        return fn(), None
+    except (TypeError, ValueError) as exc:
+        return None, {"refused": one_line(exc, with_type=True)}
+    except Exception as exc:  # noqa: BLE001 - a method failing on a net is a result of the bench, not its end
+        return None, {"error": one_line(exc, with_type=True)}
 
 
-def _load_probe():
-    """Callable returning {load averages, CPU seconds used by OTHER processes} since its creation."""
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    j0, own0, w0 = _busy_jiffies(), time.process_time(), time.perf_counter()
-
-    def read() -> dict:
-        j1, own1, w1 = _busy_jiffies(), time.process_time(), time.perf_counter()
-        other = None if j0 is None or j1 is None else max((j1 - j0) / tick - (own1 - own0), 0.0)
-        return {
-            "load_average_1m_5m_15m": list(os.getloadavg()),
-            "wall_s": round(w1 - w0, 2),
-            "own_cpu_s": round(own1 - own0, 2),
-            "other_processes_cpu_s": None if other is None else round(other, 2),
-            "other_processes_cpu_share_of_machine": None
-            if other is None
-            else round(other / ((w1 - w0) * (os.cpu_count() or 1)), 3),
-        }
-
-    return read
+def _gc_methods(model, x, admit, refused: dict) -> None:
+    """Our exact GC and the naive baselines, each admitted against the per-logit reference or refused."""
+    gc_ref = gc_per_logit(model, x)
+    candidates = {"gc": lambda: geometric_complexity(model, x)}
+    candidates.update({name: (lambda naive=naive: naive(model, x)) for name, naive in NAIVE.items()})
+    for name, fn in candidates.items():
+        value, why = _try(fn)
+        refused.update({name: why} if why else {})
+        if not why:
+            admit(name, fn, value, gc_ref)
 
 
-def _check_peers(model, x, y, fns: dict) -> dict:
-    """Each peer's per-example norms against ours: {peer: agreement or error}; a peer that agrees
-    (max relative difference <= 1e-3) is added to `fns`, to be timed."""
-    ours = per_example_grad_norms(model, x, y)
-    peers = {}
-    for peer, make in PEERS.items():
-        try:
-            fn = make(model, x, y)
-            theirs = fn()
-            err = float((theirs - ours).abs().max() / ours.abs().max())
-            peers[peer] = {"max_rel_diff_vs_ours": err}
-            if err > 1e-3:
-                peers[peer]["error"] = "norms differ from ours; not timed"
-            else:
-                fns[peer] = fn
-        except Exception as exc:  # noqa: BLE001 - a peer refusing a net is a result, not a failure
-            peers[peer] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
-    return peers
+def _norm_methods(model, x, y, fns: dict, admit, refused: dict, diffs: dict) -> str | None:
+    """Our per-example norms and the peers', checked against ours (or torch.func's where ours refuse);
+    returns the name of the reference used (None when neither runs)."""
+    norms, why = _try(lambda: per_example_grad_norms(model, x, y))
+    refused.update({"norms": why} if why else {})
+    peer_fns = {}
+    for name, make in PEERS.items():
+        fn, why = _try(lambda make=make: make(model, x, y))
+        value, why = (None, why) if why else _try(fn)
+        if why:
+            refused[name] = why
+        else:
+            peer_fns[name] = (fn, value)
+    norms_ref, norms_ref_name = (norms, "norms") if norms is not None else (None, None)
+    if norms_ref is None and "torch_func" in peer_fns:
+        norms_ref, norms_ref_name = peer_fns["torch_func"][1], "torch_func"
+    if norms is not None:
+        fns["norms"] = lambda: per_example_grad_norms(model, x, y)
+    for name, (fn, value) in peer_fns.items():
+        if norms_ref is None or name == norms_ref_name:
+            fns[name] = fn
+        else:
+            admit(name, fn, value, norms_ref)
+    if norms is not None and "torch_func" in peer_fns:
+        diffs["norms"] = _max_rel_diff(norms, peer_fns["torch_func"][1])
+    return norms_ref_name
 
 
-def bench_net(name: str, rounds: int, seconds_per_block: float) -> dict:
-    build, shape, b, suite_target, gc_target = NETS[name]
-    torch.manual_seed(0)
-    model = build().eval()
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(b, *shape, generator=g), torch.randint(0, 10, (b,), generator=g)
+def bench_net(net: BenchNet, *, rounds: int, seconds_per_block: float) -> dict:
+    """One catalogue row: checks, interleaved timings, ratios to the plain step, targets met / not met."""
+    model = net.model()
+    x, y = net.data()
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: every call sees the same weights
 
     def plain():
@@ -187,75 +183,80 @@ def bench_net(name: str, rounds: int, seconds_per_block: float) -> dict:
         step_metrics(model, x, y, set_grad=True)
         opt.step()
 
-    fns = {
-        "plain": plain,
-        "suite": suite,
-        "gc": lambda: geometric_complexity(model, x),
-        "norms": lambda: per_example_grad_norms(model, x, y),
-    }
-    peers = _check_peers(model, x, y, fns)
-    # Warm up and size each block to about `seconds_per_block`.
-    inner = {}
-    for key, fn in fns.items():
-        fn()
-        t = time.perf_counter()
-        fn()
-        inner[key] = max(1, round(seconds_per_block / max(time.perf_counter() - t, 1e-6)))
-    times = {key: [] for key in fns}
-    cpu = {key: [] for key in fns}  # own CPU seconds: less hit by waiting for the cores than wall time
-    probe = _load_probe()
-    for _ in range(rounds):
-        for key, fn in fns.items():
-            t, c = time.perf_counter(), time.process_time()
-            for _ in range(inner[key]):
-                fn()
-            times[key].append((time.perf_counter() - t) / inner[key])
-            cpu[key].append((time.process_time() - c) / inner[key])
+    fns, refused, wrong, diffs = {"plain": plain}, {}, {}, {}
+
+    def admit(name, fn, value, ref):
+        diff = _max_rel_diff(value, ref)
+        diffs[name] = diff
+        if diff > RTOL:
+            wrong[name] = f"max relative difference {diff:.2e} from the reference > {RTOL:g}; not timed"
+        else:
+            fns[name] = fn
+
+    _, why = _try(suite)
+    refused.update({"suite": why} if why else {})
+    if not why:
+        fns["suite"] = suite
+    _gc_methods(model, x, admit, refused)
+    norms_ref_name = _norm_methods(model, x, y, fns, admit, refused, diffs)
+
+    floor, why = _try(lambda: flop_floor(model, x, y))
+    inner = block_sizes(fns, seconds_per_block)
+    probe = load_probe()
+    times = interleaved(fns, rounds=rounds, inner=inner)
     load = probe()
-    med = {key: statistics.median(v) for key, v in times.items()}
-    med_cpu = {key: statistics.median(v) for key, v in cpu.items()}
-    ratio = {key: med[key] / med["plain"] for key in med}
-    # Spread: quartiles of the per-round ratios (each round times every method once, back to back).
-    paired = {key: [t / p for t, p in zip(v, times["plain"])] for key, v in times.items()}
-    quartiles = {key: [round(q, 3) for q in statistics.quantiles(v, n=4)[::2]] for key, v in paired.items()}
-    row = {
-        "batch": b,
-        "input": list(shape),
-        "k": 10,
+    med, med_cpu = medians(times), medians(times, "cpu")
+    naive, peers = [n for n in NAIVE if n in med], [p for p in PEERS if p in med]
+    return {
+        "description": net.description,
+        "family": net.family,
+        "batch": net.batch,
+        "input": list(net.input_shape),
+        "k": net.k,
         "dtype": "float32",
         "rounds": rounds,
         "n_params": sum(p.numel() for p in model.parameters()),
         "ms": {key: round(1e3 * v, 3) for key, v in med.items()},
-        "x_plain_step": {key: round(v, 3) for key, v in ratio.items()},
-        "x_plain_step_round_quartiles": quartiles,
+        "x_plain_step": {key: round(v / med["plain"], 3) for key, v in med.items()},
+        "x_plain_step_round_quartiles": round_ratio_quartiles(times, "plain"),
         "cpu_ms": {key: round(1e3 * v, 3) for key, v in med_cpu.items()},
         "x_plain_step_cpu": {key: round(v / med_cpu["plain"], 3) for key, v in med_cpu.items()},
-        "peers": peers,
+        "checks": {
+            "gc_reference": "naive_grad_per_logit",
+            "norms_reference": norms_ref_name,
+            "max_rel_diff": {k: float(f"{v:.3g}") for k, v in diffs.items()},
+        },
+        "refused": refused,
+        "wrong": wrong,
+        "flop_floor": floor if floor is not None else why,
         "load": load,
-        "targets": {"suite_max": suite_target, "gc_max": gc_target, "norms_max_vs_backpack": 1.0},
+        "targets": check(family=net.family, med=med, floor=floor, naive=naive, peers=peers),
     }
-    ok = {"suite": ratio["suite"] <= suite_target}
-    if gc_target is not None:
-        ok["gc"] = ratio["gc"] <= gc_target
-    if "backpack_batch_l2" in med:
-        ok["norms_vs_backpack"] = med["norms"] <= med["backpack_batch_l2"]
-    row["pass"] = ok
-    return row
 
 
-def run(*, rounds: int = 21, seconds_per_block: float = 0.3, nets=tuple(NETS)) -> dict:
+def run(*, quick: bool = False, nets: tuple[str, ...] | None = None) -> dict:
+    """Every catalogue net (or ``nets``), 2 torch threads; ``quick``: 3 short rounds per net."""
+    names = tuple(nets or NETS)
+    unknown = [n for n in names if n not in NETS]
+    if unknown:
+        raise ValueError(f"unknown bench nets {unknown}; the catalogue has {', '.join(NETS)}")
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        out = {}
-        for name in nets:
-            out[name] = bench_net(name, rounds, seconds_per_block)
+        rows = {}
+        for name in names:
+            settings = QUICK if quick else {"rounds": NETS[name].rounds, **FULL}
+            rows[name] = bench_net(NETS[name], **settings)
+        met = {n: {t: r["targets"][t]["met"] for t in r["targets"]} for n, r in rows.items()}
         return {
-            "nets": out,
+            "nets": rows,
+            "targets_met": met,
             "settings": {
                 "torch": torch.__version__,
                 "torch_threads": 2,
-                "method": "one process, interleaved rounds, median per call",
+                "quick": quick,
+                "seconds_per_block": (QUICK if quick else FULL)["seconds_per_block"],
+                "method": "one process, interleaved rounds, median per call (gclab/bench/timing.py)",
             },
         }
     finally:
@@ -266,4 +267,4 @@ if __name__ == "__main__":
     import json
     import sys
 
-    print(json.dumps(run(nets=tuple(sys.argv[1:]) or tuple(NETS)), indent=2))
+    print(json.dumps(run(nets=tuple(sys.argv[1:]) or None), indent=2))
