@@ -29,6 +29,7 @@ SECTIONS = (
     "measures",
 )
 FIGURES = (
+    "claims_forest",
     "demo_test_loss",
     "fig1_function",
     "fig1_arclength_gc",
