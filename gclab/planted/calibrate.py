@@ -91,7 +91,7 @@ CASES = (
         ("ucurve",),
         ("fig5",),
         {"fig5_peak": 2.0, "u_curvature": 0.0, "fig5_noise_ratio": 10.0},
-        {"fig5_peak": 1.0, "u_curvature": 0.4, "fig5_noise_ratio": 10.0},
+        {"fig5_peak": 2.0, "u_curvature": 0.4, "fig5_noise_ratio": 10.0},
         power_target=False,
     ),
     Case(

@@ -56,6 +56,14 @@ def test_u_test_is_calibrated_on_a_heteroscedastic_null_spanning_decades():
     assert_calibrated(counts, 40)
 
 
+def test_a_u_over_three_decades_with_unequal_arm_noise_is_found():
+    """The case the pooled-variance test on linear GC missed (0 of 10 such stores before 3f6c777); HC3 on
+    log GC finds it in most."""
+    effects = {**HETERO_NULL, "u_curvature": 0.4}
+    counts = null_counts(ucurve, 10, sweeps=["fig5"], effects=effects)
+    assert counts["supported"] >= 7 and counts["contradicted"] == 0, counts
+
+
 def _hc3_by_hand(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """HC3 standard errors (MacKinnon & White 1985) in float64 from the definitions."""
     bread = np.linalg.inv(X.T @ X)
