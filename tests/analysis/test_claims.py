@@ -148,3 +148,12 @@ def test_deferred_tables_are_computed_once_on_first_use():
     assert calls == [] and set(result.tables) == {"kept"}
     assert result.table("b")["x"].to_list() == [2] and result.table("a")["x"].to_list() == [1]
     assert calls == ["con"] and set(result.tables) == {"kept", "a", "b"}
+
+
+def test_summary_counts_absent_in_verdict_order_and_only_paper_rows():
+    from gclab.analysis.result import claim, claims_frame
+
+    verdicts = ["inconclusive", "absent", "supported", "absent"]
+    rows = [claim(f"c{i}", "fig4", "s", v, kind="paper", source="x", family="gc:fig4") for i, v in enumerate(verdicts)]
+    rows.append(claim("t", "measures", "s", "absent", kind="toolkit", source="x"))
+    assert summary(claims_frame(rows)) == "4 paper claims: 1 supported, 2 absent, 1 inconclusive"
