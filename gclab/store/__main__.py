@@ -25,7 +25,7 @@ def _repair(data_dir: Path, inv) -> int:
     skipped = 0
     for entry in inv.bad_entries(root):
         rel = entry.relative_to(root).parts
-        s, r = (SWEEP_DIR.match(rel[0]), RUN_DIR.match(rel[1])) if len(rel) == 2 else (None, None)
+        s, r = (SWEEP_DIR.fullmatch(rel[0]), RUN_DIR.fullmatch(rel[1])) if len(rel) == 2 else (None, None)
         claim = Claim(data_dir, s.group(1), r.group(1)) if s and r else None
         if claim and not claim.acquire():
             print(f"skipped {entry}: a collector ({claim.holder()}) holds it; run check again when it is done")

@@ -96,7 +96,7 @@ def test_holm_matches_statsmodels_and_demotes_only_paper_rows():
 def test_cli_prints_a_json_list_of_claims(default_store):
     python = str(VENV_PY if VENV_PY.exists() else sys.executable)
     proc = subprocess.run(
-        [python, "-m", "analysis", "claims", "--data", str(default_store), "--json"],
+        [python, "-m", "gclab", "claims", "--data", str(default_store), "--json"],
         cwd=ROOT,
         capture_output=True,
         text=True,
