@@ -5,6 +5,7 @@ with no traceback, and the sha256 of every Parquet file where data is at stake."
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -276,3 +277,37 @@ def test_the_collect_api_refuses_bad_workers(store, tmp_path):
         with pytest.raises(ConfigError, match="--workers"):
             collect_sweep(str(sweep), store, workers=bad)
     assert parquet_sha256(store) == before
+
+
+# --- user runs and the Eq. 6 identity check -------------------------------------------------
+
+
+def _terms(run_id: str, g: list[float]) -> dict:
+    n = len(g)
+    return {
+        "run_id": [run_id] * n,
+        "step": list(range(n)),
+        "grad_norm_sq": g,
+        "residual_term": [1.0] * n,
+        "label_alignment": [0.5] * n,
+        "batch_alignment": [0.25] * n,
+    }
+
+
+def _identity(data: Path) -> dict:
+    res = run_cli("claims", "--data", data, "--json", timeout=600)
+    assert res.returncode == 0, res.stderr
+    rows = [r for r in json.loads(res.stdout) if r["claim"].startswith("Eq. 6 decomposition")]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def test_a_users_run_never_changes_the_eq6_identity_row(tmp_path):
+    data = tmp_path / "data"
+    add_run(data, "shipped", sweep="igr", steps=_terms("shipped", [1.75, 1.75, 1.75]))
+    before = _identity(data)
+    assert before["verdict"] == "supported" and before["n_runs"] == 1
+    # A user's completed run whose logged terms do not add up (e.g. its own, different loss).
+    add_run(data, "user", sweep="mine", steps=_terms("user", [9.0, float("nan"), 1.75]))
+    after = _identity(data)
+    assert after["verdict"] == "supported" and after["n_runs"] == 1 and after["value"] == before["value"]

@@ -56,7 +56,7 @@ def export_all(specs: dict[str, dict], fig_dir: Path, vl_version: str, progress=
         old = fig_dir / name
         if old.is_file() and not old.is_symlink():
             old.unlink()
-    _write_manifest(fig_dir, earlier & keep | keep)  # listed before written: an interrupted export is still ours
+    _write_manifest(fig_dir, keep)  # listed before written: an interrupted export is still ours
     written: list[Path] = []
     with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
         futures = [pool.submit(export_one, n, s, fig_dir, vl_version) for n, s in specs.items()]
