@@ -56,12 +56,10 @@ def test_ray_matches_local(tmp_path):
 
 SLOW = """
 [base]
-dataset = "blobs"
+dataset = "digits"
 n_train = 64
 n_test = 32
-model = "mlp"
 width = 8
-depth = 1
 steps = 1000000
 batch_size = 16
 eval_every = 1000000
@@ -121,7 +119,8 @@ def test_ray_tasks_and_ray_processes_end_when_the_collector_is_killed(tmp_path):
     assert task_pid in seen and len(seen) >= 3, seen  # the task, the raylet and the GCS at least
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    deadline = time.time() + 90
+    # Liveness, not speed: left alone, Ray's agents linger about a minute after their raylet died.
+    deadline = time.time() + 30
     while alive := [p for p, t in seen.items() if t is not None and _started(p) == t]:
         assert time.time() < deadline, f"still running after the collector died: {alive}"
         time.sleep(0.5)

@@ -225,12 +225,10 @@ def test_read_commands_on_a_missing_store_say_so_and_create_nothing(tmp_path, co
 
 TINY = """
 [base]
-dataset = "blobs"
+dataset = "digits"
 n_train = 32
 n_test = 32
-model = "mlp"
 width = 4
-depth = 1
 steps = 2
 batch_size = 32
 eval_every = 2
