@@ -4,8 +4,9 @@
 - Ray task: it watches the collector's (host, pid, start time) and exits when that process is gone
   (same host only; on a remote cluster Ray ends a dead driver's tasks itself).
 - Ray's own processes (GCS, raylet, agents, workers) that `ray.init` started for this collector: a
-  reaper process snapshots the collector's descendants every second and, once the collector is
-  gone, kills the ones it saw that are still running (pid and start time must both match).
+  reaper process snapshots the collector's descendants that are Ray's (by command line) every
+  second and, once the collector is gone, kills the ones it saw that are still running (pid and
+  start time must both match). Left alone, Ray's agents outlive their raylet by about a minute.
 """
 
 from __future__ import annotations
@@ -68,7 +69,23 @@ def exit_with(owner: tuple[str, int, int | None]) -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-collector").start()
 
 
-def _descendants(root: int) -> dict[int, int | None]:
+RAY_MARKERS = (
+    b"ray::",
+    b"/site-packages/ray/",
+    b"/dist-packages/ray/",
+)  # Ray's workers and agents, and its binaries and scripts
+
+
+def _is_ray(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return any(m in cmdline for m in RAY_MARKERS)
+
+
+def _ray_descendants(root: int) -> dict[int, int | None]:
+    """pid → start time of the Ray processes below `root` (others, e.g. a user's own, are never touched)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -77,12 +94,14 @@ def _descendants(root: int) -> dict[int, int | None]:
             except (OSError, ValueError, IndexError):
                 continue
             children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = {}, [root]
+    out, seen, todo = {}, set(), [root]
     while todo:
         for child in children.get(todo.pop(), []):
-            if child != os.getpid() and child not in out:
-                out[child] = start_time(child)
+            if child != os.getpid() and child not in seen:
+                seen.add(child)
                 todo.append(child)
+                if _is_ray(child):
+                    out[child] = start_time(child)
     return out
 
 
@@ -90,7 +109,7 @@ def reap(owner_pid: int, owner_started: int | None) -> None:
     """Reaper main loop (its own process): see the module docstring."""
     seen: dict[int, int | None] = {}
     while alive(owner_pid, owner_started):
-        seen.update(_descendants(owner_pid))
+        seen.update(_ray_descendants(owner_pid))
         seen = {p: t for p, t in seen.items() if alive(p, t)}
         time.sleep(1.0)
     for sig in (signal.SIGTERM, signal.SIGKILL):

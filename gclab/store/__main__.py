@@ -2,8 +2,9 @@
 
 Reads every file of every complete run whole (footer, metadata, data pages, schema against
 gclab/store/schema.py, run_id consistency) and prints a table of problems; exit code 1 when there
-are any, 0 when the store is sound. `--repair` moves each bad run folder (or stray entry) to
-`data/quarantine/`, never deleting anything, so the next `make collect` runs it again.
+are any, 0 when the store is sound. `--repair` moves each bad run folder (or stray entry, or
+symbolic link: the link itself, never what it points at) to `data/quarantine/`, never deleting
+anything and never touching a path outside the store, so the next `make collect` runs it again.
 """
 
 from __future__ import annotations
