@@ -292,20 +292,49 @@ def _terms(run_id: str, g: list[float]) -> dict:
     }
 
 
-def _identity(data: Path) -> dict:
+def _checks(data: Path) -> dict[str, dict]:
+    """The Eq. 6 identity and Theorem 5.1 check rows of `gclab claims --json`."""
     res = run_cli("claims", "--data", data, "--json", timeout=600)
     assert res.returncode == 0, res.stderr
-    rows = [r for r in json.loads(res.stdout) if r["claim"].startswith("Eq. 6 decomposition")]
-    assert len(rows) == 1, rows
-    return rows[0]
+    from gclab.analysis.igr import IDENTITY_CLAIM
+    from gclab.analysis.theorem import VIOLATION_CLAIM
+
+    rows = json.loads(res.stdout)
+    out = {k: [r for r in rows if r["claim"] == c] for k, c in (("eq6", IDENTITY_CLAIM), ("thm", VIOLATION_CLAIM))}
+    assert all(len(v) == 1 for v in out.values()), out
+    return {k: v[0] for k, v in out.items()}
 
 
-def test_a_users_run_never_changes_the_eq6_identity_row(tmp_path):
+def _theorem(run_id: str, gc_x: float, bound_tight: float) -> dict:
+    return {
+        "run_id": [run_id],
+        "step": [0],
+        "split": ["train"],
+        "example": [0],
+        "gc_x": [gc_x],
+        "bound": [bound_tight * 2],
+        "bound_tight": [bound_tight],
+        "holds_tight": [gc_x <= bound_tight],
+    }
+
+
+def _add(data: Path, run_id: str, sweep: str, steps: dict, theorem: dict) -> None:
+    rf = RunFolder(data, sweep, run_id)
+    rf.start()
+    rf.write("steps", steps)
+    rf.write("theorem", theorem)
+    rf.finish({"run_id": run_id, "sweep": sweep, "status": "completed", "seed": 0})
+
+
+def test_a_users_run_never_changes_the_check_rows(tmp_path):
     data = tmp_path / "data"
-    add_run(data, "shipped", sweep="igr", steps=_terms("shipped", [1.75, 1.75, 1.75]))
-    before = _identity(data)
-    assert before["verdict"] == "supported" and before["n_runs"] == 1
-    # A user's completed run whose logged terms do not add up (e.g. its own, different loss).
-    add_run(data, "user", sweep="mine", steps=_terms("user", [9.0, float("nan"), 1.75]))
-    after = _identity(data)
-    assert after["verdict"] == "supported" and after["n_runs"] == 1 and after["value"] == before["value"]
+    _add(data, "shipped", "igr", _terms("shipped", [1.75, 1.75, 1.75]), _theorem("shipped", 1.0, 1.5))
+    before = _checks(data)
+    assert {k: r["verdict"] for k, r in before.items()} == {"eq6": "supported", "thm": "supported"}
+    # A user's completed run whose logged terms do not add up and whose theorem rows break the bound
+    # (e.g. its own loss, or a model the theorem is not about).
+    _add(data, "user", "mine", _terms("user", [9.0, float("nan"), 1.75]), _theorem("user", 5.0, 1.0))
+    after = _checks(data)
+    for k in ("eq6", "thm"):
+        assert after[k]["verdict"] == "supported" and after[k]["n_runs"] == 1, after[k]
+        assert after[k]["value"] == before[k]["value"]
