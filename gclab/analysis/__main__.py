@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import polars as pl
 
@@ -13,15 +14,16 @@ from gclab.store.readonly import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, Interr
 
 
 def _sql(args) -> None:
-    from gclab.store.readonly import bounded_query, check_read_only, describe, sandbox
+    from gclab.store.readonly import bounded_query, check_limits, check_read_only, describe, sandbox
 
-    if args.max_rows < 1 or args.timeout <= 0:
-        raise StoreError("--max-rows and --timeout must be positive, e.g. --max-rows 50 --timeout 300")
+    check_limits(max_rows=args.max_rows, timeout_s=args.timeout, memory_limit=args.memory_limit)
     if args.query:
         check_read_only(args.query)  # before the store is even scanned
     with sandbox(args.data, memory_limit=args.memory_limit) as con:
         if args.query:
-            frame, more = bounded_query(con, args.query, max_rows=args.max_rows, timeout_s=args.timeout)
+            frame, more = bounded_query(
+                con, args.query, max_rows=args.max_rows, timeout_s=args.timeout, memory_limit=args.memory_limit
+            )
         else:
             frame, more = describe(con), False
     with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=200, tbl_width_chars=200):
@@ -89,8 +91,12 @@ def print_summary(table: pl.DataFrame | None) -> None:
 
 def _report(args) -> None:
     from gclab.analysis.report import render
+    from gclab.analysis.report.build import OutputFolderError
 
-    path = render(args.data, args.out)
+    try:
+        path = render(args.data, args.out)  # checks --out before any analysis runs
+    except OutputFolderError as exc:
+        raise StoreError(str(exc)) from None
     print_summary(render.last_claims)
     print(f"report: {path}")
 
@@ -123,6 +129,9 @@ def main(argv=None) -> int:
     sub.choices["claims"].add_argument("--json", action="store_true", help="print a JSON list of objects")
     args = parser.parse_args(argv)
     try:
+        if not Path(args.data).is_dir():  # a typo must not read as an empty store, nor create one
+            what = "a file" if Path(args.data).exists() else "not there"
+            raise StoreError(f"--data {args.data} is {what}: point --data at the run store folder (default ./data)")
         args.fn(args)
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """§5, Eq. 6–8: the batch-gradient decomposition and implicit gradient regularization (IGR).
 
 - Eq. 6 is an identity, ||∇θ L_B||² = R_B + A_B + C_B, so it is checked over every logged step of
-  every completed run: max relative error |g − (R+A+C)| / max(|g|, 1e-300). Logged in float64,
+  every completed run of the shipped sweeps (`store.sweeps.PAPER_SWEEPS`; a user's own runs are
+  not the engine's check): max relative error |g − (R+A+C)| / max(|g|, 1e-300). Logged in float64,
   anything above 1e-6 is a bug: the verdict is then `contradicted` and the offending
   (run_id, step) rows are listed in table "violations".
 - R_B, A_B and C_B over training: table "terms", per run means over 20 equal step bins.
@@ -46,7 +47,7 @@ from gclab.analysis.result import (
 from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
 from gclab.analysis.verdict import judge
 from gclab.store.db import query
-from gclab.store.sweeps import sql_in
+from gclab.store.sweeps import PAPER_SWEEPS, sql_in
 
 TOLERANCE = 1e-6
 IDENTITY_CLAIM = "Eq. 6 decomposition ||∇θ L_B||² = R_B + A_B + C_B holds at every logged step"
@@ -70,16 +71,17 @@ _TERMS_OK = (
     "AND s.batch_alignment IS NOT NULL"
 )
 _BASE = f"FROM steps s JOIN runs r ON s.run_id = r.run_id WHERE r.status = 'completed' AND {_TERMS_OK}"
+_SHIPPED = f"{_BASE} AND {sql_in(PAPER_SWEEPS)}"  # the identity row reads the runner's sweeps only
 _IDENTITY_SQL = f"""
 SELECT count(*) AS n_rows, count(DISTINCT s.run_id) AS n_runs, count(DISTINCT r.seed) AS n_seeds,
        max({_REL}) AS max_rel_err, count(*) FILTER (WHERE NOT isfinite({_REL})) AS non_finite,
        count(*) FILTER (WHERE {_REL} > {TOLERANCE}) AS n_violations
-{_BASE}
+{_SHIPPED}
 """
 _VIOLATIONS_SQL = f"""
 SELECT s.run_id, r.sweep, s.step, s.grad_norm_sq, s.residual_term, s.label_alignment, s.batch_alignment,
        {_REL} AS rel_err
-{_BASE} AND ({_REL} > {TOLERANCE} OR NOT isfinite({_REL}))
+{_SHIPPED} AND ({_REL} > {TOLERANCE} OR NOT isfinite({_REL}))
 ORDER BY rel_err DESC NULLS FIRST LIMIT 100
 """
 _TERMS_SQL = f"""

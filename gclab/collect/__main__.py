@@ -7,6 +7,7 @@ import sys
 import time
 
 from gclab.collect.sweep import MAX_RUNS, ConfigError, expand, load_sweep, parse_overrides, shipped_sweeps
+from gclab.store.schema import RUN_STATUSES
 from gclab.store.sweeps import DEMO, PAPER_SWEEPS
 
 # `make paper` runs these CPU-scale sweeps.
@@ -38,12 +39,18 @@ def main(argv=None) -> int:
         help=f"allow more than {MAX_RUNS:,} runs and models or data beyond the size bounds",
     )
     args = p.parse_args(argv)
+    from gclab.collect.runner import CLAIMED, DONE_ELSEWHERE, TOO_DEEP, check_workers, run_sweep
+
     try:
         from gclab.collect.preflight import preflight
 
-        overrides = parse_overrides(args.set)
-        names, scale = (PAPER_SWEEPS, args.scale) if args.paper else expand([args.sweep], args.scale)
-        sweeps = [load_sweep(n, scale=scale, overrides=overrides, allow_huge=args.allow_huge) for n in names]
+        check_workers(args.workers)
+        try:
+            overrides = parse_overrides(args.set)
+            names, scale = (PAPER_SWEEPS, args.scale) if args.paper else expand([args.sweep], args.scale)
+            sweeps = [load_sweep(n, scale=scale, overrides=overrides, allow_huge=args.allow_huge) for n in names]
+        except RecursionError:
+            raise ConfigError(TOO_DEEP) from None
         preflight(sweeps, args.data, allow_huge=args.allow_huge)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -53,15 +60,13 @@ def main(argv=None) -> int:
             for c in s.runs:
                 print(s.name, c.run_id, c.model_dump_json(exclude_defaults=True))
         return 0
-    from gclab.collect.runner import CLAIMED, DONE_ELSEWHERE, run_sweep
-
     t0 = time.perf_counter()
     rows = [
         r
         for s in sweeps
         for r in run_sweep(s.runs, args.data, backend=args.backend, workers=args.workers, label=s.name)
     ]
-    counts = {st: sum(r.get("status") == st for r in rows) for st in ("completed", "diverged", "failed")}
+    counts = {st: sum(r.get("status") == st for r in rows) for st in RUN_STATUSES}
     trained = sum(counts.values())
     print(
         f"collected {trained} runs in {time.perf_counter() - t0:.1f} s: "

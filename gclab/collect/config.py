@@ -17,7 +17,7 @@ from gclab.collect.init import zero_bias_default
 from gclab.collect.losses import LOSSES
 from gclab.collect.models import ACTIVATIONS, MODELS
 from gclab.store.layout import run_id_of
-from gclab.store.schema import SCALES
+from gclab.store.schema import RUNS, SCALES
 
 # Fields that do not change what is computed, so they stay out of the run_id.
 NOT_HASHED = ("device", "raw_dir")
@@ -151,31 +151,13 @@ class RunConfig(BaseModel):
 
     def runs_row(self) -> dict:
         """The `runs` columns this config determines (the rest come from the finished run)."""
-        fields = (
-            "sweep",
-            "seed",
-            "dataset",
-            "model",
-            "width",
-            "depth",
-            "activation",
-            "init",
-            "optimizer",
-            "lr",
-            "momentum",
-            "batch_size",
-            "steps",
-            "l2",
-            "spectral_reg",
-            "flatness_reg",
-            "gc_reg",
-            "label_noise",
-            "bias",
-            "init_scale",
-            "loss",
-            "zero_bias",
-            "n_train",
-            "n_test",
-            "scale",
-        )
-        return {"run_id": self.run_id, **{f: getattr(self, f) for f in fields}, "config_json": self.model_dump_json()}
+        return {
+            "run_id": self.run_id,
+            **{f: getattr(self, f) for f in CONFIG_COLUMNS},
+            "config_json": self.model_dump_json(),
+        }
+
+
+# The runs columns a config fills, for the runner's RunConfig and a user's dict alike; `device` is
+# left to the run, which stores the device it resolved ("auto" → "cpu").
+CONFIG_COLUMNS = tuple(f for f in RunConfig.model_fields if f in RUNS.names and f != "device")

@@ -10,7 +10,10 @@ are measured at the current parameters (one extra forward and backward that leav
 alone; Lightning then runs its training_step as usual). Every `eval_every` steps and at the end
 of the fit, `eval_data` is evaluated (an evals row per split). The LightningModule's
 `forward(x)` must return the outputs the loss is taken of (logits for cross_entropy). The run
-is stored when the fit ends: `completed`, or `failed` with the one-line error if it raised.
+is claimed when the fit starts and stored when it ends, as the Recorder stores a run:
+`completed`; `diverged` at a non-finite loss (the fit is then stopped); or `failed` with the
+one-line error if it raised. One callback records one fit: a second `fit` with the same callback
+is refused (RuntimeError) before anything is written; give each fit its own GCCallback.
 Needs the optional extra: `pip install gclab[lightning]`.
 """
 
@@ -22,7 +25,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback
 
-from gclab.collect.recorder import Recorder
+from gclab.collect.recorder import Diverged, Recorder
 
 
 def first_two(batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,6 +42,7 @@ class GCCallback(Callback):
         *,
         tag: str | None = None,
         loss: str | None = None,
+        shipped_sweep: bool = False,
         log_every: int = 10,
         eval_every: int | None = None,
         eval_data: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
@@ -46,7 +50,7 @@ class GCCallback(Callback):
     ):
         if log_every < 1 or (eval_every is not None and eval_every < 1):
             raise ValueError("log_every and eval_every must be ≥ 1, e.g. log_every=10")
-        self.recorder = Recorder(data, sweep, config, tag=tag, loss=loss)
+        self.recorder = Recorder(data, sweep, config, tag=tag, loss=loss, shipped_sweep=shipped_sweep)
         self.log_every, self.eval_every, self.eval_data = log_every, eval_every, dict(eval_data or {})
         self.batch_to_xy = batch_to_xy
         self._open = False
@@ -58,6 +62,11 @@ class GCCallback(Callback):
             self.recorder.evaluate(trainer.global_step, pl_module, splits)
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        if self.recorder.row is not None:
+            raise RuntimeError(
+                f"this GCCallback already recorded run {self.run_id} in an earlier fit; give each Trainer.fit "
+                "its own GCCallback (with another tag to keep both runs)"
+            )
         if trainer.is_global_zero:
             self.recorder.__enter__()
             self._open = True
@@ -66,16 +75,24 @@ class GCCallback(Callback):
         if not self._open:
             return
         step = trainer.global_step
-        if self.eval_every and step % self.eval_every == 0:
-            self._evaluate(trainer, pl_module)
-        if step % self.log_every == 0:
-            x, y = self.batch_to_xy(batch)
-            lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
-            self.recorder.step(step, pl_module, x, y, set_grad=False, lr=lr)
+        try:
+            if self.eval_every and step % self.eval_every == 0:
+                self._evaluate(trainer, pl_module)
+            if step % self.log_every == 0:
+                x, y = self.batch_to_xy(batch)
+                lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+                self.recorder.step(step, pl_module, x, y, set_grad=False, lr=lr)
+        except Diverged as exc:  # stored as diverged; the fit stops after this batch
+            self._close(exc)
+            trainer.should_stop = True
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if self._open:
-            self._evaluate(trainer, pl_module)
+            try:
+                self._evaluate(trainer, pl_module)
+            except Diverged as exc:
+                self._close(exc)
+                return
             self._close(None)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:

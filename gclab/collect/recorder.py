@@ -9,12 +9,16 @@
 
 `rec.step` runs the metric engine's `step_metrics(..., set_grad=True)`: GC and the Eq. 6 terms
 of the batch from the same pass that leaves the gradient for the optimizer (docs/METRICS.md).
-The run folder is written when the block ends, atomically like every run (docs/SCHEMA.md):
-`completed`, or `diverged` when the block raises `Diverged`, or `failed` with the one-line error
-of any other exception (which propagates). The built-in loop, `collect.train`, records through
-this class. `config` keys that are RunConfig fields fill the `runs` columns; every key is kept in
-`config_json`; the run_id is the hash of sweep + config (+ `tag`), so recording the same config
-again replaces that run (give a `tag` to keep both).
+The block claims the run (`store.claim`, as the runner does: a second process recording the same
+config is refused with ClaimTaken) and the run is stored when the block ends, all at once
+(`store.layout.RunFolder`): `completed`; `diverged` when the block raises `Diverged`, which
+`step` and `evaluate` raise themselves on a non-finite loss (the built-in loop's rule); or
+`failed` with the one-line error of any other exception (which propagates). The built-in loop,
+`collect.train`, records through this class. `config` keys that are RunConfig fields fill the
+`runs` columns; every key is kept in `config_json`; the run_id is the hash of sweep + config
+(+ `tag`), so recording the same config again replaces that run when the new block ends (until
+then the stored run stays whole; give a `tag` to keep both). The shipped sweep names (`fig5`, ...)
+belong to the runner: a user's loop records under its own name unless `shipped_sweep=True`.
 """
 
 from __future__ import annotations
@@ -35,17 +39,15 @@ from torch import nn
 
 from gclab.collect import metrics
 from gclab.collect.buffer import TableBuffer
-from gclab.collect.config import RunConfig
+from gclab.collect.config import CONFIG_COLUMNS, RunConfig
 from gclab.collect.evaluate import Split, log_eval
 from gclab.collect.losses import LOSSES, accuracy, batch_loss
 from gclab.collect.metrics.capture import BATCHNORMS
 from gclab.store.errors import one_line
 from gclab.store.layout import RunFolder, run_id_of
-from gclab.store.schema import RUNS, SCHEMAS
+from gclab.store.schema import MARKER_TABLE, RUNS, SCHEMAS
 
-SWEEP_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-# RunConfig fields that are runs columns: a user's config fills them when it has them.
-CONFIG_COLUMNS = tuple(f for f in RunConfig.model_fields if f in RUNS.names)
+SWEEP_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # fullmatch: `$` would accept a final newline
 
 
 def one_line_error(exc: BaseException) -> str:
@@ -54,7 +56,12 @@ def one_line_error(exc: BaseException) -> str:
 
 
 class Diverged(Exception):
-    """Raise inside a Recorder block to end the run as `diverged` (stored, not re-raised)."""
+    """Raise inside a Recorder block to end the run as `diverged` (stored, not re-raised).
+    `step`: the step that diverged, whose optimizer step was not taken (runs.steps_done)."""
+
+    def __init__(self, message: str, *, step: int | None = None):
+        super().__init__(message)
+        self.step = step
 
 
 @dataclass(frozen=True)
@@ -77,10 +84,17 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, BATCHNORMS) for m in model.modules())
 
 
-def _user_config(sweep: str, config: Mapping[str, Any], tag: str | None) -> tuple[str, dict, str]:
+def _user_config(sweep: str, config: Mapping[str, Any], tag: str | None, shipped_sweep: bool) -> tuple[str, dict, str]:
     """(run_id, runs columns, config_json) of a user's config; one-line ValueError if it cannot be stored."""
-    if not isinstance(sweep, str) or not SWEEP_NAME.match(sweep):
+    from gclab.collect.sweep import shipped_sweeps
+
+    if not isinstance(sweep, str) or not SWEEP_NAME.fullmatch(sweep):
         raise ValueError(f"sweep {sweep!r} is not a valid name: use letters, digits, '_', '.', '-' (e.g. sweep='mine')")
+    if sweep in shipped_sweeps() and not shipped_sweep:
+        raise ValueError(
+            f"sweep {sweep!r} is a shipped sweep, whose runs the paper's verdicts read; record under your own "
+            "name (e.g. sweep='mine'), or pass shipped_sweep=True if this run belongs to it"
+        )
     config = dict(config)
     identity = {**config, "sweep": sweep, **({"tag": tag} if tag is not None else {})}
     try:
@@ -115,6 +129,7 @@ class Recorder:
         *,
         tag: str | None = None,
         loss: str | None = None,
+        shipped_sweep: bool = False,
     ):
         self.data = Path(data)
         if isinstance(config, RunConfig):
@@ -126,7 +141,7 @@ class Recorder:
             )
         else:
             config = dict(config or {})
-            self.run_id, columns, config_json = _user_config(sweep, config, tag)
+            self.run_id, columns, config_json = _user_config(sweep, config, tag, shipped_sweep)
             self.sweep = sweep
             self._columns = {"run_id": self.run_id, **columns, "config_json": config_json}
             options = {f.name: config[f.name] for f in fields(EvalSettings) if f.name in config and f.name != "run_id"}
@@ -134,25 +149,39 @@ class Recorder:
         if self.settings.loss not in LOSSES:
             known = " or ".join(map(repr, LOSSES))
             raise ValueError(f"loss {self.settings.loss!r} is not one the engine knows: use {known}")
-        self.bufs = {t: TableBuffer() for t in SCHEMAS if t != "runs"}
+        self.bufs = {t: TableBuffer() for t in SCHEMAS if t != MARKER_TABLE}
         self.folder = RunFolder(self.data, self.sweep, self.run_id)
         self._extra: dict[str, Any] = {}
         self._init_params: list[torch.Tensor] | None = None
         self._last_step = self._last_eval = -1
+        self._diverged_at: int | None = None
+        self._open = False
         self.row: dict | None = None
 
     # -- the block -----------------------------------------------------------------------
     def __enter__(self) -> Recorder:
+        if self.row is not None or self._open:
+            raise RuntimeError(
+                f"this Recorder already recorded run {self.run_id}; create a new Recorder for another run"
+            )
+        self.folder.start()  # claims the run: ClaimTaken if another process is recording it
         self.t0 = time.perf_counter()
-        self.folder.start()
+        self._open = True
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         status, error = "completed", None
         if exc is not None:
             status, error = ("diverged" if isinstance(exc, Diverged) else "failed"), one_line_error(exc)
+            if isinstance(exc, Diverged) and exc.step is not None:
+                self._diverged_at = exc.step
+        self._open = False
         self._finish(status, error)
         return isinstance(exc, Diverged)  # a divergence is a result; anything else propagates
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise RuntimeError("record inside the block: `with Recorder(...) as rec:` then rec.step / rec.evaluate")
 
     def annotate(self, **columns) -> None:
         """Set runs columns the recorder cannot know (e.g. n_train); names must be in gclab/store/schema.py."""
@@ -184,7 +213,9 @@ class Recorder:
     ) -> dict[str, float]:
         """Forward and backward on the batch, leaving ∇L_B in `.grad` (as `zero_grad(); loss.backward()`),
         and a steps row: GC and the Eq. 6 terms (`metrics_on=False`: loss and accuracy only). Returns the row.
-        `set_grad=False` leaves `.grad` alone (a framework that runs its own backward, e.g. Lightning)."""
+        `set_grad=False` leaves `.grad` alone (a framework that runs its own backward, e.g. Lightning).
+        A non-finite loss raises Diverged after the row is kept: the run ends `diverged`."""
+        self._check_open()
         self._seen(model)
         loss, batchnorm = self.settings.loss, has_batchnorm(model)
         if metrics_on and set_grad and not batchnorm:  # one pass: metrics and the gradient
@@ -219,19 +250,27 @@ class Recorder:
             **row,
         )
         self._last_step = max(self._last_step, step)
+        if not math.isfinite(row["train_loss"]):
+            raise Diverged(f"train loss {row['train_loss']} at step {step}: training diverged", step=step)
         return row
 
     def evaluate(
         self, step: int, model: nn.Module, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | list[Split]
     ) -> None:
         """An evals row per split (loss, accuracy, GC, ‖θ‖², spectral product, distance from θ₀), in eval mode;
-        theorem, fdim and probe rows too when the settings ask for them."""
+        theorem, fdim and probe rows too when the settings ask for them. A non-finite loss raises Diverged."""
+        self._check_open()
         self._seen(model)
         if isinstance(splits, Mapping):
             splits = [Split(name, x, y) for name, (x, y) in splits.items()]
+        n_before = len(self.bufs["evals"])
         with torch.enable_grad():
             log_eval(model, splits, self.settings, step, self._init_params, self.bufs)
         self._last_eval = max(self._last_eval, step)
+        new = {k: v[n_before:] for k, v in self.bufs["evals"].columns().items() if k in ("split", "loss")}
+        bad = [(s, v) for s, v in zip(new.get("split", []), new.get("loss", [])) if not math.isfinite(v)]
+        if bad:
+            raise Diverged(f"{bad[0][0]} loss {bad[0][1]} at step {step}: training diverged", step=step)
 
     # -- the run folder ------------------------------------------------------------------
     def _finish(self, status: str, error: str | None) -> None:
@@ -244,7 +283,11 @@ class Recorder:
             **self._columns,
             "status": status,
             "error": error,
-            "steps_done": max(self._last_step + 1, self._last_eval, 0),
+            # Steps the optimizer took: a step that diverged was not taken; otherwise every logged
+            # step was followed by one, and an evaluation at step s comes after s steps.
+            "steps_done": self._diverged_at
+            if self._diverged_at is not None
+            else max(self._last_step + 1, self._last_eval, 0),
             "best_test_acc": max(test_acc, default=None),
             "gclab_version": version("gclab"),
             "wall_s": time.perf_counter() - self.t0,

@@ -4,15 +4,14 @@ Completed and diverged runs are final. Missing, incomplete (killed) and failed r
 again from the start; a stored run that fails verification (`store.check`) is moved to
 `data/quarantine/` and run again. A worker trains a run only while it holds the run's claim
 (`store.claim`), and re-checks the store under it, so collectors sharing a store train each
-run once and never remove each other's runs. Workers exit when their parent dies.
+run once and never remove each other's runs. Workers, Ray tasks and the Ray processes a
+collector started end when it dies (`collect.lifetime`).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import threading
-import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -21,11 +20,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from gclab.collect.config import RunConfig
+from gclab.collect.lifetime import exit_with, exit_with_parent, identity, start_reaper
+from gclab.collect.sweep import ConfigError
 from gclab.store.check import inventory, run_state
 from gclab.store.claim import Claim
+from gclab.store.errors import one_line
 from gclab.store.layout import quarantine, run_dir
+from gclab.store.schema import RUN_STATUSES
 
-FINAL = ("completed", "diverged")
+FINAL = tuple(s for s in RUN_STATUSES if s != "failed")  # stored for good; failed runs are run again
 # What run_one reports besides a trained run's status.
 CLAIMED, DONE_ELSEWHERE = "claimed", "done elsewhere"
 
@@ -35,8 +38,11 @@ def pending(runs, data_dir) -> list[RunConfig]:
     return [c for c in runs if inv.status.get(c.run_id) not in FINAL]
 
 
-def run_one(config_json: str, data_dir: str, threads: int, progress: bool = False) -> dict:
-    """Train one run under its claim; an exception becomes a stored `failed` row so the sweep goes on."""
+def run_one(config_json: str, data_dir: str, threads: int, progress: bool = False, owner=None) -> dict:
+    """Train one run under its claim; an exception becomes a stored `failed` row so the sweep goes on.
+    `owner`: the collector's `lifetime.identity()`, for a task that must end when the collector does."""
+    if owner is not None:
+        exit_with(owner)
     cfg = RunConfig.model_validate_json(config_json)
     with Claim(data_dir, cfg.sweep, cfg.run_id) as claim:
         if not claim.held:
@@ -45,7 +51,12 @@ def run_one(config_json: str, data_dir: str, threads: int, progress: bool = Fals
         if status in FINAL:
             return {"run_id": cfg.run_id, "status": DONE_ELSEWHERE}
         if problems:
-            moved = quarantine(data_dir, run_dir(data_dir, cfg.sweep, cfg.run_id))
+            try:
+                moved = quarantine(data_dir, run_dir(data_dir, cfg.sweep, cfg.run_id))
+            except OSError as exc:
+                error = f"stored run failed verification ({problems[0].detail}) and cannot be moved: {one_line(exc)}"
+                print(f"run {cfg.run_id} not run: {error}", file=sys.stderr)
+                return {"run_id": cfg.run_id, "status": "failed", "error": error}
             print(
                 f"warning: stored run {cfg.run_id} failed verification ({problems[0].kind}: {problems[0].detail}); "
                 f"moved to {moved} and run again",
@@ -73,17 +84,6 @@ def _train_or_record(cfg: RunConfig, data_dir: str, threads: int, progress: bool
         return {"run_id": cfg.run_id, "status": "failed", "error": error}
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Pool initializer: a worker whose parent died (reparented) exits at once, mid-run or idle."""
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
-
-
 def run_local(todo: list[RunConfig], data_dir: str, workers: int, bar) -> list[dict]:
     cores = os.cpu_count() or 1
     workers = max(1, min(workers, len(todo)))
@@ -96,7 +96,7 @@ def run_local(todo: list[RunConfig], data_dir: str, workers: int, bar) -> list[d
         return rows
     rows = []
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=get_context("spawn"), initializer=_exit_with_parent, initargs=(os.getpid(),)
+        max_workers=workers, mp_context=get_context("spawn"), initializer=exit_with_parent, initargs=(os.getpid(),)
     ) as pool:
         futures = [pool.submit(run_one, cfg.model_dump_json(), data_dir, threads) for cfg in todo]
         for fut in as_completed(futures):
@@ -111,12 +111,15 @@ def run_ray(todo: list[RunConfig], data_dir: str, bar) -> list[dict]:
 
     if not ray.is_initialized():
         # RAY_ADDRESS set: join that cluster (data_dir must be on a shared file system).
-        ray.init(
-            address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False, configure_logging=False
-        )
+        address = os.environ.get("RAY_ADDRESS")
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        if not address:  # the cluster is this collector's: it ends when the collector dies
+            start_reaper()
     gpus = 1 if torch.cuda.is_available() else 0
     task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=3, retry_exceptions=False)(run_one)
-    pending_refs = [task.remote(cfg.model_dump_json(), data_dir, 1) for cfg in todo]
+    owner = identity()
+    # Ray's remote() wrapper hides run_one's signature from the type checker.
+    pending_refs = [task.remote(cfg.model_dump_json(), data_dir, 1, False, owner) for cfg in todo]  # pyright: ignore[reportCallIssue]
     rows = []
     while pending_refs:
         done, pending_refs = ray.wait(pending_refs, num_returns=1)
@@ -125,9 +128,19 @@ def run_ray(todo: list[RunConfig], data_dir: str, bar) -> list[dict]:
     return rows
 
 
+TOO_DEEP = "a value in --set or the sweep file is nested too deeply to read; use plain numbers, strings or lists"
+
+
+def check_workers(workers) -> None:
+    """ConfigError (one line) unless `workers` is None (one per core) or a positive whole number."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigError(f"--workers {workers} is not a number of processes: use 1 or more (default: one per core)")
+
+
 def run_sweep(
     runs, data_dir, *, backend: str = "local", workers: int | None = None, label: str = "sweep"
 ) -> list[dict]:
+    check_workers(workers)
     data_dir = str(Path(data_dir).resolve())
     todo = pending(runs, data_dir)
     print(f"{label}: {len(runs)} runs, {len(runs) - len(todo)} already in the store, {len(todo)} to run")
@@ -155,7 +168,11 @@ def collect_sweep(
     from gclab.collect.preflight import preflight
     from gclab.collect.sweep import expand, load_sweep
 
+    check_workers(workers)
     names, scale = expand([sweep] if isinstance(sweep, (str, Path)) else sweep, scale)
-    sweeps = [load_sweep(str(n), scale=scale, overrides=overrides, allow_huge=allow_huge) for n in names]
+    try:
+        sweeps = [load_sweep(str(n), scale=scale, overrides=overrides, allow_huge=allow_huge) for n in names]
+    except RecursionError:
+        raise ConfigError(TOO_DEEP) from None
     preflight(sweeps, data, allow_huge=allow_huge)
     return [r for s in sweeps for r in run_sweep(s.runs, data, backend=backend, workers=workers, label=s.name)]

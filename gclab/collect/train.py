@@ -71,13 +71,13 @@ class DivergenceCheck:
     def params(self, model: nn.Module, step: int) -> None:
         norm_sq = float(metrics.param_norm_sq(model))
         if not math.isfinite(norm_sq) or norm_sq > self.param_limit:
-            raise Diverged(f"||θ||² = {norm_sq:.3g} at step {step} (lr={self.cfg.lr}): training diverged")
+            raise Diverged(f"||θ||² = {norm_sq:.3g} at step {step} (lr={self.cfg.lr}): training diverged", step=step)
 
     def __call__(self, loss: float, step: int) -> None:
         if self.limit is None and math.isfinite(loss):
             self.limit = self.cfg.divergence_factor * max(loss, 1.0)
         if not math.isfinite(loss) or loss > self.limit:
-            raise Diverged(f"train loss {loss:.4g} at step {step} (lr={self.cfg.lr}): training diverged")
+            raise Diverged(f"train loss {loss:.4g} at step {step} (lr={self.cfg.lr}): training diverged", step=step)
 
 
 def train(cfg: RunConfig, data_dir, *, threads: int | None = None, progress: bool = False) -> dict:
@@ -149,7 +149,7 @@ def _train(cfg: RunConfig, data_dir, rec: Recorder, progress: bool) -> None:
             bar.update(1)
     finally:
         bar.close()
-        rec.annotate(steps_done=step, **target.columns())
+        rec.annotate(**target.columns())  # steps_done: the Recorder's count
 
 
 def _bar(cfg: RunConfig, enabled: bool):

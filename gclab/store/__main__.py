@@ -2,8 +2,9 @@
 
 Reads every file of every complete run whole (footer, metadata, data pages, schema against
 gclab/store/schema.py, run_id consistency) and prints a table of problems; exit code 1 when there
-are any, 0 when the store is sound. `--repair` moves each bad run folder (or stray entry) to
-`data/quarantine/`, never deleting anything, so the next `make collect` runs it again.
+are any, 0 when the store is sound. `--repair` moves each bad run folder (or stray entry, or
+symbolic link: the link itself, never what it points at) to `data/quarantine/`, never deleting
+anything and never touching a path outside the store, so the next `make collect` runs it again.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def _repair(data_dir: Path, inv) -> int:
     skipped = 0
     for entry in inv.bad_entries(root):
         rel = entry.relative_to(root).parts
-        s, r = (SWEEP_DIR.match(rel[0]), RUN_DIR.match(rel[1])) if len(rel) == 2 else (None, None)
+        s, r = (SWEEP_DIR.fullmatch(rel[0]), RUN_DIR.fullmatch(rel[1])) if len(rel) == 2 else (None, None)
         claim = Claim(data_dir, s.group(1), r.group(1)) if s and r else None
         if claim and not claim.acquire():
             print(f"skipped {entry}: a collector ({claim.holder()}) holds it; run check again when it is done")

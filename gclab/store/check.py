@@ -4,9 +4,11 @@ A run is exactly `sweep=<s>/run_id=<id>/` holding a `run.parquet` whose one row 
 sweep and run_id, and every table file of it reads in full: footer, metadata, every data page
 (page checksums verified where the writer stored them) and the `run_id` column equal to the
 folder's. Everything else under `runs/` (backups such as `run_id=X.bak`, copies under another
-sweep, strays, files that fail to read) is a problem: left out of the views with a warning and
+sweep, strays, symbolic links, files that fail to read) is a problem: left out of the views with a warning and
 listed by `gclab check` (docs/SCHEMA.md describes the layout). A folder without
-`run.parquet` is an incomplete run (killed, or being written) and is simply invisible.
+`run.parquet` is an incomplete run (killed, or being written) and is simply invisible. A symbolic link
+is never followed: it is itself the entry reported (and what `--repair` moves), whatever it
+points at, so nothing outside the entry judged, or outside the store, is read as a run or moved.
 
 Verifying a file reads it whole, so each file's verdict is cached in `data/.verified.json`,
 keyed by inode, size and ctime (which nothing but a change to the file can set).
@@ -30,8 +32,9 @@ from gclab.store.schema import FILE_NAMES, MARKER_TABLE, RENAMED, SCHEMAS
 
 CACHE_FILE = ".verified.json"
 CACHE_VERSION = 1
-SWEEP_DIR = re.compile(r"^sweep=([A-Za-z0-9_.-]+)$")
-RUN_DIR = re.compile(r"^run_id=([A-Za-z0-9_-]+)$")
+# Matched with fullmatch: `$` would also match before a final newline.
+SWEEP_DIR = re.compile(r"sweep=([A-Za-z0-9_.-]+)")
+RUN_DIR = re.compile(r"run_id=([A-Za-z0-9_-]+)")
 TABLE_OF_FILE = {name: table for table, name in FILE_NAMES.items()}
 
 
@@ -160,6 +163,9 @@ def _check_run(folder: Path, sweep: str, run_id: str, cache: _Cache, inv: Invent
     status = None
     for p in entries:
         table = TABLE_OF_FILE.get(p.name)
+        if p.is_symlink():
+            run_problems.append(Problem(p, "not a run", _link_detail(p)))
+            continue
         if table is None:
             run_problems.append(Problem(p, "not a run", "unexpected entry in a run folder"))
             continue
@@ -198,6 +204,14 @@ def _check_run(folder: Path, sweep: str, run_id: str, cache: _Cache, inv: Invent
         inv.files[table].append(p)
 
 
+def _link_detail(path: Path) -> str:
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return f"a symbolic link (to {target}); links are never followed: remove it, or repair moves the link itself"
+
+
 def _marker_run_id(folder: Path) -> str | None:
     try:
         return pq.read_table(folder / FILE_NAMES[MARKER_TABLE], columns=["run_id"]).column(0)[0].as_py()
@@ -218,37 +232,47 @@ def inventory(data_dir: str | Path) -> Inventory:
     if err:
         inv.problems.append(Problem(root, "unreadable", one_line(err, with_type=True)))
     for sdir in sweeps:
-        s = SWEEP_DIR.match(sdir.name)
+        s = SWEEP_DIR.fullmatch(sdir.name)
+        if sdir.is_symlink():
+            inv.problems.append(Problem(sdir, "not a run", _link_detail(sdir)))
+            continue
         if not s or not sdir.is_dir():
             inv.problems.append(Problem(sdir, "not a run", "expected sweep=<name>/ folders only"))
             continue
-        runs, err = _entries(sdir)
-        if err:
-            inv.problems.append(Problem(sdir, "unreadable", one_line(err, with_type=True)))
-        for rdir in runs:
-            r = RUN_DIR.match(rdir.name)
-            if r and rdir.is_dir():
-                _check_run(rdir, s.group(1), r.group(1), cache, inv, seen)
-            elif rdir.is_dir() and (rdir / FILE_NAMES[MARKER_TABLE]).exists():
-                inner = _marker_run_id(rdir)
-                inv.problems.append(
-                    Problem(
-                        rdir,
-                        "run_id mismatch",
-                        f"folder name does not match its run.parquet run_id {inner!r} (a backup?)",
-                    )
-                )
-            else:
-                inv.problems.append(Problem(rdir, "not a run", "expected run_id=<id>/ folders only"))
+        _inventory_sweep(sdir, s.group(1), cache, inv, seen)
     cache.save(seen)
     return inv
+
+
+def _inventory_sweep(sdir: Path, sweep: str, cache, inv: Inventory, seen: set[str]) -> None:
+    """One `sweep=<name>/` folder: its runs checked, every other entry (links included) a problem."""
+    runs, err = _entries(sdir)
+    if err:
+        inv.problems.append(Problem(sdir, "unreadable", one_line(err, with_type=True)))
+    for rdir in runs:
+        r = RUN_DIR.fullmatch(rdir.name)
+        if rdir.is_symlink():
+            inv.problems.append(Problem(rdir, "not a run", _link_detail(rdir)))
+        elif r and rdir.is_dir():
+            _check_run(rdir, sweep, r.group(1), cache, inv, seen)
+        elif rdir.is_dir() and (rdir / FILE_NAMES[MARKER_TABLE]).exists():
+            inner = _marker_run_id(rdir)
+            inv.problems.append(
+                Problem(
+                    rdir, "run_id mismatch", f"folder name does not match its run.parquet run_id {inner!r} (a backup?)"
+                )
+            )
+        else:
+            inv.problems.append(Problem(rdir, "not a run", "expected run_id=<id>/ folders only"))
 
 
 def run_state(data_dir: str | Path, sweep: str, run_id: str) -> tuple[str | None, list[Problem]]:
     """(status, problems) of one run folder: status None when absent, incomplete or bad."""
     folder = runs_root(data_dir) / f"sweep={sweep}" / f"run_id={run_id}"
     inv = Inventory()
-    if folder.is_dir():
+    if folder.is_symlink() or folder.parent.is_symlink():
+        inv.problems.append(Problem(folder, "not a run", _link_detail(folder)))
+    elif folder.is_dir():
         _check_run(folder, sweep, run_id, _Cache(Path(data_dir)), inv, set())
     return inv.status.get(run_id), inv.problems
 

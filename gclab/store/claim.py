@@ -1,9 +1,10 @@
-"""Per-run claims, so that collectors sharing a store share the work.
+"""Per-run claims: one run has one writer, whoever writes it (runner, Recorder, Lightning callback).
 
 A claim is an exclusive `flock` on `sweep=<s>/.run_id=<id>.claim` (dot-prefixed: no view or
 check ever reads it). The kernel drops the lock when its holder dies, however it dies, so a
-killed collector leaves no stale claim to clean up: the next collector simply gets it. The
-file holds the holder's host and pid, for the message of whoever finds it taken.
+killed writer leaves no stale claim to clean up: the next writer simply gets it. The file holds
+the holder's host and pid, for the message of whoever finds it taken. Within one process a claim
+is re-entrant (the runner claims a run, then the Recorder that trains it claims it again).
 """
 
 from __future__ import annotations
@@ -11,9 +12,19 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import threading
 from pathlib import Path
 
 from gclab.store.layout import run_dir
+
+# This process's claims: lock file → [fd, depth]. flock is per open file, so a second open in the
+# same process would find its own lock taken; nested claims share the first one instead.
+_HELD: dict[str, list[int]] = {}
+_HELD_LOCK = threading.Lock()
+
+
+class ClaimTaken(RuntimeError):
+    """Another process is writing this run (one line, says what to do)."""
 
 
 class Claim:
@@ -22,17 +33,33 @@ class Claim:
     def __init__(self, data_dir: str | Path, sweep: str, run_id: str):
         folder = run_dir(data_dir, sweep, run_id)
         self.path = folder.parent / f".{folder.name}.claim"
-        self.fd: int | None = None
+        self.key = os.path.abspath(self.path)
+        self.held = False
 
     def acquire(self) -> bool:
+        if self.held:
+            return True
+        with _HELD_LOCK:
+            if self.key in _HELD:
+                _HELD[self.key][1] += 1
+                self.held = True
+                return True
+            fd = self._lock()
+            if fd is None:
+                return False
+            _HELD[self.key] = [fd, 1]
+            self.held = True
+            return True
+
+    def _lock(self) -> int | None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                return False
+                return None
             try:  # the holder before us may have unlinked the file after we opened it
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -42,24 +69,33 @@ class Claim:
             os.close(fd)
         os.ftruncate(fd, 0)
         os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
-        self.fd = fd
-        return True
+        return fd
+
+    def require(self, what: str) -> None:
+        """Acquire or raise ClaimTaken naming the holder."""
+        if not self.acquire():
+            raise ClaimTaken(
+                f"{what} is being written by {self.holder()} (host pid); wait for it to finish, "
+                "or record under another tag to keep both runs"
+            )
 
     def holder(self) -> str:
         try:
-            return self.path.read_text().strip() or "another collector"
+            return self.path.read_text().strip() or "another process"
         except OSError:
-            return "another collector"
+            return "another process"
 
     def release(self) -> None:
-        if self.fd is not None:
-            self.path.unlink(missing_ok=True)  # unlink before unlock: see the inode check above
-            os.close(self.fd)
-            self.fd = None
-
-    @property
-    def held(self) -> bool:
-        return self.fd is not None
+        if not self.held:
+            return
+        self.held = False
+        with _HELD_LOCK:
+            entry = _HELD[self.key]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _HELD[self.key]
+                self.path.unlink(missing_ok=True)  # unlink before unlock: see the inode check above
+                os.close(entry[0])
 
     def __enter__(self) -> Claim:
         self.acquire()

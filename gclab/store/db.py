@@ -154,11 +154,8 @@ def scan_and_share(data_dir: str | Path, *, warn: bool = True) -> Inventory:
     """Scan the store (warnings on stderr) and rewrite `runs.duckdb` from the scan."""
     data_dir = Path(data_dir)
     inv = scan(data_dir, warn=warn)
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        pass
-    write_shared_db(data_dir, view_statements(inv))
+    if data_dir.is_dir():  # a read never creates a store
+        write_shared_db(data_dir, view_statements(inv))
     return inv
 
 
@@ -196,6 +193,3 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, params=None) -> pl.DataFrame
         return rel.pl() if rel is not None else pl.DataFrame()
     except duckdb.Error as exc:
         raise StoreError(one_line(exc)) from None
-
-
-_one_line = one_line  # the name gclab/analysis/report imported before gclab/store/errors.py; use one_line

@@ -204,7 +204,6 @@ MARKER_TABLE = "runs"
 FILE_NAMES: dict[str, str] = {t: ("run" if t == MARKER_TABLE else t) + ".parquet" for t in SCHEMAS}
 RUN_STATUSES = ("completed", "diverged", "failed")
 SCALES = ("demo", "cpu", "paper")  # sizes of a sweep, smallest first (runs.scale)
-SPLITS = ("train", "test", "random")
 
 
 def schema_markdown() -> str:

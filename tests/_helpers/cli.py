@@ -29,3 +29,23 @@ def run_cli(*args, cwd=None, timeout=600, env=None):
 def tree_bytes(folder: Path) -> dict[str, bytes]:
     """Every Parquet file under folder, by relative path, with its bytes."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.parquet"))}
+
+
+def parquet_sha256(folder: Path) -> dict[str, str]:
+    """sha256 of every Parquet file under folder (hidden folders included), by relative path."""
+    import hashlib
+
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(folder).rglob("*.parquet"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+def one_error_line(res, code: int = 2) -> str:
+    """The single `error:` line of a refused command (warnings aside), after checking the exit code."""
+    assert res.returncode == code, (res.returncode, res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not ln.startswith(("warning:", "note:"))]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+    return lines[0]

@@ -118,7 +118,7 @@ def test_paper_rows_need_a_family_and_a_positive_delta():
 def test_cli_prints_a_json_list_of_claims(default_store):
     python = str(VENV_PY if VENV_PY.exists() else sys.executable)
     proc = subprocess.run(
-        [python, "-m", "gclab.analysis", "claims", "--data", str(default_store), "--json"],
+        [python, "-m", "gclab", "claims", "--data", str(default_store), "--json"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -12,7 +12,7 @@ import lightning as L  # noqa: E402
 from gclab.lightning import GCCallback  # noqa: E402
 from gclab.store import db  # noqa: E402
 from tests._helpers.bruteforce import batch_reference  # noqa: E402
-from tests._helpers.cli import ROOT  # noqa: E402
+from tests._helpers.cli import ROOT, parquet_sha256  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "examples"))
 import lightning_loop  # noqa: E402
@@ -74,3 +74,49 @@ def test_callback_rows_match_bruteforce_and_failure_is_stored(tmp_path):
         assert steps[step]["gc"] == pytest.approx(gc, rel=1e-4)
         assert steps[step]["train_loss"] == pytest.approx(loss, rel=1e-5)
         assert steps[step]["grad_norm_sq"] == pytest.approx(gsq, rel=1e-4)
+
+
+def _trainer(cb, **kw):
+    return L.Trainer(
+        accelerator="cpu",
+        callbacks=[cb],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kw,
+    )
+
+
+def test_one_callback_for_two_fits_refuses_the_second_and_keeps_the_first_run(tmp_path):
+    x, y = lightning_loop.make_data(64)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    cb = GCCallback(tmp_path, "lt", {"width": 8}, log_every=1)
+    _trainer(cb, max_epochs=1).fit(lightning_loop.Classifier(width=8), loader)
+    before = parquet_sha256(tmp_path)
+    with pytest.raises(RuntimeError, match="already recorded run") as refused:
+        _trainer(cb, max_epochs=1).fit(lightning_loop.Classifier(width=8), loader)
+    assert "\n" not in str(refused.value) and "its own GCCallback" in str(refused.value)
+    assert parquet_sha256(tmp_path) == before
+    with db.connect(tmp_path) as con:
+        dup = db.query(con, "SELECT count(*) AS n, count(DISTINCT (run_id, step)) AS k FROM steps").row(0)
+        runs = db.query(con, "SELECT status FROM runs")["status"].to_list()
+    assert dup == (4, 4) and runs == ["completed"]
+
+
+class NaNClassifier(lightning_loop.Classifier):
+    def forward(self, x):
+        return super().forward(x) * float("nan")
+
+
+def test_a_non_finite_loss_ends_the_fit_and_the_run_diverged(tmp_path):
+    x, y = lightning_loop.make_data(64)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    cb = GCCallback(tmp_path, "lt", {"width": 8}, log_every=1)
+    trainer = _trainer(cb, max_epochs=3)
+    trainer.fit(NaNClassifier(width=8), loader)
+    assert trainer.global_step <= 1  # stopped after the batch that diverged
+    with db.connect(tmp_path) as con:
+        run = db.query(con, "SELECT status, error, steps_done FROM runs").to_dicts()
+    assert len(run) == 1 and run[0]["status"] == "diverged" and "nan" in run[0]["error"]
+    assert run[0]["steps_done"] == 0

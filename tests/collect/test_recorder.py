@@ -4,6 +4,8 @@ import copy
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -11,9 +13,10 @@ import torch
 
 from gclab.collect.recorder import Diverged, Recorder
 from gclab.store import db
+from gclab.store.claim import ClaimTaken
 from gclab.store.layout import run_dir
 from tests._helpers.bruteforce import batch_reference
-from tests._helpers.cli import ROOT, run_cli
+from tests._helpers.cli import ROOT, parquet_sha256, run_cli
 
 sys.path.insert(0, str(ROOT / "examples"))
 import own_loop  # noqa: E402
@@ -90,4 +93,133 @@ def test_bad_config_is_refused_before_anything_is_written(tmp_path):
         Recorder(tmp_path, "mine", {"width": 8, "fn": object()})
     with pytest.raises(ValueError, match="sweep"):
         Recorder(tmp_path, "no/slash", {})
+    assert not (tmp_path / "runs").exists()
+
+
+# --- one run, one writer, all or nothing (issue 22) -------------------------------------------
+
+HOLDER = """
+import sys, time, pathlib
+sys.path.insert(0, sys.argv[3])
+import own_loop
+from gclab.collect.recorder import Recorder
+model = own_loop.make_model(width=8); x, y = own_loop.make_data(16)
+ready, go = pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[2] + ".go")
+with Recorder(sys.argv[1], "mine", {"width": 8}) as rec:
+    for step in range(5):
+        rec.step(step, model, x, y)
+    ready.write_text("in the block")
+    while not go.exists():  # the test SIGKILLs us here, or lets us finish
+        time.sleep(0.05)
+"""
+
+
+def _record(data, steps: int, sweep: str = "mine", **kw):
+    model = own_loop.make_model(width=8)
+    x, y = own_loop.make_data(16)
+    with Recorder(data, sweep, {"width": 8}, **kw) as rec:
+        for step in range(steps):
+            rec.step(step, model, x, y)
+    return rec
+
+
+def _holder(data, tmp_path):
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(data), str(ready), str(ROOT / "examples")], cwd=ROOT)
+    deadline = time.time() + 300
+    while not ready.exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    return proc, ready
+
+
+def test_a_re_recording_killed_mid_block_leaves_the_stored_run_whole(tmp_path):
+    data = tmp_path / "data"
+    first = _record(data, 3)
+    before = parquet_sha256(data)
+    assert len(before) == 2  # steps.parquet and run.parquet of the completed run
+    proc, _ = _holder(data, tmp_path)
+    assert parquet_sha256(data) == before  # mid-block, the stored run is untouched
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.wait()
+    assert parquet_sha256(data) == before
+    res = run_cli("check", "--data", data)
+    assert res.returncode == 0 and "1 runs verified, 0 problems" in res.stdout, res.stdout
+    # The next recording of that config replaces the run whole, the killed one's leftovers are gone.
+    again = _record(data, 2)
+    assert again.run_id == first.run_id and again.row["steps_done"] == 2
+    after = parquet_sha256(data)
+    assert set(after) == set(before) and after != before
+    assert [p.name for p in run_dir(data, "mine", first.run_id).parent.iterdir()] == [f"run_id={first.run_id}"]
+
+
+def test_a_second_process_recording_the_same_config_is_refused_and_mixes_nothing(tmp_path):
+    data = tmp_path / "data"
+    _record(data, 3)
+    before = parquet_sha256(data)
+    proc, ready = _holder(data, tmp_path)
+    model = own_loop.make_model(width=8)
+    x, y = own_loop.make_data(16)
+    with pytest.raises(ClaimTaken) as refused:
+        with Recorder(data, "mine", {"width": 8}) as rec:
+            rec.step(0, model, x, y)
+    message = str(refused.value)
+    assert "\n" not in message and "pid" in message and "wait for it" in message
+    assert str(proc.pid) in message
+    assert parquet_sha256(data) == before
+    Path(str(ready) + ".go").write_text("")
+    assert proc.wait(timeout=300) == 0
+    with db.connect(data) as con:
+        steps = db.query(con, "SELECT step FROM steps ORDER BY step")["step"].to_list()
+        runs = db.query(con, "SELECT status, steps_done FROM runs").to_dicts()
+    assert steps == [0, 1, 2, 3, 4] and runs == [{"status": "completed", "steps_done": 5}]  # all the holder's
+
+
+def test_a_recorder_records_one_block(tmp_path):
+    rec = _record(tmp_path, 2)
+    before = parquet_sha256(tmp_path)
+    with pytest.raises(RuntimeError, match="already recorded run"):
+        with rec:
+            pass
+    assert parquet_sha256(tmp_path) == before
+
+
+class NaNOut(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x) * float("nan")
+
+
+def test_a_non_finite_loss_in_a_users_loop_ends_the_run_diverged(tmp_path):
+    model = NaNOut(own_loop.make_model(width=8))
+    x, y = own_loop.make_data(16)
+    reached = []
+    with Recorder(tmp_path, "mine", {"width": 8}) as rec:
+        for step in range(5):
+            rec.step(step, model, x, y)
+            reached.append(step)
+    assert reached == [] and rec.row["status"] == "diverged" and rec.row["steps_done"] == 0
+    assert "nan" in rec.row["error"] and "step 0" in rec.row["error"]
+    with Recorder(tmp_path, "mine", {"width": 8}, tag="eval") as rec:  # an evaluation's loss too
+        rec.evaluate(0, model, {"test": (x, y)})
+    assert rec.row["status"] == "diverged" and "test loss nan" in rec.row["error"]
+
+
+@pytest.mark.parametrize("sweep", ["fig5", "igr", "demo"])
+def test_shipped_sweep_names_are_refused_unless_asked_for(tmp_path, sweep):
+    with pytest.raises(ValueError, match="shipped sweep") as refused:
+        Recorder(tmp_path, sweep, {"width": 8})
+    assert "\n" not in str(refused.value) and "shipped_sweep=True" in str(refused.value)
+    assert not (tmp_path / "runs").exists()
+    rec = _record(tmp_path, 1, sweep=sweep, shipped_sweep=True)  # the explicit opt-in
+    assert rec.row["status"] == "completed" and rec.sweep == sweep
+
+
+@pytest.mark.parametrize("sweep", ["mine\n", "mine\nx", " mine", "sweep=x"])
+def test_sweep_names_are_matched_whole(tmp_path, sweep):
+    with pytest.raises(ValueError, match="not a valid name"):
+        Recorder(tmp_path, sweep, {"width": 8})
     assert not (tmp_path / "runs").exists()

@@ -7,7 +7,7 @@ import sys
 import time
 
 from gclab.store import db
-from gclab.store.layout import completed_run_ids
+from gclab.store.check import inventory
 from tests._helpers.cli import ROOT, run_cli
 
 SWEEP = """
@@ -40,7 +40,7 @@ def test_resume_after_sigkill_of_process_group(tmp_path):
     f.write_text(SWEEP.format(steps=400, lrs="[0.01, 0.02, 0.05]"))
     data = tmp_path / "data"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gclab.collect", "--sweep", str(f), "--data", str(data), "--workers", "2"],
+        [sys.executable, "-m", "gclab", "collect", "--sweep", str(f), "--data", str(data), "--workers", "2"],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         start_new_session=True,
@@ -48,12 +48,12 @@ def test_resume_after_sigkill_of_process_group(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 300
-    while len(completed_run_ids(data)) < 2:  # part-way: some runs done, others in flight
+    while len(inventory(data).runs) < 2:  # part-way: some runs done, others in flight
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert len(completed_run_ids(data)) < 9
+    assert len(inventory(data).runs) < 9
     res = run_cli("collect", "--sweep", f, "--data", data, "--workers", "2")
     assert res.returncode == 0, res.stderr
     runs = store_runs(data)

@@ -7,7 +7,8 @@ import sys
 import time
 
 from gclab.store import db
-from gclab.store.layout import RunFolder, completed_run_ids
+from gclab.store.check import inventory
+from gclab.store.layout import RunFolder
 from tests._helpers.cli import ROOT, run_cli
 
 WRITER = """
@@ -30,7 +31,7 @@ def test_sigkill_mid_write_leaves_store_readable(store_dir):
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(store_dir)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
     )
-    folder = store_dir / "runs" / "sweep=demo" / "run_id=victim"
+    folder = RunFolder(store_dir, "demo", "victim").stage  # where the writer's files go until finish
     deadline = time.time() + 120
     # Wait until a temporary file exists, i.e. the writer is inside a write.
     while not any(p.name.startswith(".steps.parquet.tmp") for p in folder.glob(".*")):
@@ -40,12 +41,13 @@ def test_sigkill_mid_write_leaves_store_readable(store_dir):
     proc.wait()
     assert any(p.name.startswith(".steps.parquet.tmp") for p in folder.glob(".*")), "kill should land mid-write"
 
-    assert completed_run_ids(store_dir) == {"survivor"}
+    assert set(inventory(store_dir).runs) == {"survivor"}
     with db.connect(store_dir) as con:
         assert db.query(con, "SELECT DISTINCT run_id FROM steps")["run_id"].to_list() == ["survivor"]
     res = run_cli("sql", "--data", store_dir, "-q", "SELECT count(*) AS n FROM steps")
     assert res.returncode == 0 and "Traceback" not in res.stderr
-    # The next writer of that run starts it afresh: the stale temp file is gone.
+    # The next writer of that run starts it afresh: the killed writer's files are gone.
     again = RunFolder(store_dir, "demo", "victim")
     again.start()
     assert list(folder.iterdir()) == []
+    again.abandon()

@@ -241,17 +241,7 @@ def test_unreadable_run_folder_is_left_out(tmp_path):
         prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     try:
         res = subprocess.run(
-            [
-                *prefix,
-                PYTHON,
-                "-m",
-                "gclab.analysis",
-                "sql",
-                "--data",
-                str(data),
-                "-q",
-                "SELECT count(*) AS n FROM runs",
-            ],
+            [*prefix, PYTHON, "-m", "gclab", "sql", "--data", str(data), "-q", "SELECT count(*) AS n FROM runs"],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -313,7 +303,7 @@ CROSS = "SELECT count(*) AS n FROM steps a, steps b, steps c WHERE a.step + b.st
 
 def test_ctrl_c_stops_a_runaway_cross_join(big):
     proc = subprocess.Popen(
-        [PYTHON, "-m", "gclab.analysis", "sql", "--data", str(big), "-q", CROSS],
+        [PYTHON, "-m", "gclab", "sql", "--data", str(big), "-q", CROSS],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
@@ -441,7 +431,7 @@ lr = [0.01, 0.02]
 
 def collect_proc(sweep: Path, data: Path, *extra):
     return subprocess.Popen(
-        [PYTHON, "-m", "gclab.collect", "--sweep", str(sweep), "--data", str(data), *extra],
+        [PYTHON, "-m", "gclab", "collect", "--sweep", str(sweep), "--data", str(data), *extra],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,

@@ -17,11 +17,10 @@ def add(data, sweep, run_id, scale, *, old=False):
     f.start()
     f.write("steps", {"run_id": [run_id] * 2, "step": [0, 1], "gc": [1.0, 2.0]})
     row = {"run_id": run_id, "sweep": sweep, "status": "completed", "config_json": json.dumps({"scale": scale})}
+    f.finish({**row, "scale": scale})
     if old:  # a run written before the scale column existed: its schema lacks it
         schema = pa.schema([fld for fld in RUNS if fld.name != "scale"])
         pq.write_table(pa.Table.from_pylist([row], schema=schema), f.path / "run.parquet")
-    else:
-        f.finish({**row, "scale": scale})
 
 
 def test_views_use_the_largest_scale_per_sweep(store_dir, capsys):

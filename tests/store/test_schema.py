@@ -135,7 +135,7 @@ def test_a_store_written_before_probes_lost_x_still_reads(store_dir):
         rf.start()
         if old:
             table = to_arrow("probes", {"run_id": [rid] * 2, **rows}).append_column("x", pa.array(rows["t"]))
-            pq.write_table(table, rf.path / FILE_NAMES["probes"])
+            pq.write_table(table, rf.stage / FILE_NAMES["probes"])  # before finish: the private folder
         else:
             rf.write("probes", {"run_id": [rid] * 2, **rows})
         rf.finish({"run_id": rid, "sweep": "s", "status": "completed"})

@@ -44,6 +44,27 @@ class SectionError(RuntimeError):
     pass
 
 
+class OutputFolderError(ValueError):
+    """The output folder cannot take the report (one line, says what to do)."""
+
+
+def check_out_dir(out_dir: Path, *, figures: bool) -> None:
+    """Make sure `out_dir` (and its figures/) can be written, before any analysis runs: create them
+    if absent, then write and remove a probe file. Nothing already there is touched."""
+    for folder in (out_dir, out_dir / "figures") if figures else (out_dir,):
+        if os.path.lexists(folder) and not folder.is_dir():
+            raise OutputFolderError(f"--out {folder} is a file; point --out at a folder (default ./reports)")
+        probe = folder / f".gclab-write-probe-{os.getpid()}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise OutputFolderError(
+                f"--out {folder} cannot be written ({exc.strerror or exc}); point --out at a folder you can write"
+            ) from None
+
+
 def rounded_values(data=None, max_rows: int = MAX_ROWS):
     """Altair data transformer: Altair's default (row guard, inline values) after turning NaN/inf
     into null and rounding floats to a few significant digits, for every dataset of every chart."""
@@ -63,12 +84,14 @@ alt.data_transformers.register("gclab_rounded", rounded_values)
 
 def render(data_dir, out_dir, *, strict: bool = False, figures: bool = True, progress: bool = True) -> Path:
     """Render `<out_dir>/index.html` and `<out_dir>/figures/*.{png,svg}`; return index.html's path.
+    OutputFolderError, before anything runs, if `out_dir` cannot be written. Only files this
+    report writes are replaced or removed (export.export_all); anything else there is left alone.
 
     A section that raises is replaced by a note naming the error (the rest of the report still
     renders) unless `strict`, which re-raises (tests use it).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out_dir, figures=figures)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 

@@ -7,6 +7,7 @@ releases the GIL) share the 2 cores.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,8 @@ from pathlib import Path
 from gclab.analysis.report.pngcheck import is_blank
 
 PNG_SCALE = 1.5
+# The figures the last render wrote, so the next one removes only its own stale files.
+MANIFEST = ".gclab-figures.json"
 
 
 def export_one(name: str, spec: dict, fig_dir: Path, vl_version: str) -> list[Path]:
@@ -35,13 +38,25 @@ def export_one(name: str, spec: dict, fig_dir: Path, vl_version: str) -> list[Pa
     return out
 
 
+def _manifest(fig_dir: Path) -> set[str]:
+    try:
+        names = json.loads((fig_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return set()
+    return {n for n in names if isinstance(n, str) and "/" not in n} if isinstance(names, list) else set()
+
+
 def export_all(specs: dict[str, dict], fig_dir: Path, vl_version: str, progress=None) -> list[Path]:
-    """Write `<name>.svg` and `<name>.png` per spec; stale figures of earlier renders are removed."""
+    """Write `<name>.svg` and `<name>.png` per spec. Figures an earlier render wrote (its manifest) and
+    this one does not are removed; files this report never wrote are never touched."""
     fig_dir.mkdir(parents=True, exist_ok=True)
     keep = {f"{n}{s}" for n in specs for s in (".svg", ".png")}
-    for old in list(fig_dir.glob("*.png")) + list(fig_dir.glob("*.svg")):
-        if old.name not in keep:
+    earlier = _manifest(fig_dir)
+    for name in sorted(earlier - keep):
+        old = fig_dir / name
+        if old.is_file() and not old.is_symlink():
             old.unlink()
+    _write_manifest(fig_dir, keep)  # listed before written: an interrupted export is still ours
     written: list[Path] = []
     with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
         futures = [pool.submit(export_one, n, s, fig_dir, vl_version) for n, s in specs.items()]
@@ -50,3 +65,9 @@ def export_all(specs: dict[str, dict], fig_dir: Path, vl_version: str, progress=
             if progress is not None:
                 progress.update(1)
     return written
+
+
+def _write_manifest(fig_dir: Path, names: set[str]) -> None:
+    tmp = fig_dir / f".{MANIFEST}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(sorted(names)))
+    os.replace(tmp, fig_dir / MANIFEST)
