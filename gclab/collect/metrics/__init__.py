@@ -17,7 +17,7 @@ costs: docs/METRICS.md.
 
 from gclab.collect.losses import batch_loss
 from gclab.collect.metrics.bfd import functional_dimension, ntk_gram
-from gclab.collect.metrics.capture import check_model, run_pass
+from gclab.collect.metrics.capture import check_model, fallback_layers, run_pass
 from gclab.collect.metrics.gc import geometric_complexity, geometric_complexity_estimate
 from gclab.collect.metrics.measures import dist_from_init, param_norm_sq, sharpness, spectral_product
 from gclab.collect.metrics.rules import RULES, Rule, register_rule
@@ -39,6 +39,7 @@ __all__ = [
     "sharpness",
     "batch_loss",
     "check_model",
+    "fallback_layers",
     "run_pass",
     "RULES",
     "Rule",

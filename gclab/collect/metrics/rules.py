@@ -81,18 +81,18 @@ def mix(delta: Tensor, w: Tensor) -> Tensor:
     return out.squeeze(1) if delta.dim() == 3 else out.reshape(delta.shape[1:])
 
 
-def _mixed_from_per_example(J: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def mixed_from_per_example(J: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``row_terms`` from materialized per-example gradients J (m, b, P): (S, pe, Σ_x J^w (P,))."""
     Jw = torch.einsum("bm,mbp->bp", w, J)
-    return _sq(J, -1), _sq(Jw, -1), Jw.sum(0)
+    return sq(J, -1), sq(Jw, -1), Jw.sum(0)
 
 
-def _sq(t: Tensor, dim) -> Tensor:
+def sq(t: Tensor, dim) -> Tensor:
     """Σ t² over ``dim`` without a t-sized temporary."""
     return torch.linalg.vector_norm(t, dim=dim).square_()
 
 
-def _split(flat: Tensor, params: dict[str, Tensor]) -> dict[str, Tensor]:
+def split_flat(flat: Tensor, params: dict[str, Tensor]) -> dict[str, Tensor]:
     """A flat gradient (P,) in ``per_example`` order, as one tensor per trainable parameter."""
     out, i = {}, 0
     for name, p in params.items():
@@ -106,7 +106,7 @@ class LinearRule(Rule):
 
     def prepare(self, h: Tensor):
         if h.dim() == 2:
-            hsq = _sq(h, 1) if "weight" in self.trainable else h.new_zeros(h.shape[0])
+            hsq = sq(h, 1) if "weight" in self.trainable else h.new_zeros(h.shape[0])
             return ("dense", h, hsq + (1.0 if "bias" in self.trainable else 0.0))
         b, n = h.shape[0], h.shape[-1]
         return ("seq", h.reshape(b, -1, n).transpose(1, 2).unsqueeze(1))  # (b, g=1, p, T)
@@ -158,7 +158,7 @@ class LinearRule(Rule):
             # in place of two passes over the (m, b, n) rows.
             R, M = factors
             if M is None:
-                S, d = _sq(R, 1)[:, None] * ctx[2], w @ R
+                S, d = sq(R, 1)[:, None] * ctx[2], w @ R
             else:
                 S, d = torch.mm(R.square(), M.square().T).mul_(ctx[2]), (w @ R).mul_(M)
         return S, self.sq_norms(ctx, d), self.grads(ctx, d)
@@ -255,20 +255,20 @@ class Conv2dRule(Rule):
         # Direct: the m rows' per-example gradients are formed anyway; the mixed row is their combination.
         m, b, g, q, T = G.shape
         if m * b * g * q * A.shape[2] < SMALL_J:  # small: form J (m, b, P) and mix it (fewer, simpler kernels)
-            S, pe, total = _mixed_from_per_example(self.per_example(ctx, delta), w)
-            return S, pe, _split(total, self.trainable)
+            S, pe, total = mixed_from_per_example(self.per_example(ctx, delta), w)
+            return S, pe, split_flat(total, self.trainable)
         S, pe, grads = G.new_zeros(m, b), G.new_zeros(b), {}
         if "weight" in self.trainable:
             Jt = _direct(A, G, scale)  # kept in the product's layout: no J-sized copy
-            S += _sq(Jt, -1).sum((1, 2)).T  # the contiguous q first: measured 2-7x faster
+            S += sq(Jt, -1).sum((1, 2)).T  # the contiguous q first: measured 2-7x faster
             Jw = (Jt * w.view(b, 1, 1, m, 1)).sum(3)  # (b, g, p, q)
-            pe += _sq(Jw, -1).sum((1, 2))
+            pe += sq(Jw, -1).sum((1, 2))
             grads["weight"] = Jw.sum(0).transpose(1, 2).reshape(self.module.weight.shape)
         if "bias" in self.trainable:
             B = _bias_sums(G, scale)
             Bw = torch.einsum("bm,mbgq->bgq", w, B)
-            S += _sq(B, (2, 3))
-            pe += _sq(Bw, (1, 2))
+            S += sq(B, (2, 3))
+            pe += sq(Bw, (1, 2))
             grads["bias"] = Bw.sum(0).reshape(-1)
         return S, pe, grads
 
@@ -332,9 +332,9 @@ def _seq_sq_norms(A: Tensor, G: Tensor, trainable, AA: Tensor | None = None, sca
                 per_q.mul_(scale.square()[None, :, None, :])
             out = out + per_q.sum((1, 3)).T
         else:
-            out = out + _sq(_direct(A, G, scale), (1, 2, 4)).T
+            out = out + sq(_direct(A, G, scale), (1, 2, 4)).T
     if "bias" in trainable:
-        out = out + _sq(_bias_sums(G, scale), (2, 3))
+        out = out + sq(_bias_sums(G, scale), (2, 3))
     return out
 
 
@@ -390,8 +390,8 @@ class BatchNormEvalRule(Rule):
         return self.per_example(ctx, delta).square().sum(-1)
 
     def row_terms(self, ctx, delta, w, factors=None):
-        S, pe, total = _mixed_from_per_example(self.per_example(ctx, delta), w)
-        return S, pe, _split(total, self.trainable)
+        S, pe, total = mixed_from_per_example(self.per_example(ctx, delta), w)
+        return S, pe, split_flat(total, self.trainable)
 
     def grads(self, ctx, delta):
         C = delta.shape[1]

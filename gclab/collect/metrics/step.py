@@ -43,18 +43,21 @@ def step_terms(
     set_grad: bool = False,
     n_projections: int | None = None,
     generator: torch.Generator | None = None,
+    gc_input: str | None = None,
 ) -> dict[str, Tensor]:
     """Tensor version of ``step_metrics`` with per-example detail:
     scalars (0-dim, float64): the eight ``step_metrics`` keys (plus ``gc_stderr`` with projections);
     per example (b,): ``gc_x``, ``per_example_grad_sq`` (||∇_θ L_x||²), ``loss_x``; (b, k):
     ``logit_grad_sq`` (||∇_θ f^i(x)||², NaN with projections), ``residual`` (ε)."""
-    scalars, detail = _terms(model, x, y, loss, set_grad, n_projections, generator)
+    scalars, detail = _terms(model, x, y, loss, set_grad, n_projections, generator, gc_input)
     # Clones: tensors made in inference mode are read-only outside it; these are the caller's.
     detail = {key: v.clone() for key, v in detail.items()}
     return {**{key: torch.tensor(v, dtype=torch.float64) for key, v in scalars.items()}, **detail}
 
 
-def _terms(model, x, y, loss, set_grad, n_projections, generator) -> tuple[dict[str, float], dict[str, Tensor]]:
+def _terms(
+    model, x, y, loss, set_grad, n_projections, generator, gc_input=None
+) -> tuple[dict[str, float], dict[str, Tensor]]:
     """``step_terms`` as (the scalars as Python floats, the per-example tensors)."""
     check_loss(loss)
     n = None if n_projections is None else int(n_projections)
@@ -73,7 +76,13 @@ def _terms(model, x, y, loss, set_grad, n_projections, generator) -> tuple[dict[
     # in inference mode: no view tracking or version counters (docs/METRICS.md, "One pass").
     with torch.inference_mode():
         p = run_pass(
-            model, x, None if n is None else hutchinson_rows, need_input=True, need_layers=True, reuse_buffers=True
+            model,
+            x,
+            None if n is None else hutchinson_rows,
+            need_input=True,
+            need_layers=True,
+            reuse_buffers=True,
+            gc_input=gc_input,
         )
         out = p.out
         b, k = out.shape
@@ -173,6 +182,7 @@ def step_metrics(
     set_grad: bool = False,
     n_projections: int | None = None,
     generator: torch.Generator | None = None,
+    gc_input: str | None = None,
 ) -> dict[str, float]:
     """Every per-step metric from one forward and one batched backward.
 
@@ -198,5 +208,8 @@ def step_metrics(
     instead of k; ``gc`` and ``residual_term`` (hence ``label_alignment``) are unbiased
     estimates, ``gc_stderr`` (extra key) is the standard error of ``gc`` (NaN for n = 1); the
     gradient, ``grad_norm_sq``, ``batch_alignment`` and the per-example norms stay exact.
+
+    ``gc_input``: for token models (integer ``x``), the name of the submodule whose output GC is
+    taken w.r.t., e.g. ``gc_input="embed"`` (docs/METRICS.md, "Token models"); None: ``x``.
     """
-    return _terms(model, x, y, loss, set_grad, n_projections, generator)[0]
+    return _terms(model, x, y, loss, set_grad, n_projections, generator, gc_input)[0]

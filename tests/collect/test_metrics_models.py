@@ -1,0 +1,105 @@
+"""Every model of the shared catalogue (tests/_helpers/models.py) — transformers, RNNs, norms,
+Conv1d/3d, transposed convs, tied and repeated weights, a layer no rule knows — against a float64
+per-example autograd loop: all seven step quantities, per-example GC and norms, to 1e-9."""
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from gclab.collect.metrics import (
+    fallback_layers,
+    geometric_complexity,
+    per_example_grad_norms,
+    step_metrics,
+    step_terms,
+)
+from gclab.collect.metrics.step import KEYS
+from tests._helpers.bruteforce import batch_grads, close, step_reference
+from tests._helpers.models import CASES, K
+
+RTOL = 1e-9
+
+
+def _targets(b, loss, seed=0):
+    g = torch.Generator().manual_seed(seed + 1)
+    return (
+        torch.randint(0, K, (b,), generator=g) if loss == "cross_entropy" else torch.randn(b, K, generator=g).double()
+    )
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_catalogue_matches_per_example_loop(name, loss):
+    case = CASES[name]
+    net, x = case.model(), case.inputs()
+    y = _targets(len(x), loss)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = step_terms(net, x, y, loss=loss, gc_input=case.gc_input)
+    ref = step_reference(net, x, y, loss, loop=True, gc_input=case.gc_input)
+    scale = float(ref["grad_norm_sq"] + ref["residual_term"] + ref["per_example_grad_norm_sq"])
+    for key in KEYS:
+        if key == "train_acc" and loss == "mse":
+            assert math.isnan(got[key])
+            continue
+        floor = RTOL * scale if key in ("label_alignment", "batch_alignment") else 0.0
+        assert close(got[key], ref[key], RTOL, floor), (key, float(got[key]), float(ref[key]))
+    for key in ("gc_x", "per_example_grad_sq", "logit_grad_sq"):
+        want = ref[key]
+        assert close(got[key], want, RTOL, float(want.abs().max())), key
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_catalogue_gradient_gc_and_norms(name):
+    case = CASES[name]
+    net, x = case.model(seed=1), case.inputs(seed=1)
+    y = _targets(len(x), "cross_entropy", seed=1)
+    expect = batch_grads(net, x, y, "cross_entropy")
+    ref = step_reference(net, x, y, "cross_entropy", loop=True, gc_input=case.gc_input)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        step_metrics(net, x, y, set_grad=True, gc_input=case.gc_input)
+        gc = geometric_complexity(net, x, gc_input=case.gc_input)
+        norms = per_example_grad_norms(net, x, y)
+    for pname, p in net.named_parameters():
+        assert torch.allclose(p.grad, expect[pname], rtol=RTOL, atol=1e-14), pname
+    assert close(gc, ref["gc_x"], RTOL, float(ref["gc_x"].max()))
+    assert close(norms, ref["per_example_grad_sq"], RTOL, float(ref["per_example_grad_sq"].max()))
+
+
+def test_fallback_is_reported_once_and_named():
+    case = CASES["fallback_only_layer"]
+    net, x = case.model(), case.inputs()
+    y = _targets(len(x), "cross_entropy")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            step_metrics(net, x, y)
+    lines = [str(w.message) for w in caught if "gclab" in str(w.message)]
+    assert len(lines) == 1 and "'1' (Scale)" in lines[0]
+    assert fallback_layers(net) == ("'1' (Scale) (no rule)",)
+
+
+def test_rule_only_model_reports_no_fallback():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)).double()
+    step_metrics(net, torch.randn(5, 3, dtype=torch.float64), torch.randint(0, 2, (5,)))
+    assert fallback_layers(net) == ()
+
+
+def test_token_model_without_gc_input_says_what_to_do():
+    case = CASES["token_transformer"]
+    with pytest.raises(TypeError, match="gc_input='embed'"):
+        step_metrics(case.model(), case.inputs(), _targets(4, "cross_entropy"))
+    with pytest.raises(ValueError, match="gc_input='nope' names no submodule"):
+        geometric_complexity(case.model(), case.inputs(), gc_input="nope")
+
+
+def test_train_mode_dropout_with_fallback_is_refused():
+    net = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 2)
+    )
+    with pytest.raises(ValueError, match="call model.eval"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        step_metrics(net.double().train(), torch.randn(5, 3, dtype=torch.float64), torch.randint(0, 2, (5,)))
