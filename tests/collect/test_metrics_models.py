@@ -2,6 +2,7 @@
 Conv1d/3d, transposed convs, tied and repeated weights, a layer no rule knows — against a float64
 per-example autograd loop: all seven step quantities, per-example GC and norms, to 1e-9."""
 
+import copy
 import math
 import warnings
 
@@ -103,3 +104,35 @@ def test_train_mode_dropout_with_fallback_is_refused():
     with pytest.raises(ValueError, match="call model.eval"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         step_metrics(net.double().train(), torch.randn(5, 3, dtype=torch.float64), torch.randint(0, 2, (5,)))
+
+
+def test_recorder_records_a_transformer_loop(tmp_path):
+    """A transformer (LayerNorm, MultiheadAttention, positional Parameter) trained through the public
+    Recorder: the run is stored completed, with its fallback layers, and the first step's GC and
+    ||∇L_B||² match the float64 per-example loop."""
+    from gclab.collect.recorder import Recorder
+    from gclab.store import db
+
+    case = CASES["transformer"]
+    net, x = case.model(seed=2), case.inputs(b=8, seed=2)
+    y = _targets(len(x), "cross_entropy", seed=2)
+    before = copy.deepcopy(net)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Recorder(data=tmp_path, sweep="tf", config={"lr": 0.05, "model": "transformer"}) as rec:
+            for step in range(3):
+                rec.step(step, net, x, y)
+                opt.step()
+            rec.evaluate(3, net, {"train": (x, y)})
+    with db.connect(tmp_path) as con:
+        run = db.query(con, "SELECT status, steps_done, fallback_layers FROM runs").to_dicts()
+        steps = db.query(con, "SELECT step, gc, grad_norm_sq FROM steps ORDER BY step").to_dicts()
+        evals = db.query(con, "SELECT gc FROM evals").to_dicts()
+    assert run[0]["status"] == "completed" and run[0]["steps_done"] == 3
+    assert (
+        "'ln1' (LayerNorm)" in run[0]["fallback_layers"] and "'att' (MultiheadAttention)" in run[0]["fallback_layers"]
+    )
+    assert [r["step"] for r in steps] == [0, 1, 2] and len(evals) == 1
+    ref = step_reference(before, x, y, "cross_entropy", loop=True)
+    assert close(steps[0]["gc"], ref["gc"], RTOL) and close(steps[0]["grad_norm_sq"], ref["grad_norm_sq"], RTOL)

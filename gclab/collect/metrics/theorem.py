@@ -24,6 +24,11 @@ _EXACT_BUDGET = 4e8  # multiply-adds allowed for exact batched Jacobians
 _EXACT_MEMORY = 3e7  # elements of the largest batched Jacobian
 
 
+def theorem_supported(model: nn.Module) -> bool:
+    """Theorem 5.1's terms cover plain dense feed-forward stacks (``chain.parse``): the one test."""
+    return chain.parse(model) is not None
+
+
 def _spec_from_rows(J: Tensor) -> Tensor:
     """σ_max per example of J given as (r, b, c) (r rows of each example's Jacobian)."""
     J = J.transpose(0, 1)  # (b, r, c)
