@@ -12,7 +12,6 @@ its own call (tied weights). docs/METRICS.md, "The generic fallback".
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -20,10 +19,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from gclab.collect.metrics.fallback import FallbackRule
+from gclab.collect.metrics.plan import Plan
 from gclab.collect.metrics.signals import LayerSignal, Pass, check_out, onehot_rows
-
-if TYPE_CHECKING:
-    from gclab.collect.metrics.capture import Plan
 
 
 class _Watch(TorchFunctionMode):
