@@ -133,11 +133,11 @@ def test_batchnorm_folds_into_the_conv_that_alone_feeds_it():
     output has no other reader; the exactness tests above cover both cases numerically."""
     net = _net("pointwise")
     p = tape.run(net, _x(3), None, capture.check_model(net).entries, need_input=True, need_layers=True)
-    folded = {s.name: s.ctx[3] is not None for s in p.layers if isinstance(s.module, nn.Conv2d)}
+    folded = {s.name: s.ctx.scale is not None for s in p.layers if isinstance(s.module, nn.Conv2d)}
     assert folded == {"stem": False, "down": True, "mix": False, "grouped": False}
     down = next(s for s in p.layers if s.name == "down")
     expect = net.bn_down.weight / torch.sqrt(net.bn_down.running_var + net.bn_down.eps)
-    assert torch.allclose(down.ctx[3].reshape(-1), expect, rtol=1e-15)
+    assert torch.allclose(down.ctx.scale.reshape(-1), expect, rtol=1e-15)
 
 
 @pytest.mark.parametrize("method", ["ghost", "direct", "direct_in_product_layout"])
