@@ -168,6 +168,15 @@ CASES: dict[str, Case] = {
         lambda: ConvNormNet(nn.Conv3d(2, 3, 2, stride=(1, 2, 1)), nn.InstanceNorm3d(3, affine=True), 3 * 2 * 1 * 2),
         (2, 3, 3, 3),
     ),
+    "instancenorm_running_stats": Case(
+        _seq(
+            nn.Unflatten(1, (2, 3)),
+            nn.InstanceNorm1d(2, affine=True, track_running_stats=True).eval(),
+            nn.Flatten(),
+            nn.Linear(6, K),
+        ),
+        (6,),
+    ),
     "conv_transpose1d": Case(lambda: ConvNormNet(nn.ConvTranspose1d(2, 3, 3, stride=2), None, 3 * 9), (2, 4)),
     "conv_transpose2d": Case(
         lambda: ConvNormNet(nn.ConvTranspose2d(2, 2, 2, stride=2, groups=2), nn.GroupNorm(1, 2), 2 * 6 * 6), (2, 3, 3)

@@ -18,7 +18,7 @@ from gclab.collect.metrics import (
 )
 from gclab.collect.metrics.step import KEYS
 from tests._helpers.bruteforce import batch_grads, close, step_reference
-from tests._helpers.models import CASES, K
+from tests._helpers.models import CASES, K, Scale
 
 RTOL = 1e-9
 
@@ -83,6 +83,29 @@ def test_fallback_is_reported_once_and_named():
     assert fallback_layers(net) == ("'1' (Scale) (no rule)",)
 
 
+@pytest.mark.parametrize(
+    "name,layer",
+    [
+        ("layernorm_mlp", "LayerNorm"),
+        ("transformer", "LayerNorm"),
+        ("conv1d_groupnorm", "GroupNorm"),
+        ("conv_transpose2d", "GroupNorm"),
+        ("conv3d_instancenorm", "InstanceNorm3d"),
+        ("instancenorm_running_stats", "InstanceNorm1d"),
+    ],
+)
+def test_norm_layers_take_their_rule(name, layer):
+    """LayerNorm, GroupNorm and InstanceNorm have rules (norm_rules.py): the fallback does not take them
+    (their exactness is test_catalogue_matches_per_example_loop)."""
+    case = CASES[name]
+    net, x = case.model(), case.inputs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        step_metrics(net, x, _targets(len(x), "cross_entropy"), gc_input=case.gc_input)
+    assert layer not in " ".join(fallback_layers(net))
+    assert any(type(m).__name__ == layer for m in net.modules())
+
+
 def test_rule_only_model_reports_no_fallback():
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)).double()
     step_metrics(net, torch.randn(5, 3, dtype=torch.float64), torch.randint(0, 2, (5,)))
@@ -98,12 +121,26 @@ def test_token_model_without_gc_input_says_what_to_do():
 
 
 def test_train_mode_dropout_with_fallback_is_refused():
-    net = torch.nn.Sequential(
-        torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 2)
-    )
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), Scale(4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 2))
     with pytest.raises(ValueError, match="call model.eval"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         step_metrics(net.double().train(), torch.randn(5, 3, dtype=torch.float64), torch.randint(0, 2, (5,)))
+
+
+def test_train_mode_dropout_without_fallback_keeps_the_pass_masks():
+    """Without a fallback layer, train-mode Dropout is fine: the metrics use this forward's masks
+    (the norm rules run on the autograd path); the gradient equals loss.backward() on the same masks."""
+    net = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 2)
+    )
+    net = net.double().train()
+    x, y = torch.randn(5, 3, dtype=torch.float64), torch.randint(0, 2, (5,))
+    torch.manual_seed(7)
+    step_metrics(net, x, y, set_grad=True)
+    torch.manual_seed(7)
+    expect = batch_grads(net, x, y, "cross_entropy")
+    for name, p in net.named_parameters():
+        assert torch.allclose(p.grad, expect[name], rtol=1e-12, atol=1e-15), name
 
 
 def test_recorder_records_a_transformer_loop(tmp_path):
@@ -130,9 +167,7 @@ def test_recorder_records_a_transformer_loop(tmp_path):
         steps = db.query(con, "SELECT step, gc, grad_norm_sq FROM steps ORDER BY step").to_dicts()
         evals = db.query(con, "SELECT gc FROM evals").to_dicts()
     assert run[0]["status"] == "completed" and run[0]["steps_done"] == 3
-    assert (
-        "'ln1' (LayerNorm)" in run[0]["fallback_layers"] and "'att' (MultiheadAttention)" in run[0]["fallback_layers"]
-    )
+    assert "'att' (MultiheadAttention)" in run[0]["fallback_layers"] and "LayerNorm" not in run[0]["fallback_layers"]
     assert [r["step"] for r in steps] == [0, 1, 2] and len(evals) == 1
     ref = step_reference(before, x, y, "cross_entropy", loop=True)
     assert close(steps[0]["gc"], ref["gc"], RTOL) and close(steps[0]["grad_norm_sq"], ref["grad_norm_sq"], RTOL)

@@ -24,7 +24,8 @@ from gclab.collect.metrics.bfd import functional_dimension, ntk_gram
 from gclab.collect.metrics.capture import check_model, fallback_layers, run_pass
 from gclab.collect.metrics.gc import geometric_complexity, geometric_complexity_estimate
 from gclab.collect.metrics.measures import dist_from_init, param_norm_sq, sharpness, spectral_product
-from gclab.collect.metrics.rules import RULES, Rule, register_rule
+from gclab.collect.metrics.registry import RULES, register_rule
+from gclab.collect.metrics.rules import Rule
 from gclab.collect.metrics.step import per_example_grad_norms, step_metrics, step_terms
 from gclab.collect.metrics.theorem import theorem_terms
 

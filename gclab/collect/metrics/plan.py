@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from gclab.collect.metrics.rules import Rule, rule_for
+from gclab.collect.metrics.registry import rule_for
+from gclab.collect.metrics.rules import Rule
 
 # The public BatchNorm classes (all subclass torch's private _BatchNorm): in train mode they mix the batch.
 BATCHNORMS = (

@@ -24,8 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gclab.collect.metrics.workspace import workspace
-
 
 @dataclass(frozen=True)
 class DenseContext:
@@ -404,68 +402,3 @@ def _seq_per_example(A: Tensor, G: Tensor, trainable) -> list[Tensor]:
     if "bias" in trainable:
         parts.append(G.sum(4).reshape(m, b, -1))
     return parts
-
-
-class BatchNormEvalRule(Rule):
-    """Eval-mode BatchNorm is a per-channel affine map of x̂ = (h − running_mean)/sqrt(running_var + eps):
-    ∂/∂γ_c = Σ_positions δ_c x̂_c, ∂/∂β_c = Σ_positions δ_c. Its γ, β are ordinary parameters
-    of θ here (counted in every norm, Gram and batch gradient). Train mode is refused upstream."""
-
-    def prepare(self, h: Tensor) -> BatchNormContext:
-        bn = self.module
-        shape = (1, -1) + (1,) * (h.dim() - 2)
-        return BatchNormContext((h - bn.running_mean.view(shape)) * torch.rsqrt(bn.running_var.view(shape) + bn.eps))
-
-    def per_example(self, ctx, delta):
-        m, b, C = delta.shape[:3]
-        d = delta.reshape(m, b, C, -1)
-        parts = []
-        if "weight" in self.trainable:
-            # δ ⊙ x̂ into a reused buffer: a fresh δ-sized temporary costs more in page faults than the product.
-            tmp = workspace().get(("bn", d.shape), d.shape, d)
-            parts.append(torch.mul(d, ctx.xhat.reshape(b, C, -1), out=tmp).sum(-1))
-        if "bias" in self.trainable:
-            parts.append(d.sum(-1))
-        return torch.cat(parts, -1) if parts else delta.new_zeros(m, b, 0)
-
-    def sq_norms(self, ctx, delta):
-        return self.per_example(ctx, delta).square().sum(-1)
-
-    def row_terms(self, ctx, delta, w, factors=None):
-        S, pe, total = mixed_from_per_example(self.per_example(ctx, delta), w)
-        return S, pe, split_flat(total, self.trainable)
-
-    def grads(self, ctx, delta):
-        C = delta.shape[1]
-        out = {}
-        if "weight" in self.trainable:
-            out["weight"] = (delta * ctx.xhat).transpose(0, 1).reshape(C, -1).sum(1)
-        if "bias" in self.trainable:
-            out["bias"] = delta.transpose(0, 1).reshape(C, -1).sum(1)
-        return out
-
-
-RULES: dict[type, type[Rule]] = {
-    nn.Linear: LinearRule,
-    nn.Conv2d: Conv2dRule,
-    nn.BatchNorm1d: BatchNormEvalRule,
-    nn.BatchNorm2d: BatchNormEvalRule,
-    nn.BatchNorm3d: BatchNormEvalRule,
-}
-
-
-def register_rule(module_type: type, rule: type[Rule]) -> None:
-    """Support a new parametrized layer type (exact type match; subclasses need their own entry
-    unless they keep the base class's ``forward``)."""
-    RULES[module_type] = rule
-
-
-def rule_for(module: nn.Module) -> type[Rule] | None:
-    """The rule for ``module``: exact type, or a subclass that does not override ``forward``."""
-    t = type(module)
-    if t in RULES:
-        return RULES[t]
-    for base in t.__mro__[1:]:
-        if base in RULES and t.forward is base.forward:
-            return RULES[base]
-    return None
