@@ -81,19 +81,31 @@ class FallbackRule(Rule):
         return self._flat(J, rows)
 
     def _looped(self, x: Tensor, rows: Tensor) -> Tensor:
-        """One autograd call per (example, row): slow, for models vmap cannot batch."""
+        """One autograd call per example, its m rows batched (``is_grads_batched``; one call per row
+        if that cannot batch either): slower, for models vmap cannot batch (e.g. nn.LSTM)."""
         names, params = list(self.trainable), list(self.trainable.values())
         m, b = rows.shape[:2]
         out = {n: torch.zeros(b, m, *p.shape, dtype=rows.dtype, device=rows.device) for n, p in zip(names, params)}
         for j in range(b):
             with torch.enable_grad():
                 f = self.module(x[j : j + 1])[0]
-            for i in range(m):
-                g = torch.autograd.grad(f, params, rows[i, j], retain_graph=i < m - 1, allow_unused=True)
+            for i, g in self._rows_of_one(f, params, rows[:, j]):
                 for n, gi in zip(names, g):
                     if gi is not None:
                         out[n][j, i] = gi
         return self._flat(out, rows)
+
+    @staticmethod
+    def _rows_of_one(f: Tensor, params: list[nn.Parameter], r: Tensor):
+        """(row index or slice, gradients of r[i]·f) for one example's output f (k,) and rows r (m, k)."""
+        try:
+            g = torch.autograd.grad(f, params, r, retain_graph=True, allow_unused=True, is_grads_batched=True)
+            return [(slice(None), g)]
+        except RuntimeError:
+            m = r.shape[0]
+            return [
+                (i, torch.autograd.grad(f, params, r[i], retain_graph=i < m - 1, allow_unused=True)) for i in range(m)
+            ]
 
     def _flat(self, J: dict[str, Tensor], rows: Tensor) -> Tensor:
         m, b = rows.shape[:2]
