@@ -171,3 +171,18 @@ def test_recorder_records_a_transformer_loop(tmp_path):
     assert [r["step"] for r in steps] == [0, 1, 2] and len(evals) == 1
     ref = step_reference(before, x, y, "cross_entropy", loop=True)
     assert close(steps[0]["gc"], ref["gc"], RTOL) and close(steps[0]["grad_norm_sq"], ref["grad_norm_sq"], RTOL)
+
+
+@pytest.mark.parametrize("name", ["fallback_only_layer", "cell_loop", "transformer"])
+def test_hutchinson_mode_keeps_fallback_terms_exact(name):
+    """With n_projections the fallback layer reads the 2n + 1 Hutchinson rows: the gradient terms stay exact."""
+    case = CASES[name]
+    net, x = case.model(seed=3), case.inputs(seed=3)
+    y = _targets(len(x), "cross_entropy", seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = step_metrics(net, x, y, n_projections=3, generator=torch.Generator().manual_seed(0))
+    ref = step_reference(net, x, y, "cross_entropy", loop=True)
+    scale = float(ref["grad_norm_sq"] + ref["per_example_grad_norm_sq"])
+    for key in ("grad_norm_sq", "batch_alignment", "per_example_grad_norm_sq", "train_loss"):
+        assert close(est[key], ref[key], RTOL, RTOL * scale), key
