@@ -9,7 +9,6 @@ import pytest
 import gclab
 from tests._helpers.cli import PYTHON, ROOT
 
-TRANSFORMER_XFAIL = pytest.mark.xfail(strict=True, reason="engine refuses LayerNorm until the rules land")
 EXAMPLES = [
     pytest.param("own_loop.py", "mine", ["--steps", "20"], id="own_loop"),
     pytest.param("lightning_loop.py", "mine_lightning", ["--epochs", "1"], id="lightning_loop"),
@@ -18,14 +17,12 @@ EXAMPLES = [
         "mine_transformer",
         ["--steps", "12", "--n-train", "128", "--dim", "16"],
         id="transformer_loop",
-        marks=TRANSFORMER_XFAIL,
     ),
     pytest.param(
         "transformer_lightning.py",
         "mine_transformer_lightning",
         ["--epochs", "1", "--n-train", "352", "--dim", "16"],
         id="transformer_lightning",
-        marks=TRANSFORMER_XFAIL,
     ),
 ]
 

@@ -15,7 +15,7 @@ from gclab.collect import metrics
 from gclab.collect.buffer import TableBuffer
 from gclab.collect.losses import batch_loss, correct
 from gclab.collect.metrics.bfd import bfd_ceiling, rank_of
-from gclab.collect.metrics.chain import parse as parse_chain
+from gclab.collect.metrics.theorem import theorem_supported
 
 FULL_BFD = "random_full"  # the nested random-input pool: fdim rows with split 'random', never evals rows
 
@@ -89,7 +89,7 @@ def log_eval(model, splits: list[Split], cfg, step: int, init_params, bufs: dict
         dist_from_init=float(metrics.dist_from_init(model, init_params)),
     )
     # Theorem 5.1 covers dense feed-forward stacks only: the engine's own test decides.
-    theorem_ok = cfg.theorem_examples > 0 and parse_chain(model) is not None
+    theorem_ok = cfg.theorem_examples > 0 and theorem_supported(model)
     for s in splits:
         if s.name == FULL_BFD:
             for n in cfg.bfd_random_batches:

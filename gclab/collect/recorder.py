@@ -42,7 +42,7 @@ from gclab.collect.buffer import TableBuffer
 from gclab.collect.config import CONFIG_COLUMNS, RunConfig
 from gclab.collect.evaluate import Split, log_eval
 from gclab.collect.losses import LOSSES, accuracy, batch_loss
-from gclab.collect.metrics.capture import BATCHNORMS
+from gclab.collect.metrics.capture import fallback_layers, mixes_batch
 from gclab.store.errors import one_line
 from gclab.store.layout import RunFolder, run_id_of
 from gclab.store.schema import MARKER_TABLE, RUNS, SCHEMAS
@@ -81,7 +81,7 @@ class EvalSettings:
 
 
 def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, BATCHNORMS) for m in model.modules())
+    return mixes_batch(model)  # the engine decides which models it supports and how
 
 
 def _user_config(sweep: str, config: Mapping[str, Any], tag: str | None, shipped_sweep: bool) -> tuple[str, dict, str]:
@@ -239,6 +239,8 @@ class Recorder:
             if set_grad:
                 value.backward()
             row = {"train_loss": float(value.detach()), "train_acc": accuracy(out, y, loss)}
+        if metrics_on and fallback_layers(model):  # which layers the engine's generic fallback took
+            self._extra["fallback_layers"] = "; ".join(fallback_layers(model))
         if lr is None:
             lr = self._columns.get("lr")
         self.bufs["steps"].append(

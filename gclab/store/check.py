@@ -148,7 +148,7 @@ def _entries(folder: Path) -> tuple[list[Path], OSError | None]:
         return [], exc
 
 
-# C901 kept: one verdict per file of a run folder, in one pass; split in the store rewrite (another branch)
+# C901 kept: one verdict per file of a run folder, in one pass (each branch is one failure a user can meet)
 def _check_run(folder: Path, sweep: str, run_id: str, cache: _Cache, inv: Inventory, seen: set[str]) -> None:  # noqa: C901
     entries, err = _entries(folder)
     if err:

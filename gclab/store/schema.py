@@ -75,6 +75,12 @@ RUNS = _schema(
             "analyses use the largest scale present per sweep. Runs written before this column: the "
             "scale in config_json, else cpu",
         ),
+        (
+            "fallback_layers",
+            string,
+            "layers whose per-example gradients the metric engine took by its exact generic fallback "
+            "(torch.func; docs/METRICS.md), '; '-separated; null when every layer had a rule",
+        ),
     ],
 )
 

@@ -64,20 +64,36 @@ def jacobians(model, x):
     return Jt, Jx
 
 
-def jacobians_loop(model, x):
-    """Same as ``jacobians`` with one autograd call per (example, logit)."""
+def jacobians_loop(model, x, gc_input=None):
+    """Same as ``jacobians`` with one autograd call per (example, logit). ``gc_input``: the input
+    Jacobian is taken w.r.t. that submodule's output e (a zero leaf z added to e: ∂f/∂z = ∂f/∂e)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    mod = dict(model.named_modules())[gc_input] if gc_input else None
     rows_t, rows_x = [], []
     for xi in x:
-        xi = xi.detach().clone().unsqueeze(0).requires_grad_(True)
-        out = model(xi)[0]
+        xi = xi.detach().clone().unsqueeze(0)
+        leaf = {}
+        if mod is None:
+            leaf["z"] = xi.requires_grad_(True)
+            out = model(xi)[0]
+        else:
+
+            def add_leaf(_m, _i, e, leaf=leaf):
+                leaf["z"] = torch.zeros_like(e).requires_grad_(True)
+                return e + leaf["z"]
+
+            handle = mod.register_forward_hook(add_leaf)
+            try:
+                out = model(xi)[0]
+            finally:
+                handle.remove()
         gt, gx = [], []
         for i in range(out.shape[0]):
-            g = torch.autograd.grad(out[i], params + [xi], retain_graph=True, allow_unused=True)
+            g = torch.autograd.grad(out[i], params + [leaf["z"]], retain_graph=True, allow_unused=True)
             gt.append(
                 torch.cat([(torch.zeros_like(p) if a is None else a).reshape(-1) for p, a in zip(params, g[:-1])])
             )
-            gx.append(g[-1][0])
+            gx.append(torch.zeros_like(leaf["z"][0]) if g[-1] is None else g[-1][0])
         rows_t.append(torch.stack(gt))
         rows_x.append(torch.stack(gx))
     return torch.stack(rows_t), torch.stack(rows_x)
@@ -90,9 +106,9 @@ def per_example_loss(out, y, loss):
     return 0.5 * (out - y).square().sum(1)
 
 
-def step_reference(model, x, y, loss, loop=False):
-    """Every step_metrics key from its definition."""
-    Jt, Jx = jacobians_loop(model, x) if loop else jacobians(model, x)
+def step_reference(model, x, y, loss, loop=False, gc_input=None):
+    """Every step_metrics key from its definition (``gc_input``: see ``jacobians_loop``; implies the loop)."""
+    Jt, Jx = jacobians_loop(model, x, gc_input) if loop or gc_input else jacobians(model, x)
     b, k, P = Jt.shape
     xr = x.detach()
     out = model(xr)

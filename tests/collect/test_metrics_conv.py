@@ -115,7 +115,7 @@ def _assert_set_grad_is_batch_grad(net, x, y):
 def test_fast_path_is_taken_and_matches_bruteforce(name):
     net = _net(name)
     x, y = _x(4), _y(4)
-    entries = capture.check_model(net)
+    entries = capture.check_model(net).entries
     tape.run(net, x, None, entries, need_input=True, need_layers=True)  # raises NotTape if not on the fast path
     got = step_terms(net, x, y)
     ref = step_reference(net, x, y, "cross_entropy")
@@ -132,12 +132,12 @@ def test_batchnorm_folds_into_the_conv_that_alone_feeds_it():
     """The eval BatchNorm's scale moves into its conv's backward (tape.backward) only where the conv
     output has no other reader; the exactness tests above cover both cases numerically."""
     net = _net("pointwise")
-    p = tape.run(net, _x(3), None, capture.check_model(net), need_input=True, need_layers=True)
-    folded = {s.name: s.ctx[3] is not None for s in p.layers if isinstance(s.module, nn.Conv2d)}
+    p = tape.run(net, _x(3), None, capture.check_model(net).entries, need_input=True, need_layers=True)
+    folded = {s.name: s.ctx.scale is not None for s in p.layers if isinstance(s.module, nn.Conv2d)}
     assert folded == {"stem": False, "down": True, "mix": False, "grouped": False}
     down = next(s for s in p.layers if s.name == "down")
     expect = net.bn_down.weight / torch.sqrt(net.bn_down.running_var + net.bn_down.eps)
-    assert torch.allclose(down.ctx[3].reshape(-1), expect, rtol=1e-15)
+    assert torch.allclose(down.ctx.scale.reshape(-1), expect, rtol=1e-15)
 
 
 @pytest.mark.parametrize("method", ["ghost", "direct", "direct_in_product_layout"])
@@ -179,7 +179,7 @@ def test_unsupported_ops_fall_back_with_the_same_numbers():
     net = _bn_stats_(randomize_(Scaled().double(), seed=5))
     x, y = _x(3), _y(3)
     with pytest.raises(tape.NotTape, match="unsupported"):
-        tape.run(net, x, None, capture.check_model(net), need_input=True, need_layers=True)
+        tape.run(net, x, None, capture.check_model(net).entries, need_input=True, need_layers=True)
     got, ref = step_terms(net, x, y), step_reference(net, x, y, "cross_entropy")
     for key in PER_EXAMPLE:
         assert close(got[key], ref[key], 1e-9), key

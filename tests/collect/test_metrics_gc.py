@@ -89,7 +89,7 @@ def test_generic_path_hutchinson_and_shared_module():
     exact = geometric_complexity(cnn, x)
     assert close(exact, _gc_ref(cnn, x), 1e-6)
     assert close(geometric_complexity(cnn, x, n_projections=4), exact, 1e-12)
-    # A module used twice: GC is still exact (autograd path); per-layer metrics refuse it.
+    # A module used twice: GC is exact (autograd path); per-layer metrics take it by the generic fallback.
     lin = nn.Linear(4, 4)
     net = nn.Sequential(lin, nn.Tanh(), lin, nn.Linear(4, 2)).double()
     xs = torch.randn(5, 4, dtype=torch.float64)

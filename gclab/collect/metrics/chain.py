@@ -20,32 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gclab.collect.metrics.activations import BY_MODULE, module_value_and_grad
 from gclab.collect.metrics.signals import LayerSignal, Pass, check_out
 from gclab.collect.metrics.workspace import NoWorkspace
 
-# Element-wise activations (exact type match: a subclass may change forward).
-ELEMENTWISE = frozenset(
-    {
-        nn.ReLU,
-        nn.ReLU6,
-        nn.LeakyReLU,
-        nn.ELU,
-        nn.CELU,
-        nn.SELU,
-        nn.GELU,
-        nn.SiLU,
-        nn.Mish,
-        nn.Tanh,
-        nn.Sigmoid,
-        nn.Softplus,
-        nn.Softsign,
-        nn.Hardtanh,
-        nn.Hardswish,
-        nn.Hardsigmoid,
-        nn.Tanhshrink,
-        nn.LogSigmoid,
-    }
-)
+# The registered element-wise activations (exact type match: a subclass may change forward).
+ELEMENTWISE = frozenset(BY_MODULE)
 
 
 class NotChain(Exception):
@@ -186,8 +166,7 @@ def _leaves(mod: nn.Module, prefix: str):
         yield prefix or "<root>", mod
 
 
-# C901 kept: one branch per supported module kind (the supported-modules registry of issue 24); split in the
-# engine rewrite (another branch)
+# C901 kept: one branch per module kind the dense chain takes (plan.check_model decides support; this only parses)
 def parse(model: nn.Module, strict: bool = False) -> Chain | None:  # noqa: C901
     """The stack's ops, or None (strict: TypeError naming the offending module)."""
     try:
@@ -220,31 +199,6 @@ def parse(model: nn.Module, strict: bool = False) -> Chain | None:  # noqa: C901
         return None
 
 
-def _act(mod: nn.Module, z: Tensor, owned: bool, ws, key) -> tuple[Tensor, Tensor]:
-    """Activation value and its element-wise derivative (as torch's backward computes it).
-    ``owned``: z is our own buffer, so the activation may overwrite it."""
-    t = type(mod)
-    if t in (nn.ReLU, nn.Tanh, nn.Sigmoid):
-        name = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}[t]
-        a = getattr(z, name + "_")() if owned else getattr(torch, name)(z)
-        d = ws.get(key, a.shape, a)
-        if t is nn.ReLU:
-            return a, torch.sign(a, out=d)  # relu' = 1 where the output is > 0, else 0
-        torch.mul(a, a, out=d).neg_()
-        return a, (d.add_(1) if t is nn.Tanh else d.add_(a))  # 1 − a², a − a²
-    return elementwise_grad(mod, z)
-
-
-def elementwise_grad(f, z: Tensor) -> tuple[Tensor, Tensor]:
-    """(f(z), f'(z)) of an element-wise f by one autograd call. Autograd is off in inference mode
-    (where the fast paths run), so this leaves it, on a normal-tensor copy of z (f may work in place)."""
-    with torch.inference_mode(False), torch.enable_grad():
-        zz = z.clone().requires_grad_(True)
-        a = f(zz.clone())
-        (d,) = torch.autograd.grad(a, zz, torch.ones_like(a))
-    return a.detach(), d
-
-
 def forward(spec: Chain, x: Tensor, ws=None) -> Forward | None:
     """Forward keeping each Linear's input and the activation derivatives (no autograd graph).
     With a ``Workspace``, the tensors returned live in it until the next call."""
@@ -268,7 +222,7 @@ def forward(spec: Chain, x: Tensor, ws=None) -> Forward | None:
             h = F.linear(h, W, bias)  # one call (no transposed view); our own tensor, so activations may overwrite it
             owned = True
         else:
-            h, dd = _act(mod, h, owned, ws, ("d", i))
+            h, dd = module_value_and_grad(mod, h, owned=owned, out=lambda a, i=i: ws.get(("d", i), a.shape, a))
             d = dd if d is None else d * dd
     d_after.append(d)
     return Forward(h, hs, lins, d_pre, d_after)

@@ -11,18 +11,24 @@ from gclab.collect.metrics.capture import run_pass
 
 
 def geometric_complexity(
-    model: nn.Module, x: Tensor, *, n_projections: int | None = None, generator: torch.Generator | None = None
+    model: nn.Module,
+    x: Tensor,
+    *,
+    n_projections: int | None = None,
+    generator: torch.Generator | None = None,
+    gc_input: str | None = None,
 ) -> Tensor:
     """Per-example ||∇_x f(x)||_F², shape (b,); GC of the batch is its mean.
 
     ``n_projections=None``: exact, the k one-hot vector-Jacobian products in one batched
     backward. An int n: the Hutchinson estimate (unbiased; see
-    ``geometric_complexity_estimate`` for its standard error)."""
+    ``geometric_complexity_estimate`` for its standard error). ``gc_input``: the submodule whose
+    output is the GC input (token models: the embedding; docs/METRICS.md, "Token models")."""
     if n_projections is None:
         with torch.inference_mode():  # as in step_terms; the result below is made outside it, a normal tensor
-            p = run_pass(model, x, None, need_input=True, need_layers=False, reuse_buffers=True)
+            p = run_pass(model, x, None, need_input=True, need_layers=False, reuse_buffers=True, gc_input=gc_input)
         return row_sq_norms(p.gx, x.shape[0]).sum(0)
-    return geometric_complexity_estimate(model, x, n_projections, generator=generator)[0]
+    return geometric_complexity_estimate(model, x, n_projections, generator=generator, gc_input=gc_input)[0]
 
 
 def row_sq_norms(gx: Tensor, b: int) -> Tensor:
@@ -48,7 +54,12 @@ def projection_rows(out: Tensor, n: int, generator: torch.Generator | None = Non
 
 
 def geometric_complexity_estimate(
-    model: nn.Module, x: Tensor, n_projections: int, *, generator: torch.Generator | None = None
+    model: nn.Module,
+    x: Tensor,
+    n_projections: int,
+    *,
+    generator: torch.Generator | None = None,
+    gc_input: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Hutchinson / random-projection estimate of per-example GC and its standard error.
 
@@ -58,7 +69,7 @@ def geometric_complexity_estimate(
     n = n_draws(n_projections)
     rows = lambda out: projection_rows(out, n, generator)  # noqa: E731
     with torch.inference_mode():  # as in geometric_complexity
-        p = run_pass(model, x, rows, need_input=True, need_layers=False, reuse_buffers=True)
+        p = run_pass(model, x, rows, need_input=True, need_layers=False, reuse_buffers=True, gc_input=gc_input)
     est = row_sq_norms(p.gx, x.shape[0])
     stderr = est.std(0) / math.sqrt(n) if n > 1 else torch.full_like(est[0], math.nan)
     return est.mean(0), stderr

@@ -18,15 +18,55 @@ drops its term.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gclab.collect.metrics.workspace import workspace
+
+@dataclass(frozen=True)
+class DenseContext:
+    """Linear on (b, n): the input h (b, n) and ||h||² + 1 (b,) (each term only if trainable)."""
+
+    h: Tensor
+    hsq1: Tensor
+
+
+@dataclass(frozen=True)
+class SeqContext:
+    """Linear on (b, ..., n): the input as positions, A (b, g=1, p=n, T)."""
+
+    A: Tensor
+
+
+@dataclass(frozen=True)
+class ConvContext:
+    """Conv2d: the unfolded input A (b, g, p = C_in/g·kh·kw, T), the (padded) input h, the padding the
+    weight-gradient kernel uses, and a folded BatchNorm's per-output-channel factor (g, q) or None."""
+
+    A: Tensor
+    h: Tensor
+    padding: tuple[int, int]
+    scale: Tensor | None
+
+
+@dataclass(frozen=True)
+class BatchNormContext:
+    """Eval BatchNorm: x̂ = (h − running_mean)/sqrt(running_var + eps), shape of h (b, C, *)."""
+
+    xhat: Tensor
 
 
 class Rule:
-    """Base class. ``ctx = prepare(h)`` is computed once per pass and reused for every row."""
+    """One parametrized layer type's contribution to every metric (registered in ``RULES``).
+
+    Shapes, for every rule and method (not repeated below): ``h`` the layer input (b, *in);
+    ``delta`` the m row cotangents of the layer output (m, b, *out), or ONE row (b, *out) for
+    ``grads``; ``w`` per-example row weights (b, m); results: ``sq_norms`` (m, b), ``per_example``
+    (m, b, P_l) in the order of ``trainable``, ``grads`` name -> parameter shape, ``gram``
+    (m·b, m·b) rows ordered (row, example). ``ctx = prepare(h)`` (a small frozen dataclass named
+    for the layer, e.g. ``DenseContext``) is computed once per pass and reused for every row."""
 
     param_names: tuple[str, ...] = ("weight", "bias")
     # True if ``prepare(h, out_scale=s)`` is supported: delta then holds the layer's output cotangent
@@ -81,18 +121,18 @@ def mix(delta: Tensor, w: Tensor) -> Tensor:
     return out.squeeze(1) if delta.dim() == 3 else out.reshape(delta.shape[1:])
 
 
-def _mixed_from_per_example(J: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def mixed_from_per_example(J: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``row_terms`` from materialized per-example gradients J (m, b, P): (S, pe, Σ_x J^w (P,))."""
     Jw = torch.einsum("bm,mbp->bp", w, J)
-    return _sq(J, -1), _sq(Jw, -1), Jw.sum(0)
+    return sq(J, -1), sq(Jw, -1), Jw.sum(0)
 
 
-def _sq(t: Tensor, dim) -> Tensor:
+def sq(t: Tensor, dim) -> Tensor:
     """Σ t² over ``dim`` without a t-sized temporary."""
     return torch.linalg.vector_norm(t, dim=dim).square_()
 
 
-def _split(flat: Tensor, params: dict[str, Tensor]) -> dict[str, Tensor]:
+def split_flat(flat: Tensor, params: dict[str, Tensor]) -> dict[str, Tensor]:
     """A flat gradient (P,) in ``per_example`` order, as one tensor per trainable parameter."""
     out, i = {}, 0
     for name, p in params.items():
@@ -104,34 +144,34 @@ def _split(flat: Tensor, params: dict[str, Tensor]) -> dict[str, Tensor]:
 class LinearRule(Rule):
     """Dense layer z = W h + b. Inputs with extra dims (b, ..., n) sum over the positions."""
 
-    def prepare(self, h: Tensor):
+    def prepare(self, h: Tensor) -> DenseContext | SeqContext:
         if h.dim() == 2:
-            hsq = _sq(h, 1) if "weight" in self.trainable else h.new_zeros(h.shape[0])
-            return ("dense", h, hsq + (1.0 if "bias" in self.trainable else 0.0))
+            hsq = sq(h, 1) if "weight" in self.trainable else h.new_zeros(h.shape[0])
+            return DenseContext(h, hsq + (1.0 if "bias" in self.trainable else 0.0))
         b, n = h.shape[0], h.shape[-1]
-        return ("seq", h.reshape(b, -1, n).transpose(1, 2).unsqueeze(1))  # (b, g=1, p, T)
+        return SeqContext(h.reshape(b, -1, n).transpose(1, 2).unsqueeze(1))
 
     def _seq_delta(self, delta: Tensor) -> Tensor:
         m, b, q = delta.shape[0], delta.shape[1], delta.shape[-1]
         return delta.reshape(m, b, -1, q).transpose(2, 3).unsqueeze(2)  # (m, b, g=1, q, T)
 
     def sq_norms(self, ctx, delta):
-        if ctx[0] == "dense":
+        if isinstance(ctx, DenseContext):
             # ||δ||²(||h||² + 1): the ghost norm (vector_norm reads δ once, no temporary).
-            return torch.linalg.vector_norm(delta, dim=-1).square_().mul_(ctx[2])
-        return _seq_sq_norms(ctx[1], self._seq_delta(delta), self.trainable)
+            return torch.linalg.vector_norm(delta, dim=-1).square_().mul_(ctx.hsq1)
+        return _seq_sq_norms(ctx.A, self._seq_delta(delta), self.trainable)
 
     def grads(self, ctx, delta):
         out = {}
-        if ctx[0] == "dense":
+        if isinstance(ctx, DenseContext):
             if "weight" in self.trainable:
-                out["weight"] = delta.T @ ctx[1]
+                out["weight"] = delta.T @ ctx.h
             if "bias" in self.trainable:
                 out["bias"] = delta.sum(0)
             return out
         G = self._seq_delta(delta[None])[0]
         if "weight" in self.trainable:
-            out["weight"] = torch.einsum("bgqt,bgpt->qp", G, ctx[1])
+            out["weight"] = torch.einsum("bgqt,bgpt->qp", G, ctx.A)
         if "bias" in self.trainable:
             out["bias"] = G.sum((0, 3)).reshape(-1)
         return out
@@ -139,17 +179,17 @@ class LinearRule(Rule):
     def per_example(self, ctx, delta):
         m, b = delta.shape[:2]
         parts = []
-        if ctx[0] == "dense":
+        if isinstance(ctx, DenseContext):
             if "weight" in self.trainable:
-                parts.append(torch.einsum("mbq,bp->mbqp", delta, ctx[1]).reshape(m, b, -1))
+                parts.append(torch.einsum("mbq,bp->mbqp", delta, ctx.h).reshape(m, b, -1))
             if "bias" in self.trainable:
                 parts.append(delta)
         else:
-            parts = _seq_per_example(ctx[1], self._seq_delta(delta), self.trainable)
+            parts = _seq_per_example(ctx.A, self._seq_delta(delta), self.trainable)
         return torch.cat(parts, -1) if parts else delta.new_zeros(m, b, 0)
 
     def row_terms(self, ctx, delta, w, factors=None):
-        if ctx[0] != "dense":
+        if not isinstance(ctx, DenseContext):
             return super().row_terms(ctx, delta, w)
         if factors is None:
             S, d = self.sq_norms(ctx, delta), mix(delta, w)
@@ -158,17 +198,17 @@ class LinearRule(Rule):
             # in place of two passes over the (m, b, n) rows.
             R, M = factors
             if M is None:
-                S, d = _sq(R, 1)[:, None] * ctx[2], w @ R
+                S, d = sq(R, 1)[:, None] * ctx.hsq1, w @ R
             else:
-                S, d = torch.mm(R.square(), M.square().T).mul_(ctx[2]), (w @ R).mul_(M)
+                S, d = torch.mm(R.square(), M.square().T).mul_(ctx.hsq1), (w @ R).mul_(M)
         return S, self.sq_norms(ctx, d), self.grads(ctx, d)
 
     def gram(self, ctx, delta):
-        if ctx[0] != "dense":
+        if not isinstance(ctx, DenseContext):
             return super().gram(ctx, delta)
         m, b = delta.shape[:2]
         D = delta.reshape(m * b, -1)
-        h = ctx[1]
+        h = ctx.h
         Kh = h @ h.T if "weight" in self.trainable else h.new_zeros(b, b)
         if "bias" in self.trainable:
             Kh = Kh + 1.0
@@ -183,7 +223,7 @@ class Conv2dRule(Rule):
 
     takes_out_scale = True
 
-    def prepare(self, h: Tensor, out_scale: Tensor | None = None):
+    def prepare(self, h: Tensor, out_scale: Tensor | None = None) -> ConvContext:
         c = self.module
         if isinstance(c.padding, str) or c.padding_mode != "zeros":
             # 'same' / reflect / circular: pad exactly as the module does, then unfold unpadded.
@@ -195,7 +235,7 @@ class Conv2dRule(Rule):
         b, _, T = A.shape
         g = c.groups
         scale = None if out_scale is None else out_scale.reshape(g, -1)  # (g, q)
-        return A.reshape(b, g, -1, T), h, pad, scale  # A: (b, g, C_in/g·kh·kw, T)
+        return ConvContext(A.reshape(b, g, -1, T), h, pad, scale)
 
     def _delta(self, delta: Tensor) -> Tensor:
         m, b, C = delta.shape[:3]
@@ -203,12 +243,12 @@ class Conv2dRule(Rule):
         return delta.reshape(m, b, g, C // g, -1)  # (m, b, g, q, T)
 
     def sq_norms(self, ctx, delta):
-        return _seq_sq_norms(ctx[0], self._delta(delta), self.trainable, scale=ctx[3])
+        return _seq_sq_norms(ctx.A, self._delta(delta), self.trainable, scale=ctx.scale)
 
     def grads(self, ctx, delta):
         out = self._unscaled_grads(ctx, delta)
-        if ctx[3] is not None:
-            s = ctx[3].reshape(-1)
+        if ctx.scale is not None:
+            s = ctx.scale.reshape(-1)
             out = {n: v * s.view(-1, *([1] * (v.dim() - 1))) for n, v in out.items()}
         return out
 
@@ -219,11 +259,11 @@ class Conv2dRule(Rule):
             c = self.module
             out["weight"] = torch.ops.aten.convolution_backward(
                 delta,
-                ctx[1],
+                ctx.h,
                 c.weight,
                 None,
                 c.stride,
-                ctx[2],
+                ctx.padding,
                 c.dilation,
                 False,
                 (0, 0),
@@ -237,13 +277,13 @@ class Conv2dRule(Rule):
     def per_example(self, ctx, delta):
         m, b = delta.shape[:2]
         G = self._delta(delta)
-        if ctx[3] is not None:
-            G = G * ctx[3][:, :, None]
-        parts = _seq_per_example(ctx[0], G, self.trainable)
+        if ctx.scale is not None:
+            G = G * ctx.scale[:, :, None]
+        parts = _seq_per_example(ctx.A, G, self.trainable)
         return torch.cat(parts, -1) if parts else delta.new_zeros(m, b, 0)
 
     def row_terms(self, ctx, delta, w, factors=None):
-        A, G, scale = ctx[0], self._delta(delta), ctx[3]
+        A, G, scale = ctx.A, self._delta(delta), ctx.scale
         if "weight" in self.trainable and _ghost_is_cheaper(A, G):
             AA = torch.einsum("bgpt,bgps->bgts", A, A)  # shared by the m rows and the mixed row
             d = mix(delta, w)
@@ -255,20 +295,20 @@ class Conv2dRule(Rule):
         # Direct: the m rows' per-example gradients are formed anyway; the mixed row is their combination.
         m, b, g, q, T = G.shape
         if m * b * g * q * A.shape[2] < SMALL_J:  # small: form J (m, b, P) and mix it (fewer, simpler kernels)
-            S, pe, total = _mixed_from_per_example(self.per_example(ctx, delta), w)
-            return S, pe, _split(total, self.trainable)
+            S, pe, total = mixed_from_per_example(self.per_example(ctx, delta), w)
+            return S, pe, split_flat(total, self.trainable)
         S, pe, grads = G.new_zeros(m, b), G.new_zeros(b), {}
         if "weight" in self.trainable:
             Jt = _direct(A, G, scale)  # kept in the product's layout: no J-sized copy
-            S += _sq(Jt, -1).sum((1, 2)).T  # the contiguous q first: measured 2-7x faster
+            S += sq(Jt, -1).sum((1, 2)).T  # the contiguous q first: measured 2-7x faster
             Jw = (Jt * w.view(b, 1, 1, m, 1)).sum(3)  # (b, g, p, q)
-            pe += _sq(Jw, -1).sum((1, 2))
+            pe += sq(Jw, -1).sum((1, 2))
             grads["weight"] = Jw.sum(0).transpose(1, 2).reshape(self.module.weight.shape)  # pyright: ignore[reportCallIssue]
         if "bias" in self.trainable:
             B = _bias_sums(G, scale)
             Bw = torch.einsum("bm,mbgq->bgq", w, B)
-            S += _sq(B, (2, 3))
-            pe += _sq(Bw, (1, 2))
+            S += sq(B, (2, 3))
+            pe += sq(Bw, (1, 2))
             grads["bias"] = Bw.sum(0).reshape(-1)
         return S, pe, grads
 
@@ -332,9 +372,9 @@ def _seq_sq_norms(A: Tensor, G: Tensor, trainable, AA: Tensor | None = None, sca
                 per_q.mul_(scale.square()[None, :, None, :])
             out = out + per_q.sum((1, 3)).T
         else:
-            out = out + _sq(_direct(A, G, scale), (1, 2, 4)).T
+            out = out + sq(_direct(A, G, scale), (1, 2, 4)).T
     if "bias" in trainable:
-        out = out + _sq(_bias_sums(G, scale), (2, 3))
+        out = out + sq(_bias_sums(G, scale), (2, 3))
     return out
 
 
@@ -362,68 +402,3 @@ def _seq_per_example(A: Tensor, G: Tensor, trainable) -> list[Tensor]:
     if "bias" in trainable:
         parts.append(G.sum(4).reshape(m, b, -1))
     return parts
-
-
-class BatchNormEvalRule(Rule):
-    """Eval-mode BatchNorm is a per-channel affine map of x̂ = (h − running_mean)/sqrt(running_var + eps):
-    ∂/∂γ_c = Σ_positions δ_c x̂_c, ∂/∂β_c = Σ_positions δ_c. Its γ, β are ordinary parameters
-    of θ here (counted in every norm, Gram and batch gradient). Train mode is refused upstream."""
-
-    def prepare(self, h: Tensor):
-        bn = self.module
-        shape = (1, -1) + (1,) * (h.dim() - 2)
-        return (h - bn.running_mean.view(shape)) * torch.rsqrt(bn.running_var.view(shape) + bn.eps)  # pyright: ignore[reportCallIssue]
-
-    def per_example(self, ctx, delta):
-        m, b, C = delta.shape[:3]
-        d = delta.reshape(m, b, C, -1)
-        parts = []
-        if "weight" in self.trainable:
-            # δ ⊙ x̂ into a reused buffer: a fresh δ-sized temporary costs more in page faults than the product.
-            tmp = workspace().get(("bn", d.shape), d.shape, d)
-            parts.append(torch.mul(d, ctx.reshape(b, C, -1), out=tmp).sum(-1))
-        if "bias" in self.trainable:
-            parts.append(d.sum(-1))
-        return torch.cat(parts, -1) if parts else delta.new_zeros(m, b, 0)
-
-    def sq_norms(self, ctx, delta):
-        return self.per_example(ctx, delta).square().sum(-1)
-
-    def row_terms(self, ctx, delta, w, factors=None):
-        S, pe, total = _mixed_from_per_example(self.per_example(ctx, delta), w)
-        return S, pe, _split(total, self.trainable)
-
-    def grads(self, ctx, delta):
-        C = delta.shape[1]
-        out = {}
-        if "weight" in self.trainable:
-            out["weight"] = (delta * ctx).transpose(0, 1).reshape(C, -1).sum(1)
-        if "bias" in self.trainable:
-            out["bias"] = delta.transpose(0, 1).reshape(C, -1).sum(1)
-        return out
-
-
-RULES: dict[type, type[Rule]] = {
-    nn.Linear: LinearRule,
-    nn.Conv2d: Conv2dRule,
-    nn.BatchNorm1d: BatchNormEvalRule,
-    nn.BatchNorm2d: BatchNormEvalRule,
-    nn.BatchNorm3d: BatchNormEvalRule,
-}
-
-
-def register_rule(module_type: type, rule: type[Rule]) -> None:
-    """Support a new parametrized layer type (exact type match; subclasses need their own entry
-    unless they keep the base class's ``forward``)."""
-    RULES[module_type] = rule
-
-
-def rule_for(module: nn.Module) -> type[Rule] | None:
-    """The rule for ``module``: exact type, or a subclass that does not override ``forward``."""
-    t = type(module)
-    if t in RULES:
-        return RULES[t]
-    for base in t.__mro__[1:]:
-        if base in RULES and t.forward is base.forward:
-            return RULES[base]
-    return None

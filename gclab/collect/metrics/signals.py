@@ -36,6 +36,7 @@ class Pass:
     layers: list[LayerSignal]  # one per layer with trainable parameters that ran
     gx: Tensor | None  # (m, b, *x.shape[1:]): ∂ rows / ∂ x
     unused: list[nn.Parameter]  # trainable parameters of layers that did not run
+    fallback: tuple[str, ...] = ()  # labels of the layers the generic fallback covered (capture.Plan)
 
 
 def check_out(out: Tensor, b: int) -> None:

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from gclab.collect.metrics.chain import elementwise_grad, has_hooks
+from gclab.collect.metrics.activations import BY_FUNCTION, grad_from_call
+from gclab.collect.metrics.chain import has_hooks
 from gclab.collect.metrics.signals import LayerSignal, Pass, check_out, onehot_rows
 from gclab.collect.metrics.workspace import NoWorkspace
 
@@ -99,29 +100,6 @@ _BIND = {
     "act": _act_args,
     "dropout": _dropout_args,
 }
-# Element-wise activations: relu and tanh by closed form, the rest by autograd on the b-batch.
-_ACTS = {
-    F.relu,
-    torch.relu,
-    torch.Tensor.relu,
-    torch.tanh,
-    torch.Tensor.tanh,
-    F.tanh,
-    torch.sigmoid,
-    torch.Tensor.sigmoid,
-    F.sigmoid,
-    F.gelu,
-    F.elu,
-    F.silu,
-    F.leaky_relu,
-    F.softplus,
-    F.mish,
-    F.hardtanh,
-    F.relu6,
-    F.selu,
-    F.celu,
-    F.hardswish,
-}
 _RESHAPES = {
     torch.flatten,
     torch.Tensor.flatten,
@@ -161,7 +139,7 @@ class _Recorder(TorchFunctionMode):
         self.params = params  # id(trainable parameter) -> its name: only layer ops may touch them
         self.ops: list[Op] = []
 
-    # C901 kept: torch's dispatch hook classifies every op in one place; split in the engine rewrite (another branch)
+    # C901 kept: torch's dispatch hook classifies every op in one place (a dispatch per call is what the tape costs)
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: C901
         kwargs = kwargs or {}
         if func in _PASSIVE:
@@ -172,7 +150,7 @@ class _Recorder(TorchFunctionMode):
             "dropout"
             if func is F.dropout
             else "act"
-            if func in _ACTS
+            if func in BY_FUNCTION
             else "reshape"
             if func in _RESHAPES
             else "identity"
@@ -212,7 +190,7 @@ class _Recorder(TorchFunctionMode):
 
     def _check(self, kind, a, ins, out, name):
         inp = a.get("input")
-        if kind in (CONV, LINEAR, BN, "maxpool", "avgpool", "adaptive", "act", "reshape", "identity", "dropout"):
+        if kind in (CONV, LINEAR, BN, "maxpool", "avgpool", "adaptive", "act", "reshape", "identity"):
             if ins != [id(inp)]:
                 raise NotTape(f"{name}: only its first argument may depend on the input")
         if kind == CONV and (isinstance(a["padding"], str) or inp.dim() != 4):
@@ -258,78 +236,115 @@ def bn_scale(a: dict) -> Tensor:
     return scale if a["weight"] is None else scale * a["weight"]
 
 
-# C901 kept: one branch per op kind; the engine branch replaces it by one rule per op (issue 24)
-def vjp(op: Op, g: Tensor, m: int, inplace: bool = False, buf=None, out_scale: Tensor | None = None) -> Tensor:  # noqa: C901
+def vjp(op: Op, g: Tensor, m: int, inplace: bool = False, buf=None, out_scale: Tensor | None = None) -> Tensor:
     """Cotangent of the op's tracked input for the cotangent ``g`` (b·m, *out) of its output;
     ``inplace``: g is ours alone, element-wise backwards may overwrite it (no fresh allocation);
     ``buf(shape)``: where to put a result built from zeros (a reused workspace buffer);
-    ``out_scale`` (conv only): the true cotangent is g times this per-channel factor (a folded BatchNorm)."""
-    a, inp = op.a, op.a["input"]
-    k = op.kind
-    if k == CONV:
-        weight = a["weight"] if out_scale is None else a["weight"] * out_scale.view(-1, 1, 1, 1)
-        # conv_transpose2d, not nn.grad.conv2d_input: measured up to 1.9x faster on CPU (docs/METRICS.md).
-        st, pad, dil = (_pair(a[n]) for n in ("stride", "padding", "dilation"))
-        kh, kw = a["weight"].shape[-2:]
-        if (kh, kw) == (1, 1) and pad == (0, 0) and a["groups"] == 1:
-            # A 1x1 conv's input gradient is one matmul Wᵀg placed on the stride grid: measured
-            # 1.3-5x faster than the transposed-conv kernel on CPU (docs/METRICS.md).
-            n, c, ho, wo = g.shape
-            r = torch.matmul(weight[:, :, 0, 0].T, g.reshape(n, c, ho * wo)).view(n, -1, ho, wo)
-            if r.shape[2:] == inp.shape[2:]:
-                return r
-            shape = (n, *inp.shape[1:])
-            gi = g.new_zeros(shape) if buf is None else buf(shape).zero_()
-            gi[:, :, : (ho - 1) * st[0] + 1 : st[0], : (wo - 1) * st[1] + 1 : st[1]] = r
-            return gi
-        extra = [
-            inp.shape[2 + i] - ((g.shape[2 + i] - 1) * st[i] - 2 * pad[i] + dil[i] * ((kh, kw)[i] - 1) + 1)
-            for i in range(2)
-        ]
-        return F.conv_transpose2d(g, weight, None, st, pad, extra, a["groups"], dil)
-    if k == LINEAR:
-        return g @ a["weight"]
-    if k == BN:
-        scale = bn_scale(a).view(1, -1, *([1] * (g.dim() - 2)))
-        return g.mul_(scale) if inplace else g * scale
-    if k == "act":
-        if op.func in (F.relu, torch.relu, torch.Tensor.relu):
-            d = op.out > 0
-        elif op.func in (torch.tanh, torch.Tensor.tanh, F.tanh):
-            d = 1 - op.out.square()
-        else:
-            extra = {kk: v for kk, v in a.items() if kk not in ("input", "args", "kwargs", "inplace")}
-            d = elementwise_grad(lambda z: op.func(z, *a["args"], **a["kwargs"], **extra), inp)[1]
-        gr, d = _rows(g, m, op.out), d.unsqueeze(1)
-        return (gr.mul_(d) if inplace else gr * d).reshape(g.shape)
-    if k == "maxpool":
-        b, C = inp.shape[:2]
-        shape = (b, m, C, inp[0, 0].numel())
-        gi = g.new_zeros(shape) if buf is None else buf(shape).zero_()
-        idx = op.extra.reshape(b, 1, C, -1).expand(-1, m, -1, -1)
-        return gi.scatter_add_(3, idx, g.reshape(b, m, C, -1)).reshape(m * b, *inp.shape[1:])
-    if k == "avgpool":
-        return torch.ops.aten.avg_pool2d_backward(
-            g,
-            _expand_like(inp, m),
-            a["kernel_size"],
-            a["stride"] or a["kernel_size"],
-            a["padding"],
-            a["ceil_mode"],
-            a["count_include_pad"],
-            a["divisor_override"],
-        )
-    if k == "adaptive":
-        H, W = inp.shape[-2:]
-        if tuple(op.out.shape[-2:]) == (1, 1):
-            return (g / (H * W)).expand(*g.shape[:-2], H, W)
-        # The aten kernel behind autograd's backward (underscore-named, no public alias): one call, no graph.
-        return torch.ops.aten._adaptive_avg_pool2d_backward(g, _expand_like(inp, m))
-    if k == "reshape":
-        return g.reshape(m * inp.shape[0], *inp.shape[1:])
-    if k == "identity":
-        return g
-    raise AssertionError(k)
+    ``out_scale`` (conv only): the true cotangent is g times this per-channel factor (a folded BatchNorm).
+    One registered backward per op kind (``_VJPS``)."""
+    return _VJPS[op.kind](Backward(op, g, m, inplace, buf or (lambda shape: g.new_zeros(shape)), out_scale))
+
+
+@dataclass
+class Backward:
+    """One op's backward call: the op, its output cotangent g (b·m, *out), the m rows, whether g
+    may be overwritten, a zeroed-buffer factory ``zeros(shape)`` and a folded BN factor (conv only)."""
+
+    op: Op
+    g: Tensor
+    m: int
+    inplace: bool
+    zeros: Any
+    out_scale: Tensor | None
+
+
+def _vjp_conv(c: Backward) -> Tensor:
+    a, inp, g = c.op.a, c.op.a["input"], c.g
+    weight = a["weight"] if c.out_scale is None else a["weight"] * c.out_scale.view(-1, 1, 1, 1)
+    st, pad, dil = (_pair(a[n]) for n in ("stride", "padding", "dilation"))
+    kh, kw = a["weight"].shape[-2:]
+    if (kh, kw) == (1, 1) and pad == (0, 0) and a["groups"] == 1:
+        # A 1x1 conv's input gradient is one matmul Wᵀg placed on the stride grid: measured
+        # 1.3-5x faster than the transposed-conv kernel on CPU (docs/METRICS.md).
+        n, ch, ho, wo = g.shape
+        r = torch.matmul(weight[:, :, 0, 0].T, g.reshape(n, ch, ho * wo)).view(n, -1, ho, wo)
+        if r.shape[2:] == inp.shape[2:]:
+            return r
+        gi = c.zeros((n, *inp.shape[1:])).zero_()
+        gi[:, :, : (ho - 1) * st[0] + 1 : st[0], : (wo - 1) * st[1] + 1 : st[1]] = r
+        return gi
+    extra = [
+        inp.shape[2 + i] - ((g.shape[2 + i] - 1) * st[i] - 2 * pad[i] + dil[i] * ((kh, kw)[i] - 1) + 1)
+        for i in range(2)
+    ]
+    # conv_transpose2d, not nn.grad.conv2d_input: measured up to 1.9x faster on CPU (docs/METRICS.md).
+    return F.conv_transpose2d(g, weight, None, st, pad, extra, a["groups"], dil)
+
+
+def _vjp_linear(c: Backward) -> Tensor:
+    return c.g @ c.op.a["weight"]
+
+
+def _vjp_bn(c: Backward) -> Tensor:
+    scale = bn_scale(c.op.a).view(1, -1, *([1] * (c.g.dim() - 2)))
+    return c.g.mul_(scale) if c.inplace else c.g * scale
+
+
+def _vjp_act(c: Backward) -> Tensor:
+    op, a = c.op, c.op.a
+    extra = {kk: v for kk, v in a.items() if kk not in ("input", "args", "kwargs", "inplace")}
+    d = grad_from_call(op.func, a["input"], op.out, lambda z: op.func(z, *a["args"], **a["kwargs"], **extra))
+    gr, d = _rows(c.g, c.m, op.out), d.unsqueeze(1)
+    return (gr.mul_(d) if c.inplace else gr * d).reshape(c.g.shape)
+
+
+def _vjp_maxpool(c: Backward) -> Tensor:
+    inp, m = c.op.a["input"], c.m
+    b, C = inp.shape[:2]
+    gi = c.zeros((b, m, C, inp[0, 0].numel())).zero_()
+    idx = c.op.extra.reshape(b, 1, C, -1).expand(-1, m, -1, -1)
+    return gi.scatter_add_(3, idx, c.g.reshape(b, m, C, -1)).reshape(m * b, *inp.shape[1:])
+
+
+def _vjp_avgpool(c: Backward) -> Tensor:
+    a = c.op.a
+    return torch.ops.aten.avg_pool2d_backward(
+        c.g,
+        _expand_like(a["input"], c.m),
+        a["kernel_size"],
+        a["stride"] or a["kernel_size"],
+        a["padding"],
+        a["ceil_mode"],
+        a["count_include_pad"],
+        a["divisor_override"],
+    )
+
+
+def _vjp_adaptive(c: Backward) -> Tensor:
+    inp, g = c.op.a["input"], c.g
+    H, W = inp.shape[-2:]
+    if tuple(c.op.out.shape[-2:]) == (1, 1):
+        return (g / (H * W)).expand(*g.shape[:-2], H, W)
+    # The aten kernel behind autograd's backward (underscore-named, no public alias): one call, no graph.
+    return torch.ops.aten._adaptive_avg_pool2d_backward(g, _expand_like(inp, c.m))
+
+
+def _vjp_reshape(c: Backward) -> Tensor:
+    inp = c.op.a["input"]
+    return c.g.reshape(c.m * inp.shape[0], *inp.shape[1:])
+
+
+_VJPS = {
+    CONV: _vjp_conv,
+    LINEAR: _vjp_linear,
+    BN: _vjp_bn,
+    "act": _vjp_act,
+    "maxpool": _vjp_maxpool,
+    "avgpool": _vjp_avgpool,
+    "adaptive": _vjp_adaptive,
+    "reshape": _vjp_reshape,
+    "identity": lambda c: c.g,
+}
 
 
 # Element-wise backwards that may run in place on a cotangent no one else holds.
@@ -346,7 +361,7 @@ def _folds(ops: list[Op], out: Tensor, foldable: set[int]) -> set[int]:
     return {id(op.out) for op in ops if op.kind == BN and op.ins[0] in foldable and uses[op.ins[0]] == 1}
 
 
-# C901 kept: the reverse sweep with its BatchNorm fold and workspace; split in the engine rewrite (another branch)
+# C901 kept: the reverse sweep with its BatchNorm fold and workspace, one loop over the tape
 def backward(  # noqa: C901
     x: Tensor,
     out: Tensor,

@@ -24,6 +24,11 @@ _EXACT_BUDGET = 4e8  # multiply-adds allowed for exact batched Jacobians
 _EXACT_MEMORY = 3e7  # elements of the largest batched Jacobian
 
 
+def theorem_supported(model: nn.Module) -> bool:
+    """Theorem 5.1's terms cover plain dense feed-forward stacks (``chain.parse``): the one test."""
+    return chain.parse(model) is not None
+
+
 def _spec_from_rows(J: Tensor) -> Tensor:
     """σ_max per example of J given as (r, b, c) (r rows of each example's Jacobian)."""
     J = J.transpose(0, 1)  # (b, r, c)
@@ -54,8 +59,7 @@ def _power(fw: chain.Forward, l: int, b: int, d: int, iters: int, tol: float, ge
     return lam[0].sqrt()
 
 
-# C901 kept: exact (forward or reverse mode) or power iteration, chosen by one cost model; split in the
-# engine rewrite (another branch)
+# C901 kept: exact (forward or reverse mode) or power iteration, chosen by one cost model in one place
 def input_jacobian_specs(  # noqa: C901
     fw: chain.Forward, *, method: str = "auto", power_iters: int = 2000, power_tol: float | None = None, generator=None
 ) -> Tensor:

@@ -1,0 +1,115 @@
+"""Which models the engine supports, and how, decided in one place (docs/METRICS.md, "Which
+models"): every trainable parameter gets its layer's rule or the exact generic fallback; only what
+is undefined (train-mode BatchNorm, which mixes the examples of a batch) is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from gclab.collect.metrics.registry import rule_for
+from gclab.collect.metrics.rules import Rule
+
+# The public BatchNorm classes (all subclass torch's private _BatchNorm): in train mode they mix the batch.
+BATCHNORMS = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.LazyBatchNorm1d,
+    nn.LazyBatchNorm2d,
+    nn.LazyBatchNorm3d,
+)
+
+
+@dataclass
+class Plan:
+    """How the engine covers a model's trainable parameters (decided here, once, for every path):
+    ``entries`` (name, module, rule) of the layers with a rule; ``fallback`` (name -> Parameter)
+    the parameters the exact generic fallback covers (``fallback.py``), and ``fallback_layers``
+    the modules they belong to, for the warning and the run record."""
+
+    entries: list[tuple[str, nn.Module, Rule]] = field(default_factory=list)
+    fallback: dict[str, nn.Parameter] = field(default_factory=dict)
+    fallback_layers: tuple[str, ...] = ()
+    # id(module) -> its trainable (full name, Parameter), for layers the pass demotes to the fallback.
+    params_of: dict[int, list[tuple[str, nn.Parameter]]] = field(default_factory=dict)
+
+    def demote(self, module_ids: set[int], why: str) -> Plan:
+        """The plan with the layers in ``module_ids`` moved to the fallback (a module called twice,
+        a parameter used outside its module's call: facts only the forward shows)."""
+        if not module_ids:
+            return self
+        keep = [e for e in self.entries if id(e[1]) not in module_ids]
+        moved = [e for e in self.entries if id(e[1]) in module_ids]
+        fb = dict(self.fallback)
+        for _, mod, _ in moved:
+            fb.update(dict(self.params_of[id(mod)]))
+        labels = self.fallback_layers + tuple(f"{_label(n, m)} ({why})" for n, m, _ in moved)
+        return Plan(keep, fb, labels, self.params_of)
+
+
+def _label(mname: str, mod: nn.Module) -> str:
+    return f"'{mname or '<root>'}' ({type(mod).__name__})"
+
+
+def _check_batchnorm(mod: nn.Module, label: str) -> None:
+    """Train-mode BatchNorm mixes the examples of a batch: the one thing refused (undefined, not hard)."""
+    if not isinstance(mod, BATCHNORMS):
+        return
+    if mod.training:
+        raise ValueError(
+            f"module {label} is BatchNorm in train mode: it mixes the examples of a "
+            f"batch, so per-example gradients are undefined; call model.eval() first"
+        )
+    if mod.running_mean is None:
+        raise ValueError(
+            f"module {label} is BatchNorm without running stats: it normalizes with "
+            f"batch statistics even in eval mode; per-example gradients are undefined"
+        )
+
+
+def mixes_batch(model: nn.Module) -> bool:
+    """True if the model holds BatchNorm layers, whose train-mode forward mixes the examples: the
+    metrics then run in eval mode and the training gradient needs its own backward (the recorder)."""
+    return any(isinstance(m, BATCHNORMS) for m in model.modules())
+
+
+def check_model(model: nn.Module, *, need_params: bool = True) -> Plan:
+    """The one place that decides how a model is covered: refuse what is undefined (train-mode
+    BatchNorm), give every module with trainable parameters its rule, and send the rest to the
+    exact generic fallback: modules without a rule or with parameters the rule does not know, and
+    every module holding a Parameter another module also holds (tied weights)."""
+    named: list[tuple[str, nn.Module, list[tuple[str, nn.Parameter]]]] = []
+    holders: dict[int, set[int]] = {}  # id(param) -> ids of the modules holding it
+    for mname, mod in model.named_modules(remove_duplicate=False):
+        _check_batchnorm(mod, _label(mname, mod))
+        if not need_params:
+            continue
+        # named_parameters(recurse=False), read directly: 6x cheaper per module.
+        direct = [(n, p) for n, p in mod._parameters.items() if p is not None]
+        for _, p in direct:
+            holders.setdefault(id(p), set()).add(id(mod))
+        trainable = [(f"{mname}.{n}" if mname else n, p) for n, p in direct if p.requires_grad]
+        if trainable:
+            named.append((mname, mod, trainable))
+    plan, seen, first_name = Plan(), set(), {}
+    for mname, mod, trainable in named:
+        if id(mod) in seen:  # the same module under two names: an alias
+            continue
+        seen.add(id(mod))
+        own = [(n, p) for n, p in trainable if id(p) not in first_name]
+        first_name.update({id(p): n for n, p in own})
+        plan.params_of[id(mod)] = own
+        rule_cls = rule_for(mod)
+        shared = any(len(holders[id(p)]) > 1 for _, p in trainable)
+        known = rule_cls is not None and all(n in rule_cls.param_names for n in mod._parameters)
+        if rule_cls is not None and known and not shared:
+            plan.entries.append((mname, mod, rule_cls(mod)))
+            continue
+        plan.fallback.update(own)
+        why = "shared parameter" if shared else "no rule" if rule_cls is None else "unexpected parameters"
+        plan.fallback_layers += (f"{_label(mname, mod)} ({why})",)
+    return plan

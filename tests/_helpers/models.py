@@ -1,0 +1,185 @@
+"""The shared catalogue of test models for the metric engine (as BackPACK's settings files): each
+entry builds a small float64 model in eval-free form, its inputs and, for token models, the
+``gc_input`` module. Used by every engine test file that checks against brute force."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations
+
+from tests._helpers.bruteforce import randomize_
+
+B, K = 4, 3  # examples and logits of every catalogue model
+
+
+@dataclass(frozen=True)
+class Case:
+    make: Callable[[], nn.Module]
+    x_shape: tuple[int, ...]  # per example; with ``vocab`` the token sequence length
+    vocab: int | None = None  # integer token inputs in [0, vocab)
+    gc_input: str | None = None  # the module whose output GC is taken w.r.t.
+
+    def model(self, seed: int = 0) -> nn.Module:
+        torch.manual_seed(seed)
+        return randomize_(self.make().double(), seed=seed)
+
+    def inputs(self, b: int = B, seed: int = 0) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed + 100)
+        if self.vocab is not None:
+            return torch.randint(0, self.vocab, (b, *self.x_shape), generator=g)
+        return torch.randn(b, *self.x_shape, generator=g, dtype=torch.float64)
+
+
+class Transformer(nn.Module):
+    """One pre-LN block: LayerNorm, nn.MultiheadAttention, GELU MLP, a positional nn.Parameter."""
+
+    def __init__(self, d_in=3, d=8, T=5, k=K, heads=2):
+        super().__init__()
+        self.inp = nn.Linear(d_in, d)
+        self.pos = nn.Parameter(torch.zeros(T, d))
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.att = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.ff = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.head = nn.Linear(d, k)
+
+    def forward(self, x):
+        h = self.inp(x) + self.pos
+        a = self.ln1(h)
+        h = h + self.att(a, a, a, need_weights=False)[0]
+        h = h + self.ff(self.ln2(h))
+        return self.head(h.mean(1))
+
+
+class TokenTransformer(Transformer):
+    """The same block over token ids: GC w.r.t. the embedding output (``gc_input="embed"``)."""
+
+    def __init__(self, vocab=7, d=8, T=5, k=K):
+        super().__init__(d, d, T, k)
+        self.embed = nn.Embedding(vocab, d)
+
+    def forward(self, tokens):
+        return super().forward(self.embed(tokens))
+
+
+class Recurrent(nn.Module):
+    def __init__(self, cell=nn.LSTM, batch_first=True, d=3, hidden=5, k=K):
+        super().__init__()
+        self.rnn = cell(d, hidden, batch_first=batch_first)
+        self.batch_first = batch_first
+        self.head = nn.Linear(hidden, k)
+
+    def forward(self, x):
+        out = self.rnn(x if self.batch_first else x.transpose(0, 1))[0]
+        return self.head(out[:, -1] if self.batch_first else out[-1])
+
+
+class CellLoop(nn.Module):
+    """An RNN written as a loop over time: one Linear called at every step (a weight used T times)."""
+
+    def __init__(self, d=3, hidden=4, k=K):
+        super().__init__()
+        self.inp = nn.Linear(d, hidden)
+        self.rec = nn.Linear(hidden, hidden)
+        self.head = nn.Linear(hidden, k)
+
+    def forward(self, x):
+        h = torch.zeros(x.shape[0], self.rec.in_features, dtype=x.dtype)
+        for t in range(x.shape[1]):
+            h = torch.tanh(self.inp(x[:, t]) + self.rec(h))
+        return self.head(h)
+
+
+class TiedHead(nn.Module):
+    """A weight used twice: the input projection's weight, transposed, is also the output map."""
+
+    def __init__(self, d=5, hidden=6, k=K):
+        super().__init__()
+        self.inp = nn.Linear(d, hidden)
+        self.mid = nn.Linear(hidden, hidden)
+        self.head = nn.Linear(d, k)
+
+    def forward(self, x):
+        h = torch.tanh(self.mid(torch.tanh(self.inp(x))))
+        return self.head(h @ self.inp.weight)
+
+
+class SharedModules(nn.Module):
+    """One Parameter held by two modules."""
+
+    def __init__(self, d=5, k=K):
+        super().__init__()
+        self.a, self.b = nn.Linear(d, d), nn.Linear(d, d)
+        self.b.weight = self.a.weight
+        self.out = nn.Linear(d, k)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.b(torch.tanh(self.a(x)))))
+
+
+class Scale(nn.Module):
+    """A layer type no rule knows: forces the generic fallback."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(n))
+
+    def forward(self, x):
+        return x * self.gain + torch.sin(x) * self.gain.square()
+
+
+class ConvNormNet(nn.Module):
+    def __init__(self, conv: nn.Module, norm: nn.Module | None, n_flat: int, k=K):
+        super().__init__()
+        self.conv, self.norm = conv, norm
+        self.head = nn.Linear(n_flat, k)
+
+    def forward(self, x):
+        h = self.conv(x)
+        if self.norm is not None:
+            h = self.norm(h)
+        return self.head(torch.tanh(h).flatten(1))
+
+
+def _seq(*mods):
+    return lambda: nn.Sequential(*mods)
+
+
+CASES: dict[str, Case] = {
+    "transformer": Case(Transformer, (5, 3)),
+    "token_transformer": Case(TokenTransformer, (5,), vocab=7, gc_input="embed"),
+    "lstm": Case(lambda: Recurrent(nn.LSTM), (4, 3)),
+    "gru_time_major": Case(lambda: Recurrent(nn.GRU, batch_first=False), (4, 3)),
+    "rnn": Case(lambda: Recurrent(nn.RNN), (4, 3)),
+    "cell_loop": Case(CellLoop, (4, 3)),
+    "tied_head": Case(TiedHead, (5,)),
+    "shared_modules": Case(SharedModules, (5,)),
+    "repeated_in_sequential": Case(
+        lambda: (lambda lin: nn.Sequential(lin, nn.Tanh(), lin, nn.Tanh(), nn.Linear(5, K)))(nn.Linear(5, 5)), (5,)
+    ),
+    "fallback_only_layer": Case(lambda: nn.Sequential(nn.Linear(5, 6), Scale(6), nn.Linear(6, K)), (5,)),
+    "layernorm_mlp": Case(_seq(nn.Linear(5, 6), nn.LayerNorm(6), nn.GELU(), nn.Linear(6, K)), (5,)),
+    "weight_norm": Case(_seq(parametrizations.weight_norm(nn.Linear(5, 6)), nn.Tanh(), nn.Linear(6, K)), (5,)),
+    "conv1d_groupnorm": Case(lambda: ConvNormNet(nn.Conv1d(3, 4, 3, padding=1), nn.GroupNorm(2, 4), 24), (3, 6)),
+    "conv3d_instancenorm": Case(
+        lambda: ConvNormNet(nn.Conv3d(2, 3, 2, stride=(1, 2, 1)), nn.InstanceNorm3d(3, affine=True), 3 * 2 * 1 * 2),
+        (2, 3, 3, 3),
+    ),
+    "instancenorm_running_stats": Case(
+        _seq(
+            nn.Unflatten(1, (2, 3)),
+            nn.InstanceNorm1d(2, affine=True, track_running_stats=True).eval(),
+            nn.Flatten(),
+            nn.Linear(6, K),
+        ),
+        (6,),
+    ),
+    "conv_transpose1d": Case(lambda: ConvNormNet(nn.ConvTranspose1d(2, 3, 3, stride=2), None, 3 * 9), (2, 4)),
+    "conv_transpose2d": Case(
+        lambda: ConvNormNet(nn.ConvTranspose2d(2, 2, 2, stride=2, groups=2), nn.GroupNorm(1, 2), 2 * 6 * 6), (2, 3, 3)
+    ),
+    "conv_transpose3d": Case(lambda: ConvNormNet(nn.ConvTranspose3d(1, 2, 2), None, 2 * 27), (1, 2, 2, 2)),
+}

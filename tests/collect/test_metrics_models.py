@@ -1,0 +1,188 @@
+"""Every model of the shared catalogue (tests/_helpers/models.py) — transformers, RNNs, norms,
+Conv1d/3d, transposed convs, tied and repeated weights, a layer no rule knows — against a float64
+per-example autograd loop: all seven step quantities, per-example GC and norms, to 1e-9."""
+
+import copy
+import math
+import warnings
+
+import pytest
+import torch
+
+from gclab.collect.metrics import (
+    fallback_layers,
+    geometric_complexity,
+    per_example_grad_norms,
+    step_metrics,
+    step_terms,
+)
+from gclab.collect.metrics.step import KEYS
+from tests._helpers.bruteforce import batch_grads, close, step_reference
+from tests._helpers.models import CASES, K, Scale
+
+RTOL = 1e-9
+
+
+def _targets(b, loss, seed=0):
+    g = torch.Generator().manual_seed(seed + 1)
+    return (
+        torch.randint(0, K, (b,), generator=g) if loss == "cross_entropy" else torch.randn(b, K, generator=g).double()
+    )
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_catalogue_matches_per_example_loop(name, loss):
+    case = CASES[name]
+    net, x = case.model(), case.inputs()
+    y = _targets(len(x), loss)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = step_terms(net, x, y, loss=loss, gc_input=case.gc_input)
+    ref = step_reference(net, x, y, loss, loop=True, gc_input=case.gc_input)
+    scale = float(ref["grad_norm_sq"] + ref["residual_term"] + ref["per_example_grad_norm_sq"])
+    for key in KEYS:
+        if key == "train_acc" and loss == "mse":
+            assert math.isnan(got[key])
+            continue
+        floor = RTOL * scale if key in ("label_alignment", "batch_alignment") else 0.0
+        assert close(got[key], ref[key], RTOL, floor), (key, float(got[key]), float(ref[key]))
+    for key in ("gc_x", "per_example_grad_sq", "logit_grad_sq"):
+        want = ref[key]
+        assert close(got[key], want, RTOL, float(want.abs().max())), key
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_catalogue_gradient_gc_and_norms(name):
+    case = CASES[name]
+    net, x = case.model(seed=1), case.inputs(seed=1)
+    y = _targets(len(x), "cross_entropy", seed=1)
+    expect = batch_grads(net, x, y, "cross_entropy")
+    ref = step_reference(net, x, y, "cross_entropy", loop=True, gc_input=case.gc_input)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        step_metrics(net, x, y, set_grad=True, gc_input=case.gc_input)
+        gc = geometric_complexity(net, x, gc_input=case.gc_input)
+        norms = per_example_grad_norms(net, x, y)
+    for pname, p in net.named_parameters():
+        assert torch.allclose(p.grad, expect[pname], rtol=RTOL, atol=1e-14), pname
+    assert close(gc, ref["gc_x"], RTOL, float(ref["gc_x"].max()))
+    assert close(norms, ref["per_example_grad_sq"], RTOL, float(ref["per_example_grad_sq"].max()))
+
+
+def test_fallback_is_reported_once_and_named():
+    case = CASES["fallback_only_layer"]
+    net, x = case.model(), case.inputs()
+    y = _targets(len(x), "cross_entropy")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            step_metrics(net, x, y)
+    lines = [str(w.message) for w in caught if "gclab" in str(w.message)]
+    assert len(lines) == 1 and "'1' (Scale)" in lines[0]
+    assert fallback_layers(net) == ("'1' (Scale) (no rule)",)
+
+
+@pytest.mark.parametrize(
+    "name,layer",
+    [
+        ("layernorm_mlp", "LayerNorm"),
+        ("transformer", "LayerNorm"),
+        ("conv1d_groupnorm", "GroupNorm"),
+        ("conv_transpose2d", "GroupNorm"),
+        ("conv3d_instancenorm", "InstanceNorm3d"),
+        ("instancenorm_running_stats", "InstanceNorm1d"),
+    ],
+)
+def test_norm_layers_take_their_rule(name, layer):
+    """LayerNorm, GroupNorm and InstanceNorm have rules (norm_rules.py): the fallback does not take them
+    (their exactness is test_catalogue_matches_per_example_loop)."""
+    case = CASES[name]
+    net, x = case.model(), case.inputs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        step_metrics(net, x, _targets(len(x), "cross_entropy"), gc_input=case.gc_input)
+    assert layer not in " ".join(fallback_layers(net))
+    assert any(type(m).__name__ == layer for m in net.modules())
+
+
+def test_rule_only_model_reports_no_fallback():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)).double()
+    step_metrics(net, torch.randn(5, 3, dtype=torch.float64), torch.randint(0, 2, (5,)))
+    assert fallback_layers(net) == ()
+
+
+def test_token_model_without_gc_input_says_what_to_do():
+    case = CASES["token_transformer"]
+    with pytest.raises(TypeError, match="gc_input='embed'"):
+        step_metrics(case.model(), case.inputs(), _targets(4, "cross_entropy"))
+    with pytest.raises(ValueError, match="gc_input='nope' names no submodule"):
+        geometric_complexity(case.model(), case.inputs(), gc_input="nope")
+
+
+def test_train_mode_dropout_with_fallback_is_refused():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), Scale(4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="call model.eval"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        step_metrics(net.double().train(), torch.randn(5, 3, dtype=torch.float64), torch.randint(0, 2, (5,)))
+
+
+def test_train_mode_dropout_without_fallback_keeps_the_pass_masks():
+    """Without a fallback layer, train-mode Dropout is fine: the metrics use this forward's masks
+    (the norm rules run on the autograd path); the gradient equals loss.backward() on the same masks."""
+    net = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 2)
+    )
+    net = net.double().train()
+    x, y = torch.randn(5, 3, dtype=torch.float64), torch.randint(0, 2, (5,))
+    torch.manual_seed(7)
+    step_metrics(net, x, y, set_grad=True)
+    torch.manual_seed(7)
+    expect = batch_grads(net, x, y, "cross_entropy")
+    for name, p in net.named_parameters():
+        assert torch.allclose(p.grad, expect[name], rtol=1e-12, atol=1e-15), name
+
+
+def test_recorder_records_a_transformer_loop(tmp_path):
+    """A transformer (LayerNorm, MultiheadAttention, positional Parameter) trained through the public
+    Recorder: the run is stored completed, with its fallback layers, and the first step's GC and
+    ||∇L_B||² match the float64 per-example loop."""
+    from gclab.collect.recorder import Recorder
+    from gclab.store import db
+
+    case = CASES["transformer"]
+    net, x = case.model(seed=2), case.inputs(b=8, seed=2)
+    y = _targets(len(x), "cross_entropy", seed=2)
+    before = copy.deepcopy(net)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Recorder(data=tmp_path, sweep="tf", config={"lr": 0.05, "model": "transformer"}) as rec:
+            for step in range(3):
+                rec.step(step, net, x, y)
+                opt.step()
+            rec.evaluate(3, net, {"train": (x, y)})
+    with db.connect(tmp_path) as con:
+        run = db.query(con, "SELECT status, steps_done, fallback_layers FROM runs").to_dicts()
+        steps = db.query(con, "SELECT step, gc, grad_norm_sq FROM steps ORDER BY step").to_dicts()
+        evals = db.query(con, "SELECT gc FROM evals").to_dicts()
+    assert run[0]["status"] == "completed" and run[0]["steps_done"] == 3
+    assert "'att' (MultiheadAttention)" in run[0]["fallback_layers"] and "LayerNorm" not in run[0]["fallback_layers"]
+    assert [r["step"] for r in steps] == [0, 1, 2] and len(evals) == 1
+    ref = step_reference(before, x, y, "cross_entropy", loop=True)
+    assert close(steps[0]["gc"], ref["gc"], RTOL) and close(steps[0]["grad_norm_sq"], ref["grad_norm_sq"], RTOL)
+
+
+@pytest.mark.parametrize("name", ["fallback_only_layer", "cell_loop", "transformer"])
+def test_hutchinson_mode_keeps_fallback_terms_exact(name):
+    """With n_projections the fallback layer reads the 2n + 1 Hutchinson rows: the gradient terms stay exact."""
+    case = CASES[name]
+    net, x = case.model(seed=3), case.inputs(seed=3)
+    y = _targets(len(x), "cross_entropy", seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = step_metrics(net, x, y, n_projections=3, generator=torch.Generator().manual_seed(0))
+    ref = step_reference(net, x, y, "cross_entropy", loop=True)
+    scale = float(ref["grad_norm_sq"] + ref["per_example_grad_norm_sq"])
+    for key in ("grad_norm_sq", "batch_alignment", "per_example_grad_norm_sq", "train_loss"):
+        assert close(est[key], ref[key], RTOL, RTOL * scale), key
