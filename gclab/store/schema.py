@@ -75,6 +75,11 @@ RUNS = _schema(
             "analyses use the largest scale present per sweep. Runs written before this column: the "
             "scale in config_json, else cpu",
         ),
+        (
+            "step_label_noise",
+            f64,
+            "per-step label noise: probability that a batch label is redrawn uniformly, fresh every step",
+        ),
     ],
 )
 
