@@ -40,6 +40,7 @@ HYPER_COLUMNS = [
     "flatness_reg",
     "gc_reg",
     "label_noise",
+    "step_label_noise",
     "bias",
     "init_scale",
     "loss",

@@ -30,7 +30,8 @@ from gclab.store.sweeps import FIG4_SWEEPS, sql_in
 
 FIG2_RUNS = "r.sweep = 'fig2' AND r.status = 'completed'"
 FIG2_SEEDS, DIAG_BUDGET = 3, 9_000
-FIG3_REGS = ["l2", "spectral_reg", "flatness_reg", "label_noise"]  # the fig3 sweep's regularizers
+# the fig3 sweep's regularizers: explicit penalties, static label corruption, per-step label noise
+FIG3_REGS = ["l2", "spectral_reg", "flatness_reg", "label_noise", "step_label_noise"]
 REGULARIZERS = (*FIG3_REGS, "gc_reg")  # the figure's columns; gc_reg comes from the gcreg sweep
 FIG4_RUNS = f"{sql_in(FIG4_SWEEPS)} AND r.status = 'completed'"
 _FIXED = "(SELECT mode(q.{col}) FROM runs q WHERE q.sweep = r.sweep AND q.status = 'completed')"

@@ -177,7 +177,8 @@ def fig2_heuristics(families: list[str]) -> list[Heuristic]:
 
 _TREND_SQL = with_runs(f"""
 SELECT rs.run_id, rs.sweep, rs.seed, rs.lr, rs.batch_size, rs.depth, rs.init, rs.activation,
-       rs.l2, rs.spectral_reg, rs.flatness_reg, rs.label_noise, rs.gc_reg,
+       rs.l2, rs.spectral_reg, rs.flatness_reg, rs.label_noise, rs.step_label_noise, rs.gc_reg,
+       rs.gc_last,
        rs.gc, rs.gc_first, rs.test_acc, p.abs_output
 FROM rs LEFT JOIN (
     SELECT run_id, avg(abs(output)) AS abs_output FROM probes WHERE step = 0 GROUP BY run_id

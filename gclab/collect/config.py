@@ -23,7 +23,7 @@ from gclab.store.schema import SCALES
 NOT_HASHED = ("device", "raw_dir")
 # Fields added after stores existed: hashed only when set away from their default, so every earlier
 # run keeps its run_id (a re-run still finds it).
-HASHED_IF_SET = {"step_label_noise": 0.0}
+HASHED_IF_SET = {"step_label_noise": 0.0, "stop_check_every": None}
 
 
 class RunConfig(BaseModel):
@@ -90,6 +90,15 @@ class RunConfig(BaseModel):
     )
     stop_at_train_loss: float | None = Field(
         None, gt=0.0, description="stop at the first eval where the mean training loss (no regularizers) is <= this"
+    )
+    stop_check_every: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "check the stop target every this many steps as well (one forward pass over the training set); "
+            "where it is met the run is evaluated and stops, so the stop lands near the target without "
+            "paying for frequent evals; None: at evals only"
+        ),
     )
     # explicit regularizers
     l2: float = Field(0.0, ge=0.0)

@@ -146,6 +146,12 @@ def _train(cfg: RunConfig, data_dir, rec: Recorder, progress: bool) -> None:
                 # Without a target the full training set is measured once, at the end.
                 if (target.active or step == cfg.steps) and target.met(model, step):
                     break
+            elif target.active and cfg.stop_check_every and step % cfg.stop_check_every == 0:
+                # A cheap check between evals; where it holds, evaluate here so the last eval is the stop.
+                if target.met(model, step):
+                    check_finite.params(model, step)
+                    rec.evaluate(step, model, splits)
+                    break
             if step == cfg.steps:
                 break
             idx = next(order)

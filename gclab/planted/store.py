@@ -75,6 +75,7 @@ GC_DIRECTION = {
     "spectral_reg": -1,
     "flatness_reg": -1,
     "label_noise": -1,
+    "step_label_noise": -1,
     "gc_reg": -1,
     "lr": -1,
     "batch_size": +1,
