@@ -30,8 +30,9 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from gclab.analysis.deltas import declared
 from gclab.analysis.result import CONTRADICTED, INCONCLUSIVE, SUPPORTED, Analysis, claim, claims_frame, insufficient
-from gclab.analysis.verdict import decide
+from gclab.analysis.verdict import judge
 from gclab.store.db import query
 
 MIN_RUNS = 3
@@ -39,7 +40,7 @@ OUTPUTS = ("softmax", "logits")
 PLATEAU_CLAIM = "the nested random batches have reached their plateau at the last eval ({output})"
 FFD_MARGIN = 0.05  # "close to the number of parameters": within 5% of the ceiling (docs/EXPERIMENTS.md)
 SOURCE = "BFD paper abstract and §6 (experiments)"
-PAPER = {"kind": "paper", "source": SOURCE}
+PAPER = {"kind": "paper", "source": SOURCE, **declared("bfd:fraction")}
 _BASE = (
     "FROM fdim f JOIN runs r ON f.run_id = r.run_id "
     "WHERE r.status = 'completed' AND r.sweep = 'bfd' AND f.bfd IS NOT NULL"
@@ -133,17 +134,20 @@ def _row(text: str, method: str, d: np.ndarray, seeds: pl.Series, direction: int
     res = stats.ttest_1samp(d, 0.0)
     ci = res.confidence_interval(0.95)
     n_dir = int((np.sign(d) == direction).sum())
+    se = float(d.std(ddof=1) / np.sqrt(n))
+    j = judge(float(d.mean()), se, n - 1, delta=PAPER["delta"], direction=direction, n=n, p_value=float(res.pvalue))
     return claim(
         text,
         "bfd",
-        f"{method}; {n_dir} of {n} runs in the stated direction",
-        decide(float(res.pvalue), np.sign(d.mean()) == direction),
+        f"{method}; {n_dir} of {n} runs in the stated direction; {j.text('mean')}",
+        j.verdict,
         **PAPER,
         value=float(d.mean()),
         p_value=float(res.pvalue),
         ci=(ci.low, ci.high),
         n_runs=n,
         n_seeds=n_seeds,
+        seeds_needed=j.seeds_needed,
     )
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from gclab.analysis.deltas import declared
 from gclab.analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, insufficient
 from gclab.analysis.run_summary import with_runs
 from gclab.analysis.seed_stats import t_interval
@@ -41,6 +42,7 @@ CLAIMS = {
 LOCATION_CLAIM = "the test-loss peak lies at the interpolation threshold (within one grid step)"
 PAPER = {"kind": "paper", "source": "GC paper §6, Fig. 5 left"}
 LITERATURE = {"kind": "literature", "source": "Nakkiran et al. 2021 (deep double descent), cited in the GC paper §6"}
+SPECS = {"test_loss": "fig5:test_loss_peak", "gc": "fig5:gc_peak"}  # `analysis.deltas` keys
 GC_COLUMN = "gc_last"  # double descent is about the end of training (docs/EXPERIMENTS.md fig5)
 METHOD = (
     "S = min(peak − min left, peak − min right) of width means with the interior peak re-selected per "
@@ -145,7 +147,10 @@ def analyze(con) -> Analysis:
             f"needs ≥ 3 widths with ≥ 2 seeds each; have {len(widths)} widths, "
             f"{table['n_seeds'].min() if table.height else 0} seeds at the sparsest"
         )
-        rows = [insufficient(c, "fig5", METHOD, why, n_runs=n_runs, n_seeds=n_seeds, **PAPER) for c in CLAIMS.values()]
+        rows = [
+            insufficient(c, "fig5", METHOD, why, n_runs=n_runs, n_seeds=n_seeds, **PAPER, **declared(SPECS[k]))
+            for k, c in CLAIMS.items()
+        ]
         rows.append(
             insufficient(
                 LOCATION_CLAIM,
@@ -162,6 +167,7 @@ def analyze(con) -> Analysis:
     rows, peaks = [], []
     for col, text in CLAIMS.items():
         r = peak_test(width_index, pts[col].to_numpy(), len(widths))
+        spec = declared(SPECS[col], unit=float(pts[col].mean()))  # δ: a fraction of the statistic's mean
         peaks.append(
             {
                 "statistic": col,
@@ -187,6 +193,7 @@ def analyze(con) -> Analysis:
                 p_value=r["p_two_sided"],
                 n_runs=n_runs,
                 n_seeds=n_seeds,
+                **spec,
             )
         )
     # Interpolation threshold and where the test-loss peak sits relative to it.

@@ -30,6 +30,7 @@ import polars as pl
 from scipy import stats
 from statsmodels.stats.weightstats import DescrStatsW
 
+from gclab.analysis.deltas import declared
 from gclab.analysis.result import (
     ALPHA,
     CONTRADICTED,
@@ -49,6 +50,7 @@ GC_CLAIM = "GC grows from ≈0 during training, compared at matched (zero) train
 ARC_MARGIN, GC_START_MAX = 0.10, 0.10
 FIT_MSE = 0.005  # train MSE on targets in [0, 1] read as "zero training error" (docs/EXPERIMENTS.md fig1)
 PAPER = {"kind": "paper", "source": "GC paper §2, Fig. 1 (minimal arc length for a given training error)"}
+ARC_SPEC, GROWTH_SPEC = declared("fig1:arc"), declared("fig1:gc_growth")  # family, δ (docs/EXPERIMENTS.md)
 
 _RUNS = "r.status = 'completed' AND r.sweep = 'fig1'"
 _FIT_SQL = f"""
@@ -142,7 +144,14 @@ def _arc_claim(arc: pl.DataFrame) -> dict:
     n, n_seeds = len(ratios), arc["seed"].n_unique()
     if n < 2 or n_seeds < 2:
         return insufficient(
-            ARC_CLAIM, "fig1", method, f"needs ≥ 2 seeds; have {n_seeds}", n_runs=n, n_seeds=n_seeds, **PAPER
+            ARC_CLAIM,
+            "fig1",
+            method,
+            f"needs ≥ 2 seeds; have {n_seeds}",
+            n_runs=n,
+            n_seeds=n_seeds,
+            **PAPER,
+            **ARC_SPEC,
         )
     if np.ptp(ratios) == 0:
         return insufficient(
@@ -153,6 +162,7 @@ def _arc_claim(arc: pl.DataFrame) -> dict:
             n_runs=n,
             n_seeds=n_seeds,
             **PAPER,
+            **ARC_SPEC,
         )
     d = DescrStatsW(ratios)
     p_tost = float(d.ttost_mean(lo_m, hi_m)[0])
@@ -179,6 +189,7 @@ def _arc_claim(arc: pl.DataFrame) -> dict:
         n_runs=n,
         n_seeds=n_seeds,
         **PAPER,
+        **ARC_SPEC,
     )
 
 
@@ -200,6 +211,7 @@ def _gc_claim(gc: pl.DataFrame) -> dict:
             n_runs=n,
             n_seeds=n_seeds,
             **PAPER,
+            **GROWTH_SPEC,
         )
     log_ratio = (ok["gc_first"] / ok["gc_fit"]).log().to_numpy()
     test = stats.ttest_1samp(log_ratio, math.log(GC_START_MAX))
@@ -214,6 +226,7 @@ def _gc_claim(gc: pl.DataFrame) -> dict:
             n_runs=n,
             n_seeds=n_seeds,
             **PAPER,
+            **GROWTH_SPEC,
         )
     return claim(
         GC_CLAIM,
@@ -221,6 +234,7 @@ def _gc_claim(gc: pl.DataFrame) -> dict:
         method,
         decide(p, float(test.statistic) < 0),
         **PAPER,
+        **GROWTH_SPEC,
         value=float(np.exp(log_ratio.mean())),
         p_value=p,
         ci=(math.exp(ci.low), math.exp(ci.high)),

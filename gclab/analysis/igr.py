@@ -31,6 +31,7 @@ import polars as pl
 import statsmodels.api as sm
 
 from gclab.analysis.curves import binned_curves, sweep_where
+from gclab.analysis.deltas import declared
 from gclab.analysis.result import (
     ALPHA,
     CONTRADICTED,
@@ -43,7 +44,7 @@ from gclab.analysis.result import (
     insufficient,
 )
 from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
-from gclab.analysis.verdict import decide, describe
+from gclab.analysis.verdict import judge
 from gclab.store.db import query
 
 TOLERANCE = 1e-6
@@ -124,6 +125,11 @@ def identity_claim(counts: dict, violations: pl.DataFrame) -> dict:
     )
 
 
+def _spec(kind: dict) -> dict:
+    """Family and δ of a paper row (the elasticities share one δ, `analysis.deltas`); nothing for the others."""
+    return declared("igr:elasticity") if kind["kind"] == "paper" else {}
+
+
 def lr_batch_fit(runs: pl.DataFrame, note: str) -> tuple[list[dict], dict]:
     """(claim rows lr, batch, h/b, only-h/b; fit summary) of log GC on log h and log b with seed fixed effects."""
     method = (
@@ -146,7 +152,7 @@ def lr_batch_fit(runs: pl.DataFrame, note: str) -> tuple[list[dict], dict]:
             f"{n_b} batch sizes, {n_runs} runs"
         )
         return [
-            insufficient(t, "igr", method.format(what=w, value=v), why, n_runs=n_runs, n_seeds=n_seeds, **k)
+            insufficient(t, "igr", method.format(what=w, value=v), why, n_runs=n_runs, n_seeds=n_seeds, **k, **_spec(k))
             for t, w, v, k in texts
         ], {}
     X = np.column_stack(
@@ -169,15 +175,20 @@ def lr_batch_fit(runs: pl.DataFrame, note: str) -> tuple[list[dict], dict]:
         lo, hi = (float(v) for v in np.squeeze(t.conf_int(alpha=ALPHA)))
         m = method.format(what=what, value=value)
         if not np.isfinite([est, p]).all():
-            rows.append(insufficient(text, "igr", m, "degenerate fit", n_runs=n_runs, n_seeds=n_seeds, **kind))
+            rows.append(
+                insufficient(text, "igr", m, "degenerate fit", n_runs=n_runs, n_seeds=n_seeds, **kind, **_spec(kind))
+            )
             continue
+        spec, j = _spec(kind), None
         if direction:
-            verdict = decide(p, np.sign(est) == direction)
+            se, df = float(np.squeeze(t.sd)), float(t.df_denom)
+            j = judge(est, se, df, delta=spec.get("delta"), direction=direction, n=n_seeds, p_value=p)
+            verdict = j.verdict
         else:  # a "no effect" claim: only a significant effect decides (contradicted)
             verdict = CONTRADICTED if p < ALPHA else INCONCLUSIVE
         why = (
-            describe(verdict, value)
-            if direction
+            j.text(value)
+            if j
             else (
                 f"{value} significantly ≠ 0"
                 if verdict == CONTRADICTED
@@ -195,7 +206,9 @@ def lr_batch_fit(runs: pl.DataFrame, note: str) -> tuple[list[dict], dict]:
                 ci=(lo, hi),
                 n_runs=n_runs,
                 n_seeds=n_seeds,
+                seeds_needed=j.seeds_needed if j else None,
                 **kind,
+                **spec,
             )
         )
         summary |= {key: est, f"{key}_lo": lo, f"{key}_hi": hi, f"{key}_p": p, f"{key}_verdict": verdict}

@@ -2,8 +2,13 @@
 
 A claim row says, in one sentence, what is claimed; what `kind` of claim it is and where the
 text states it (`source`); which experiment tests it; the statistic (method named in the text);
-its value, p-value (and Holm-adjusted p for `paper` rows, see `analysis.verdict`) and CI; how
-many runs and seeds entered; and a verdict, only ever one of `VERDICTS` (docs/EXPERIMENTS.md).
+its value, p-value (and Holm-adjusted p for `paper` rows, within their `family`, see
+`analysis.verdict`) and CI; how many runs and seeds entered; and a verdict, only ever one of
+`VERDICTS` (docs/EXPERIMENTS.md). Paper rows also carry their Holm `family` (one per figure of each
+paper), their smallest effect of interest `delta` (same scale as `value`; `reference` is the value of
+no effect, so (value − reference)/delta is the standardized effect the forest plot draws) and, from
+`analysis.verdict.judge`, `seeds_needed`: seeds per arm that would give 80% power at δ with the
+variance observed. The families and δ are defined once, in `analysis.deltas`.
 """
 
 from __future__ import annotations
@@ -29,10 +34,15 @@ CLAIM_SCHEMA = {
     "n_runs": pl.Int64,
     "n_seeds": pl.Int64,
     "verdict": pl.String,
+    "family": pl.String,
+    "delta": pl.Float64,
+    "reference": pl.Float64,
+    "seeds_needed": pl.Int64,
 }
 CLAIM_COLUMNS = list(CLAIM_SCHEMA)
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, INSUFFICIENT = "supported", "contradicted", "inconclusive", "insufficient data"
-VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, INSUFFICIENT)
+ABSENT = "absent"  # an equivalence test (TOST at α) puts the effect inside ±δ
+VERDICTS = (SUPPORTED, CONTRADICTED, ABSENT, INCONCLUSIVE, INSUFFICIENT)
 # paper: stated in the GC or BFD paper; condition: an assumption the paper states; check: an identity
 # or implementation check; literature: another paper's claim; toolkit: a question gclab adds.
 KINDS = ("paper", "condition", "check", "literature", "toolkit")
@@ -60,12 +70,22 @@ def claim(
     ci=(None, None),
     n_runs=0,
     n_seeds=0,
+    family: str | None = None,
+    delta: float | None = None,
+    reference: float | None = None,
+    seeds_needed: int | None = None,
 ) -> dict:
-    """One claim row; the verdict must be one of VERDICTS and the kind one of KINDS."""
+    """One claim row; the verdict must be one of VERDICTS, the kind one of KINDS, and a paper row needs
+    its Holm `family` (`analysis.deltas`). `delta` > 0 is the smallest effect of interest on the scale of
+    `value`, `reference` the value of no effect (0 unless given), `seeds_needed` from `verdict.judge`."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict {verdict!r} is not one of {VERDICTS}")
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r} is not one of {KINDS}")
+    if kind == "paper" and not family:
+        raise ValueError(f"paper claim {claim!r} needs family=...; declare it in gclab/analysis/deltas.py")
+    if delta is not None and not (math.isfinite(delta) and delta > 0):
+        raise ValueError(f"delta must be a finite number > 0 (the smallest effect of interest); got {delta!r}")
     return {
         "claim": claim,
         "kind": kind,
@@ -80,11 +100,26 @@ def claim(
         "n_runs": int(n_runs or 0),
         "n_seeds": int(n_seeds or 0),
         "verdict": verdict,
+        "family": family,
+        "delta": _num(delta),
+        "reference": _num(reference if reference is not None else (0.0 if delta is not None else None)),
+        "seeds_needed": None if seeds_needed is None else int(seeds_needed),
     }
 
 
 def insufficient(
-    claim_text: str, experiment: str, statistic: str, reason: str, *, kind: str, source: str, n_runs=0, n_seeds=0
+    claim_text: str,
+    experiment: str,
+    statistic: str,
+    reason: str,
+    *,
+    kind: str,
+    source: str,
+    n_runs=0,
+    n_seeds=0,
+    family: str | None = None,
+    delta: float | None = None,
+    reference: float | None = None,
 ) -> dict:
     """A claim that could not be tested; the reason goes into the statistic text."""
     return claim(
@@ -96,6 +131,9 @@ def insufficient(
         source=source,
         n_runs=n_runs,
         n_seeds=n_seeds,
+        family=family,
+        delta=delta,
+        reference=reference,
     )
 
 

@@ -34,10 +34,11 @@ import polars as pl
 import statsmodels.api as sm
 from scipy import stats
 
+from gclab.analysis.deltas import declared
 from gclab.analysis.result import ALPHA, Analysis, claim, claims_frame, defer, insufficient
 from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
 from gclab.analysis.trend_figures import FIG3_REGS, FIGURE_TABLES, fig2_families
-from gclab.analysis.verdict import decide, describe
+from gclab.analysis.verdict import judge
 from gclab.store.db import query
 from gclab.store.sweeps import FIG4_SWEEPS, INTERPOLATING_SWEEPS, TREND_SWEEPS, sql_in
 
@@ -256,6 +257,8 @@ def seed_trend(df: pl.DataFrame, *, direction: int, log: bool) -> dict:
         "slope_hi": hi,
         "p_two_sided": p2,
         "p_one_sided": p1,
+        "se": float(fit.bse[1]),
+        "df": float(fit.df_resid),
         "agrees": bool(np.sign(slope) == direction),
         "effect_ratio": float(np.exp(slope * span)) if log else slope * span,
         "reason": None,
@@ -280,6 +283,7 @@ def analyze(con) -> Analysis:
         )
         if h.sweep in INTERPOLATING_SWEEPS:
             method += f"; runs at zero training error only: {excluded_note(excluded, h.sweep)}"
+        spec = declared(f"{h.sweep}:{h.y}", over=max(r["n_levels"] - 1, 1)) if h.kind == "paper" else {}
         if r["reason"]:
             claim_rows.append(
                 insufficient(
@@ -291,6 +295,7 @@ def analyze(con) -> Analysis:
                     source=h.source,
                     n_runs=r["n_runs"],
                     n_seeds=r["n_seeds"],
+                    **spec,
                 )
             )
             rows.append(
@@ -305,8 +310,8 @@ def analyze(con) -> Analysis:
                 }
             )
             continue
-        verdict = decide(r["p_two_sided"], r["agrees"])
-        why = describe(verdict, what)
+        j = judge(r["slope"], r["se"], r["df"], delta=spec.get("delta"), direction=h.direction, n=r["n_seeds"])
+        verdict, why = j.verdict, j.text(what)
         stat = (
             f"{method}; Spearman ρ={r['spearman_rho']:.3f} (p={r['spearman_p']:.3g}); "
             f"{'ratio' if h.log else 'change'} over the grid {r['effect_ratio']:.3g}; {why}"
@@ -324,6 +329,8 @@ def analyze(con) -> Analysis:
                 ci=(r["slope_lo"], r["slope_hi"]),
                 n_runs=r["n_runs"],
                 n_seeds=r["n_seeds"],
+                seeds_needed=j.seeds_needed,
+                **spec,
             )
         )
         rows.append(
@@ -333,7 +340,7 @@ def analyze(con) -> Analysis:
                 "x": h.x,
                 "y": h.y,
                 "direction": h.direction,
-                **{k: v for k, v in r.items() if k not in ("reason", "agrees")},
+                **{k: v for k, v in r.items() if k not in ("reason", "agrees", "se", "df")},
                 "verdict": verdict,
             }
         )

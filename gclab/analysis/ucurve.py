@@ -31,6 +31,7 @@ import statsmodels.api as sm
 from scipy import stats
 from statsmodels.nonparametric.smoothers_lowess import lowess
 
+from gclab.analysis.deltas import declared
 from gclab.analysis.double_descent import GC_COLUMN
 from gclab.analysis.result import ALPHA, Analysis, claim, claims_frame, insufficient
 from gclab.analysis.run_summary import with_runs
@@ -38,7 +39,7 @@ from gclab.analysis.verdict import decide
 from gclab.store.db import query
 
 CLAIM = "test loss is U-shaped in GC across widths (Fig. 5 right)"
-PAPER = {"kind": "paper", "source": "GC paper §6, Fig. 5 right"}
+PAPER = {"kind": "paper", "source": "GC paper §6, Fig. 5 right", "family": declared("fig5:ucurve")["family"]}
 MIN_RUNS, MIN_SIDE = 8, 3  # poly6 has 7 parameters; each line of the two-lines test ≥ 3 points
 
 _SQL = with_runs(f"""

@@ -1,5 +1,5 @@
-"""From a test result to one of the four verdicts (docs/EXPERIMENTS.md, "Verdicts"), and Holm's
-correction across the `paper` rows of one claims table.
+"""From a test result to one of the verdicts (docs/EXPERIMENTS.md, "Verdicts"), and Holm's
+correction within each declared family of `paper` rows of one claims table.
 
 Every directional claim is decided by a two-sided test at α whose estimate has a sign: a
 significant result in the claim's direction is `supported`, a significant result against it
@@ -7,20 +7,31 @@ is `contradicted`, anything else is `inconclusive` (absence of evidence is never
 contradiction). Under no effect each of `supported` and `contradicted` happens with
 probability ≤ α/2. A one-sided pair (p for, p against) maps to the two-sided p
 min(1, 2·min(p_for, p_against)), so modules whose natural test is one-sided plug in unchanged.
+
+`judge` adds evidence of absence for estimates with a standard error: when the two-sided test is
+not significant, Schuirmann's TOST (two one-sided t-tests at α against −δ and +δ) calls the row
+`absent` if it puts the effect inside ±δ; otherwise it stays `inconclusive` and says how many
+seeds would give the two-sided test 80% power at δ with the variance observed (statsmodels
+`TTestPower` on the per-seed sd se·√n).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestPower
 
-from gclab.analysis.result import ALPHA, CONTRADICTED, INCONCLUSIVE, SUPPORTED
+from gclab.analysis.result import ABSENT, ALPHA, CONTRADICTED, INCONCLUSIVE, SUPPORTED
 
-HOLM_NOTE = "not significant after Holm's correction over the paper rows"
+HOLM_NOTE = "not significant after Holm's correction within its family"
+POWER = 0.8  # the power `seeds_needed` is computed for
+MAX_SEEDS = 10_000  # beyond this the answer is "not at this scale"; reported as the cap
 
 
 def two_sided(p_for: float, p_against: float) -> tuple[float, bool]:
@@ -61,20 +72,94 @@ def describe(verdict: str, what: str) -> str:
     return {
         SUPPORTED: f"significant in the claimed direction ({what})",
         CONTRADICTED: f"significant against the claimed direction ({what})",
+        ABSENT: f"shown inside ±δ by an equivalence test at α={ALPHA} ({what})",
     }.get(verdict, f"no significant effect in either direction at α={ALPHA} ({what})")
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """What `judge` decided: the verdict, the two-sided p, TOST's p and the seeds for 80% power at δ."""
+
+    verdict: str
+    p_value: float
+    p_tost: float | None
+    seeds_needed: int | None
+
+    def text(self, what: str) -> str:
+        """`describe` plus the TOST p and, for inconclusive rows, the seeds that would decide."""
+        out = describe(self.verdict, what)
+        if self.p_tost is not None:
+            out += f"; TOST within ±δ p = {self.p_tost:.3g}"
+        if self.verdict == INCONCLUSIVE and self.seeds_needed is not None:
+            more = "≥ " if self.seeds_needed >= MAX_SEEDS else ""
+            out += f"; {more}{self.seeds_needed} seeds would give {POWER:.0%} power at δ"
+        return out
+
+
+def tost_p(estimate: float, se: float, df: float, delta: float) -> float:
+    """Schuirmann's TOST p-value that |effect| < δ: the larger of the two one-sided t-test p-values."""
+    p_above = stats.t.sf((estimate + delta) / se, df)  # H0: effect ≤ −δ
+    p_below = stats.t.cdf((estimate - delta) / se, df)  # H0: effect ≥ +δ
+    return float(max(p_above, p_below))
+
+
+def seeds_for_power(se: float, n: int, delta: float) -> int | None:
+    """Seeds giving a two-sided one-sample t-test power `POWER` at effect δ when one seed's sd is se·√n."""
+    sd = se * math.sqrt(n)
+    if not (math.isfinite(sd) and sd > 0 and delta > 0):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # solve_power warns when its root search hits a bound
+        try:
+            nobs = TTestPower().solve_power(effect_size=delta / sd, alpha=ALPHA, power=POWER, alternative="two-sided")
+        except (ValueError, RuntimeError):
+            nobs = float("nan")
+    nobs = float(np.squeeze(nobs))
+    if not math.isfinite(nobs) or nobs > MAX_SEEDS:
+        return MAX_SEEDS if delta / sd < 1 else 2
+    return max(2, math.ceil(nobs))
+
+
+def judge(
+    estimate: float,
+    se: float,
+    df: float,
+    *,
+    delta: float | None,
+    direction: int,
+    n: int,
+    p_value: float | None = None,
+) -> Judgement:
+    """Verdict of a directional estimate with standard error `se` on `df` degrees of freedom.
+
+    Significant (two-sided t, or `p_value` when the row's own test gives it) with `direction`'s
+    sign → supported, against → contradicted; else TOST inside ±δ → absent; else inconclusive.
+    `n`: the independent units (seeds) behind `se`, for `seeds_needed`; no δ → no TOST, no seeds."""
+    ok = all(math.isfinite(v) for v in (estimate, se, df)) and se > 0 and df > 0
+    if p_value is None:
+        p_value = float(2 * stats.t.sf(abs(estimate / se), df)) if ok else float("nan")
+    verdict = decide(p_value, bool(np.sign(estimate) == direction))
+    if not ok or delta is None:
+        return Judgement(verdict, p_value, None, None)
+    p_tost = tost_p(estimate, se, df, delta)
+    if verdict == INCONCLUSIVE and p_tost < ALPHA:
+        verdict = ABSENT
+    return Judgement(verdict, p_value, p_tost, seeds_for_power(se, n, delta))
+
+
 def holm(table: pl.DataFrame) -> pl.DataFrame:
-    """Fill `p_adjusted` by Holm over the paper rows that have a p-value; a paper row whose verdict was
-    significant but whose adjusted p is ≥ α becomes inconclusive (its statistic says why)."""
+    """Fill `p_adjusted` by Holm within each `family` of the paper rows that have a p-value; a paper row
+    whose verdict was significant but whose adjusted p is ≥ α becomes inconclusive (its statistic says
+    why). Rows of different families never share a correction (each family is one figure of one paper)."""
     mask = (pl.col("kind") == "paper") & pl.col("p_value").is_not_null()
-    idx = table.with_row_index("_i").filter(mask)["_i"].to_list()
-    if not idx:
+    tested = table.with_row_index("_i").filter(mask)
+    if not tested.height:
         return table
-    adjusted = multipletests(table["p_value"].gather(idx).to_numpy(), alpha=ALPHA, method="holm")[1]
     p_adj = [None] * table.height
-    for i, p in zip(idx, adjusted):
-        p_adj[i] = float(p)
+    for _, group in tested.group_by("family", maintain_order=True):
+        adjusted = multipletests(group["p_value"].to_numpy(), alpha=ALPHA, method="holm")[1]
+        for i, p in zip(group["_i"].to_list(), adjusted):
+            p_adj[i] = float(p)
     out = table.with_columns(pl.Series("p_adjusted", p_adj, dtype=pl.Float64))
     demote = (pl.col("p_adjusted") >= ALPHA) & pl.col("verdict").is_in([SUPPORTED, CONTRADICTED])
     return out.with_columns(

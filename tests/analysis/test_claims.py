@@ -63,40 +63,57 @@ def test_planted_store_supports_every_collected_claim(default_store):
     assert by_kind(table)["kind"].to_list() == sorted(table["kind"], key=KINDS.index)
 
 
-def test_holm_matches_statsmodels_and_demotes_only_paper_rows():
+def test_holm_runs_within_each_family_and_demotes_only_paper_rows():
     from statsmodels.stats.multitest import multipletests
 
     p = [0.001, 0.02, 0.04, 0.03, 0.5]
+    family = ["gc:fig4", "gc:fig4", "gc:fig4", "gc:fig5", "gc:fig5"]
     rows = pl.DataFrame(
         {
             "claim": list("abcde") + ["f"],
             "kind": ["paper"] * 5 + ["condition"],
+            "family": family + [None],
             "p_value": p + [0.04],
             "statistic": ["s"] * 6,
             "verdict": ["supported", "supported", "contradicted", "supported", "inconclusive", "supported"],
             "p_adjusted": [None] * 6,
         },
-        schema_overrides={"p_adjusted": pl.Float64},
+        schema_overrides={"p_adjusted": pl.Float64, "family": pl.String},
     )
     out = holm(rows)
-    expected = multipletests(p, method="holm")[1]
-    # By hand: sorted 0.001, 0.02, 0.03, 0.04, 0.5 × 5, 4, 3, 2, 1 with running max → 0.005, 0.08, 0.09, 0.09, 0.5.
-    assert out["p_adjusted"].to_list()[:5] == list(expected) and list(expected) == [0.005, 0.08, 0.09, 0.09, 0.5]
+    fig4, fig5 = multipletests(p[:3], method="holm")[1], multipletests(p[3:], method="holm")[1]
+    # By hand: fig4 sorted 0.001, 0.02, 0.04 × 3, 2, 1 with running max → 0.003, 0.04, 0.04;
+    # fig5 0.03, 0.5 × 2, 1 → 0.06, 0.5. Over all five rows at once b would be 0.08 (demoted).
+    assert list(fig4) == [0.003, 0.04, 0.04] and list(fig5) == [0.06, 0.5]
+    assert out["p_adjusted"].to_list()[:5] == [*fig4, *fig5]
     assert out["verdict"].to_list() == [
         "supported",
-        "inconclusive",
-        "inconclusive",
+        "supported",
+        "contradicted",
         "inconclusive",
         "inconclusive",
         "supported",
     ]
-    assert out["p_adjusted"][5] is None and "Holm" in out["statistic"][1]
+    assert out["p_adjusted"][5] is None and "Holm" in out["statistic"][3] and "Holm" not in out["statistic"][1]
+
+
+def test_paper_rows_need_a_family_and_a_positive_delta():
+    import pytest
+
+    from gclab.analysis.result import claim
+
+    with pytest.raises(ValueError, match="family"):
+        claim("c", "fig4", "s", "supported", kind="paper", source="x")
+    with pytest.raises(ValueError, match="delta"):
+        claim("c", "fig4", "s", "supported", kind="paper", source="x", family="gc:fig4", delta=0.0)
+    row = claim("c", "fig4", "s", "absent", kind="paper", source="x", family="gc:fig4", delta=0.1, seeds_needed=7)
+    assert (row["family"], row["delta"], row["reference"], row["seeds_needed"]) == ("gc:fig4", 0.1, 0.0, 7)
 
 
 def test_cli_prints_a_json_list_of_claims(default_store):
     python = str(VENV_PY if VENV_PY.exists() else sys.executable)
     proc = subprocess.run(
-        [python, "-m", "analysis", "claims", "--data", str(default_store), "--json"],
+        [python, "-m", "gclab.analysis", "claims", "--data", str(default_store), "--json"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -264,12 +264,15 @@ def test_each_verdict_gets_its_badge():
     from gclab.analysis.report.claims_table import claims_html
     from gclab.analysis.result import VERDICTS, claim, claims_frame
 
-    rows = [claim(f"claim {v}", "fig5", "test", v, kind="paper", source="the GC paper") for v in VERDICTS]
+    rows = [
+        claim(f"claim {v}", "fig5", "test", v, kind="paper", source="the GC paper", family="gc:fig5") for v in VERDICTS
+    ]
     html = claims_html(claims_frame(rows))
     badges = re.findall(r'<span class="verdict (v-\w+)">([^<]+)</span>', html)
     assert badges == [
         ("v-good", "supported"),
         ("v-bad", "contradicted"),
+        ("v-absent", "absent"),
         ("v-meh", "inconclusive"),
         ("v-meh", "insufficient data"),
     ]

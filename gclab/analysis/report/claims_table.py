@@ -8,7 +8,7 @@ import polars as pl
 
 from gclab.analysis.claims import by_kind, combine, run_all, summary
 from gclab.analysis.report.common import Section, esc
-from gclab.analysis.result import CONTRADICTED, INCONCLUSIVE, INSUFFICIENT, KINDS, SUPPORTED
+from gclab.analysis.result import ABSENT, CONTRADICTED, INCONCLUSIVE, INSUFFICIENT, KINDS, SUPPORTED
 
 KIND_TITLES = {
     "paper": "Claims of the papers",
@@ -28,7 +28,13 @@ def load_claims(ctx) -> pl.DataFrame:
 
 
 # The CSS class of each verdict's badge.
-VERDICT_CLASS = {SUPPORTED: "v-good", CONTRADICTED: "v-bad", INCONCLUSIVE: "v-meh", INSUFFICIENT: "v-meh"}
+VERDICT_CLASS = {
+    SUPPORTED: "v-good",
+    CONTRADICTED: "v-bad",
+    ABSENT: "v-absent",
+    INCONCLUSIVE: "v-meh",
+    INSUFFICIENT: "v-meh",
+}
 
 
 def _num(x, digits: int = 3) -> str:
@@ -49,11 +55,24 @@ def _p(x) -> str:
     return "&lt; 1e-4" if x < 1e-4 else f"{x:.2g}"
 
 
+def _delta(r: dict) -> str:
+    """±δ around the value of no effect (when that is not 0)."""
+    if r.get("delta") is None:
+        return "—"
+    ref = r.get("reference") or 0.0
+    return f"{_num(ref)} ± {_num(r['delta'])}" if ref else f"± {_num(r['delta'])}"
+
+
+def _seeds(r: dict) -> str:
+    """Seeds for 80% power at δ: what an inconclusive row would need (`analysis.verdict.judge`)."""
+    return _num(r.get("seeds_needed")) if r["verdict"] == INCONCLUSIVE else "—"
+
+
 def claims_html(df: pl.DataFrame, *, compact: bool = False) -> str:
     """Table rows for claims. `compact` (next to a chart) drops the experiment column."""
-    cols = ["claim", "value", "95% CI", "p", "p (Holm)", "runs / seeds", "verdict"]
+    cols = ["claim", "value", "95% CI", "δ", "p", "p (Holm)", "runs / seeds", "seeds needed", "verdict"]
     if not compact:
-        cols[1:1] = ["source", "experiment", "statistic"]
+        cols[1:1] = ["source", "experiment", "family", "statistic"]
     head = "".join(f"<th>{c}</th>" for c in cols)
     rows = []
     for r in df.to_dicts():
@@ -65,14 +84,17 @@ def claims_html(df: pl.DataFrame, *, compact: bool = False) -> str:
                 f"<td>{esc(r['claim'])}</td>",
                 f"<td>{esc(r['source'])}</td>",
                 f"<td>{esc(r['experiment'])}</td>",
+                f"<td>{esc(r.get('family') or '—')}</td>",
                 f'<td class="stat">{esc(r["statistic"])}</td>',
             ]
         cells += [
             f'<td class="num">{_num(r["value"])}</td>',
             f'<td class="num">{ci}</td>',
+            f'<td class="num">{_delta(r)}</td>',
             f'<td class="num">{_p(r["p_value"])}</td>',
             f'<td class="num">{_p(r["p_adjusted"])}</td>',
             f'<td class="num">{_num(r["n_runs"])} / {_num(r["n_seeds"])}</td>',
+            f'<td class="num">{_seeds(r)}</td>',
             f'<td><span class="verdict {VERDICT_CLASS[r["verdict"]]}">{esc(r["verdict"])}</span></td>',
         ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
@@ -118,11 +140,15 @@ def build(ctx) -> Section:
                 sec.html_blocks.append(f'<h3 data-kind="{kind}">{esc(KIND_TITLES[kind])}</h3>' + claims_html(part))
         sec.caveats += [
             "Verdicts: supported = the test is significant in the claimed direction; contradicted = significant "
-            "against it; inconclusive = the test ran and found neither (absence of evidence, not evidence of "
-            "absence); insufficient data = the test could not run, and the row says what is missing.",
-            f"Multiplicity: Holm's correction over the {df.filter(pl.col('kind') == 'paper').height} paper rows "
-            "(column p (Holm)); paper rows' verdicts use the adjusted p. Conditions, checks, other papers' claims "
-            "and gclab's own questions are not corrected and not counted in the summary.",
+            "against it; absent = an equivalence test (TOST at α) puts the effect inside ±δ, the smallest effect "
+            "of interest declared in docs/EXPERIMENTS.md; inconclusive = the test ran and found neither (absence "
+            "of evidence, not evidence of absence; 'seeds needed' says how many seeds would give 80% power at δ "
+            "with the variance observed); insufficient data = the test could not run, and the row says what is "
+            "missing.",
+            f"Multiplicity: Holm's correction within each family (one figure of one paper, column family) of the "
+            f"{df.filter(pl.col('kind') == 'paper').height} paper rows (column p (Holm)); paper rows' verdicts use "
+            "the adjusted p. Conditions, checks, other papers' claims and gclab's own questions are not corrected "
+            "and not counted in the summary.",
             "Each verdict comes from `gclab claims`; statistics use completed runs only, and "
             "`n_seeds` counts independent replicates behind each test.",
         ]

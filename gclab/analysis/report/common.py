@@ -189,7 +189,7 @@ def log_scale(*columns, pad: float = 1.2, ticks: list | None = None) -> tuple[al
     )
 
 
-VERDICT_COLORS = dict(zip(VERDICTS, ("#2e7d32", "#c62828", "#8d8d8d", "#d0d0d0")))
+VERDICT_COLORS = dict(zip(VERDICTS, ("#2e7d32", "#c62828", "#1565c0", "#8d8d8d", "#d0d0d0")))
 
 
 def estimate_chart(

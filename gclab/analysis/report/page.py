@@ -97,6 +97,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 .v-good { background: #dff3e3; color: #1d6b2e; }
 .v-bad { background: #fbe1e1; color: #9b1c1c; }
 .v-meh { background: #eef0f3; color: #4a5363; }
+.v-absent { background: #e1ecfb; color: #0d47a1; }
 code { background: #eef0f3; padding: 0 3px; border-radius: 3px; font-size: 90%; }
 .chart-failed { color: #9b1c1c; font-weight: 600; }
 """
