@@ -59,7 +59,7 @@ def test_planted_store_supports_every_collected_claim(default_store):
     assert kinds[next(c for c in kinds if "Theorem 5.1" in c)] == "check"
     assert kinds[next(c for c in kinds if "interpolation threshold" in c)] == "literature"
     assert kinds[next(c for c in kinds if "generalization gap" in c)] == "toolkit"
-    assert summary(table) == "31 paper claims: 31 supported"
+    assert summary(table) == "51 paper claims: 51 supported"
     assert by_kind(table)["kind"].to_list() == sorted(table["kind"], key=KINDS.index)
 
 
