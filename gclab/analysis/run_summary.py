@@ -54,6 +54,8 @@ FITTED = f"(NOT {_IN_INTERPOLATING} OR coalesce(target_reached, false))"
 CONVENTIONS = {
     "gc": "GC is measured on the training set at the eval step with the highest test accuracy",
     "gc_last": "GC is measured on the training set at the last eval step",
+    "gc_matched": "GC is measured on the training set at the stop eval, where every run has zero training "
+    "error and the same training loss (the matched training loss, docs/EXPERIMENTS.md)",
     "test_loss": "test loss at the last eval step",
     "test_acc": "test accuracy at the last eval step",
 }
@@ -61,6 +63,7 @@ CONVENTIONS = {
 LABELS = {
     "gc": "GC at best test acc",
     "gc_last": "GC (last eval)",
+    "gc_matched": "GC at matched train loss",
     "test_loss": "test loss (last eval)",
     "test_acc": "final test accuracy",
 }
