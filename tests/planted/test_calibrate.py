@@ -14,7 +14,8 @@ def test_writes_every_test_with_rates_and_intervals(tmp_path, capsys):
     )
     cal = json.loads((tmp_path / "calibration.json").read_text())
     tested = [t for t in cal["tests"] if t.get("calibrated") is not False]
-    assert len(tested) == 3 + 8 and {t["experiment"] for t in tested} == {"igr", "bfd"}
+    # igr: β_h, β_b, h/b and its robustness row; bfd: 4 claims × 2 datasets
+    assert len(tested) == 4 + 8 and {t["experiment"] for t in tested} == {"igr", "bfd"}
     for t in tested:
         assert t["n_null"] == 4 and t["n_effect"] == 3
         k = round(t["false_positive_rate"] * 4)
