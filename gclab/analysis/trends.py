@@ -5,7 +5,8 @@ One row per heuristic: L2, spectral, flatness, static label corruption and per-s
 on test accuracy; depth at init (fig2, GC at step 0) and fig2's "outputs shrink toward 0".
 
 Measurement points (docs/EXPERIMENTS.md): fig3 and gcreg read GC at best smoothed test accuracy
-(the paper's §4 point), fig4* at the matched training loss where every run stopped (`GC_POINT`);
+(the paper's §4 point), fig4* at the matched training loss where every run stopped
+(`analysis.trend_claims.GC_POINT`);
 each GC row has a `toolkit` robustness row reading the other point. Rows that hold by construction
 (fig2 under the fan-in ReLU scheme, the GC penalty lowering GC) say so in their statistic.
 
@@ -35,7 +36,6 @@ strengths or enough runs for the fixed effects → insufficient data.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -45,187 +45,11 @@ from scipy import stats
 from gclab.analysis.deltas import declared
 from gclab.analysis.result import ALPHA, Analysis, claim, claims_frame, defer, insufficient
 from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
+from gclab.analysis.trend_claims import POOLED, Heuristic, fig2_heuristics, heuristics
 from gclab.analysis.trend_figures import FIG3_REGS, FIGURE_TABLES, fig2_families
 from gclab.analysis.verdict import judge
 from gclab.store.db import query
-from gclab.store.sweeps import FIG4_SWEEPS, INTERPOLATING_SWEEPS, TREND_SWEEPS, sql_in
-
-PAPER_FAMILY = "trunc_normal_fan_in/relu"  # init/activation of the paper's standard scheme (GC paper §3)
-POOLED = "pooled"
-
-
-@dataclass(frozen=True)
-class Heuristic:
-    name: str
-    sweep: str
-    x: str  # runs column that varies
-    y: str  # statistic column of the run frame
-    direction: int  # paper's direction of y as x grows: -1 decreases, +1 increases
-    claim: str
-    log: bool = True  # regress log y (positive statistics such as GC)
-    fixed: str | None = None  # the other fig4 axis, held at the value with the widest grid of x
-    source: str = ""  # where the paper states the claim
-    family: str | None = None  # fig2: one init/activation family, or POOLED (all, family fixed effects)
-    kind: str = "paper"
-    spec: str | None = None  # its key in analysis.deltas.DELTAS (paper rows); default "<sweep>:<y>"
-    note: str = ""  # why the row holds by construction, or what it does and does not test
-
-
-# Where GC is read (docs/EXPERIMENTS.md, measurement points): the paper's point per sweep, and the
-# other point, which a `toolkit` robustness row reads so a reader sees whether the verdict depends on it.
-GC_POINT = {"fig3": "gc", "gcreg": "gc", **dict.fromkeys(FIG4_SWEEPS, "gc_last")}
-GC_AT = {"gc": "at best smoothed test accuracy", "gc_last": "at matched training loss (the stop eval)"}
-GC_AT_OTHER = {"gc": "at best smoothed test accuracy", "gc_last": "at the last eval"}
-FIG3_TEXT = {
-    "label_noise": "the fraction of statically corrupted training labels (replaced once, then memorized; "
-    "not the paper's label noise in SGD)",
-    "step_label_noise": "per-step label noise (each batch label redrawn with probability p at every step: "
-    "label noise in SGD, the paper's ref. [15])",
-}
-GCREG_NOTE = (
-    "holds by construction: the penalty is the batch's GC, so the optimizer lowers GC because it is told to; "
-    "the row checks the penalty works, not a regularizer's side effect"
-)
-FIG2_NOTE = (
-    "holds by construction: with variance-1/fan_in weights and zero biases each ReLU layer halves the "
-    "second moment of its input (the 2^−L variance halving), so outputs shrink as 2^−L/2 and GC at init "
-    "falls as 2^−L"
-)
-
-
-def _robust(h: Heuristic) -> Heuristic:
-    """The robustness row of a GC claim: the same trend with GC read at the sweep's other point."""
-    other = "gc_last" if h.y == "gc" else "gc"
-    return replace(
-        h,
-        name=f"{h.name} [GC {GC_AT_OTHER[other]}]",
-        y=other,
-        claim=f"{h.claim} — robustness: GC read {GC_AT_OTHER[other]}",
-        kind="toolkit",
-        source=f"{h.source}; gclab robustness check of the measurement point",
-    )
-
-
-def heuristics() -> list[Heuristic]:
-    rows = []
-    for reg in FIG3_REGS:
-        h = Heuristic(
-            reg,
-            "fig3",
-            reg,
-            GC_POINT["fig3"],
-            -1,
-            f"GC ({GC_AT['gc']}) decreases as {FIG3_TEXT.get(reg, reg + ' strength')} increases",
-            source="GC paper §4, Fig. 3; SM C.5",
-            spec="fig3:gc",
-        )
-        rows += [h, _robust(h)]
-    h = Heuristic(
-        "gc_reg",
-        "gcreg",
-        "gc_reg",
-        GC_POINT["gcreg"],
-        -1,
-        "GC decreases as the explicit GC penalty increases",
-        source="GC paper SM C.4",
-        spec="gcreg:gc",
-        note=GCREG_NOTE,
-    )
-    rows += [
-        h,
-        _robust(h),
-        Heuristic(
-            "gc_reg → test acc",
-            "gcreg",
-            "gc_reg",
-            "test_acc",
-            +1,
-            "test accuracy increases with the explicit GC penalty",
-            log=False,
-            source="GC paper SM C.4",
-        ),
-    ]
-    for sweep, opt in FIG4_SWEEPS.items():
-        src = "GC paper §5, Fig. 4" if sweep == "fig4" else "GC paper SM C.7–C.8"
-        gc = GC_POINT[sweep]
-        for x, fixed, direction, text in [
-            ("lr", "batch_size", -1, "higher learning rate gives lower GC"),
-            ("batch_size", "lr", +1, "larger batch size gives higher GC"),
-        ]:
-            h = Heuristic(
-                f"{x} ({opt})",
-                sweep,
-                x,
-                gc,
-                direction,
-                f"{text} ({opt}; GC {GC_AT[gc]})",
-                fixed=fixed,
-                source=src,
-                spec=f"{sweep}:gc",
-            )
-            rows += [h, _robust(h)]
-        for x, fixed, direction, text in [
-            ("lr", "batch_size", +1, "higher learning rate gives higher test accuracy"),
-            ("batch_size", "lr", -1, "smaller batch size gives higher test accuracy"),
-        ]:
-            rows.append(
-                Heuristic(
-                    f"{x} → test acc ({opt})",
-                    sweep,
-                    x,
-                    "test_acc",
-                    direction,
-                    f"{text} ({opt})",
-                    log=False,
-                    fixed=fixed,
-                    source=src,
-                    spec=f"{sweep}:test_acc",
-                )
-            )
-    return rows
-
-
-def fig2_heuristics(families: list[str]) -> list[Heuristic]:
-    """The two fig2 claims for every init/activation family present and the pooled fit. The named
-    schemes are the paper's (§3: the standard scheme; SM C.1: "a number of other common activation
-    functions and initialization setups"), so each is a `paper` row; torch's `default` init (random
-    biases) and the pooled fit are `toolkit` rows."""
-    rows = []
-    for name, y, text, src in [
-        ("depth at init", "gc_first", "GC at initialization decreases with depth", "GC paper §3, Fig. 2 right"),
-        (
-            "depth → |output| at init",
-            "abs_output",
-            "network outputs at initialization shrink toward 0 with depth",
-            "GC paper §3, Fig. 2 left",
-        ),
-    ]:
-        for fam in [PAPER_FAMILY, POOLED, *sorted(set(families) - {PAPER_FAMILY})]:
-            standard = fam == PAPER_FAMILY
-            paper = fam != POOLED and not fam.startswith("default/")
-            label = (
-                ": the paper's standard scheme, zero biases"
-                if standard
-                else ": all families, family fixed effects"
-                if fam == POOLED
-                else ""
-            )
-            rows.append(
-                Heuristic(
-                    f"{name} [{fam}]",
-                    "fig2",
-                    "depth",
-                    y,
-                    -1,
-                    f"{text} ({fam}{label})",
-                    source=src if standard else f"{src}; SM C.1" if paper else f"{src}; SM C.1 (breakdown by gclab)",
-                    family=fam,
-                    kind="paper" if paper else "toolkit",
-                    note=FIG2_NOTE if standard else "",
-                )
-            )
-    return rows
-
+from gclab.store.sweeps import INTERPOLATING_SWEEPS, TREND_SWEEPS, sql_in
 
 _TREND_SQL = with_runs(f"""
 SELECT rs.run_id, rs.sweep, rs.seed, rs.lr, rs.batch_size, rs.depth, rs.init, rs.activation,

@@ -1,6 +1,6 @@
 import polars as pl
 
-from gclab.analysis import trends
+from gclab.analysis import trend_claims, trends
 from gclab.planted.store import sweep_runs
 from gclab.store.sweeps import TREND_SWEEPS
 from tests._helpers.planted import assert_calibrated, build, memory, null_counts, verdicts
@@ -43,7 +43,7 @@ def test_rows_that_hold_by_construction_say_so():
     assert (
         "2^−L variance halving"
         in texts[
-            f"GC at initialization decreases with depth ({trends.PAPER_FAMILY}: "
+            f"GC at initialization decreases with depth ({trend_claims.PAPER_FAMILY}: "
             "the paper's standard scheme, zero biases)"
         ]
     )
@@ -66,7 +66,7 @@ def test_a_failing_fig2_family_is_its_own_row_not_averaged_away():
         if r["claim"].startswith("GC at init")
     }
     assert got[("he_normal/tanh", "paper")] == "contradicted"  # SM C.1: a paper row of its own
-    assert got[(trends.PAPER_FAMILY, "paper")] == "supported" and got[("pooled", "toolkit")] == "supported"
+    assert got[(trend_claims.PAPER_FAMILY, "paper")] == "supported" and got[("pooled", "toolkit")] == "supported"
     assert sum(v == "contradicted" for v in got.values()) == 1 and len(got) == 11
 
 
