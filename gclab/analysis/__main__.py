@@ -45,7 +45,7 @@ def _claims(args) -> None:
         return
     # The method text and source are in --json and the report; the terminal keeps what fits a line.
     shown = table.select(
-        "kind", "claim", "verdict", "experiment", "value", "p_value", "p_adjusted", "n_runs", "n_seeds"
+        "kind", "claim", "verdict", "family", "value", "delta", "p_value", "p_adjusted", "n_seeds", "seeds_needed"
     )
     with pl.Config(
         tbl_rows=-1,
@@ -58,7 +58,10 @@ def _claims(args) -> None:
         for (kind,), part in shown.group_by("kind", maintain_order=True):
             print(f"\n== {kind} ({part.height} rows)")
             print(part.drop("kind"))
-    print(f"\n{summary(table)}; p_adjusted = Holm over the paper rows (verdicts of paper rows use it)")
+    print(
+        f"\n{summary(table)}; p_adjusted = Holm within each family of paper rows (verdicts of paper rows use it); "
+        "delta = smallest effect of interest; seeds_needed = seeds for 80% power at delta"
+    )
 
 
 # The toolkit's headline claims: double descent and the U-curve, Theorem 5.1, the Eq. 6 identity, Fig. 4.

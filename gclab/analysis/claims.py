@@ -1,5 +1,5 @@
 """The paper's claims, one row each, with verdicts: every analysis module's claim rows, in order,
-then Holm's correction over the `paper` rows (`analysis.verdict.holm`).
+then Holm's correction within each declared family of `paper` rows (`analysis.verdict.holm`).
 
 Never raises on a store that is empty or partly collected: each module returns `insufficient
 data` rows then. A module that fails on unexpected data is reported as one `insufficient data`
@@ -81,7 +81,7 @@ def run_all(con) -> dict[str, Analysis]:
 
 
 def combine(results: dict[str, Analysis]) -> pl.DataFrame:
-    """The claim rows of `run_all`'s results as one table, Holm-adjusted over its paper rows."""
+    """The claim rows of `run_all`'s results as one table, Holm-adjusted within the paper rows' families."""
     return holm(pl.concat([a.claims for a in results.values()], how="vertical").select(CLAIM_COLUMNS))
 
 
@@ -97,7 +97,8 @@ def by_kind(table: pl.DataFrame) -> pl.DataFrame:
 
 
 def summary(table: pl.DataFrame) -> str:
-    """One line counting the verdicts of the paper rows only (the other kinds are not the paper's claims)."""
+    """One line counting the verdicts of the paper rows only (the other kinds are not the paper's claims), in the
+    order of VERDICTS: supported, contradicted, absent, inconclusive, insufficient data."""
     paper = table.filter(pl.col("kind") == "paper")
     counts = paper.group_by("verdict").len()
     parts = [f"{n} {v}" for v, n in sorted(counts.iter_rows(), key=lambda r: VERDICTS.index(r[0]))]

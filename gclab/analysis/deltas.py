@@ -28,6 +28,9 @@ class Spec:
 
 DELTAS: dict[str, Spec] = {
     "fig1:arc": Spec("gc:fig1", 0.1, "arc-length ratio to the minimal interpolant's", reference=1.0),
+    "fig1:own_arc": Spec(
+        "gc:fig1", 0.05, "largest arc / own-polyline ratio over evals, around the bound 1.1", reference=1.1
+    ),
     "fig1:gc_growth": Spec("gc:fig1", 0.05, "GC(first eval) / GC(fit), around the 0.1 boundary", reference=0.1),
     "fig2:gc_first": Spec("gc:fig2", LOG_10PCT, "log GC at init over the depth grid"),
     "fig2:abs_output": Spec("gc:fig2", LOG_10PCT, "log mean |output| at init over the depth grid"),

@@ -238,7 +238,7 @@ def _own_claim(own: pl.DataFrame) -> dict:
     )
     per_run = own.group_by("run_id").agg(pl.col("seed").first(), pl.col("ratio").max(), pl.len().alias("n"))
     r, n_seeds = per_run["ratio"].to_numpy(), per_run["seed"].n_unique()
-    kw = {**PAPER, "family": ARC_SPEC["family"]}
+    kw = {**PAPER, **declared("fig1:own_arc")}
     if len(r) < 2 or n_seeds < 2 or np.ptp(r) == 0:
         why = f"needs ≥ 2 seeds with probe curves and some spread; have {n_seeds}"
         return insufficient(OWN_CLAIM, "fig1", method, why, n_runs=len(r), n_seeds=n_seeds, **kw)

@@ -3,7 +3,10 @@
 Every claim test runs on `--null` planted stores with no effect (false-positive rate: how often
 it says `supported`, with a Clopper–Pearson 95% CI; and how often `contradicted`) and on
 `--effect` stores with the effect of `CASES` planted in the paper's direction (power: how often
-`supported`). Stores live in in-memory DuckDB (`planted.store.planted_connection`), so the
+`supported`). Where a case can plant an effect of exactly the rows' δ (`Case.at_delta`,
+docs/EXPERIMENTS.md "Families and smallest effects of interest"), `--null` more stores carry it:
+how often such a row is called `absent` there (TOST's level: target ≤ α + 0.02) and how often
+`supported` (the power at δ; target 0.8). Stores live in in-memory DuckDB (`planted.store.planted_connection`), so the
 analysis SQL and statistics are exactly those of `gclab claims`, module by module,
 before Holm's correction (each test's own calibration; Holm only makes paper rows stricter).
 Writes `<out>/calibration.json`, which the report's "How far to trust these verdicts" shows.
@@ -26,10 +29,14 @@ from statsmodels.stats.proportion import proportion_confint
 
 from gclab.analysis import bfd, double_descent, fig1, igr, theorem
 from gclab.analysis.claims import MODULES
-from gclab.analysis.result import ALPHA, CONTRADICTED, INSUFFICIENT, SUPPORTED
+from gclab.analysis.deltas import DELTAS
+from gclab.analysis.result import ABSENT, ALPHA, CONTRADICTED, INSUFFICIENT, SUPPORTED
 from gclab.planted.store import EFFECTS, planted_connection
 from gclab.store.sweeps import TREND_SWEEPS
 
+# Effects of exactly δ (analysis.deltas): trends and igr on the log-GC scale over the grid; bfd as fractions of
+# the ceiling (the FFD row's value, FFD/ceiling − 0.95, is +δ when the FFD sits FFD_MARGIN − δ below it).
+D_TREND, D_ACC, D_IGR, D_BFD = (DELTAS[k].delta for k in ("fig3:gc", "fig4:test_acc", "igr:elasticity", "bfd:fraction"))
 CADENCE = {"steps": 20, "log_every": 10, "eval_every": 10}  # few rows per run; the statistics see run summaries
 TARGET_FPR, TARGET_POWER = ALPHA + 0.02, 0.8
 FILE = "calibration.json"
@@ -59,6 +66,8 @@ class Case:
     null: dict
     effect: dict
     tables: tuple[str, ...] = ("runs", "evals")  # what the tests read
+    at_delta: dict | None = None  # effects planting exactly each row's δ (absent rate, power at δ)
+    power_target: bool = True  # False: a null-only case (power shown, not a target)
 
 
 CASES = (
@@ -69,6 +78,7 @@ CASES = (
         {"trend_slope": 0.0, "acc_slope": 0.0, "output_shrink": 0.0},
         {"trend_slope": 0.3, "acc_slope": 0.03, "output_shrink": 0.3},
         ("runs", "evals", "probes"),
+        at_delta={"trend_slope": D_TREND, "acc_slope": D_ACC, "output_shrink": D_TREND},
     ),
     Case(
         "fig5",
@@ -77,7 +87,23 @@ CASES = (
         {"fig5_peak": 0.0, "u_curvature": 0.0},
         {"fig5_peak": 1.0, "u_curvature": 0.4},
     ),
-    Case("igr", ("igr",), ("igr",), {"igr_slope": 0.0}, {"igr_slope": -0.1}),
+    # GC over three decades, 10× the test-loss noise on the high-GC arm: the null the U test must survive.
+    Case(
+        "fig5 heteroscedastic",
+        ("ucurve",),
+        ("fig5",),
+        {"fig5_peak": 2.0, "u_curvature": 0.0, "fig5_noise_ratio": 10.0},
+        {"fig5_peak": 2.0, "u_curvature": 0.4, "fig5_noise_ratio": 10.0},
+        power_target=False,
+    ),
+    Case(
+        "igr",
+        ("igr",),
+        ("igr",),
+        {"igr_slope": 0.0},
+        {"igr_slope": -0.1},
+        at_delta={"igr_slope": -D_IGR},
+    ),
     Case(
         "bfd",
         ("bfd",),
@@ -85,6 +111,7 @@ CASES = (
         {"bfd_drop": 0.0, "bfd_random_gap": 0.0, "ffd_deficit": bfd.FFD_MARGIN},
         {"bfd_drop": 0.05, "bfd_random_gap": 0.02, "ffd_deficit": 0.0},
         ("runs", "evals", "fdim"),
+        at_delta={"bfd_drop": D_BFD, "bfd_random_gap": 0.0, "ffd_deficit": bfd.FFD_MARGIN - D_BFD},
     ),
     Case("measures", ("measures",), ("gcreg",), {"measure_corr": 0.0}, {"measure_corr": 0.5}),
     Case(
@@ -100,7 +127,7 @@ CASES = (
 
 
 def verdicts(case: Case, effects: dict, rng_seed: int) -> pl.DataFrame:
-    """claim, kind, experiment, verdict of every calibrated row of one planted store."""
+    """claim, kind, experiment, verdict, delta of every calibrated row of one planted store."""
     con = planted_connection(
         sweeps=case.sweeps, cadence=CADENCE, rng_seed=rng_seed, effects=effects, tables=case.tables
     )
@@ -108,12 +135,13 @@ def verdicts(case: Case, effects: dict, rng_seed: int) -> pl.DataFrame:
         frames = [MODULES[m].analyze(con).claims for m in case.modules]
     finally:
         con.close()
-    rows = pl.concat(frames).select("claim", "kind", "experiment", "verdict")
+    rows = pl.concat(frames).select("claim", "kind", "experiment", "verdict", "delta")
     return rows.filter(~pl.col("claim").is_in(list(NOT_CALIBRATED)))
 
 
 def rates(case: Case, effects: dict, n: int, seed0: int, pool=None) -> pl.DataFrame:
-    """Per claim: n stores, times supported, contradicted and insufficient over `n` planted stores."""
+    """Per claim: n stores, times supported, contradicted, absent and insufficient over `n` planted stores,
+    and whether the row declares a δ (so it can be absent)."""
     one = partial(verdicts, case, effects)
     seeds = range(seed0, seed0 + n)
     runs = pl.concat(list(pool.map(one, seeds, chunksize=8) if pool else map(one, seeds)))
@@ -121,7 +149,9 @@ def rates(case: Case, effects: dict, n: int, seed0: int, pool=None) -> pl.DataFr
         pl.len().alias("n"),
         (pl.col("verdict") == SUPPORTED).sum().alias("supported"),
         (pl.col("verdict") == CONTRADICTED).sum().alias("contradicted"),
+        (pl.col("verdict") == ABSENT).sum().alias("absent"),
         (pl.col("verdict") == INSUFFICIENT).sum().alias("insufficient"),
+        pl.col("delta").is_not_null().any().alias("has_delta"),
     )
 
 
@@ -131,28 +161,45 @@ def _ci(k: int, n: int) -> list[float]:
 
 def calibrate_case(case: Case, n_null: int, n_effect: int, pool=None) -> list[dict]:
     null, power = rates(case, case.null, n_null, 10_000, pool), rates(case, case.effect, n_effect, 20_000, pool)
+    keys = ["claim", "kind", "experiment"]
+    joined = null.join(power.drop("has_delta"), on=keys, suffix="_effect")
+    if case.at_delta is not None:
+        at = rates(case, case.at_delta, n_null, 30_000, pool).drop("has_delta")
+        joined = joined.join(at, on=keys, suffix="_delta", how="left")
     out = []
-    for r in null.join(power, on=["claim", "kind", "experiment"], suffix="_effect").iter_rows(named=True):
+    for r in joined.iter_rows(named=True):
         fpr, pw = r["supported"] / r["n"], r["supported_effect"] / r["n_effect"]
-        out.append(
-            {
-                "claim": r["claim"],
-                "kind": r["kind"],
-                "experiment": r["experiment"],
-                "case": case.name,
-                "null_effects": case.null,
-                "planted_effects": case.effect,
-                "n_null": r["n"],
-                "false_positive_rate": fpr,
-                "fpr_ci": _ci(r["supported"], r["n"]),
-                "contradicted_rate_null": r["contradicted"] / r["n"],
-                "insufficient_null": r["insufficient"],
-                "n_effect": r["n_effect"],
-                "power": pw,
-                "power_ci": _ci(r["supported_effect"], r["n_effect"]),
-                "meets_target": fpr <= TARGET_FPR and pw >= TARGET_POWER,
+        row = {
+            "claim": r["claim"],
+            "kind": r["kind"],
+            "experiment": r["experiment"],
+            "case": case.name,
+            "null_effects": case.null,
+            "planted_effects": case.effect,
+            "n_null": r["n"],
+            "false_positive_rate": fpr,
+            "fpr_ci": _ci(r["supported"], r["n"]),
+            "contradicted_rate_null": r["contradicted"] / r["n"],
+            "absent_rate_null": r["absent"] / r["n"],
+            "insufficient_null": r["insufficient"],
+            "n_effect": r["n_effect"],
+            "power": pw,
+            "power_ci": _ci(r["supported_effect"], r["n_effect"]),
+            "power_target": case.power_target,
+        }
+        ok = fpr <= TARGET_FPR and (pw >= TARGET_POWER or not case.power_target)
+        if case.at_delta is not None and r["has_delta"] and r.get("n_delta"):
+            n_d = r["n_delta"]
+            row |= {
+                "delta_effects": case.at_delta,
+                "n_delta": n_d,
+                "absent_at_delta": r["absent_delta"] / n_d,
+                "absent_at_delta_ci": _ci(r["absent_delta"], n_d),
+                "power_at_delta": r["supported_delta"] / n_d,
+                "power_at_delta_ci": _ci(r["supported_delta"], n_d),
             }
-        )
+            ok = ok and row["absent_at_delta"] <= TARGET_FPR
+        out.append(row | {"meets_target": ok})
     return out
 
 

@@ -52,6 +52,7 @@ EFFECTS: dict = {
     "fig5_peak": 1.0,  # fig5: GC = profile^fig5_peak; 1 peaks at the threshold, −1 dips, 0 flat
     "u_curvature": 0.4,  # fig5: test loss = 1 + u (GC − 1)²; < 0 an inverted U
     "fig5_noise": 0.05,  # fig5: sd of test loss between runs
+    "fig5_noise_ratio": 1.0,  # fig5: × that sd from the interpolation threshold up (the two U arms' noise differs)
     "thm_slope_T": -0.3,  # thm51: Δ log Σ T² over training
     "thm_slope_grad": -1.5,  # thm51: Δ log ||∇θ f||² over training
     "thm_violations": 0,  # thm51: planted rows with gc_x > bound_tight (per run)
@@ -138,13 +139,16 @@ def bfd_ceiling(cfg: RunConfig, b: int) -> int:
 
 def _fig5(cfg: RunConfig, widths: list[int], fx: dict, rng, offset: float) -> Plant:
     """GC = profile^fig5_peak (the profile peaks at the interior interpolation threshold) and
-    test loss = 1 + u (GC − 1)²: double descent in width and a U in GC at the defaults."""
+    test loss = 1 + u (GC − 1)²: double descent in width and a U in GC at the defaults. The profile
+    spans 30× (fig5_peak = 2: 900×, three decades); widths from the threshold up, the high-GC arm,
+    have fig5_noise_ratio × the test-loss noise of the others (a heteroscedastic null at u = 0)."""
     i, n = widths.index(cfg.width), len(widths)
     p = (n - 1) // 2
     train_acc = 1.0 if i >= p else 1.0 - 0.3 * (1 - i / p)
     profile = 0.1 + 2.9 * (i / p) ** 2 if i <= p else 1.2 + 1.8 * math.exp(-(i - p) / 1.5)
     g = profile ** fx["fig5_peak"] * math.exp(fx["seed_noise"] * rng.standard_normal() + offset)
-    tl = 1.0 + fx["u_curvature"] * (g - 1.0) ** 2 + fx["fig5_noise"] * rng.standard_normal()
+    noise = fx["fig5_noise"] * (fx["fig5_noise_ratio"] if i >= p else 1.0)
+    tl = 1.0 + fx["u_curvature"] * (g - 1.0) ** 2 + noise * rng.standard_normal()
     trl = 0.02 + 0.5 * (1 - train_acc)
     return Plant(g, tl, trl, max(0.0, 0.85 - 0.2 * (tl - 1.0)), train_acc, math.log(g))
 

@@ -7,6 +7,7 @@ import polars as pl
 
 from gclab.analysis import igr
 from gclab.analysis.claims import by_kind, claims_table, run_all, summary
+from gclab.analysis.deltas import DELTAS
 from gclab.analysis.result import CLAIM_COLUMNS, CLAIM_SCHEMA, KINDS, VERDICTS
 from gclab.analysis.verdict import holm
 from gclab.planted.calibrate import CADENCE
@@ -50,6 +51,10 @@ def test_planted_store_supports_every_collected_claim(default_store):
     assert set(rest["verdict"]) == {"supported"}, rest.filter(pl.col("verdict") != "supported")
     assert table.filter(pl.col("claim") == igr.RATIO_CLAIM)["verdict"].to_list() == ["inconclusive"]
     paper = table.filter(pl.col("kind") == "paper")
+    # Every paper row carries its declared Holm family and δ (analysis.deltas); the other kinds none.
+    assert paper["family"].is_not_null().all() and paper["delta"].is_not_null().all()
+    assert set(paper["family"]) <= {s.family for s in DELTAS.values()}
+    assert table.filter(pl.col("kind") != "paper")["family"].is_null().all()
     assert paper.height == 52 and paper["p_adjusted"].is_not_null().sum() == paper["p_value"].is_not_null().sum()
     assert (paper.drop_nulls("p_value").select(pl.col("p_adjusted") >= pl.col("p_value")).to_series()).all()
     assert table.filter(pl.col("kind") != "paper")["p_adjusted"].is_null().all()
@@ -143,3 +148,12 @@ def test_deferred_tables_are_computed_once_on_first_use():
     assert calls == [] and set(result.tables) == {"kept"}
     assert result.table("b")["x"].to_list() == [2] and result.table("a")["x"].to_list() == [1]
     assert calls == ["con"] and set(result.tables) == {"kept", "a", "b"}
+
+
+def test_summary_counts_absent_in_verdict_order_and_only_paper_rows():
+    from gclab.analysis.result import claim, claims_frame
+
+    verdicts = ["inconclusive", "absent", "supported", "absent"]
+    rows = [claim(f"c{i}", "fig4", "s", v, kind="paper", source="x", family="gc:fig4") for i, v in enumerate(verdicts)]
+    rows.append(claim("t", "measures", "s", "absent", kind="toolkit", source="x"))
+    assert summary(claims_frame(rows)) == "4 paper claims: 1 supported, 2 absent, 1 inconclusive"

@@ -8,6 +8,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from gclab.analysis.report import render
 from gclab.analysis.report.pngcheck import blankness, is_blank
 
@@ -29,6 +31,7 @@ SECTIONS = (
     "measures",
 )
 FIGURES = (
+    "claims_forest",
     "demo_test_loss",
     "fig1_function",
     "fig1_arclength_gc",
@@ -295,3 +298,44 @@ def test_a_failing_analysis_is_its_claims_row_and_its_section_says_so(tmp_path, 
     fig5 = section_html(doc, "fig5")
     assert "failed to render" in fig5 and "analysis.double_descent has no table" in fig5
     assert "data-figure" not in fig5
+
+
+def test_forest_plot_standardizes_paper_rows_by_their_delta_around_their_reference():
+    from gclab.analysis.report.forest import forest_chart, standardized
+    from gclab.analysis.result import claim, claims_frame
+
+    rows = [
+        claim(
+            "slope",
+            "fig4",
+            "s",
+            "supported",
+            kind="paper",
+            source="x",
+            family="gc:fig4",
+            delta=0.02,
+            value=-0.05,
+            ci=(-0.07, -0.03),
+        ),
+        claim(
+            "ratio",
+            "fig1",
+            "s",
+            "absent",
+            kind="paper",
+            source="x",
+            family="gc:fig1",
+            delta=0.1,
+            reference=1.0,
+            value=1.04,
+            ci=(0.98, 1.09),
+        ),
+        claim("no delta", "fig4", "s", "supported", kind="paper", source="x", family="gc:fig4", value=3.0),
+        claim("toolkit", "measures", "s", "supported", kind="toolkit", source="x", delta=1.0, value=3.0),
+    ]
+    df = standardized(claims_frame(rows))
+    assert df["claim"].to_list() == ["slope", "ratio"] and df["label"][0] == "gc:fig4: slope"
+    # By hand: −0.05/0.02 = −2.5, CI [−3.5, −1.5]; (1.04 − 1)/0.1 = 0.4, CI [−0.2, 0.9].
+    for got, want in zip(df.select("std", "std_lo", "std_hi").rows(), [(-2.5, -3.5, -1.5), (0.4, -0.2, 0.9)]):
+        assert got == pytest.approx(want, abs=1e-12)
+    assert forest_chart(claims_frame(rows[2:])) is None  # nothing with both a value and δ: no chart

@@ -228,6 +228,40 @@ def _console_errors(events) -> list[str]:
     return out
 
 
+FOREST_JS = r"""
+(() => { const el = document.querySelector('#chart-claims_forest');
+  const box = el.getBoundingClientRect();
+  const fills = Array.from(el.querySelectorAll('g.role-mark path')).map(n => n.getAttribute('fill'))
+      .filter(f => f && f !== 'none');
+  return {x: box.x + window.scrollX, y: box.y + window.scrollY, width: box.width, height: box.height,
+          dots: el.querySelectorAll('g.mark-symbol path').length, fills: Array.from(new Set(fills))}; })()
+"""
+
+
+def _check_forest(browser, session, path: Path) -> None:
+    """The forest plot of the paper rows: one dot per paper row with an estimate and δ, coloured by verdict,
+    and a screenshot of just that chart that is not blank."""
+    from gclab.analysis.report.common import VERDICT_COLORS
+
+    f = _evaluate(browser, session, FOREST_JS)
+    assert f["width"] > 300 and f["height"] > 200 and f["dots"] >= 20, f
+    assert set(f["fills"]) & set(VERDICT_COLORS.values()), f  # the dots carry verdict colours
+    shot = browser.send(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {**{k: f[k] for k in ("x", "y", "width", "height")}, "scale": 1},
+        },
+        session=session,
+        timeout=60,
+    )
+    path.write_bytes(base64.b64decode(shot["data"]))
+    facts = blankness(path)
+    assert facts["n_colors"] > 20 and facts["modal_share"] < 0.97 and facts["std"] > 5, facts
+    print(f"forest screenshot: {path} {facts}", file=sys.stderr)
+
+
 def test_report_renders_in_headless_chromium(chromium, report):
     expected_figures = _sibling("test_report.py").expected_figures  # the charts the page must have
     index = Path(report)
@@ -297,6 +331,7 @@ def test_report_renders_in_headless_chromium(chromium, report):
         facts = blankness(path)
         assert facts["height"] >= 2000 and facts["n_colors"] > 50, facts
         print(f"screenshot: {path}", file=sys.stderr)
+        _check_forest(browser, session, index.parent / "forest.png")
     finally:
         browser.close()
         shutil.rmtree(profile, ignore_errors=True)

@@ -1,6 +1,8 @@
 """ "How far to trust these verdicts": the calibration of every claim test (`make calibrate`,
 which writes `<out>/calibration.json`), one row per test: false-positive rate with its 95%
-Clopper–Pearson CI over null planted stores, and power at the planted effect it names."""
+Clopper–Pearson CI over null planted stores, power at the planted effect it names, and where the
+store can plant an effect of exactly the row's δ: how often the row is wrongly called absent there
+and its power at δ."""
 
 from __future__ import annotations
 
@@ -22,16 +24,27 @@ def _effects(fx: dict) -> str:
     return ", ".join(f"{k} = {v:g}" if isinstance(v, (int, float)) else f"{k} = {v}" for k, v in fx.items())
 
 
+def _at_delta(t: dict) -> str:
+    """Absent rate and power on stores planting exactly δ (— where the case cannot plant δ)."""
+    if "n_delta" not in t:
+        return '<td class="num">—</td><td class="num">—</td>'
+    return (
+        f'<td class="num">{_pct(t["absent_at_delta"])} of {t["n_delta"]}</td>'
+        f'<td class="num">{_pct(t["power_at_delta"])}</td>'
+    )
+
+
 def table_html(cal: dict) -> str:
     head = (
         "<tr><th>claim</th><th>kind</th><th>false positives (supported on a null)</th><th>95% CI</th>"
-        "<th>contradicted on a null</th><th>power</th><th>planted effect</th><th>meets target</th></tr>"
+        "<th>contradicted on a null</th><th>power</th><th>planted effect</th><th>absent at an effect of δ</th>"
+        "<th>power at δ</th><th>meets target</th></tr>"
     )
     rows = []
     for t in cal["tests"]:
         if t.get("calibrated") is False:
             rows.append(
-                f'<tr><td>{esc(t["claim"])}</td><td colspan="7" class="note">not calibrated: {esc(t["why"])}</td></tr>'
+                f'<tr><td>{esc(t["claim"])}</td><td colspan="9" class="note">not calibrated: {esc(t["why"])}</td></tr>'
             )
             continue
         lo, hi = t["fpr_ci"]
@@ -41,8 +54,10 @@ def table_html(cal: dict) -> str:
             f'<td class="num">{_pct(t["false_positive_rate"])} of {t["n_null"]}</td>'
             f'<td class="num">[{_pct(lo)}, {_pct(hi)}]</td>'
             f'<td class="num">{_pct(t["contradicted_rate_null"])}</td>'
-            f'<td class="num">{_pct(t["power"])} of {t["n_effect"]}</td>'
-            f'<td class="stat">{esc(_effects(t["planted_effects"]))}</td><td>{ok}</td></tr>'
+            f'<td class="num">{_pct(t["power"])} of {t["n_effect"]}'
+            f"{'' if t.get('power_target', True) else ' (shown, no target)'}</td>"
+            f'<td class="stat">{esc(_effects(t["planted_effects"]))}</td>'
+            f"{_at_delta(t)}<td>{ok}</td></tr>"
         )
     return f'<table class="claims calibration"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
@@ -61,8 +76,9 @@ def build(ctx) -> Section:
     cal = json.loads(path.read_text())
     n_bad = sum(1 for t in cal["tests"] if t.get("meets_target") is False)
     sec.html_blocks.append(
-        f'<p class="summary">Target: false-positive rate ≤ {_pct(cal["target_fpr"])} (α = {cal["alpha"]:g} plus 0.02) '
-        f"and power ≥ {_pct(cal['target_power'])}; {n_bad} test(s) miss it. {cal['n_null']} null stores and "
+        f'<p class="summary">Target: false-positive rate ≤ {_pct(cal["target_fpr"])} (α = {cal["alpha"]:g} plus 0.02), '
+        f"power ≥ {_pct(cal['target_power'])} at the planted effect, and `absent` at an effect of exactly δ in ≤ "
+        f"{_pct(cal['target_fpr'])} of stores; {n_bad} test(s) miss it. {cal['n_null']} null stores and "
         f"{cal['n_effect']} planted-effect stores per test.</p>" + table_html(cal)
     )
     sec.caveats += [

@@ -7,7 +7,8 @@ import math
 import polars as pl
 
 from gclab.analysis.claims import by_kind, combine, run_all, summary
-from gclab.analysis.report.common import Section, esc
+from gclab.analysis.report.common import Figure, Section, esc
+from gclab.analysis.report.forest import forest_chart
 from gclab.analysis.result import ABSENT, CONTRADICTED, INCONCLUSIVE, INSUFFICIENT, KINDS, SUPPORTED
 
 KIND_TITLES = {
@@ -133,6 +134,18 @@ def build(ctx) -> Section:
         sec.empty_note = "No claim can be tested yet: the store has no runs of the experiments behind them."
     else:
         sec.html_blocks.append(f'<p class="summary">{esc(summary(df))}.</p>')
+        forest = forest_chart(df)
+        if forest is not None:
+            sec.figures.append(
+                Figure(
+                    "claims_forest",
+                    forest,
+                    "Every paper row with an estimate: (value − reference)/δ with its 95% CI (a TOST row: 90%), "
+                    "δ the row's smallest effect of interest (docs/EXPERIMENTS.md); the shaded band is ±δ. "
+                    "Colour: the verdict. The sign is the estimate's on the row's own scale (a claimed decrease "
+                    "is supported to the left).",
+                )
+            )
         sec.html_blocks.append(_excluded_html(ctx))
         for kind in KINDS:
             part = df.filter(pl.col("kind") == kind)
