@@ -1,5 +1,6 @@
 """Batch functional dimension (the BFD paper, Bona-Pellissier et al. 2024) on the bfd sweep, from the
-`fdim` table (docs/EXPERIMENTS.md, bfd), one set of rows per output (`OUTPUTS`: softmax, logits).
+`fdim` table (docs/EXPERIMENTS.md, bfd): one set of rows per dataset (never pooled: their ceilings
+differ), each claim ONE test over both output heads (softmax, logits: replications of one claim).
 
 - over training: per run, the change of the training-input BFD from the first to the last eval
   as a fraction of the ceiling (claim: < 0); per-run Kendall τ of BFD against step is tabled.
@@ -11,15 +12,18 @@
   - train (test) BFD below the FFD: (BFD − FFD) / ceiling per run (claim: < 0);
   - the FFD close to the ceiling `bfd_max` (P − #hidden for logits, docs/EXPERIMENTS.md):
     FFD / ceiling − (1 − `FFD_MARGIN`) per run (claim: > 0);
+  - both are `insufficient data` unless every run of the dataset has plateaued: otherwise the FFD
+    is only a lower bound and a comparison against it cannot be read;
   - `check`: the nested batches have plateaued — the rank at the largest n equals the rank at
     the next smaller n in every run (else the FFD is only a lower bound).
 
-Verdicts (`analysis.verdict`): a two-sided one-sample t-test over runs of the per-run value
-(scipy); significant in the claim's direction → supported, against → contradicted, otherwise
-(or no variance across runs) inconclusive; fewer than `MIN_RUNS` runs → insufficient data.
-Why not a rank test: the shipped sweep has 6 runs per output, and a signed-rank test over 6
-runs cannot go below p = 1/32, which Holm's correction over the paper rows never lets through. The check: supported when
-every run has plateaued, contradicted otherwise (the row names how many did not).
+Test (`_row`): OLS of the per-run value on the effect-coded head (±1/2), so the intercept is the
+mean of the heads' means; its two-sided t-test (statsmodels, pooled residual variance) goes to
+`analysis.verdict.judge`: significant in the claim's direction → supported, against →
+contradicted, inside ±δ by TOST → absent, otherwise (or no variance across runs) inconclusive;
+too few runs → insufficient data. Why not a rank test: 3 runs per head cannot reach a p that
+Holm lets through. The check: supported when every run has plateaued, contradicted otherwise
+(the row names how many did not).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import warnings
 
 import numpy as np
 import polars as pl
+import statsmodels.api as sm
 from scipy import stats
 
 from gclab.analysis.deltas import declared
@@ -37,7 +42,8 @@ from gclab.store.db import query
 
 MIN_RUNS = 3
 OUTPUTS = ("softmax", "logits")
-PLATEAU_CLAIM = "the nested random batches have reached their plateau at the last eval ({output})"
+DATASETS = ("digits", "mnist1d")  # the bfd sweep's datasets: their rows stand when nothing is stored
+PLATEAU_CLAIM = "the nested random batches have reached their plateau at the last eval ({dataset})"
 FFD_MARGIN = 0.05  # "close to the number of parameters": within 5% of the ceiling (docs/EXPERIMENTS.md)
 SOURCE = "BFD paper abstract and §6 (experiments)"
 PAPER = {"kind": "paper", "source": SOURCE, **declared("bfd:fraction")}
@@ -111,15 +117,21 @@ def _run_tau(g: pl.DataFrame) -> pl.DataFrame:
     ).fill_nan(None)
 
 
-def _row(text: str, method: str, d: np.ndarray, seeds: pl.Series, direction: int = -1) -> dict:
-    """t-test row on per-run values `d` whose claimed sign is `direction`."""
-    d = d[np.isfinite(d)]
-    n, n_seeds = len(d), seeds.n_unique()
-    method += "; two-sided one-sample t-test over runs; value = mean"
-    if n < MIN_RUNS:
-        return insufficient(
-            text, "bfd", method, f"needs ≥ {MIN_RUNS} runs; have {n}", n_runs=n, n_seeds=n_seeds, **PAPER
-        )
+def _row(text: str, method: str, runs: pl.DataFrame, direction: int = -1, reason: str | None = None) -> dict:
+    """One test of a claim over both output heads: `runs` has per-run `d` (claimed sign `direction`),
+    `output` and `seed`. OLS of d on the effect-coded head (±1/2), so the intercept is the mean of the
+    heads' means; its two-sided t-test (pooled residual variance) decides. `reason`: cannot be tested."""
+    runs = runs.filter(pl.col("d").is_finite())
+    d, n, n_seeds = runs["d"].to_numpy(), runs.height, runs["seed"].n_unique()
+    heads = sorted(set(runs["output"].to_list()))
+    method += (
+        "; OLS of the per-run value on the output head (effect-coded: the intercept is the mean of the heads' "
+        "means), two-sided t-test of the intercept: the heads are replications of one claim, one test; "
+        "value = intercept"
+    )
+    if reason or n < MIN_RUNS + len(heads) - 1:
+        why = reason or f"needs ≥ {MIN_RUNS + len(heads) - 1} runs over {len(heads)} heads; have {n}"
+        return insufficient(text, "bfd", method, why, n_runs=n, n_seeds=n_seeds, **PAPER)
     if np.ptp(d) == 0:
         return claim(
             text,
@@ -131,37 +143,45 @@ def _row(text: str, method: str, d: np.ndarray, seeds: pl.Series, direction: int
             n_runs=n,
             n_seeds=n_seeds,
         )
-    res = stats.ttest_1samp(d, 0.0)
-    ci = res.confidence_interval(0.95)
+    code = [(runs["output"] == h).cast(pl.Float64).to_numpy() - 1 / len(heads) for h in heads[1:]]
+    X = np.column_stack([np.ones(n), *[c * len(heads) / 2 for c in code]])
+    fit = sm.OLS(d, X).fit()
+    est, se, p = float(fit.params[0]), float(fit.bse[0]), float(fit.pvalues[0])
+    lo, hi = (float(v) for v in fit.conf_int(0.05)[0])
     n_dir = int((np.sign(d) == direction).sum())
-    se = float(d.std(ddof=1) / np.sqrt(n))
-    j = judge(float(d.mean()), se, n - 1, delta=PAPER["delta"], direction=direction, n=n, p_value=float(res.pvalue))
+    j = judge(est, se, float(fit.df_resid), delta=PAPER["delta"], direction=direction, n=n, p_value=p)
     return claim(
         text,
         "bfd",
         f"{method}; {n_dir} of {n} runs in the stated direction; {j.text('mean')}",
         j.verdict,
         **PAPER,
-        value=float(d.mean()),
-        p_value=float(res.pvalue),
-        ci=(ci.low, ci.high),
+        value=est,
+        p_value=p,
+        ci=(lo, hi),
         n_runs=n,
         n_seeds=n_seeds,
         seeds_needed=j.seeds_needed,
     )
 
 
-def _plateau_row(last: pl.DataFrame, output: str) -> dict:
-    text = PLATEAU_CLAIM.format(output=output)
-    method = (
-        "rank at the largest random batch = rank at the next smaller one, every run (else the FFD is a lower bound)"
-    )
+def _plateau(last: pl.DataFrame) -> tuple[int, pl.DataFrame]:
+    """(runs with two random batch sizes, those whose rank still rose between the two largest)."""
     ok = last.drop_nulls(["ffd", "ffd_prev"])
-    n, n_seeds = ok.height, ok["seed"].n_unique()
+    return ok.height, ok.filter(pl.col("ffd") != pl.col("ffd_prev"))
+
+
+def _plateau_row(last: pl.DataFrame, dataset: str) -> dict:
+    text = PLATEAU_CLAIM.format(dataset=dataset)
+    method = (
+        "rank at the largest random batch = rank at the next smaller one, every run of both heads "
+        "(else the FFD is a lower bound)"
+    )
+    n, short = _plateau(last)
+    n_seeds = last["seed"].n_unique()
     kw = {"kind": "check", "source": "BFD paper sampling theorem (computable full functional dimension)"}
     if not n:
         return insufficient(text, "bfd", method, "no run with two random batch sizes", **kw)
-    short = ok.filter(pl.col("ffd") != pl.col("ffd_prev"))
     stat = f"{method}; {short.height} of {n} runs not at the plateau"
     if short.height:
         stat += (
@@ -180,31 +200,41 @@ def _plateau_row(last: pl.DataFrame, output: str) -> dict:
     )
 
 
-def _change(series: pl.DataFrame, output: str) -> pl.DataFrame:
+def _change(series: pl.DataFrame) -> pl.DataFrame:
     """Per run: training-input BFD at the last eval minus at the first, as a fraction of the ceiling."""
-    s = series.filter((pl.col("output") == output) & (pl.col("split") == "train"))
+    s = series.filter(pl.col("split") == "train")
     return (
         s.group_by("run_id")
         .agg(
             pl.col("seed").first(),
+            pl.col("output").first(),
             pl.len().alias("n_evals"),
             (
                 (pl.col("bfd").sort_by("step").last() - pl.col("bfd").sort_by("step").first()) / pl.col("bfd_max").max()
-            ).alias("change"),
+            ).alias("d"),
         )
         .filter(pl.col("n_evals") >= 2)
     )
 
 
-def _rows(series: pl.DataFrame, last: pl.DataFrame, output: str) -> list[dict]:
-    ch = _change(series, output)
-    last = last.filter(pl.col("output") == output)
+def _rows(series: pl.DataFrame, last: pl.DataFrame, dataset: str) -> list[dict]:
+    """The claims on one dataset (never pooled across datasets: their ceilings differ), each one test
+    over both output heads; the rows against the FFD need every run at its plateau."""
+    series, last = series.filter(pl.col("dataset") == dataset), last.filter(pl.col("dataset") == dataset)
+    n, short = _plateau(last)
+    lower_bound = (
+        None
+        if n and not short.height
+        else f"the nested random batches did not plateau in {short.height} of {n} runs, so the FFD is only a "
+        "lower bound"
+        if n
+        else "no run with two random batch sizes, so the plateau is unchecked"
+    )
     rows = [
         _row(
-            f"BFD on training inputs decreases during training ({output})",
+            f"BFD on training inputs decreases during training ({dataset})",
             "per run, training-input BFD at the last eval − at the first, / bfd_max (claim: < 0)",
-            ch["change"].to_numpy(),
-            ch["seed"],
+            _change(series),
         )
     ]
     for split in ("train", "test"):
@@ -212,25 +242,27 @@ def _rows(series: pl.DataFrame, last: pl.DataFrame, output: str) -> list[dict]:
         rows.append(
             _row(
                 f"BFD on {split} inputs at the end of training is below the computable full functional "
-                f"dimension ({output})",
+                f"dimension ({dataset})",
                 f"last eval, per run (BFD({split}) − FFD) / bfd_max, FFD = max rank at the largest nested "
                 "random batch (claim: < 0)",
-                ((pair[f"bfd_{split}"] - pair["ffd"]) / pair["ceiling"]).to_numpy(),
-                pair["seed"],
+                pair.select(
+                    "seed", "output", ((pl.col(f"bfd_{split}") - pl.col("ffd")) / pl.col("ceiling")).alias("d")
+                ),
+                reason=lower_bound,
             )
         )
     frac = last.drop_nulls(["ffd", "ceiling"]).filter(pl.col("ceiling") > 0)
     rows.append(
         _row(
-            f"the computable full functional dimension stays close to its ceiling P − #hidden ({output})",
+            f"the computable full functional dimension stays close to its ceiling P − #hidden ({dataset})",
             f"last eval, per run FFD / bfd_max − {1 - FFD_MARGIN:g} (claim: > 0, i.e. within "
             f"{FFD_MARGIN:.0%} of the ceiling)",
-            (frac["ffd"] / frac["ceiling"] - (1 - FFD_MARGIN)).to_numpy(),
-            frac["seed"],
+            frac.select("seed", "output", (pl.col("ffd") / pl.col("ceiling") - (1 - FFD_MARGIN)).alias("d")),
             direction=+1,
+            reason=lower_bound,
         )
     )
-    rows.append(_plateau_row(last, output))
+    rows.append(_plateau_row(last, dataset))
     return rows
 
 
@@ -242,7 +274,8 @@ def analyze(con) -> Analysis:
         else pl.DataFrame(schema=_TAU_SCHEMA)
     )
     last = query(con, _LAST_SQL)
-    rows = [r for output in OUTPUTS for r in _rows(series, last, output)]
+    datasets = sorted(set(last["dataset"].to_list())) or list(DATASETS)
+    rows = [r for dataset in datasets for r in _rows(series, last, dataset)]
     ffd = query(con, _FFD_SQL)
     tables = {
         "over_training": query(con, _MEAN_SQL),

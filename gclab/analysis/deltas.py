@@ -28,6 +28,9 @@ class Spec:
 
 DELTAS: dict[str, Spec] = {
     "fig1:arc": Spec("gc:fig1", 0.1, "arc-length ratio to the minimal interpolant's", reference=1.0),
+    "fig1:own_arc": Spec(
+        "gc:fig1", 0.05, "largest arc / own-polyline ratio over evals, around the bound 1.1", reference=1.1
+    ),
     "fig1:gc_growth": Spec("gc:fig1", 0.05, "GC(first eval) / GC(fit), around the 0.1 boundary", reference=0.1),
     "fig2:gc_first": Spec("gc:fig2", LOG_10PCT, "log GC at init over the depth grid"),
     "fig2:abs_output": Spec("gc:fig2", LOG_10PCT, "log mean |output| at init over the depth grid"),
@@ -35,9 +38,11 @@ DELTAS: dict[str, Spec] = {
     "gcreg:gc": Spec("gc:smC4", LOG_10PCT, "log GC over the penalty grid"),
     "gcreg:test_acc": Spec("gc:smC4", 0.01, "test accuracy over the penalty grid"),
     "fig4:gc": Spec("gc:fig4", LOG_10PCT, "log GC over the lr (batch) grid"),
-    "fig4:test_acc": Spec("gc:fig4", 0.01, "test accuracy over the lr grid"),
+    "fig4:test_acc": Spec("gc:fig4", 0.01, "test accuracy over the lr (batch) grid"),
     "fig4_momentum:gc": Spec("gc:smC7", LOG_10PCT, "log GC over the lr (batch) grid"),
     "fig4_adam:gc": Spec("gc:smC8", LOG_10PCT, "log GC over the lr (batch) grid"),
+    "fig4_momentum:test_acc": Spec("gc:smC7", 0.01, "test accuracy over the lr (batch) grid"),
+    "fig4_adam:test_acc": Spec("gc:smC8", 0.01, "test accuracy over the lr (batch) grid"),
     "igr:elasticity": Spec("gc:fig4", LOG_10PCT / math.log(10), "d log GC / d log h (or b, h/b)"),
     "fig5:test_loss_peak": Spec("gc:fig5", 0.1, "peak height S as a fraction of the mean test loss"),
     "fig5:gc_peak": Spec("gc:fig5", 0.1, "peak height S as a fraction of the mean GC"),

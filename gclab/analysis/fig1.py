@@ -18,6 +18,11 @@ is read at its eval of lowest train MSE (its closest approach), and the rows cou
   `FIT_MSE` are left out and counted. Two-sided t-test over seeds of the log ratio against log
   `GC_START_MAX` (GC at init below 10% of its value at the fit): significantly below →
   supported, above → contradicted, otherwise inconclusive.
+- arc length against the network's OWN values, at every eval ("throughout training"): per run and
+  probe step, the curve's arc length over the polyline through its own values at the training
+  inputs (≥ 1 by construction, so the test is not passed by a curve that merely misses the points);
+  per run the largest ratio over its evals; two-sided t-test over seeds of the mean against
+  1 + `ARC_MARGIN`: significantly below → supported, above → contradicted.
 Fewer than 2 seeds → insufficient data.
 """
 
@@ -42,11 +47,15 @@ from gclab.analysis.result import (
     defer,
     insufficient,
 )
-from gclab.analysis.verdict import decide
+from gclab.analysis.verdict import decide, describe
 from gclab.store.db import query
 
 ARC_CLAIM = "at zero training error the network's arc length is equivalent to the minimal interpolant's (Fig. 1)"
 GC_CLAIM = "GC grows from ≈0 during training, compared at matched (zero) training error (Fig. 1)"
+OWN_CLAIM = (
+    "throughout training the network's arc length stays within 10% of the shortest curve through its own "
+    "values at the training inputs (Fig. 1: minimal arc length for the training error it has)"
+)
 ARC_MARGIN, GC_START_MAX = 0.10, 0.10
 FIT_MSE = 0.005  # train MSE on targets in [0, 1] read as "zero training error" (docs/EXPERIMENTS.md fig1)
 PAPER = {"kind": "paper", "source": "GC paper §2, Fig. 1 (minimal arc length for a given training error)"}
@@ -85,6 +94,13 @@ SELECT a.*, fit.reached_fit, ev.loss AS train_mse FROM (
 ) a JOIN fit ON fit.run_id = a.run_id
 JOIN evals ev ON ev.run_id = a.run_id AND ev.step = a.step AND ev.split = 'train'
 ORDER BY a.seed
+"""
+# Every probe curve of every run (all evals: "throughout training"), for the own-polyline ratio.
+_PROBES_SQL = f"""
+SELECT pr.run_id, r.seed, coalesce(r.n_train, 10) AS n_train, pr.step, pr.t, pr.output
+FROM probes pr JOIN runs r ON pr.run_id = r.run_id
+WHERE {_RUNS} AND coalesce(pr.output_index, 0) = 0 AND pr.t BETWEEN -1 AND 1 AND isfinite(pr.output)
+ORDER BY pr.run_id, pr.step, pr.t
 """
 _GC_SQL = f"""
 WITH fit AS ({_FIT_SQL})
@@ -190,6 +206,57 @@ def _arc_claim(arc: pl.DataFrame) -> dict:
         n_seeds=n_seeds,
         **PAPER,
         **ARC_SPEC,
+    )
+
+
+def own_ratios(probes: pl.DataFrame) -> pl.DataFrame:
+    """Per run and probe step: the curve's arc length over the polyline through the curve's own values at
+    the n_train training inputs (read off the probe polyline by linear interpolation, so the ratio is
+    ≥ 1 by construction: a curve through points is never shorter than the polyline through them)."""
+    rows = []
+    for (run_id, seed, n_train, step), g in probes.group_by("run_id", "seed", "n_train", "step", maintain_order=True):
+        t, f = g["t"].to_numpy(), g["output"].to_numpy()
+        if len(t) < 2 or n_train < 2:
+            continue
+        x = np.linspace(-1.0, 1.0, int(n_train))
+        fx = np.interp(x, t, f)
+        own = float(np.hypot(np.diff(x), np.diff(fx)).sum())
+        arc = float(np.hypot(np.diff(t), np.diff(f)).sum())
+        rows.append({"run_id": run_id, "seed": seed, "step": step, "arc_length": arc, "own_arc": own})
+    schema = {"run_id": pl.String, "seed": pl.Int64, "step": pl.Int64, "arc_length": pl.Float64, "own_arc": pl.Float64}
+    return pl.DataFrame(rows, schema=schema).with_columns((pl.col("arc_length") / pl.col("own_arc")).alias("ratio"))
+
+
+def _own_claim(own: pl.DataFrame) -> dict:
+    """Per run, the largest ratio over its evals; two-sided t-test over seeds of the mean against
+    1 + ARC_MARGIN (below supports, above contradicts)."""
+    bound = 1 + ARC_MARGIN
+    method = (
+        "per run, the largest over its evals of arc length / the polyline through its own values at the "
+        f"training inputs (≥ 1 by construction); two-sided t-test over seeds of the mean against {bound:g} "
+        "(claim: below); value = mean (95% CI)"
+    )
+    per_run = own.group_by("run_id").agg(pl.col("seed").first(), pl.col("ratio").max(), pl.len().alias("n"))
+    r, n_seeds = per_run["ratio"].to_numpy(), per_run["seed"].n_unique()
+    kw = {**PAPER, **declared("fig1:own_arc")}
+    if len(r) < 2 or n_seeds < 2 or np.ptp(r) == 0:
+        why = f"needs ≥ 2 seeds with probe curves and some spread; have {n_seeds}"
+        return insufficient(OWN_CLAIM, "fig1", method, why, n_runs=len(r), n_seeds=n_seeds, **kw)
+    res = stats.ttest_1samp(r, bound)
+    ci = res.confidence_interval(1 - ALPHA)
+    verdict = decide(float(res.pvalue), r.mean() < bound)
+    evals = int(per_run["n"].min())
+    return claim(
+        OWN_CLAIM,
+        "fig1",
+        f"{method}; ≥ {evals} evals per run; {describe(verdict, 'mean largest ratio − ' + format(bound, 'g'))}",
+        verdict,
+        value=float(r.mean()),
+        p_value=float(res.pvalue),
+        ci=(ci.low, ci.high),
+        n_runs=len(r),
+        n_seeds=n_seeds,
+        **kw,
     )
 
 
@@ -303,6 +370,7 @@ def figure_tables(con) -> dict[str, pl.DataFrame]:
 
 def analyze(con) -> Analysis:
     arc, gc = arc_ratios(query(con, _ARC_SQL)), query(con, _GC_SQL)
-    tables = {"arc": arc, "gc_runs": gc, "gc_over_training": query(con, _GC_CURVE_SQL)}
+    own = own_ratios(query(con, _PROBES_SQL))
+    tables = {"arc": arc, "gc_runs": gc, "gc_over_training": query(con, _GC_CURVE_SQL), "own_arc": own}
     deferred = defer(con, {("over_training", "function", "training_points", "reference_arcs"): figure_tables})
-    return Analysis("fig1", tables, claims_frame([_arc_claim(arc), _gc_claim(gc)]), deferred)
+    return Analysis("fig1", tables, claims_frame([_arc_claim(arc), _gc_claim(gc), _own_claim(own)]), deferred)

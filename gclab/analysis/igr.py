@@ -6,16 +6,22 @@
   anything above 1e-6 is a bug: the verdict is then `contradicted` and the offending
   (run_id, step) rows are listed in table "violations".
 - R_B, A_B and C_B over training: table "terms", per run means over 20 equal step bins.
-- IGR strength h/b: the igr sweep's GC (at best test accuracy; runs at zero training error only,
-  `analysis.run_summary.FITTED`) in one OLS, log GC = β_h log h + β_b log b + seed fixed
-  effects (as in `trends`, same reasons). Separate terms, so the data can show the lr and
-  batch-size effects with any signs:
+- IGR strength h/b: the igr sweep's GC at the matched training loss (the stop eval, where every run
+  has zero training error and loss ≤ `stop_at_train_loss`; fitted runs only,
+  `analysis.run_summary.FITTED`; docs/EXPERIMENTS.md, measurement points) in one OLS,
+  log GC = β_h log h + β_b log b + seed fixed effects (as in `trends`, same reasons). Separate
+  terms, so the data can show the lr and batch-size effects with any signs:
   - lr row: β_h < 0 (higher lr, lower GC); batch row: β_b > 0 (larger batch, higher GC);
   - h/b row, the joint contrast c = (β_h − β_b)/2: the elasticity of GC along log(h/b) when h
     and b move oppositely; the paper expects c < 0;
   - the `condition` row "only h/b matters": the t-test of β_h + β_b = 0 (statsmodels t_test).
     It can only be contradicted (significant) or inconclusive: not rejecting is no evidence of
     equality.
+  - a `toolkit` robustness row: the h/b contrast with GC read at best smoothed test accuracy.
+- §5 step 3 (`condition`): the implicit pressure lands on the gradient norms when A_B and C_B are
+  small relative to R_B or positive. Per fitted run, the mean over its logged steps of
+  (min(A_B, 0) + min(C_B, 0)) / R_B, the share of R_B's pressure the negative alignments cancel;
+  a two-sided one-sample t-test over runs against `STEP3_BOUND` = −1/2 (above: supported).
 
 Verdicts: the identity row is a `check` (the engine computes A and C from R), supported with no
 row above the tolerance, contradicted otherwise. The others (`analysis.verdict`): two-sided
@@ -30,6 +36,7 @@ import warnings
 import numpy as np
 import polars as pl
 import statsmodels.api as sm
+from scipy import stats
 
 from gclab.analysis.curves import binned_curves
 from gclab.analysis.deltas import declared
@@ -96,10 +103,56 @@ SELECT run_id, run_sweep AS sweep, run_lr AS lr, run_b AS batch_size,
        avg(batch_alignment) AS C_B, avg(grad_norm_sq) AS grad_norm_sq
 FROM s GROUP BY ALL ORDER BY run_id, bin
 """
+# GC at the matched training loss (`gc_last`, the stop eval; docs/EXPERIMENTS.md, measurement points)
+# is the row's GC; `gc_best` (best smoothed test accuracy) feeds the robustness row.
 _HB_SQL = with_runs(f"""
-SELECT run_id, seed, lr, batch_size, lr / batch_size AS h_over_b, gc FROM rs
-WHERE sweep = 'igr' AND gc > 0 AND lr > 0 AND batch_size > 0 AND {FITTED}
+SELECT run_id, seed, lr, batch_size, lr / batch_size AS h_over_b, gc_last AS gc, gc AS gc_best FROM rs
+WHERE sweep = 'igr' AND gc_last > 0 AND gc > 0 AND lr > 0 AND batch_size > 0 AND {FITTED}
 """)
+# §5 step 3: per fitted run, the mean over its logged steps of the share of R_B's pressure on the gradient
+# norms that negative alignments cancel, (min(A_B, 0) + min(C_B, 0)) / R_B (steps with R_B > 0).
+_STEP3_SQL = f"""
+SELECT s.run_id, r.seed, avg((least(s.label_alignment, 0) + least(s.batch_alignment, 0)) / s.residual_term) AS cancel,
+       count(*) AS n_steps
+{_BASE} AND r.sweep = 'igr' AND s.residual_term > 0
+  AND r.run_id IN (SELECT run_id FROM runs WHERE {FITTED})
+GROUP BY ALL ORDER BY s.run_id
+"""
+STEP3_BOUND = -0.5  # the alignments cancel less than half of R_B (docs/EXPERIMENTS.md, igr)
+STEP3_CLAIM = (
+    "§5 step 3: the label and batch gradient alignments A_B, C_B are small relative to R_B or positive "
+    "(their negative parts cancel less than half of R_B over training)"
+)
+STEP3 = {"kind": "condition", "source": "GC paper §5, step 3 (Eq. 6–8)"}
+
+
+def step3_claim(per_run: pl.DataFrame) -> dict:
+    """The §5 step-3 condition: one-sample t-test over runs of each run's mean cancelled share against
+    STEP3_BOUND (two-sided; above it supports the condition, below contradicts it)."""
+    method = (
+        "per run, the mean over logged steps of (min(A_B, 0) + min(C_B, 0)) / R_B; one-sample t-test over runs "
+        f"of its mean against {STEP3_BOUND} (two-sided; claim: above); value = mean (95% CI)"
+    )
+    d = per_run["cancel"].drop_nulls().drop_nans().to_numpy() if per_run.height else np.array([])
+    n_seeds = per_run["seed"].n_unique() if per_run.height else 0
+    if d.size < 3 or np.ptp(d) == 0:
+        why = f"needs ≥ 3 runs with logged R_B, A_B, C_B and some spread; have {d.size}"
+        return insufficient(STEP3_CLAIM, "igr", method, why, n_runs=d.size, n_seeds=n_seeds, **STEP3)
+    est, se, df = float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size)), d.size - 1
+    j = judge(est - STEP3_BOUND, se, df, delta=None, direction=+1, n=d.size)
+    lo, hi = (est + q * se for q in stats.t.ppf([ALPHA / 2, 1 - ALPHA / 2], df))
+    return claim(
+        STEP3_CLAIM,
+        "igr",
+        f"{method}; {j.text('mean share − bound')}",
+        j.verdict,
+        value=est,
+        p_value=j.p_value,
+        ci=(lo, hi),
+        n_runs=d.size,
+        n_seeds=n_seeds,
+        **STEP3,
+    )
 
 
 def identity_claim(counts: dict, violations: pl.DataFrame) -> dict:
@@ -218,12 +271,36 @@ def lr_batch_fit(runs: pl.DataFrame, note: str) -> tuple[list[dict], dict]:
     return rows, summary
 
 
+def _robustness(row: dict) -> dict:
+    """The h/b row refitted with GC at best smoothed test accuracy, as a `toolkit` row: does the verdict
+    depend on where GC was read? (docs/EXPERIMENTS.md, measurement points)"""
+    return claim(
+        f"{row['claim']} — robustness: GC read at best smoothed test accuracy",
+        "igr",
+        row["statistic"],
+        row["verdict"],
+        kind="toolkit",
+        source=f"{row['source']}; gclab robustness check of the measurement point",
+        value=row["value"],
+        p_value=row["p_value"],
+        ci=(row["ci_low"], row["ci_high"]),
+        n_runs=row["n_runs"],
+        n_seeds=row["n_seeds"],
+        delta=row["delta"],
+    )
+
+
 def analyze(con) -> Analysis:
     counts = query(con, _IDENTITY_SQL).row(0, named=True)
     violations = query(con, _VIOLATIONS_SQL)
     runs = query(con, _HB_SQL)
     excluded = query(con, EXCLUDED_SQL)
-    rows, fit = lr_batch_fit(runs, f"runs at zero training error only: {excluded_note(excluded, 'igr')}")
+    fitted = f"fitted runs only: {excluded_note(excluded, 'igr')}"
+    rows, fit = lr_batch_fit(runs, f"GC at the matched training loss; {fitted}")
+    best = runs.with_columns(pl.col("gc_best").alias("gc"))
+    robust, _ = lr_batch_fit(best, f"GC at best smoothed test accuracy; {fitted}")
+    rows += [_robustness(r) for r in robust if r["claim"] == HB_CLAIM]
+    rows.append(step3_claim(query(con, _STEP3_SQL)))
     tables = {
         "violations": violations,
         "terms": query(con, _TERMS_SQL),

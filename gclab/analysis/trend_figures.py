@@ -30,7 +30,8 @@ from gclab.store.sweeps import FIG4_SWEEPS, sql_in
 
 FIG2_RUNS = "r.sweep = 'fig2' AND r.status = 'completed'"
 FIG2_SEEDS, DIAG_BUDGET = 3, 9_000
-FIG3_REGS = ["l2", "spectral_reg", "flatness_reg", "label_noise"]  # the fig3 sweep's regularizers
+# the fig3 sweep's regularizers: explicit penalties, static label corruption, per-step label noise
+FIG3_REGS = ["l2", "spectral_reg", "flatness_reg", "label_noise", "step_label_noise"]
 REGULARIZERS = (*FIG3_REGS, "gc_reg")  # the figure's columns; gc_reg comes from the gcreg sweep
 FIG4_RUNS = f"{sql_in(FIG4_SWEEPS)} AND r.status = 'completed'"
 _FIXED = "(SELECT mode(q.{col}) FROM runs q WHERE q.sweep = r.sweep AND q.status = 'completed')"
@@ -120,7 +121,8 @@ def fig3_tables(con) -> dict[str, pl.DataFrame]:
 def fig4_tables(con) -> dict[str, pl.DataFrame]:
     out = {}
     for var in ("lr", "batch_size"):
-        runs = run_summary(con, f"{FIG4_RUNS} AND {FIG4_PART[var]}")
+        # the claims' point: GC at the matched training loss, the stop eval (analysis.trends.GC_POINT)
+        runs = run_summary(con, f"{FIG4_RUNS} AND {FIG4_PART[var]}").with_columns(pl.col("gc_last").alias("gc"))
         out[f"fig4_{var}_runs"] = runs.select("run_id", "sweep", "seed", var, "gc", "test_acc")
         out[f"fig4_{var}_by_setting"] = _positive_lo(mean_ci(runs, ["sweep", var], ["gc", "test_acc"]))
         curves = binned_curves(

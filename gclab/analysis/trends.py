@@ -1,14 +1,22 @@
 """Does GC move with each implicit/explicit regularizer's strength in the paper's direction?
 
-One row per heuristic: L2, spectral, flatness, label noise (fig3); GC penalty (gcreg); lr and
-batch size (fig4 and its momentum/Adam variants); depth at init (fig2, GC at step 0), plus
-test accuracy where the paper states a direction and fig2's "outputs shrink toward 0".
+One row per heuristic: L2, spectral, flatness, static label corruption and per-step label noise
+(fig3); GC penalty (gcreg); lr and batch size (fig4 and its momentum/Adam variants), each on GC and
+on test accuracy; depth at init (fig2, GC at step 0) and fig2's "outputs shrink toward 0".
 
-fig2 rows come per family (init × activation) and pooled: the paper's standard scheme
-(`PAPER_FAMILY`: ReLU, truncated normal 1/fan_in, zero biases, GC paper §3) carries the paper
-claim; every other family and the pooled fit (family fixed effects) are `toolkit` rows, so a
-failing family is its own row rather than averaged away. fig3, fig4* and gcreg use only runs
-that reached zero training error (`analysis.run_summary.FITTED`); each row counts the rest.
+Measurement points (docs/EXPERIMENTS.md): fig3 and gcreg read GC at best smoothed test accuracy
+(the paper's §4 point), fig4* at the matched training loss where every run stopped
+(`analysis.trend_claims.GC_POINT`);
+each GC row has a `toolkit` robustness row reading the other point. Rows that hold by construction
+(fig2 under the fan-in ReLU scheme, the GC penalty lowering GC) say so in their statistic.
+
+fig2 rows come per family (init × activation) and pooled: every named scheme is the paper's (§3
+the standard scheme `PAPER_FAMILY`; SM C.1 the others), so each is a `paper` row; torch's `default`
+init and the pooled fit (family fixed effects) are `toolkit` rows, so a failing family is its own
+row rather than averaged away. Replications across optimizers are not rows of one Holm family:
+momentum and Adam are the paper's SM C.7 and C.8 figures, their own families (`analysis.deltas`).
+fig3, fig4* and gcreg use only runs that reached their stop target (`analysis.run_summary.FITTED`);
+each row counts the rest.
 
 Method per row (see `seed_trend`): Spearman ρ (scipy) of the strength against the statistic,
 and OLS of log GC on the strength's grid level (0, 1, 2, … over the sorted distinct strengths,
@@ -19,15 +27,15 @@ between-seed variance from 3–5 numbers (boundary fits, convergence warnings) a
 errors with 3–5 clusters are badly biased, whereas fixed effects absorb any per-seed offset
 and keep exact t inference.
 
-Verdicts (`analysis.verdict.decide`): the two-sided t-test of the slope; significant with the
-paper's sign → supported, with the opposite sign → contradicted, otherwise inconclusive;
-fewer than 2 seeds, 3 strengths or enough runs for the fixed effects → insufficient data.
+Verdicts (`analysis.verdict.judge`): the two-sided t-test of the slope; significant with the
+paper's sign → supported, with the opposite sign → contradicted; paper rows whose TOST puts the
+slope inside ±δ (`analysis.deltas`) → absent; otherwise inconclusive; fewer than 2 seeds, 3
+strengths or enough runs for the fixed effects → insufficient data.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -37,153 +45,16 @@ from scipy import stats
 from gclab.analysis.deltas import declared
 from gclab.analysis.result import ALPHA, Analysis, claim, claims_frame, defer, insufficient
 from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
+from gclab.analysis.trend_claims import POOLED, Heuristic, fig2_heuristics, heuristics
 from gclab.analysis.trend_figures import FIG3_REGS, FIGURE_TABLES, fig2_families
 from gclab.analysis.verdict import judge
 from gclab.store.db import query
-from gclab.store.sweeps import FIG4_SWEEPS, INTERPOLATING_SWEEPS, TREND_SWEEPS, sql_in
-
-PAPER_FAMILY = "trunc_normal_fan_in/relu"  # init/activation of the paper's standard scheme (GC paper §3)
-POOLED = "pooled"
-
-
-DECREASES, INCREASES = -1, +1  # the paper's direction of y as x grows: the sign of the slope it claims
-
-
-@dataclass(frozen=True, kw_only=True)
-class Heuristic:
-    """One claimed trend: `y` moves in `direction` (DECREASES or INCREASES) as `x` grows in `sweep`."""
-
-    name: str
-    sweep: str
-    x: str  # runs column that varies
-    y: str  # statistic column of the run frame
-    direction: int  # DECREASES or INCREASES
-    claim: str
-    log: bool = True  # regress log y (positive statistics such as GC)
-    fixed: str | None = None  # the other fig4 axis, held at the value with the widest grid of x
-    source: str = ""  # where the paper states the claim
-    family: str | None = None  # fig2: one init/activation family, or POOLED (all, family fixed effects)
-    kind: str = "paper"
-
-
-def heuristics() -> list[Heuristic]:
-    rows = [
-        Heuristic(
-            name=reg,
-            sweep="fig3",
-            x=reg,
-            y="gc",
-            direction=DECREASES,
-            claim=f"GC (at best test accuracy) decreases as {reg} strength increases",
-            source="GC paper §4, Fig. 3; SM C.5",
-        )
-        for reg in FIG3_REGS
-    ]
-    rows.append(
-        Heuristic(
-            name="gc_reg",
-            sweep="gcreg",
-            x="gc_reg",
-            y="gc",
-            direction=DECREASES,
-            claim="GC decreases as the explicit GC penalty increases",
-            source="GC paper SM C.4",
-        )
-    )
-    rows.append(
-        Heuristic(
-            name="gc_reg → test acc",
-            sweep="gcreg",
-            x="gc_reg",
-            y="test_acc",
-            direction=INCREASES,
-            claim="test accuracy increases with the explicit GC penalty",
-            log=False,
-            source="GC paper SM C.4",
-        )
-    )
-    for sweep, opt in FIG4_SWEEPS.items():
-        src = "GC paper §5, Fig. 4" if sweep == "fig4" else "GC paper SM C.7–C.8"
-        rows.append(
-            Heuristic(
-                name=f"lr ({opt})",
-                sweep=sweep,
-                x="lr",
-                y="gc",
-                direction=DECREASES,
-                claim=f"higher learning rate gives lower GC ({opt})",
-                fixed="batch_size",
-                source=src,
-            )
-        )
-        rows.append(
-            Heuristic(
-                name=f"batch_size ({opt})",
-                sweep=sweep,
-                x="batch_size",
-                y="gc",
-                direction=INCREASES,
-                claim=f"larger batch size gives higher GC ({opt})",
-                fixed="lr",
-                source=src,
-            )
-        )
-    rows.append(
-        Heuristic(
-            name="lr → test acc (SGD)",
-            sweep="fig4",
-            x="lr",
-            y="test_acc",
-            direction=INCREASES,
-            claim="higher learning rate gives higher test accuracy (SGD)",
-            log=False,
-            fixed="batch_size",
-            source="GC paper §5, Fig. 4",
-        )
-    )
-    return rows
-
-
-def fig2_heuristics(families: list[str]) -> list[Heuristic]:
-    """The two fig2 claims for the paper's family, the pooled fit and every other family present."""
-    rows = []
-    for name, y, text, src in [
-        ("depth at init", "gc_first", "GC at initialization decreases with depth", "GC paper §3, Fig. 2 right"),
-        (
-            "depth → |output| at init",
-            "abs_output",
-            "network outputs at initialization shrink toward 0 with depth",
-            "GC paper §3, Fig. 2 left",
-        ),
-    ]:
-        for fam in [PAPER_FAMILY, POOLED, *sorted(set(families) - {PAPER_FAMILY})]:
-            paper = fam == PAPER_FAMILY
-            label = (
-                ": the paper's standard scheme, zero biases"
-                if paper
-                else ": all families, family fixed effects"
-                if fam == POOLED
-                else ""
-            )
-            rows.append(
-                Heuristic(
-                    name=f"{name} [{fam}]",
-                    sweep="fig2",
-                    x="depth",
-                    y=y,
-                    direction=DECREASES,
-                    claim=f"{text} ({fam}{label})",
-                    source=src if paper else f"{src}; SM C.1 (per-family breakdown by gclab)",
-                    family=fam,
-                    kind="paper" if paper else "toolkit",
-                )
-            )
-    return rows
-
+from gclab.store.sweeps import INTERPOLATING_SWEEPS, TREND_SWEEPS, sql_in
 
 _TREND_SQL = with_runs(f"""
 SELECT rs.run_id, rs.sweep, rs.seed, rs.lr, rs.batch_size, rs.depth, rs.init, rs.activation,
-       rs.l2, rs.spectral_reg, rs.flatness_reg, rs.label_noise, rs.gc_reg,
+       rs.l2, rs.spectral_reg, rs.flatness_reg, rs.label_noise, rs.step_label_noise, rs.gc_reg,
+       rs.gc_last,
        rs.gc, rs.gc_first, rs.test_acc, p.abs_output
 FROM rs LEFT JOIN (
     SELECT run_id, avg(abs(output)) AS abs_output FROM probes WHERE step = 0 GROUP BY run_id
@@ -287,7 +158,10 @@ def analyze(con) -> Analysis:
         )
         if h.sweep in INTERPOLATING_SWEEPS:
             method += f"; runs at zero training error only: {excluded_note(excluded, h.sweep)}"
-        spec = declared(f"{h.sweep}:{h.y}", over=max(r["n_levels"] - 1, 1)) if h.kind == "paper" else {}
+        over = max(r["n_levels"] - 1, 1)
+        spec = declared(h.spec or f"{h.sweep}:{h.y}", over=over) if h.kind == "paper" else {}
+        if h.note:
+            method += f"; {h.note}"
         if r["reason"]:
             claim_rows.append(
                 insufficient(

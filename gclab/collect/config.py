@@ -21,6 +21,9 @@ from gclab.store.schema import RUNS, SCALES
 
 # Fields that do not change what is computed, so they stay out of the run_id.
 NOT_HASHED = ("device", "raw_dir")
+# Fields added after stores existed: hashed only when set away from their default, so every earlier
+# run keeps its run_id (a re-run still finds it).
+HASHED_IF_SET = {"step_label_noise": 0.0, "stop_check_every": None}
 
 
 class RunConfig(BaseModel):
@@ -40,7 +43,18 @@ class RunConfig(BaseModel):
     )
     n_train: int | None = Field(None, ge=1, description="training examples (dataset default when unset)")
     n_test: int | None = Field(None, ge=1)
-    label_noise: float = Field(0.0, ge=0.0, lt=1.0)
+    label_noise: float = Field(
+        0.0, ge=0.0, lt=1.0, description="fraction of training labels replaced once, before training (static)"
+    )
+    step_label_noise: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "per-step label noise (label noise in SGD, the GC paper's ref. [15]): each example of every "
+            "batch gets a uniformly drawn label with this probability, fresh at every step"
+        ),
+    )
     input_dim: int | None = Field(None, ge=1, description="teacher dataset input dimension")
     n_classes: int | None = Field(None, ge=2, description="teacher dataset classes")
     raw_dir: str | None = Field(None, description="folder of user-supplied datasets (default: <data>/raw)")
@@ -78,6 +92,15 @@ class RunConfig(BaseModel):
     )
     stop_at_train_loss: float | None = Field(
         None, gt=0.0, description="stop at the first eval where the mean training loss (no regularizers) is <= this"
+    )
+    stop_check_every: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "check the stop target every this many steps as well (one forward pass over the training set); "
+            "where it is met the run is evaluated and stops, so the stop lands near the target without "
+            "paying for frequent evals; None: at evals only"
+        ),
     )
     # explicit regularizers
     l2: float = Field(0.0, ge=0.0)
@@ -136,6 +159,8 @@ class RunConfig(BaseModel):
     def _coherent(self):
         if self.loss == "mse" and self.label_noise > 0 and self.dataset == "parabola":
             raise ValueError("label_noise applies to class labels; the parabola is a regression: set label_noise = 0")
+        if self.step_label_noise > 0 and self.loss != "cross_entropy":
+            raise ValueError("step_label_noise redraws class labels: use loss = 'cross_entropy' or set it to 0")
         if self.stop_at_train_error is not None and self.loss != "cross_entropy":
             raise ValueError(
                 "stop_at_train_error needs class labels (loss = 'cross_entropy'); "
@@ -147,7 +172,8 @@ class RunConfig(BaseModel):
 
     @property
     def run_id(self) -> str:
-        return run_id_of(self.model_dump(exclude=set(NOT_HASHED)))
+        unset = {k for k, default in HASHED_IF_SET.items() if getattr(self, k) == default}
+        return run_id_of(self.model_dump(exclude=set(NOT_HASHED) | unset))
 
     def runs_row(self) -> dict:
         """The `runs` columns this config determines (the rest come from the finished run)."""

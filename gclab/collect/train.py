@@ -44,6 +44,17 @@ def batches(n: int, batch_size: int, generator: torch.Generator):
             yield perm[i : i + batch_size]
 
 
+def noisy_labels(y: torch.Tensor, p: float, n_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Per-step label noise (`step_label_noise`, docs/EXPERIMENTS.md fig3): each label of the batch
+    y (b,) is replaced, with probability p, by a class drawn uniformly from all n_classes (so it
+    changes with probability p·(k−1)/k); fresh draws at every call. Returns a new (b,) tensor."""
+    if p <= 0:
+        return y
+    flip = torch.rand(y.shape[0], generator=generator) < p
+    drawn = torch.randint(0, n_classes, (y.shape[0],), generator=generator)
+    return torch.where(flip.to(y.device), drawn.to(y.device, y.dtype), y)
+
+
 def load_run_dataset(cfg: RunConfig, data_dir, **sizes):
     options = {k: getattr(cfg, k) for k in ("input_dim", "n_classes") if getattr(cfg, k) is not None}
     if cfg.dataset == "mnist":
@@ -125,6 +136,8 @@ def _train(cfg: RunConfig, data_dir, rec: Recorder, progress: bool) -> None:
     check_finite = DivergenceCheck(cfg, model)
     target = TrainTarget(cfg, x_train, y_train)
     order = batches(ds.n_train, cfg.batch_size, gen)
+    # Own generator: drawing label noise must not shift the batch order (runs without it stay identical).
+    noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
     bar, step = _bar(cfg, progress), 0
     try:
         for step in range(cfg.steps + 1):
@@ -134,10 +147,16 @@ def _train(cfg: RunConfig, data_dir, rec: Recorder, progress: bool) -> None:
                 # Without a target the full training set is measured once, at the end.
                 if (target.active or step == cfg.steps) and target.met(model, step):
                     break
+            elif target.active and cfg.stop_check_every and step % cfg.stop_check_every == 0:
+                # A cheap check between evals; where it holds, evaluate here so the last eval is the stop.
+                if target.met(model, step):
+                    check_finite.params(model, step)
+                    rec.evaluate(step, model, splits)
+                    break
             if step == cfg.steps:
                 break
             idx = next(order)
-            xb, yb = x_train[idx], y_train[idx]
+            xb, yb = x_train[idx], noisy_labels(y_train[idx], cfg.step_label_noise, ds.n_classes, noise_gen)
             if step % cfg.log_every == 0:
                 row = rec.step(step, model, xb, yb, metrics_on=cfg.metrics, **hutchinson)
                 check_finite(row["train_loss"], step)

@@ -81,6 +81,11 @@ RUNS = _schema(
             "layers whose per-example gradients the metric engine took by its exact generic fallback "
             "(torch.func; docs/METRICS.md), '; '-separated; null when every layer had a rule",
         ),
+        (
+            "step_label_noise",
+            f64,
+            "per-step label noise: probability that a batch label is redrawn uniformly, fresh every step",
+        ),
     ],
 )
 

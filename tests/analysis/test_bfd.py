@@ -1,5 +1,8 @@
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
+import pytest
+from scipy import stats
 
 from gclab.analysis import bfd
 from gclab.planted.calibrate import CADENCE
@@ -12,11 +15,25 @@ NULL = {"bfd_drop": 0.0, "bfd_random_gap": 0.0, "ffd_deficit": bfd.FFD_MARGIN}
 TESTS = pl.col("kind") == "paper"
 
 
-def test_bfd_decreases_stays_below_the_full_dimension_per_output(tmp_path):
+def test_bfd_decreases_stays_below_the_full_dimension_per_dataset(tmp_path):
     a = bfd.analyze(build(tmp_path, sweeps=["bfd"]))
     assert a.claims["verdict"].to_list() == ["supported"] * 10
     assert a.claims["kind"].to_list() == (["paper"] * 4 + ["check"]) * 2
-    assert a.claims["claim"].str.contains("(softmax)", literal=True).sum() == 5
+    # one test per claim and dataset, both output heads in it (never pooled across datasets)
+    assert a.claims["claim"].str.contains("(mnist1d)", literal=True).sum() == 5
+    assert (a.claims.filter(TESTS)["n_runs"] == N_RUNS // 2).all()
+    # The stacked test against a brute force: the mean of the two heads' means, pooled-variance t.
+    last = a.tables["last_eval"].filter(pl.col("dataset") == "mnist1d")
+    d = ((last["bfd_train"] - last["ffd"]) / last["ceiling"]).to_numpy()
+    heads = [d[(last["output"] == h).to_numpy()] for h in ("logits", "softmax")]
+    est = (heads[0].mean() + heads[1].mean()) / 2
+    pooled = sum(((h - h.mean()) ** 2).sum() for h in heads) / (len(d) - 2)
+    se = np.sqrt(pooled / 4 * (1 / len(heads[0]) + 1 / len(heads[1])))
+    row = a.claims.filter(
+        pl.col("claim").str.starts_with("BFD on train inputs") & pl.col("claim").str.contains("mnist1d")
+    )
+    assert row["value"][0] == pytest.approx(est, rel=1e-9)
+    assert row["p_value"][0] == pytest.approx(2 * stats.t.sf(abs(est / se), len(d) - 2), rel=1e-6)
     assert (a.tables["per_run_trend"]["kendall_tau"] < 0).all()
     last = a.tables["last_eval"]
     assert last.height == N_RUNS and (last["bfd_train"] < last["ffd"]).all()
@@ -41,10 +58,23 @@ def test_rising_bfd_and_a_low_full_dimension_are_contradicted():
 
 def test_a_full_dimension_off_its_plateau_fails_the_check():
     con = memory(sweeps=["bfd"], tables=["runs", "evals", "fdim"])
-    con.sql("UPDATE fdim SET bfd = bfd - 3 WHERE split = 'random' AND n_inputs < 200")
+    top = max(sweep_runs("bfd")[0].bfd_random_batches)
+    con.sql(f"UPDATE fdim SET bfd = bfd - 3 WHERE split = 'random' AND n_inputs < {top}")
     rows = bfd.analyze(con).claims.filter(pl.col("kind") == "check")
     assert rows["verdict"].to_list() == ["contradicted"] * 2
     assert rows["statistic"].str.contains(f"{N_RUNS // 2} of {N_RUNS // 2} runs not at the plateau").all()
+
+
+def test_rows_against_the_full_dimension_need_the_plateau():
+    """Off the plateau the FFD is only a lower bound: the rows comparing against it cannot be read."""
+    con = memory(sweeps=["bfd"], tables=["runs", "evals", "fdim"])
+    top = max(sweep_runs("bfd")[0].bfd_random_batches)
+    con.sql(f"UPDATE fdim SET bfd = bfd - 3 WHERE split = 'random' AND n_inputs < {top}")
+    rows = bfd.analyze(con).claims.filter(TESTS)
+    against = rows.filter(pl.col("claim").str.contains("full functional dimension"))
+    assert against.height == 6 and set(against["verdict"]) == {"insufficient data"}
+    assert against["statistic"].str.contains("only a lower bound").all()
+    assert set(rows.filter(pl.col("claim").str.contains("during training"))["verdict"]) == {"supported"}
 
 
 def test_bfd_nulls_are_calibrated():
@@ -56,6 +86,6 @@ def test_bfd_nulls_are_calibrated():
 
 def test_too_few_runs_is_insufficient(tmp_path):
     a = bfd.analyze(build(tmp_path, sweeps=["bfd"], seeds=1))
-    per_output = len(sweep_runs("bfd", seeds=1)) // 2
+    per_dataset = len(sweep_runs("bfd", seeds=1)) // 2
     tested = a.claims.filter(TESTS)
-    assert set(tested["verdict"]) == {"insufficient data"} and (tested["n_runs"] == per_output).all()
+    assert set(tested["verdict"]) == {"insufficient data"} and (tested["n_runs"] == per_dataset).all()

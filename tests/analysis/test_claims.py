@@ -24,7 +24,7 @@ def test_empty_store_gives_insufficient_data_everywhere(tmp_path):
         table = claims_table(con)
     assert table.columns == CLAIM_COLUMNS and dict(table.schema) == CLAIM_SCHEMA
     assert table.height >= 25 and set(table["verdict"]) == {"insufficient data"}
-    assert summary(table) == "31 paper claims: 31 insufficient data"
+    assert summary(table) == "38 paper claims: 38 insufficient data"
     assert not table["statistic"].str.contains("analysis failed").any()
 
 
@@ -55,7 +55,7 @@ def test_planted_store_supports_every_collected_claim(default_store):
     assert paper["family"].is_not_null().all() and paper["delta"].is_not_null().all()
     assert set(paper["family"]) <= {s.family for s in DELTAS.values()}
     assert table.filter(pl.col("kind") != "paper")["family"].is_null().all()
-    assert paper.height == 31 and paper["p_adjusted"].is_not_null().sum() == paper["p_value"].is_not_null().sum()
+    assert paper.height == 52 and paper["p_adjusted"].is_not_null().sum() == paper["p_value"].is_not_null().sum()
     assert (paper.drop_nulls("p_value").select(pl.col("p_adjusted") >= pl.col("p_value")).to_series()).all()
     assert table.filter(pl.col("kind") != "paper")["p_adjusted"].is_null().all()
     kinds = dict(zip(table["claim"], table["kind"]))
@@ -64,7 +64,7 @@ def test_planted_store_supports_every_collected_claim(default_store):
     assert kinds[next(c for c in kinds if "Theorem 5.1" in c)] == "check"
     assert kinds[next(c for c in kinds if "interpolation threshold" in c)] == "literature"
     assert kinds[next(c for c in kinds if "generalization gap" in c)] == "toolkit"
-    assert summary(table) == "31 paper claims: 31 supported"
+    assert summary(table) == "52 paper claims: 52 supported"
     assert by_kind(table)["kind"].to_list() == sorted(table["kind"], key=KINDS.index)
 
 

@@ -2,6 +2,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+from scipy import stats
 
 from gclab.analysis import igr
 from gclab.planted.calibrate import TARGET_FPR
@@ -27,16 +28,29 @@ def brute_ols(runs: pl.DataFrame) -> np.ndarray:
 
 def test_identity_holds_and_gc_falls_with_h_over_b(tmp_path):
     a = igr.analyze(build(tmp_path, sweeps=["igr"], effects={"unfitted": 2}))
-    assert a.claims["verdict"].to_list() == ["supported"] * 4 + ["inconclusive"]
-    assert a.claims["kind"].to_list() == ["check", "paper", "paper", "paper", "condition"]
+    assert a.claims["verdict"].to_list() == ["supported"] * 4 + ["inconclusive", "supported", "supported"]
+    assert a.claims["kind"].to_list() == ["check", "paper", "paper", "paper", "condition", "toolkit", "condition"]
+    assert "robustness" in a.claims["claim"][5] and a.claims["claim"][6] == igr.STEP3_CLAIM
     assert a.claims["value"][0] <= 1e-12 and a.tables["violations"].is_empty()
     beta = brute_ols(a.tables["h_over_b"])
-    assert a.claims["value"][1:].to_list() == pytest.approx(
+    assert a.claims["value"][1:5].to_list() == pytest.approx(
         [beta[1], beta[2], (beta[1] - beta[2]) / 2, beta[1] + beta[2]], abs=1e-9
     )
     assert -0.5 < a.claims["value"][3] < -0.1  # planted elasticity −0.3 along h/b
     assert a.tables["h_over_b"].height == 27 - 2 and a.tables["excluded"]["n_excluded"].to_list() == [2]
-    assert a.claims["statistic"][1:].str.contains("2 of 27 completed runs excluded").all()
+    assert a.claims["statistic"][1:6].str.contains("2 of 27 completed runs excluded").all()
+    # §5 step 3 against a per-run loop over the raw steps files and scipy's one-sample t-test
+    fitted = a.tables["h_over_b"]["run_id"].to_list()
+    shares = []
+    for run_id in fitted:
+        st = pl.read_parquet(run_dir(tmp_path, "igr", run_id) / "steps.parquet").filter(pl.col("residual_term") > 0)
+        a_neg = np.minimum(st["label_alignment"].to_numpy(), 0)
+        c_neg = np.minimum(st["batch_alignment"].to_numpy(), 0)
+        shares.append(float(np.mean((a_neg + c_neg) / st["residual_term"].to_numpy())))
+    t = stats.ttest_1samp(shares, igr.STEP3_BOUND)
+    step3 = a.claims.row(6, named=True)
+    assert step3["value"] == pytest.approx(np.mean(shares), rel=1e-9) and step3["n_runs"] == 25
+    assert step3["p_value"] == pytest.approx(t.pvalue, rel=1e-6)
     # The binned terms of one run against polars on its raw Parquet file (all its planted rows are finite).
     terms = a.tables["terms"]
     run_id = terms["run_id"][0]
@@ -58,9 +72,12 @@ def test_same_sign_lr_and_batch_effects_break_the_h_over_b_condition():
     # d log GC/d log h = −0.3, d log GC/d log b = +0.3 − 0.6 = −0.3: both effects fall, as the issue measured;
     # the h/b contrast (β_h − β_b)/2 is then exactly 0, which TOST shows inside ±δ (absent).
     got = verdicts(
-        igr, keep=lambda c: c.filter(pl.col("kind") != "check"), sweeps=["igr"], effects={"igr_b_extra": -0.6}
+        igr,
+        keep=lambda c: c.filter(pl.col("kind").is_in(["paper", "condition"])),
+        sweeps=["igr"],
+        effects={"igr_b_extra": -0.6},
     )
-    assert got == ["supported", "contradicted", "absent", "contradicted"]
+    assert got == ["supported", "contradicted", "absent", "contradicted", "supported"]  # last: §5 step 3
 
 
 def test_one_row_breaking_eq6_is_flagged_and_named(tmp_path):
@@ -87,6 +104,6 @@ def test_h_over_b_null_is_calibrated():
 
 def test_only_h_over_b_condition_is_rarely_falsely_contradicted():
     # Planted exactly through h/b: β_h + β_b = 0 holds, so `contradicted` is a false alarm.
-    counts = null_counts(igr, 60, keep=lambda c: c.filter(pl.col("kind") == "condition"), sweeps=["igr"])
+    counts = null_counts(igr, 60, keep=lambda c: c.filter(pl.col("claim") == igr.RATIO_CLAIM), sweeps=["igr"])
     assert sum(counts.values()) == 60 and counts["supported"] == 0
     assert counts["contradicted"] / 60 <= TARGET_FPR, counts

@@ -1,6 +1,6 @@
 import polars as pl
 
-from gclab.analysis import trends
+from gclab.analysis import trend_claims, trends
 from gclab.planted.store import sweep_runs
 from gclab.store.sweeps import TREND_SWEEPS
 from tests._helpers.planted import assert_calibrated, build, memory, null_counts, verdicts
@@ -15,23 +15,47 @@ def test_moderate_trends_are_detected_in_the_papers_direction(tmp_path):
     con = build(tmp_path, sweeps=["fig2", "fig3", "fig4", "gcreg"], effects={"trend_slope": 0.5})
     a = trends.analyze(con)
     tested = a.claims.filter(pl.col("verdict") != "insufficient data")
-    # fig3 (4), gcreg (2), fig4 SGD (3), fig2 (2 claims × (paper family + pooled + 9 other families));
+    # fig3: 5 regularizers × (paper point + robustness); gcreg: GC (+ robustness) and accuracy; fig4 SGD:
+    # lr and batch GC (+ robustness each) and their test accuracy; fig2: 2 claims × 11 families/pooled.
     # momentum/Adam sweeps were not collected.
-    assert tested.height == 9 + 2 * 11
-    assert tested["verdict"].to_list() == ["supported"] * (9 + 22)
-    assert tested.filter(pl.col("kind") == "paper").height == 9 + 2
-    assert set(tested.filter(pl.col("kind") != "paper")["experiment"]) == {"fig2"}
+    assert tested.height == 10 + 3 + 6 + 2 * 11
+    assert set(tested["verdict"]) == {"supported"}
+    paper = tested.filter(pl.col("kind") == "paper")
+    # every named init scheme of fig2 is a paper row (SM C.1); torch's default init and the pooled fit are not
+    assert paper.height == 5 + 2 + 4 + 2 * 8
+    assert paper["family"].is_not_null().all() and paper["delta"].is_not_null().all()
+    robust = tested.filter(pl.col("claim").str.contains("robustness"))
+    assert robust.height == 5 + 1 + 2 and set(robust["kind"]) == {"toolkit"}
     assert tested["source"].str.contains("GC paper").all()
+    # fig4 reads GC at the matched training loss, its robustness row at best test accuracy
+    lr_rows = tested.filter(pl.col("claim").str.starts_with("higher learning rate gives lower GC (SGD"))
+    assert lr_rows["kind"].to_list() == ["paper", "toolkit"]
+    assert "matched training loss" in lr_rows["claim"][0] and "best smoothed test accuracy" in lr_rows["claim"][1]
     missing = a.claims.filter(pl.col("experiment").is_in(["fig4_momentum", "fig4_adam"]))
-    assert missing.height == 4 and set(missing["verdict"]) == {"insufficient data"}
+    assert missing.height == 2 * 6 and set(missing["verdict"]) == {"insufficient data"}
     table = a.tables["trends"].filter(pl.col("heuristic") == "batch_size (SGD)").row(0, named=True)
     assert table["spearman_rho"] > 0 and table["slope_lo"] > 0 and table["effect_ratio"] > 1
 
 
+def test_rows_that_hold_by_construction_say_so():
+    a = trends.analyze(memory(sweeps=["fig2", "gcreg"], effects=TRENDS))
+    texts = {r["claim"]: r["statistic"] for r in a.claims.iter_rows(named=True)}
+    assert (
+        "2^−L variance halving"
+        in texts[
+            f"GC at initialization decreases with depth ({trend_claims.PAPER_FAMILY}: "
+            "the paper's standard scheme, zero biases)"
+        ]
+    )
+    assert "by construction" in texts["GC decreases as the explicit GC penalty increases"]
+    assert sum("by construction" in t for t in texts.values()) == 4  # fig2 GC, |output|; gcreg GC (+ robustness)
+
+
 def test_every_trend_row_follows_the_planted_direction():
     """Paper's direction → supported; against it → contradicted, on every fig2/fig3/fig4/gcreg row."""
-    assert verdicts(trends, sweeps=TREND_SWEEPS, effects=TRENDS) == ["supported"] * (13 + 22)
-    assert verdicts(trends, sweeps=TREND_SWEEPS, effects=AGAINST) == ["contradicted"] * (13 + 22)
+    n = 10 + 3 + 3 * 6 + 2 * 11
+    assert verdicts(trends, sweeps=TREND_SWEEPS, effects=TRENDS) == ["supported"] * n
+    assert verdicts(trends, sweeps=TREND_SWEEPS, effects=AGAINST) == ["contradicted"] * n
 
 
 def test_a_failing_fig2_family_is_its_own_row_not_averaged_away():
@@ -41,8 +65,8 @@ def test_a_failing_fig2_family_is_its_own_row_not_averaged_away():
         for r in a.claims.iter_rows(named=True)
         if r["claim"].startswith("GC at init")
     }
-    assert got[("he_normal/tanh", "toolkit")] == "contradicted"
-    assert got[(trends.PAPER_FAMILY, "paper")] == "supported" and got[("pooled", "toolkit")] == "supported"
+    assert got[("he_normal/tanh", "paper")] == "contradicted"  # SM C.1: a paper row of its own
+    assert got[(trend_claims.PAPER_FAMILY, "paper")] == "supported" and got[("pooled", "toolkit")] == "supported"
     assert sum(v == "contradicted" for v in got.values()) == 1 and len(got) == 11
 
 
@@ -53,7 +77,7 @@ def test_runs_short_of_zero_training_error_are_excluded_and_counted(tmp_path):
     a = trends.analyze(con)
     assert a.tables["excluded"].rows() == [("fig4", 32, 3), ("gcreg", 24, 3)]
     rows = a.claims.filter(pl.col("experiment").is_in(["fig4", "gcreg"]))
-    assert set(rows["verdict"]) == {"supported"}
+    assert set(rows["verdict"]) == {"supported"}, rows.select("claim", "verdict")
     assert rows["statistic"].str.contains("3 of 32 completed runs excluded|3 of 24 completed runs excluded").all()
     lr = a.tables["trends"].filter(pl.col("heuristic") == "lr (SGD)").row(0, named=True)
     assert lr["n_runs"] == 4 * 4 - 3  # 4 lrs × 4 seeds at batch 64, minus the 3 unfitted (seed 0, the first jobs)
@@ -77,12 +101,12 @@ def test_diverged_runs_are_left_out(tmp_path):
 
 
 def test_null_trends_are_calibrated():
-    # 40 stores × 6 rows (fig3's four regularizers, gcreg's GC and accuracy) with no effect planted.
+    # 40 stores × 7 paper rows (fig3's five regularizers, gcreg's GC and accuracy) with no effect planted.
     counts = null_counts(
         trends,
         40,
-        keep=lambda c: c.filter(pl.col("experiment").is_in(["fig3", "gcreg"])),
+        keep=lambda c: c.filter(pl.col("experiment").is_in(["fig3", "gcreg"]) & (pl.col("kind") == "paper")),
         sweeps=["fig3", "gcreg"],
         effects=NULL,
     )
-    assert_calibrated(counts, 240)
+    assert_calibrated(counts, 280)

@@ -70,6 +70,21 @@ def test_stops_at_first_eval_with_zero_train_error(tmp_path):
     assert last == first_zero  # training stopped there: that eval is the run's last
 
 
+def test_stop_check_between_evals_lands_on_the_first_fitted_check(tmp_path):
+    """stop_check_every: the target is checked every 5 steps although evals come every 100; the run
+    stops (and is evaluated) at the first check with zero error on every training example."""
+    cfg = RunConfig(**{**FIT, "eval_every": 100, "stop_check_every": 5})
+    train(cfg, tmp_path, threads=1)
+    ref = _errors_by_brute_force(RunConfig(**{**FIT, "eval_every": 5}), tmp_path)
+    first_zero = min(s for s, e in ref.items() if e == 0)
+    assert first_zero % 100 != 0  # lands between two evals: the check did the stopping
+    with db.connect(tmp_path) as con:
+        runs = db.query(con, "SELECT target_reached, target_step, steps_done, final_train_error FROM runs")
+        steps = db.query(con, "SELECT DISTINCT step FROM evals ORDER BY step")["step"].to_list()
+    assert runs.row(0) == (True, first_zero, first_zero, 0.0)
+    assert steps == [*range(0, first_zero, 100), first_zero]
+
+
 def test_cap_reached_without_target(tmp_path):
     cfg = RunConfig(**{**FIT, "steps": 50, "lr": 1e-4})
     row = train(cfg, tmp_path, threads=1)
@@ -102,6 +117,9 @@ def test_interpolation_sweeps_train_to_zero_error(sweep):
     if sweep.startswith("fig4") or sweep == "igr":
         sizes = {r.batch_size for r in runs}
         assert min(sizes) <= 16 and max(sizes) >= 256
+        # compared at one matched training loss (docs/EXPERIMENTS.md), checked often between evals
+        assert len({r.stop_at_train_loss for r in runs}) == 1 and runs[0].stop_at_train_loss is not None
+        assert all(r.stop_check_every and r.stop_check_every < r.eval_every for r in runs)
 
 
 def test_bad_target_is_a_config_error(tmp_path):

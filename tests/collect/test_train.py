@@ -154,3 +154,41 @@ def test_optimizers(tmp_path, opt, mom):
     expected = {"adam": (torch.optim.Adam, "betas", (mom, 0.999)), "momentum": (torch.optim.SGD, "momentum", mom)}
     kind, key, value = expected[opt]
     assert type(built) is kind and built.defaults[key] == value and built.defaults["lr"] == cfg.lr
+
+
+def test_per_step_label_noise_redraws_labels_at_every_step():
+    """noisy_labels: each label is redrawn uniformly with probability p (changed with p·(k−1)/k),
+    fresh draws at every call; p = 0 is the identity."""
+    from gclab.collect.train import noisy_labels
+
+    gen = torch.Generator().manual_seed(0)
+    y = torch.arange(10).repeat(2000)  # (20000,)
+    a, b = noisy_labels(y, 0.3, 10, gen), noisy_labels(y, 0.3, 10, gen)
+    for z in (a, b):
+        assert z.shape == y.shape and z.dtype == y.dtype
+        assert abs(float((z != y).double().mean()) - 0.3 * 9 / 10) < 0.01
+        # the replaced labels are uniform over the other classes
+        counts = torch.bincount((z - y)[z != y] % 10, minlength=10)[1:].double()
+        assert float(counts.max() / counts.min()) < 1.15
+    assert not torch.equal(a, b)  # a fresh draw at every step
+    assert noisy_labels(y, 0.0, 10, gen) is y
+
+
+def test_step_label_noise_keeps_the_run_id_of_runs_without_it_and_changes_training(tmp_path):
+    from gclab.store.layout import run_id_of
+
+    cfg = RunConfig(**TINY)
+    # the fields added later (step_label_noise, stop_check_every) stay out of the hash at their defaults
+    old_fields = {"device", "raw_dir", "step_label_noise", "stop_check_every"}
+    assert cfg.run_id == run_id_of(cfg.model_dump(exclude=old_fields))
+    noisy = RunConfig(**TINY, step_label_noise=0.3)
+    assert noisy.run_id != cfg.run_id
+    train(cfg, tmp_path, threads=1)
+    train(noisy, tmp_path, threads=1)
+    clean, loud = table(tmp_path, cfg, "steps"), table(tmp_path, noisy, "steps")
+    assert clean["step"] == loud["step"]
+    assert clean["train_loss"][1:] != loud["train_loss"][1:]
+    runs = db.connect(tmp_path, warn=False).sql("SELECT step_label_noise FROM runs ORDER BY 1").fetchall()
+    assert runs == [(0.0,), (0.3,)]
+    with pytest.raises(ValueError, match="step_label_noise"):
+        RunConfig(**{**TINY, "dataset": "parabola", "loss": "mse", "n_train": 10}, step_label_noise=0.1)

@@ -14,7 +14,8 @@ def test_writes_every_test_with_rates_and_intervals(tmp_path, capsys):
     )
     cal = json.loads((tmp_path / "calibration.json").read_text())
     tested = [t for t in cal["tests"] if t.get("calibrated") is not False]
-    assert len(tested) == 3 + 8 and {t["experiment"] for t in tested} == {"igr", "bfd"}
+    # igr: β_h, β_b, h/b and its robustness row; bfd: 4 claims × 2 datasets
+    assert len(tested) == 4 + 8 and {t["experiment"] for t in tested} == {"igr", "bfd"}
     for t in tested:
         assert t["n_null"] == 4 and t["n_effect"] == 3
         k = round(t["false_positive_rate"] * 4)
@@ -49,5 +50,6 @@ def test_heteroscedastic_fig5_null_is_a_case_and_planting_delta_hits_every_rows_
     assert hetero.null["fig5_noise_ratio"] >= 10 and hetero.null["u_curvature"] == 0 and not hetero.power_target
     igr_case = next(c for c in CASES if c.name == "igr")
     rows = verdicts(igr_case, igr_case.at_delta, 0)
-    assert rows.height == 3 and INSUFFICIENT not in rows["verdict"].to_list()
-    assert rows["delta"].to_list() == [abs(igr_case.at_delta["igr_slope"])] * 3
+    # β_h, β_b, the h/b contrast and its robustness row (GC at best test accuracy, same δ)
+    assert rows.height == 4 and INSUFFICIENT not in rows["verdict"].to_list()
+    assert rows["delta"].to_list() == [abs(igr_case.at_delta["igr_slope"])] * 4

@@ -70,7 +70,7 @@ def build(ctx) -> Section:
             "are left out; see the overview."
         )
     sec.caveats += [
-        f"{CONVENTIONS['gc']}; metrics in eval mode (BatchNorm uses running statistics).",
+        f"{CONVENTIONS['gc_matched']}; metrics in eval mode (BatchNorm uses running statistics).",
         "Accuracy axes do not start at 0; GC axes are log-scaled.",
     ]
     return sec
@@ -85,7 +85,7 @@ def _sweep_chart(summ: pl.DataFrame, agg: pl.DataFrame, config, var: str, sweeps
     color = alt.Color("sweep:N", title="optimizer sweep (click)", scale=alt.Scale(domain=sweeps))
     panels = []
     for metric, ytitle, scale, axis in (
-        ("gc", f"{LABELS['gc']} (log)", gs, ga),
+        ("gc", f"{LABELS['gc_matched']} (log)", gs, ga),
         ("test_acc", LABELS["test_acc"], alt.Scale(zero=False), alt.Axis()),
     ):
         op = alt.condition(pick, alt.value(1.0), alt.value(0.12))
