@@ -80,8 +80,9 @@ def _opacus(model, x, y):
 
 
 def _backpack(model, x, y):
-    from backpack import backpack, extend
-    from backpack.extensions import BatchL2Grad
+    # BackPACK comes with the bench extra only (`make bench` installs it); without it this peer is refused.
+    from backpack import backpack, extend  # pyright: ignore[reportMissingImports]
+    from backpack.extensions import BatchL2Grad  # pyright: ignore[reportMissingImports]
 
     net = extend(copy.deepcopy(_traceable(model)).eval(), use_converter=isinstance(model, ResNet18))
     lossf = extend(nn.CrossEntropyLoss(reduction="sum"))

@@ -141,12 +141,13 @@ def test_full_report_page_sections_and_figures(tmp_path):
 def test_missing_experiments_get_a_collect_note(tmp_path):
     from gclab.planted.store import write_planted_store
 
-    write_planted_store(tmp_path / "data", sweeps=("demo", "fig5"), seeds=2, cadence=CURVES)
+    # thm51 and fig5: two of the demo's sweeps (the theorem section reads the shipped sweeps only).
+    write_planted_store(tmp_path / "data", sweeps=("thm51", "fig5"), seeds=2, cadence=CURVES)
     doc = render(tmp_path / "data", tmp_path / "out", strict=True, progress=False, figures=False).read_text()
     assert_offline(doc)
     for sid, sweep in EXPERIMENTS.items():
         if sid == "theorem":
-            continue  # the demo sweep writes theorem rows too, so the theorem section draws
+            continue  # thm51 is collected, so the theorem section draws
         if sid == "fig5":
             assert missing_note(sweep) not in section_html(doc, sid)
             assert 'data-figure="fig5_width"' in section_html(doc, sid)
@@ -172,6 +173,7 @@ def test_empty_store_renders_notes_and_no_charts(tmp_path):
 def test_cli_report_prints_the_path(tmp_path, capsys):
     from gclab.analysis.__main__ import main
 
+    (tmp_path / "d").mkdir()  # an empty store; a store path that does not exist is refused (test_faults_surfaces)
     assert main(["report", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out.strip().splitlines()[-1]
     assert out == f"report: {tmp_path / 'r' / 'index.html'}" and Path(out.split(": ", 1)[1]).exists()
