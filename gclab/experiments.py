@@ -21,7 +21,7 @@ from dataclasses import dataclass
 class Experiment:
     """One experiment of the catalog.
 
-    name: the `experiment` value of its claim rows (its first sweep's name when it has sweeps).
+    name: its first sweep's name (claim rows' `experiment` is the sweep a row tests); with no sweeps, its rows'.
     sweeps: the sweeps it collects, in `gclab collect --paper` order; () reads every sweep's runs.
     analyses: dotted modules with `analyze(con)`; a module shared by several entries runs once.
     section: dotted report module with `build(ctx)`; entries may share one section (page order: first use).
