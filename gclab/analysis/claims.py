@@ -14,25 +14,24 @@ one snapshot for its whole render (analyses and charts), `gclab claims` the one 
 
 from __future__ import annotations
 
+import importlib
 from contextlib import contextmanager
 
 import polars as pl
 
-from gclab.analysis import bfd, double_descent, fig1, igr, measures, theorem, trends, ucurve
+from gclab import experiments
 from gclab.analysis.result import CLAIM_COLUMNS, KINDS, VERDICTS, Analysis, claims_frame, insufficient
 from gclab.analysis.verdict import holm
 from gclab.store.schema import SCHEMAS
 
-MODULES = {
-    "fig1": fig1,
-    "trends": trends,
-    "double_descent": double_descent,
-    "ucurve": ucurve,
-    "theorem": theorem,
-    "igr": igr,
-    "bfd": bfd,
-    "measures": measures,
-}
+
+def load_modules() -> dict:
+    """Every experiment's analysis module (`gclab.experiments`), imported, by its last name, in catalog order."""
+    return {dotted.rsplit(".", 1)[-1]: importlib.import_module(dotted) for dotted in experiments.analysis_modules()}
+
+
+# The analyses `run_all` runs: derived from the experiments registry, never listed here.
+MODULES = load_modules()
 
 
 # Per-layer rows are read by no analysis: they stay views (and are never loaded).
@@ -74,7 +73,7 @@ def run_all(con) -> dict[str, Analysis]:
                     "analysis failed",
                     f"{type(exc).__name__}: {exc}",
                     kind="check",
-                    source=f"gclab.analysis.{name}",
+                    source=getattr(module, "__name__", f"gclab.analysis.{name}"),
                 )
                 out[name] = Analysis(name, {}, claims_frame([row]))
     return out

@@ -1,27 +1,30 @@
-"""The experiment catalog's sweep names and kinds, defined once (docs/EXPERIMENTS.md).
+"""The experiment catalog's sweep names and kinds, derived from the experiments registry
+(`gclab.experiments`, docs/EXPERIMENTS.md).
 
 `runs.sweep` holds these names, so they are part of the store's contract: `collect` runs them,
-`analysis` and the report select by them, `planted` fakes them. Imports nothing.
+`analysis` and the report select by them, `planted` fakes them. Imports only `gclab.experiments`.
 """
 
 from __future__ import annotations
 
+from gclab.experiments import demo_sweeps, experiment, sweeps
+
 # The sweeps `gclab collect --paper` runs, in order; each has a shipped `gclab/collect/sweeps/<name>.toml`.
-PAPER_SWEEPS = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
+PAPER_SWEEPS = sweeps()
 
 # `make demo` / `--sweep demo`: the name DEMO means these sweeps at their `[demo]` scale (store.schema.SCALES).
 DEMO = "demo"
-DEMO_SWEEPS = ("fig5", "thm51", "fig2", "fig4")
+DEMO_SWEEPS = demo_sweeps()
 
 # Fig. 4's learning-rate sweep per optimizer (sweep → the optimizer's name in the report).
-FIG4_SWEEPS = {"fig4": "SGD", "fig4_momentum": "SGD+momentum", "fig4_adam": "Adam"}
+FIG4_SWEEPS = dict(zip(experiment("fig4").sweeps, experiment("fig4").labels, strict=True))
 
 # Sweeps whose claims are about interpolating models: every run trains to zero training error, and
 # only runs that reached it enter a claim (docs/EXPERIMENTS.md, "Training to interpolation").
-INTERPOLATING_SWEEPS = ("fig3", *FIG4_SWEEPS, "gcreg", "igr")
+INTERPOLATING_SWEEPS = sweeps(where=lambda e: e.interpolating)
 
 # Sweeps whose claims are a monotone trend of GC or accuracy in one swept hyperparameter.
-TREND_SWEEPS = ("fig2", "fig3", *FIG4_SWEEPS, "gcreg")
+TREND_SWEEPS = sweeps(where=lambda e: e.trend)
 
 
 def sql_in(sweeps, column: str = "r.sweep") -> str:

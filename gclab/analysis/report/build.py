@@ -13,6 +13,7 @@ from pathlib import Path
 import altair as alt
 from tqdm import tqdm
 
+from gclab import experiments
 from gclab.analysis.claims import snapshot
 from gclab.analysis.curves import ROW_BUDGET
 from gclab.analysis.report.claims_table import load_claims, verdict_aside
@@ -20,22 +21,19 @@ from gclab.analysis.report.common import Context, Section, style
 from gclab.analysis.report.page import js_bundle, page_html, section_html, vl_version
 from gclab.store.db import connect
 
-# Section modules, in page order. Each has build(ctx) -> Section.
-SECTIONS = (
-    "overview",
-    "claims_table",
-    "calibration",
-    "demo",
-    "fig1",
-    "fig2",
-    "fig3",
-    "fig4",
-    "fig5",
-    "theorem",
-    "igr",
-    "bfd",
-    "measures",
-)
+# The sections before the experiments', under gclab/analysis/report/.
+FRONT_SECTIONS = ("overview", "claims_table", "calibration", "demo")
+PACKAGE = "gclab.analysis.report."
+
+
+def section_names() -> tuple[str, ...]:
+    """Section modules in page order, each with build(ctx) -> Section: FRONT_SECTIONS, then each experiment's
+    section (`gclab.experiments`); a module under gclab/analysis/report/ by its last name, any other dotted."""
+    dotted = experiments.section_modules()
+    return (*FRONT_SECTIONS, *(d.removeprefix(PACKAGE) if d.startswith(PACKAGE) else d for d in dotted))
+
+
+SECTIONS = section_names()
 # Altair's guard against inlining huge data, set just above what the binned curves allow.
 MAX_ROWS = ROW_BUDGET + 5_000
 
@@ -115,7 +113,7 @@ def render(data_dir, out_dir, *, strict: bool = False, figures: bool = True, pro
         ctx.claims = load_claims(ctx)
         lap("claims")
         built: list[Section] = []
-        bar = tqdm(SECTIONS, desc="report sections", unit="section", disable=not progress, file=sys.stderr)
+        bar = tqdm(section_names(), desc="report sections", unit="section", disable=not progress, file=sys.stderr)
         for name in bar:
             bar.set_postfix_str(name)
             built.append(_build_section(name, ctx, strict))
@@ -150,7 +148,7 @@ def render(data_dir, out_dir, *, strict: bool = False, figures: bool = True, pro
 
 
 def _build_section(name: str, ctx: Context, strict: bool) -> Section:
-    module = importlib.import_module(f"gclab.analysis.report.{name}")
+    module = importlib.import_module(name if "." in name else PACKAGE + name)
     try:
         sec = module.build(ctx)
         for fig in sec.figures:  # to Vega-Lite JSON here, so a chart that fails fails its section only

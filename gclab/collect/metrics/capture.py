@@ -5,7 +5,8 @@ Three exact implementations, same result:
 
 - ``chain.py``: plain ``nn.Sequential`` stacks of Linear and element-wise activations
   (the paper's MLPs) run a hand-written backward with one ``(m·b, n) @ W`` matmul per layer;
-  it is ~2.5x faster than vmap-over-autograd on CPU, which matters for the per-step budget.
+  it is ~2.5x faster than vmap-over-autograd on CPU, which matters for the per-step budget
+  (evidence: make bench metrics and peers/mlp, docs/METRICS.md "Measuring: `make bench`").
 - conv / residual nets (``tape.py``): the forward is recorded as a tape of torch calls and
   a hand-written backward runs all rows folded into the batch dimension;
 - anything else (``generic.py``): forward hooks save ``h_l`` and ``z_l``, then ONE

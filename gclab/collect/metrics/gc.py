@@ -34,6 +34,7 @@ def geometric_complexity(
 def row_sq_norms(gx: Tensor, b: int) -> Tensor:
     """(m, b): ||row i of ∂f/∂x at example x||² from the input cotangents gx (m, b, *x)."""
     # Reduce the contiguous axis first: 2.5x faster than one reduction over (rows, features).
+    # evidence: make bench metrics (GC alone) and peers/cnn_stride2 (docs/METRICS.md "Measuring: `make bench`")
     return torch.linalg.vector_norm(gx.reshape(gx.shape[0], b, -1), dim=2).square_()
 
 

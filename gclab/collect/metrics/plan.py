@@ -89,6 +89,7 @@ def check_model(model: nn.Module, *, need_params: bool = True) -> Plan:
         if not need_params:
             continue
         # named_parameters(recurse=False), read directly: 6x cheaper per module.
+        # evidence: make bench peers/resnet18_quarter (most modules; docs/METRICS.md "Bench catalogue")
         direct = [(n, p) for n, p in mod._parameters.items() if p is not None]
         for _, p in direct:
             holders.setdefault(id(p), set()).add(id(mod))

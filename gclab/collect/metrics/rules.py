@@ -256,6 +256,7 @@ class Conv2dRule(Rule):
         out = {}
         if "weight" in self.trainable:
             # The aten weight gradient (as loss.backward() runs it): ~6x faster than the unfold einsum.
+            # evidence: make bench peers/resnet18_quarter (docs/METRICS.md "Per-layer rules", conv, ghost)
             c = self.module
             out["weight"] = torch.ops.aten.convolution_backward(
                 delta,
@@ -284,6 +285,7 @@ class Conv2dRule(Rule):
 
     def row_terms(self, ctx, delta, w, factors=None):
         A, G, scale = ctx.A, self._delta(delta), ctx.scale
+        # ghost vs direct by FLOP count: evidence make bench peers/resnet18_quarter (see _ghost_is_cheaper)
         if "weight" in self.trainable and _ghost_is_cheaper(A, G):
             AA = torch.einsum("bgpt,bgps->bgts", A, A)  # shared by the m rows and the mixed row
             d = mix(delta, w)
@@ -294,12 +296,14 @@ class Conv2dRule(Rule):
             )
         # Direct: the m rows' per-example gradients are formed anyway; the mixed row is their combination.
         m, b, g, q, T = G.shape
+        # evidence: make bench peers/cnn (small J), peers/resnet18_quarter (large J); docs/METRICS.md "Per-layer rules"
         if m * b * g * q * A.shape[2] < SMALL_J:  # small: form J (m, b, P) and mix it (fewer, simpler kernels)
             S, pe, total = mixed_from_per_example(self.per_example(ctx, delta), w)
             return S, pe, split_flat(total, self.trainable)
         S, pe, grads = G.new_zeros(m, b), G.new_zeros(b), {}
         if "weight" in self.trainable:
             Jt = _direct(A, G, scale)  # kept in the product's layout: no J-sized copy
+            # evidence: make bench peers/cnn_stride2 (docs/METRICS.md "Per-layer rules", direct)
             S += sq(Jt, -1).sum((1, 2)).T  # the contiguous q first: measured 2-7x faster
             Jw = (Jt * w.view(b, 1, 1, m, 1)).sum(3)  # (b, g, p, q)
             pe += sq(Jw, -1).sum((1, 2))
@@ -315,7 +319,8 @@ class Conv2dRule(Rule):
 
 def im2col(h: Tensor, kernel, dilation, padding, stride) -> Tensor:
     """``F.unfold(h, ...)`` (b, C·kh·kw, Ho·Wo), as one copy of a strided view of the padded input:
-    the same numbers, measured 1.5-2.5x faster than unfold's kernel on CPU (docs/METRICS.md)."""
+    the same numbers, measured 1.5-2.5x faster than unfold's kernel on CPU (docs/METRICS.md).
+    Evidence: make bench peers/resnet18_quarter (docs/METRICS.md "Per-layer rules", im2col)."""
     (kh, kw), (dh, dw), (ph, pw), (sh, sw) = kernel, dilation, padding, stride
     if ph or pw:
         h = F.pad(h, (pw, pw, ph, ph))
@@ -348,7 +353,8 @@ SMALL_J = 1 << 20
 
 def _ghost_is_cheaper(A: Tensor, G: Tensor) -> bool:
     """Ghost <AᵀA, GᵀG> costs T²(p + m·q) per example, the direct G Aᵀ m·T·q·p: the FLOP count
-    picks the measured winner on every ResNet stage (docs/METRICS.md)."""
+    picks the measured winner on every ResNet stage (docs/METRICS.md).
+    Evidence: make bench peers/resnet18_quarter and peers/residual (docs/METRICS.md "Per-layer rules", ghost table)."""
     m, q, T, p = G.shape[0], G.shape[3], G.shape[4], A.shape[2]
     return T * T * (p + m * q) < m * T * q * p
 
@@ -365,6 +371,7 @@ def _seq_sq_norms(A: Tensor, G: Tensor, trainable, AA: Tensor | None = None, sca
             # <GᵀG, AᵀA> as Σ (G·AᵀA) ⊙ G: one (m·q, T)(T, T) product per example (no (m, T, T) temporary),
             # as an explicit bmm on the example-major rows (a free view for groups = 1): 1.1-1.4x faster
             # than the einsum, which permutes its output.
+            # evidence: make bench peers/resnet18_quarter (docs/METRICS.md "Per-layer rules", ghost)
             g, q, T = G.shape[2:]
             Gb = G.permute(1, 2, 0, 3, 4).reshape(b * g, m * q, T)
             per_q = torch.bmm(Gb, AA.reshape(b * g, T, T)).mul_(Gb).sum(2).view(b, g, m, q)
@@ -396,8 +403,10 @@ def _seq_per_example(A: Tensor, G: Tensor, trainable) -> list[Tensor]:
     if "weight" in trainable:
         if 4 * A.shape[2] <= m * G.shape[3]:
             # A (p, T) on the left when p is small (a first layer's C_in·kh·kw): measured ~1.6x faster.
+            # evidence: make bench peers/cnn_stride2 (first conv, p = 27; docs/METRICS.md "Per-layer rules", direct)
             parts.append(torch.einsum("bgpt,mbgqt->bgpmq", A, G).permute(3, 0, 1, 4, 2).reshape(m, b, -1))
         else:  # otherwise G Aᵀ: its (m, b, q, p) copy moves whole rows (measured 1.3x faster at p ≈ m·q)
+            # evidence: make bench peers/resnet18_quarter (deeper convs; docs/METRICS.md "Per-layer rules")
             parts.append(torch.einsum("mbgqt,bgpt->mbgqp", G, A).reshape(m, b, -1))
     if "bias" in trainable:
         parts.append(G.sum(4).reshape(m, b, -1))

@@ -266,6 +266,7 @@ def _vjp_conv(c: Backward) -> Tensor:
     if (kh, kw) == (1, 1) and pad == (0, 0) and a["groups"] == 1:
         # A 1x1 conv's input gradient is one matmul Wᵀg placed on the stride grid: measured
         # 1.3-5x faster than the transposed-conv kernel on CPU (docs/METRICS.md).
+        # evidence: make bench peers/resnet18_quarter and peers/residual (1x1 stride-2 shortcuts)
         n, ch, ho, wo = g.shape
         r = torch.matmul(weight[:, :, 0, 0].T, g.reshape(n, ch, ho * wo)).view(n, -1, ho, wo)
         if r.shape[2:] == inp.shape[2:]:
@@ -278,6 +279,7 @@ def _vjp_conv(c: Backward) -> Tensor:
         for i in range(2)
     ]
     # conv_transpose2d, not nn.grad.conv2d_input: measured up to 1.9x faster on CPU (docs/METRICS.md).
+    # evidence: make bench peers/cnn_stride2 (GC alone; docs/METRICS.md "Measuring: `make bench`")
     return F.conv_transpose2d(g, weight, None, st, pad, extra, a["groups"], dil)
 
 

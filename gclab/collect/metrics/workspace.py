@@ -4,6 +4,7 @@ Why: glibc hands freed MB-sized blocks back to the OS, and re-touching fresh pag
 than the arithmetic on them on this kind of VM (measured: chain backward 3.2 ms -> 2.1 ms
 single-threaded; the CNN suite of docs/METRICS.md 4300 -> 5 page faults per step). A tensor
 taken from here lives until the next pass in the same thread.
+Evidence: make bench peers/cnn_stride2 (suite column; docs/METRICS.md "Measuring: `make bench`").
 """
 
 from __future__ import annotations
