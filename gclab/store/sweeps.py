@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 # The sweeps `gclab collect --paper` runs, in order; each has a shipped `gclab/collect/sweeps/<name>.toml`.
-PAPER_SWEEPS = ("fig1", "fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
+PAPER_SWEEPS = ("fig1", "fig2", "fig3", "fig4", "fig4_adam", "fig5", "gcreg", "thm51", "igr", "bfd")
 
 # `make demo` / `--sweep demo`: the name DEMO means these sweeps at their `[demo]` scale (store.schema.SCALES).
 DEMO = "demo"
