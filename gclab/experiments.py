@@ -31,6 +31,8 @@ class Experiment:
     trend: its claims are a monotone trend in one swept hyperparameter (`analysis.trends`).
     interpolating: every run trains to zero training error, and only runs that reached it enter a claim.
     labels: display label per sweep, same order as `sweeps` (e.g. Fig. 4's optimizers); () for none.
+    paper_scale_only: sweeps shipped for `--scale paper` alone, left out of the CPU `gclab collect --paper`
+        (docs/EXPERIMENTS.md says why for each).
     """
 
     name: str
@@ -43,6 +45,7 @@ class Experiment:
     trend: bool = False
     interpolating: bool = False
     labels: tuple[str, ...] = ()
+    paper_scale_only: tuple[str, ...] = ()
 
 
 _A = "gclab.analysis."
@@ -88,6 +91,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         trend=True,
         interpolating=True,
         labels=("SGD", "SGD+momentum", "Adam"),
+        paper_scale_only=("fig4_momentum",),
     ),
     Experiment(
         name="fig5",
@@ -163,6 +167,11 @@ def _unique(items) -> tuple[str, ...]:
 def sweeps(*, where=None) -> tuple[str, ...]:
     """Every entry's sweeps in catalog order (only entries for which `where(entry)` is true, if given)."""
     return _unique(s for e in EXPERIMENTS if where is None or where(e) for s in e.sweeps)
+
+
+def paper_scale_only() -> tuple[str, ...]:
+    """Sweeps collected at `--scale paper` only (not by the CPU-scale `gclab collect --paper`)."""
+    return _unique(s for e in EXPERIMENTS for s in e.paper_scale_only)
 
 
 def demo_sweeps() -> tuple[str, ...]:

@@ -1,14 +1,15 @@
 """§5, Eq. 6–8: the batch-gradient decomposition and implicit gradient regularization (IGR).
 
 - Eq. 6 is an identity, ||∇θ L_B||² = R_B + A_B + C_B, so it is checked over every logged step of
-  every completed run of the shipped sweeps (`store.sweeps.PAPER_SWEEPS`; a user's own runs are
+  every completed run of the shipped sweeps (`store.sweeps.SHIPPED_SWEEPS`; a user's own runs are
   not the engine's check): max relative error |g − (R+A+C)| / max(|g|, 1e-300). Logged in float64,
   anything above 1e-6 is a bug: the verdict is then `contradicted` and the offending
   (run_id, step) rows are listed in table "violations".
 - R_B, A_B and C_B over training: table "terms", per run means over 20 equal step bins.
-- IGR strength h/b: the igr sweep's GC at the matched training loss (the stop eval, where every run
-  has zero training error and loss ≤ `stop_at_train_loss`; fitted runs only,
-  `analysis.run_summary.FITTED`; docs/EXPERIMENTS.md, measurement points) in one OLS,
+- IGR strength h/b: GC at the matched training loss (the stop eval, where every run has zero
+  training error and loss ≤ `stop_at_train_loss`; fitted runs only, `analysis.run_summary.FITTED`;
+  docs/EXPERIMENTS.md, measurement points) over `SWEEPS`, one lr × batch grid: Fig. 4's SGD lr and
+  batch axes plus the igr sweep's four corners (same model, data and stop), in one OLS,
   log GC = β_h log h + β_b log b + seed fixed effects (as in `trends`, same reasons). Separate
   terms, so the data can show the lr and batch-size effects with any signs:
   - lr row: β_h < 0 (higher lr, lower GC); batch row: β_b > 0 (larger batch, higher GC);
@@ -54,8 +55,11 @@ from gclab.analysis.result import (
 from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
 from gclab.analysis.verdict import judge
 from gclab.store.db import query
-from gclab.store.sweeps import PAPER_SWEEPS, sql_in
+from gclab.store.sweeps import SHIPPED_SWEEPS, sql_in
 
+# The runs of the h/b fit and of §5 step 3: one lr × batch grid, fig4's two axes and the corners igr adds
+# (docs/EXPERIMENTS.md, igr); their [base] sections are the same, so they are one design.
+SWEEPS = ("fig4", "igr")
 TOLERANCE = 1e-6
 IDENTITY_CLAIM = "Eq. 6 decomposition ||∇θ L_B||² = R_B + A_B + C_B holds at every logged step"
 HB_CLAIM = "GC decreases as the IGR strength h/b (learning rate / batch size) increases"
@@ -78,7 +82,7 @@ _TERMS_OK = (
     "AND s.batch_alignment IS NOT NULL"
 )
 _BASE = f"FROM steps s JOIN runs r ON s.run_id = r.run_id WHERE r.status = 'completed' AND {_TERMS_OK}"
-_SHIPPED = f"{_BASE} AND {sql_in(PAPER_SWEEPS)}"  # the identity row reads the runner's sweeps only
+_SHIPPED = f"{_BASE} AND {sql_in(SHIPPED_SWEEPS)}"  # the identity row reads the runner's sweeps only
 _IDENTITY_SQL = f"""
 SELECT count(*) AS n_rows, count(DISTINCT s.run_id) AS n_runs, count(DISTINCT r.seed) AS n_seeds,
        max({_REL}) AS max_rel_err, count(*) FILTER (WHERE NOT isfinite({_REL})) AS non_finite,
@@ -106,15 +110,15 @@ FROM s GROUP BY ALL ORDER BY run_id, bin
 # GC at the matched training loss (`gc_last`, the stop eval; docs/EXPERIMENTS.md, measurement points)
 # is the row's GC; `gc_best` (best smoothed test accuracy) feeds the robustness row.
 _HB_SQL = with_runs(f"""
-SELECT run_id, seed, lr, batch_size, lr / batch_size AS h_over_b, gc_last AS gc, gc AS gc_best FROM rs
-WHERE sweep = 'igr' AND gc_last > 0 AND gc > 0 AND lr > 0 AND batch_size > 0 AND {FITTED}
+SELECT run_id, sweep, seed, lr, batch_size, lr / batch_size AS h_over_b, gc_last AS gc, gc AS gc_best FROM rs
+WHERE {sql_in(SWEEPS, "sweep")} AND gc_last > 0 AND gc > 0 AND lr > 0 AND batch_size > 0 AND {FITTED}
 """)
 # §5 step 3: per fitted run, the mean over its logged steps of the share of R_B's pressure on the gradient
 # norms that negative alignments cancel, (min(A_B, 0) + min(C_B, 0)) / R_B (steps with R_B > 0).
 _STEP3_SQL = f"""
 SELECT s.run_id, r.seed, avg((least(s.label_alignment, 0) + least(s.batch_alignment, 0)) / s.residual_term) AS cancel,
        count(*) AS n_steps
-{_BASE} AND r.sweep = 'igr' AND s.residual_term > 0
+{_BASE} AND {sql_in(SWEEPS)} AND s.residual_term > 0
   AND r.run_id IN (SELECT run_id FROM runs WHERE {FITTED})
 GROUP BY ALL ORDER BY s.run_id
 """
@@ -295,7 +299,7 @@ def analyze(con) -> Analysis:
     violations = query(con, _VIOLATIONS_SQL)
     runs = query(con, _HB_SQL)
     excluded = query(con, EXCLUDED_SQL)
-    fitted = f"fitted runs only: {excluded_note(excluded, 'igr')}"
+    fitted = "fitted runs only: " + "; ".join(f"{s}: {excluded_note(excluded, s)}" for s in SWEEPS)
     rows, fit = lr_batch_fit(runs, f"GC at the matched training loss; {fitted}")
     best = runs.with_columns(pl.col("gc_best").alias("gc"))
     robust, _ = lr_batch_fit(best, f"GC at best smoothed test accuracy; {fitted}")
@@ -328,7 +332,7 @@ def analyze(con) -> Analysis:
                 "verdict": pl.String,
             },
         ),
-        "excluded": excluded.filter(pl.col("sweep") == "igr"),
+        "excluded": excluded.filter(pl.col("sweep").is_in(SWEEPS)),
     }
     deferred = defer(con, {("terms_by_setting",): terms_by_setting})
     return Analysis("igr", tables, claims_frame([identity_claim(counts, violations), *rows]), deferred)
@@ -337,6 +341,6 @@ def analyze(con) -> Analysis:
 def terms_by_setting(con) -> dict[str, pl.DataFrame]:
     """R_B, A_B, C_B over training, mean over seeds per (lr, batch size) in step bins: what the report draws."""
     curves = binned_curves(
-        con, "steps", {t: f"x.{t}" for t in TERMS}, runs_where=sql_in(["igr"]), by=("lr", "batch_size"), points=60
+        con, "steps", {t: f"x.{t}" for t in TERMS}, runs_where=sql_in(SWEEPS), by=("lr", "batch_size"), points=60
     )
     return {"terms_by_setting": curves}

@@ -1,5 +1,5 @@
 """Theorem 5.1 on every run that logged theorem rows (thm51, demo, …); the violation check on the
-shipped sweeps' runs only (`store.sweeps.PAPER_SWEEPS`), so a user's own run never changes it.
+shipped sweeps' runs only (`store.sweeps.SHIPPED_SWEEPS`), so a user's own run never changes it.
 
 - violations: recomputed in SQL with the engine's criterion (gclab/store/tolerances.py: gc_x ≤
   bound_tight·(1 + rtol), rtol 1e-4 for float32 runs, 1e-9 for float64, from the run's dtype);
@@ -27,7 +27,7 @@ from statsmodels.stats.proportion import proportion_confint
 from gclab.analysis.result import ALPHA, CONTRADICTED, SUPPORTED, Analysis, claim, claims_frame, defer, insufficient
 from gclab.analysis.verdict import decide, wilcoxon_two_sided
 from gclab.store.db import query
-from gclab.store.sweeps import PAPER_SWEEPS, sql_in
+from gclab.store.sweeps import SHIPPED_SWEEPS, sql_in
 from gclab.store.tolerances import THEOREM_RTOL, theorem_holds_sql
 
 VIOLATION_CLAIM = "Theorem 5.1 holds: ||∇x f||² ≤ ||∇θ f||² / Σ T² for every logged example"
@@ -38,7 +38,7 @@ CHECK = {"kind": "check", "source": "GC paper §5, Theorem 5.1"}
 CONDITION = {"kind": "condition", "source": 'GC paper §5 ("for any settings where…")'}
 
 _BASE = "FROM theorem t JOIN runs r ON t.run_id = r.run_id WHERE r.status = 'completed'"
-_SHIPPED = f"{_BASE} AND {sql_in(PAPER_SWEEPS)}"  # the check row reads the runner's sweeps only, never a user's
+_SHIPPED = f"{_BASE} AND {sql_in(SHIPPED_SWEEPS)}"  # the check row reads the runner's sweeps only, never a user's
 _COUNT_SQL = f"""
 SELECT count(*) AS n_rows, count(DISTINCT t.run_id) AS n_runs, count(DISTINCT r.seed) AS n_seeds,
        count(*) FILTER (WHERE {VIOLATES}) AS violations,

@@ -8,7 +8,7 @@ import time
 
 from gclab.collect.sweep import MAX_RUNS, ConfigError, expand, load_sweep, parse_overrides, shipped_sweeps
 from gclab.store.schema import RUN_STATUSES
-from gclab.store.sweeps import DEMO, PAPER_SWEEPS
+from gclab.store.sweeps import DEMO, PAPER_SWEEPS, SHIPPED_SWEEPS
 
 # `make paper` runs these CPU-scale sweeps.
 
@@ -47,7 +47,8 @@ def main(argv=None) -> int:
         check_workers(args.workers)
         try:
             overrides = parse_overrides(args.set)
-            names, scale = (PAPER_SWEEPS, args.scale) if args.paper else expand([args.sweep], args.scale)
+            paper = SHIPPED_SWEEPS if args.scale == "paper" else PAPER_SWEEPS  # [paper]-only sweeps at that scale
+            names, scale = (paper, args.scale) if args.paper else expand([args.sweep], args.scale)
             sweeps = [load_sweep(n, scale=scale, overrides=overrides, allow_huge=args.allow_huge) for n in names]
         except RecursionError:
             raise ConfigError(TOO_DEEP) from None

@@ -34,6 +34,10 @@ from gclab.analysis.result import ABSENT, ALPHA, CONTRADICTED, INSUFFICIENT, SUP
 from gclab.planted.store import EFFECTS, planted_connection
 from gclab.store.sweeps import TREND_SWEEPS
 
+# fig4's runs carry both the trend effects and igr's h/b surface (analysis.igr.SWEEPS): each case plants its own
+# and holds the other at 0, so a null is a null and "exactly δ" is exactly δ.
+NO_IGR, NO_TREND = {"igr_slope": 0.0}, {"trend_slope": 0.0}
+
 # Effects of exactly δ (analysis.deltas): trends and igr on the log-GC scale over the grid; bfd as fractions of
 # the ceiling (the FFD row's value, FFD/ceiling − 0.95, is +δ when the FFD sits FFD_MARGIN − δ below it).
 D_TREND, D_ACC, D_IGR, D_BFD = (DELTAS[k].delta for k in ("fig3:gc", "fig4:test_acc", "igr:elasticity", "bfd:fraction"))
@@ -75,10 +79,10 @@ CASES = (
         "trends",
         ("trends",),
         TREND_SWEEPS,
-        {"trend_slope": 0.0, "acc_slope": 0.0, "output_shrink": 0.0},
-        {"trend_slope": 0.3, "acc_slope": 0.03, "output_shrink": 0.3},
+        {"trend_slope": 0.0, "acc_slope": 0.0, "output_shrink": 0.0, **NO_IGR},
+        {"trend_slope": 0.3, "acc_slope": 0.03, "output_shrink": 0.3, **NO_IGR},
         ("runs", "evals", "probes"),
-        at_delta={"trend_slope": D_TREND, "acc_slope": D_ACC, "output_shrink": D_TREND},
+        at_delta={"trend_slope": D_TREND, "acc_slope": D_ACC, "output_shrink": D_TREND, **NO_IGR},
     ),
     Case(
         "fig5",
@@ -99,10 +103,10 @@ CASES = (
     Case(
         "igr",
         ("igr",),
-        ("igr",),
-        {"igr_slope": 0.0},
-        {"igr_slope": -0.1},
-        at_delta={"igr_slope": -D_IGR},
+        igr.SWEEPS,
+        {"igr_slope": 0.0, **NO_TREND},
+        {"igr_slope": -0.1, **NO_TREND},
+        at_delta={"igr_slope": -D_IGR, **NO_TREND},
     ),
     Case(
         "bfd",

@@ -22,6 +22,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from gclab.analysis.igr import SWEEPS as IGR_SWEEPS
 from gclab.collect.config import RunConfig
 from gclab.collect.datasets import SHAPES
 from gclab.collect.sweep import load_sweep
@@ -56,9 +57,9 @@ EFFECTS: dict = {
     "thm_slope_T": -0.3,  # thm51: Δ log Σ T² over training
     "thm_slope_grad": -1.5,  # thm51: Δ log ||∇θ f||² over training
     "thm_violations": 0,  # thm51: planted rows with gc_x > bound_tight (per run)
-    "igr_slope": -0.3,  # igr: d log GC / d log(h/b)
+    "igr_slope": -0.3,  # igr: d log GC / d log(h/b) on the lr × batch grid of analysis.igr.SWEEPS (fig4 and igr)
     "igr_b_extra": 0.0,  # igr: extra d log GC / d log b (≠ 0: lr and batch no longer act only through h/b)
-    "eq6_breaks": 0,  # igr: rows of the first igr run whose grad_norm_sq breaks Eq. 6
+    "eq6_breaks": 0,  # igr: rows of the first fig4/igr run whose grad_norm_sq breaks Eq. 6
     "bfd_drop": 0.3,  # bfd: fraction of bfd_max lost over training (train/test)
     "bfd_random_gap": 0.08,  # bfd: random-input bfd above train/test at init, as a fraction of bfd_max
     "ffd_deficit": 0.0,  # bfd: computable full functional dimension below the ceiling, fraction of it
@@ -163,12 +164,12 @@ def _plant(cfg: RunConfig, pos: dict, fx: dict, rng, offset: float, context: dic
     if sweep == "fig5":  # no seed block: its tests compare widths, not seeds within a width
         return _fig5(cfg, context["widths"], fx, rng, 0.0)
     lg = offset + fx["seed_noise"] * rng.standard_normal()
-    if sweep in TREND_SWEEPS:
+    if sweep in TREND_SWEEPS or sweep in IGR_SWEEPS:  # igr's corners: fig4's axes, positions on the joint grid
         lg += sum(
             GC_DIRECTION[a] * fx["trend_slope"] * grid[getattr(cfg, a)] * (family_sign(cfg, fx) if a == "depth" else 1)
             for a, grid in pos.items()
         )
-    if sweep == "igr":
+    if sweep in IGR_SWEEPS:  # one lr × batch grid (docs/EXPERIMENTS.md, igr): one planted surface over it
         lg += fx["igr_slope"] * (math.log(cfg.lr / cfg.batch_size) - context["log_hb_mid"])
         lg += fx["igr_b_extra"] * (math.log(cfg.batch_size) - context["log_b_mid"])
     trl = 0.05 + 0.02 * abs(rng.standard_normal())
@@ -317,7 +318,11 @@ def planted_runs(
     by_sweep = {s: sweep_runs(s, seeds=per_sweep[s], cadence=cadence) for s in sweeps}
     jobs = sorted((r for runs in by_sweep.values() for r in runs), key=lambda r: r.seed)  # stable: sweep order kept
     jobs = jobs[:n_runs] if n_runs is not None else jobs
-    pos = {s: positions(runs) for s, runs in by_sweep.items()}
+    # analysis.igr reads fig4's and igr's runs as one design: grid positions, centres and seed shifts over both
+    joint = {
+        s: [r for t in IGR_SWEEPS for r in by_sweep.get(t, ())] if s in IGR_SWEEPS else by_sweep[s] for s in by_sweep
+    }
+    pos = {s: positions(runs) for s, runs in joint.items()}
     context = {
         s: {
             "widths": sorted({r.width for r in runs}),
@@ -325,7 +330,7 @@ def planted_runs(
             "log_hb_mid": float(np.median([math.log(r.lr / r.batch_size) for r in runs])),
             "log_b_mid": float(np.median([math.log(r.batch_size) for r in runs])),
         }
-        for s, runs in by_sweep.items()
+        for s, runs in joint.items()
     }
     offsets = {
         s: dict(
@@ -335,11 +340,13 @@ def planted_runs(
                 * np.random.default_rng([rng_seed, 7919, i]).standard_normal(len({r.seed for r in runs})),
             )
         )
-        for i, (s, runs) in enumerate(by_sweep.items())
+        for i, (s, runs) in enumerate(joint.items())
     }
+    lead = next((s for s in by_sweep if s in IGR_SWEEPS), None)
+    offsets = {s: offsets[lead] if s in IGR_SWEEPS and lead else o for s, o in offsets.items()}
     top_lr = {s: max(r.lr for r in runs) for s, runs in by_sweep.items()}
     n_diverged, n_unfitted = defaultdict(int), defaultdict(int)
-    first_igr = next((j for j, r in enumerate(jobs) if r.sweep == "igr"), None)
+    first_igr = next((j for j, r in enumerate(jobs) if r.sweep in IGR_SWEEPS), None)
     for j, cfg in enumerate(jobs):
         diverged = cfg.sweep == "fig4" and cfg.lr == top_lr["fig4"] and n_diverged["fig4"] < fx["diverged"]
         n_diverged[cfg.sweep] += diverged

@@ -4,11 +4,13 @@ import pytest
 
 from gclab.planted.calibrate import CADENCE
 from gclab.planted.store import write_planted_store
+from gclab.store.sweeps import FIG4_SWEEPS, PAPER_SWEEPS
 
 
 @pytest.fixture(scope="session")
 def default_store(tmp_path_factory):
     """Every paper sweep with the paper's effects planted, the sweeps' own seeds, on disk."""
     path = tmp_path_factory.mktemp("default")
-    write_planted_store(path, cadence=CADENCE)
+    # fig4_momentum is [paper]-scale only (not in PAPER_SWEEPS) but still a catalog sweep with claims rows
+    write_planted_store(path, sweeps=tuple(dict.fromkeys([*PAPER_SWEEPS, *FIG4_SWEEPS])), cadence=CADENCE)
     return path

@@ -5,11 +5,13 @@ import pytest
 from scipy import stats
 
 from gclab.analysis import igr
-from gclab.planted.calibrate import TARGET_FPR
+from gclab.planted.calibrate import NO_TREND, TARGET_FPR
 from gclab.store.layout import run_dir
 from tests._helpers.planted import assert_calibrated, build, null_counts, verdicts
 
 HB = pl.col("claim") == igr.HB_CLAIM
+# fig4's and igr's runs with only igr's h/b surface planted (fig4's trend effects at 0; planted.calibrate)
+GRID = {"sweeps": list(igr.SWEEPS)}
 
 
 def brute_ols(runs: pl.DataFrame) -> np.ndarray:
@@ -27,7 +29,7 @@ def brute_ols(runs: pl.DataFrame) -> np.ndarray:
 
 
 def test_identity_holds_and_gc_falls_with_h_over_b(tmp_path):
-    a = igr.analyze(build(tmp_path, sweeps=["igr"], effects={"unfitted": 2}))
+    a = igr.analyze(build(tmp_path, **GRID, effects={"unfitted": 2, **NO_TREND}))
     assert a.claims["verdict"].to_list() == ["supported"] * 4 + ["inconclusive", "supported", "supported"]
     assert a.claims["kind"].to_list() == ["check", "paper", "paper", "paper", "condition", "toolkit", "condition"]
     assert "robustness" in a.claims["claim"][5] and a.claims["claim"][6] == igr.STEP3_CLAIM
@@ -37,24 +39,29 @@ def test_identity_holds_and_gc_falls_with_h_over_b(tmp_path):
         [beta[1], beta[2], (beta[1] - beta[2]) / 2, beta[1] + beta[2]], abs=1e-9
     )
     assert -0.5 < a.claims["value"][3] < -0.1  # planted elasticity −0.3 along h/b
-    assert a.tables["h_over_b"].height == 27 - 2 and a.tables["excluded"]["n_excluded"].to_list() == [2]
-    assert a.claims["statistic"][1:6].str.contains("2 of 27 completed runs excluded").all()
+    # one grid: fig4's 32 runs (one diverged at the top lr) and igr's 16 corners, 2 unfitted in each sweep
+    hb = a.tables["h_over_b"]
+    assert hb.height == 32 - 1 + 16 - 4 and a.tables["excluded"]["n_excluded"].to_list() == [2, 2]
+    assert dict(hb.group_by("sweep").len().iter_rows()) == {"fig4": 29, "igr": 14}
+    assert hb.filter(pl.col("sweep") == "igr").select("lr", "batch_size").unique().height == 4
+    stat = a.claims["statistic"][1:6]
+    assert stat.str.contains("fig4: 2 of 31 completed runs excluded").all()
+    assert stat.str.contains("igr: 2 of 16 completed runs excluded").all()
     # §5 step 3 against a per-run loop over the raw steps files and scipy's one-sample t-test
-    fitted = a.tables["h_over_b"]["run_id"].to_list()
     shares = []
-    for run_id in fitted:
-        st = pl.read_parquet(run_dir(tmp_path, "igr", run_id) / "steps.parquet").filter(pl.col("residual_term") > 0)
+    for run_id, sweep in hb.select("run_id", "sweep").iter_rows():
+        st = pl.read_parquet(run_dir(tmp_path, sweep, run_id) / "steps.parquet").filter(pl.col("residual_term") > 0)
         a_neg = np.minimum(st["label_alignment"].to_numpy(), 0)
         c_neg = np.minimum(st["batch_alignment"].to_numpy(), 0)
         shares.append(float(np.mean((a_neg + c_neg) / st["residual_term"].to_numpy())))
     t = stats.ttest_1samp(shares, igr.STEP3_BOUND)
     step3 = a.claims.row(6, named=True)
-    assert step3["value"] == pytest.approx(np.mean(shares), rel=1e-9) and step3["n_runs"] == 25
+    assert step3["value"] == pytest.approx(np.mean(shares), rel=1e-9) and step3["n_runs"] == 43
     assert step3["p_value"] == pytest.approx(t.pvalue, rel=1e-6)
     # The binned terms of one run against polars on its raw Parquet file (all its planted rows are finite).
     terms = a.tables["terms"]
-    run_id = terms["run_id"][0]
-    steps = pl.read_parquet(run_dir(tmp_path, "igr", run_id) / "steps.parquet")
+    run_id, sweep = terms["run_id"][0], terms["sweep"][0]
+    steps = pl.read_parquet(run_dir(tmp_path, sweep, run_id) / "steps.parquet")
     last = steps["step"].max()
     expect = (
         steps.with_columns(bin=pl.min_horizontal((20 * pl.col("step") / (last + 1)).floor(), 19).cast(pl.Int32))
@@ -74,36 +81,38 @@ def test_same_sign_lr_and_batch_effects_break_the_h_over_b_condition():
     got = verdicts(
         igr,
         keep=lambda c: c.filter(pl.col("kind").is_in(["paper", "condition"])),
-        sweeps=["igr"],
-        effects={"igr_b_extra": -0.6},
+        **GRID,
+        effects={"igr_b_extra": -0.6, **NO_TREND},
     )
     assert got == ["supported", "contradicted", "absent", "contradicted", "supported"]  # last: §5 step 3
 
 
 def test_one_row_breaking_eq6_is_flagged_and_named(tmp_path):
-    a = igr.analyze(build(tmp_path, sweeps=["igr"], effects={"eq6_breaks": 1}))
+    a = igr.analyze(build(tmp_path, **GRID, effects={"eq6_breaks": 1}))
     row = a.claims.row(0, named=True)
     bad = a.tables["violations"]
     assert row["verdict"] == "contradicted" and bad.height == 1
     run_id, step = bad["run_id"][0], bad["step"][0]
     assert run_id in row["statistic"] and f"step {step}" in row["statistic"]
     # Cross-check on the raw Parquet file of that run, without DuckDB.
-    steps = pl.from_arrow(pq.read_table(run_dir(tmp_path, "igr", run_id) / "steps.parquet"))
+    steps = pl.from_arrow(pq.read_table(run_dir(tmp_path, bad["sweep"][0], run_id) / "steps.parquet"))
     resid = (steps["grad_norm_sq"] - steps["residual_term"] - steps["label_alignment"] - steps["batch_alignment"]).abs()
     assert steps.filter(resid > 1e-9 * steps["grad_norm_sq"].abs())["step"].to_list() == [step]
 
 
 def test_gc_rising_with_h_over_b_is_contradicted():
-    assert verdicts(igr, keep=lambda c: c.filter(HB), sweeps=["igr"], effects={"igr_slope": 0.3}) == ["contradicted"]
+    got = verdicts(igr, keep=lambda c: c.filter(HB), **GRID, effects={"igr_slope": 0.3, **NO_TREND})
+    assert got == ["contradicted"]
 
 
 def test_h_over_b_null_is_calibrated():
-    counts = null_counts(igr, 60, keep=lambda c: c.filter(HB), sweeps=["igr"], effects={"igr_slope": 0.0})
+    counts = null_counts(igr, 60, keep=lambda c: c.filter(HB), **GRID, effects={"igr_slope": 0.0, **NO_TREND})
     assert_calibrated(counts, 60)
 
 
 def test_only_h_over_b_condition_is_rarely_falsely_contradicted():
     # Planted exactly through h/b: β_h + β_b = 0 holds, so `contradicted` is a false alarm.
-    counts = null_counts(igr, 60, keep=lambda c: c.filter(pl.col("claim") == igr.RATIO_CLAIM), sweeps=["igr"])
+    ratio = pl.col("claim") == igr.RATIO_CLAIM
+    counts = null_counts(igr, 60, keep=lambda c: c.filter(ratio), **GRID, effects=NO_TREND)
     assert sum(counts.values()) == 60 and counts["supported"] == 0
     assert counts["contradicted"] / 60 <= TARGET_FPR, counts

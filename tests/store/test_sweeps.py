@@ -9,7 +9,7 @@ from gclab.store.sweeps import FIG4_SWEEPS, PAPER_SWEEPS, sql_in
 @pytest.fixture
 def con():
     con = duckdb.connect()
-    names = [*PAPER_SWEEPS, "mine", "o'brien"]
+    names = list(dict.fromkeys([*PAPER_SWEEPS, *FIG4_SWEEPS, "mine", "o'brien"]))  # fig4_momentum: [paper] only
     con.execute("CREATE TABLE runs AS SELECT unnest($1::VARCHAR[]) AS sweep", [names])
     return con
 

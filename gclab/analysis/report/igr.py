@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from gclab.analysis.igr import COEFFICIENTS
+from gclab.analysis.igr import COEFFICIENTS, SWEEPS
 from gclab.analysis.igr import TERMS as TERM_COLUMNS
 from gclab.analysis.report.common import PANEL_H, Figure, Section, collect_note, estimate_chart
 
@@ -23,12 +23,12 @@ def build(ctx) -> Section:
         "‖∇_θL_B‖² evolve in training across learning rates and batch sizes?",
         claim_experiments=("igr",),
     )
-    if not ctx.has("igr"):
+    if not ctx.has(*SWEEPS):  # igr reads fig4's runs and its own corners (analysis.igr)
         sec.empty_note = collect_note("igr")
         return sec
     curves = ctx.table("igr", "terms_by_setting")
     if curves.is_empty():
-        sec.empty_note = "No logged steps for the igr sweep yet."
+        sec.empty_note = "No logged steps for the fig4 and igr sweeps yet."
         return sec
     long = pl.concat(
         [
