@@ -25,7 +25,13 @@ class Case:
 
     def model(self, seed: int = 0) -> nn.Module:
         torch.manual_seed(seed)
-        return randomize_(self.make().double(), seed=seed)
+        net = randomize_(self.make().double(), seed=seed)
+        # A case that does not give K finite logits per example is a broken catalogue entry, and an
+        # engine test on it would fail (or pass) for the wrong reason: refuse it here.
+        with torch.no_grad():
+            out = net(self.inputs(b=2, seed=seed))
+        assert out.shape == (2, K) and bool(torch.isfinite(out).all()), (self.make, tuple(out.shape))
+        return net
 
     def inputs(self, b: int = B, seed: int = 0) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed + 100)
