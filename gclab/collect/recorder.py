@@ -80,10 +80,6 @@ class EvalSettings:
     probe_points: int = 0
 
 
-def has_batchnorm(model: nn.Module) -> bool:
-    return mixes_batch(model)  # the engine decides which models it supports and how
-
-
 def _user_config(sweep: str, config: Mapping[str, Any], tag: str | None, shipped_sweep: bool) -> tuple[str, dict, str]:
     """(run_id, runs columns, config_json) of a user's config; one-line ValueError if it cannot be stored."""
     from gclab.collect.sweep import shipped_sweeps
@@ -217,7 +213,7 @@ class Recorder:
         A non-finite loss raises Diverged after the row is kept: the run ends `diverged`."""
         self._check_open()
         self._seen(model)
-        loss, batchnorm = self.settings.loss, has_batchnorm(model)
+        loss, batchnorm = self.settings.loss, mixes_batch(model)
         if metrics_on and set_grad and not batchnorm:  # one pass: metrics and the gradient
             row = metrics.step_metrics(
                 model, x, y, loss=loss, set_grad=True, n_projections=n_projections, generator=generator

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
 
 from gclab.collect.config import RunConfig
 from gclab.store.schema import SCALES  # `cpu` is the sweep file itself, the others its sections
-from gclab.store.sweeps import DEMO, DEMO_SWEEPS
+from gclab.store.sweeps import DEMO, DEMO_SWEEPS, SHIPPED_SWEEPS
 
 TOP_KEYS = {"description", "seeds", "base", "grid", "grids", "paper", "demo"}
 MAX_RUNS = 10_000  # more is refused without --allow-huge
@@ -71,16 +71,9 @@ class Sweep:
 
 
 def shipped_sweeps() -> list[str]:
-    return sorted(
-        [
-            DEMO,
-            *(
-                p.name.removesuffix(".toml")
-                for p in resources.files("gclab.collect.sweeps").iterdir()
-                if p.name.endswith(".toml")
-            ),
-        ]
-    )
+    """The names `--sweep` takes besides a path: the registry's sweeps (tests/test_experiments.py checks
+    they are exactly the files in gclab/collect/sweeps/) and DEMO."""
+    return sorted([DEMO, *SHIPPED_SWEEPS])
 
 
 def _locate(name_or_path: str) -> Path:
