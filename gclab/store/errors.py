@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+
+class StoreError(Exception):
+    """A problem with the store or a query, worded as one line that says what to do."""
+
+
 LIMIT = 400  # characters; longer messages end in "..."
 
 
