@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from statsmodels.stats.proportion import proportion_confint
 
@@ -31,7 +32,8 @@ from gclab.analysis import bfd, double_descent, fig1, igr, theorem
 from gclab.analysis.claims import MODULES
 from gclab.analysis.deltas import DELTAS
 from gclab.analysis.result import ABSENT, ALPHA, CONTRADICTED, INSUFFICIENT, SUPPORTED
-from gclab.planted.store import EFFECTS, planted_connection
+from gclab.planted.store import EFFECTS, planted_connection, shape_of, sweep_runs
+from gclab.planted.tables import parabola_probes
 from gclab.store.sweeps import TREND_SWEEPS
 
 # fig4's runs carry both the trend effects and igr's h/b surface (analysis.igr.SWEEPS): each case plants its own
@@ -42,6 +44,10 @@ NO_IGR, NO_TREND = {"igr_slope": 0.0}, {"trend_slope": 0.0}
 # the ceiling (the FFD row's value, FFD/ceiling − 0.95, is +δ when the FFD sits FFD_MARGIN − δ below it).
 D_TREND, D_ACC, D_IGR, D_BFD = (DELTAS[k].delta for k in ("fig3:gc", "fig4:test_acc", "igr:elasticity", "bfd:fraction"))
 CADENCE = {"steps": 20, "log_every": 10, "eval_every": 10}  # few rows per run; the statistics see run summaries
+# fig1's own-arc row (fig1.OWN_CLAIM, around its bound 1.1 with δ = 0.05): the planted ripple amplitudes whose mean
+# largest own-polyline ratio over a run's evals (at CADENCE) is exactly 1.1 (the null) and 1.1 − δ; solved with
+# `own_arc_ratio` (scipy brentq, 1,000 runs; tests/planted re-checks them); the default 0.01 gives ≈ 1.04.
+RIPPLE_AT_BOUND, RIPPLE_AT_DELTA = 0.0385, 0.0249
 TARGET_FPR, TARGET_POWER = ALPHA + 0.02, 0.8
 FILE = "calibration.json"
 # Rows whose verdict is not a significance test: listed, not calibrated.
@@ -72,6 +78,7 @@ class Case:
     tables: tuple[str, ...] = ("runs", "evals")  # what the tests read
     at_delta: dict | None = None  # effects planting exactly each row's δ (absent rate, power at δ)
     power_target: bool = True  # False: a null-only case (power shown, not a target)
+    only: tuple[str, ...] = ()  # the claims this case calibrates (others of its modules have their own case); () all
 
 
 CASES = (
@@ -126,8 +133,34 @@ CASES = (
         {"thm_slope_T": -0.7, "thm_slope_grad": -1.1},
         ("runs", "evals", "theorem"),
     ),
-    Case("fig1", ("fig1",), ("fig1",), {"fig1_gc_start": 0.1}, {"fig1_gc_start": 0.05}),
+    Case("fig1", ("fig1",), ("fig1",), {"fig1_gc_start": 0.1}, {"fig1_gc_start": 0.05}, only=(fig1.GC_CLAIM,)),
+    # The probe curves at every eval, as collection writes them (probe_points), which the own-arc row reads.
+    Case(
+        "fig1 own arc",
+        ("fig1",),
+        ("fig1",),
+        {"fig1_ripple": RIPPLE_AT_BOUND},
+        {"fig1_ripple": EFFECTS["fig1_ripple"]},
+        ("runs", "evals", "probes"),
+        at_delta={"fig1_ripple": RIPPLE_AT_DELTA},
+        only=(fig1.OWN_CLAIM,),
+    ),
 )
+
+
+def own_arc_ratio(ripple: float, *, n: int = 1000, seed: int = 0) -> float:
+    """Mean over `n` planted fig1 runs (at CADENCE) of the largest own-polyline arc ratio over a run's evals,
+    with the planted ripple amplitude `ripple`: what fig1.OWN_CLAIM averages over seeds."""
+    run = sweep_runs("fig1", seeds=1, cadence=CADENCE)[0]
+    n_train = shape_of(run)[2]
+    frames = [
+        pl.DataFrame(
+            parabola_probes(np.random.default_rng([seed, i]), f"r{i}", run.steps, run.eval_every, n_train, ripple)
+        ).with_columns(seed=pl.lit(i), n_train=pl.lit(n_train))
+        for i in range(n)
+    ]
+    largest = fig1.own_ratios(pl.concat(frames)).group_by("run_id").agg(pl.col("ratio").max())
+    return float(largest["ratio"].mean())
 
 
 def verdicts(case: Case, effects: dict, rng_seed: int) -> pl.DataFrame:
@@ -140,6 +173,7 @@ def verdicts(case: Case, effects: dict, rng_seed: int) -> pl.DataFrame:
     finally:
         con.close()
     rows = pl.concat(frames).select("claim", "kind", "experiment", "verdict", "delta")
+    rows = rows.filter(pl.col("claim").is_in(list(case.only))) if case.only else rows
     return rows.filter(~pl.col("claim").is_in(list(NOT_CALIBRATED)))
 
 

@@ -53,3 +53,22 @@ def test_heteroscedastic_fig5_null_is_a_case_and_planting_delta_hits_every_rows_
     # β_h, β_b, the h/b contrast and its robustness row (GC at best test accuracy, same δ)
     assert rows.height == 4 and INSUFFICIENT not in rows["verdict"].to_list()
     assert rows["delta"].to_list() == [abs(igr_case.at_delta["igr_slope"])] * 4
+
+
+def test_fig1_own_arc_case_plants_its_bound_and_delta_and_the_row_decides():
+    """The null ripple puts the mean largest own-arc ratio at the row's bound 1.1, the δ ripple at 1.1 − δ
+    (`own_arc_ratio` is the row's own statistic, fig1.own_ratios), and the case's stores carry the probe
+    curves the row reads, so it is never `insufficient data` there."""
+    from gclab.analysis import fig1
+    from gclab.analysis.deltas import DELTAS
+    from gclab.analysis.result import INSUFFICIENT
+    from gclab.planted.calibrate import RIPPLE_AT_BOUND, RIPPLE_AT_DELTA, own_arc_ratio, verdicts
+
+    spec = DELTAS["fig1:own_arc"]
+    se = 0.0025 / 300**0.5  # the largest ratio's sd over runs is ≈ 0.002
+    assert abs(own_arc_ratio(RIPPLE_AT_BOUND, n=300, seed=7) - spec.reference) < 5 * se
+    assert abs(own_arc_ratio(RIPPLE_AT_DELTA, n=300, seed=7) - (spec.reference - spec.delta)) < 5 * se
+    case = next(c for c in CASES if c.name == "fig1 own arc")
+    for effects in (case.null, case.effect, case.at_delta):
+        rows = verdicts(case, effects, 3)
+        assert rows["claim"].to_list() == [fig1.OWN_CLAIM] and INSUFFICIENT not in rows["verdict"].to_list()
