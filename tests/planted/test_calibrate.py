@@ -21,8 +21,11 @@ def test_writes_every_test_with_rates_and_intervals(tmp_path, capsys):
         k = round(t["false_positive_rate"] * 4)
         lo, hi = t["fpr_ci"]
         assert 0 <= lo <= k / 4 <= hi <= 1
-        if t["false_positive_rate"] > TARGET_FPR or t["power"] < 0.8:
+        # δ is the acceptance: where a case plants exactly δ, the power target is the power there
+        power = t["power_at_delta"] if t["power_target_at"] == "delta" else t["power"]
+        if t["false_positive_rate"] > TARGET_FPR or power < 0.8:
             assert t["meets_target"] is False
+        assert t["power_target_at"] == ("delta" if "n_delta" in t else "planted effect")
     # Every igr/bfd row declares δ and both cases plant exactly δ: absent rate and power at δ per row, counted
     # over as many stores as the nulls, and in the target.
     for t in tested:
@@ -31,6 +34,8 @@ def test_writes_every_test_with_rates_and_intervals(tmp_path, capsys):
         assert lo <= t["absent_at_delta"] <= hi
         if t["absent_at_delta"] > TARGET_FPR:
             assert t["meets_target"] is False
+        if t["power_at_delta"] < 0.8:  # the estimate of the seeds that would reach it is at least the seeds now
+            assert t["seeds_for_power_at_delta"] is None or t["seeds_for_power_at_delta"] >= t["n_seeds"]
     assert {t["claim"] for t in cal["tests"] if t.get("calibrated") is False} == set(NOT_CALIBRATED)
     assert "calibration.json" in capsys.readouterr().out
 
@@ -72,3 +77,18 @@ def test_fig1_own_arc_case_plants_its_bound_and_delta_and_the_row_decides():
     for effects in (case.null, case.effect, case.at_delta):
         rows = verdicts(case, effects, 3)
         assert rows["claim"].to_list() == [fig1.OWN_CLAIM] and INSUFFICIENT not in rows["verdict"].to_list()
+
+
+def test_seeds_for_target_follows_the_normal_approximation():
+    """At the target power the seeds stay; at power α/2 (no effect) there is no estimate; a test at half the
+    target's noncentrality needs 4× the seeds (noncentrality ∝ √seeds)."""
+    from scipy import stats
+
+    from gclab.analysis.result import ALPHA
+    from gclab.planted.calibrate import TARGET_POWER, seeds_for_target
+
+    assert seeds_for_target(TARGET_POWER, 5, 200) == 5
+    assert seeds_for_target(ALPHA / 2, 5, 200) is None
+    z = (stats.norm.ppf(TARGET_POWER) + stats.norm.ppf(1 - ALPHA / 2)) / 2
+    half = float(stats.norm.cdf(z - stats.norm.ppf(1 - ALPHA / 2)))
+    assert seeds_for_target(half, 5, 200) == 20
