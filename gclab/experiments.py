@@ -63,6 +63,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         section=_R + "fig1",
         planted=("fig1_ripple", "fig1_gc_start", "fig1_fit", "fig1_line"),
         families=("gc:fig1",),
+        demo_order=5,
     ),
     Experiment(
         name="fig2",
@@ -80,6 +81,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         analyses=(_A + "trends",),
         section=_R + "fig3",
         families=("gc:fig3",),
+        demo_order=4,
         trend=True,
         interpolating=True,
     ),
@@ -113,6 +115,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         section=_R + "fig3",
         planted=("acc_slope",),
         families=("gc:smC4",),
+        demo_order=7,
         trend=True,
         interpolating=True,
     ),
@@ -141,6 +144,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         section=_R + "bfd",
         planted=("bfd_drop", "bfd_random_gap", "ffd_deficit"),
         families=("bfd:§6",),
+        demo_order=6,
     ),
     # Generalization measures against GC, over every completed run of every sweep (no sweep of its own).
     Experiment(
