@@ -169,7 +169,7 @@ def own_arc_ratio(ripple: float, *, n: int = 1000, seed: int = 0) -> float:
 
 
 def verdicts(case: Case, effects: dict, rng_seed: int) -> pl.DataFrame:
-    """claim, kind, experiment, verdict, delta of every calibrated row of one planted store."""
+    """claim, kind, experiment, verdict, delta, n_seeds of every calibrated row of one planted store."""
     con = planted_connection(
         sweeps=case.sweeps, cadence=CADENCE, rng_seed=rng_seed, effects=effects, tables=case.tables
     )
