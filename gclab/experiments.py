@@ -33,6 +33,8 @@ class Experiment:
     labels: display label per sweep, same order as `sweeps` (e.g. Fig. 4's optimizers); () for none.
     paper_scale_only: sweeps shipped for `--scale paper` alone, left out of the CPU `gclab collect --paper`
         (docs/EXPERIMENTS.md says why for each).
+    reads: every sweep whose runs its analyses read, in order, when that is more than its own `sweeps`
+        (igr fits fig4's lr × batch grid with its corners); () reads its own. Use `reads(name)`.
     """
 
     name: str
@@ -46,6 +48,7 @@ class Experiment:
     interpolating: bool = False
     labels: tuple[str, ...] = ()
     paper_scale_only: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
 
 
 _A = "gclab.analysis."
@@ -60,6 +63,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         section=_R + "fig1",
         planted=("fig1_ripple", "fig1_gc_start", "fig1_fit", "fig1_line"),
         families=("gc:fig1",),
+        demo_order=5,
     ),
     Experiment(
         name="fig2",
@@ -77,6 +81,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         analyses=(_A + "trends",),
         section=_R + "fig3",
         families=("gc:fig3",),
+        demo_order=4,
         trend=True,
         interpolating=True,
     ),
@@ -110,6 +115,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         section=_R + "fig3",
         planted=("acc_slope",),
         families=("gc:smC4",),
+        demo_order=7,
         trend=True,
         interpolating=True,
     ),
@@ -129,6 +135,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         planted=("igr_slope", "igr_b_extra", "eq6_breaks"),
         families=("gc:fig4",),
         interpolating=True,
+        reads=("fig4", "igr"),  # one lr × batch grid: fig4's two axes and igr's corners (docs/EXPERIMENTS.md, igr)
     ),
     Experiment(
         name="bfd",
@@ -137,6 +144,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         section=_R + "bfd",
         planted=("bfd_drop", "bfd_random_gap", "ffd_deficit"),
         families=("bfd:§6",),
+        demo_order=6,
     ),
     # Generalization measures against GC, over every completed run of every sweep (no sweep of its own).
     Experiment(
@@ -167,6 +175,12 @@ def _unique(items) -> tuple[str, ...]:
 def sweeps(*, where=None) -> tuple[str, ...]:
     """Every entry's sweeps in catalog order (only entries for which `where(entry)` is true, if given)."""
     return _unique(s for e in EXPERIMENTS if where is None or where(e) for s in e.sweeps)
+
+
+def reads(name: str) -> tuple[str, ...]:
+    """The sweeps whose runs experiment `name`'s analyses read: its `reads`, else its own sweeps."""
+    entry = experiment(name)
+    return entry.reads or entry.sweeps
 
 
 def paper_scale_only() -> tuple[str, ...]:

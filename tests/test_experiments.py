@@ -83,7 +83,7 @@ def test_derived_lists_follow_the_registry():
         "igr",
         "bfd",
     )
-    assert store_sweeps.DEMO_SWEEPS == ("fig5", "thm51", "fig2", "fig4")
+    assert store_sweeps.DEMO_SWEEPS == ("fig5", "thm51", "fig2", "fig4", "fig3", "fig1", "bfd", "gcreg")
     assert store_sweeps.FIG4_SWEEPS == {"fig4": "SGD", "fig4_momentum": "SGD+momentum", "fig4_adam": "Adam"}
     assert set(store_sweeps.INTERPOLATING_SWEEPS) == {"fig3", "fig4", "fig4_momentum", "fig4_adam", "gcreg", "igr"}
     assert set(store_sweeps.TREND_SWEEPS) == {"fig2", "fig3", "fig4", "fig4_momentum", "fig4_adam", "gcreg"}

@@ -54,12 +54,14 @@ from gclab.analysis.result import (
 )
 from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
 from gclab.analysis.verdict import judge
+from gclab.experiments import reads
 from gclab.store.db import query
 from gclab.store.sweeps import SHIPPED_SWEEPS, sql_in
 
 # The runs of the h/b fit and of §5 step 3: one lr × batch grid, fig4's two axes and the corners igr adds
-# (docs/EXPERIMENTS.md, igr); their [base] sections are the same, so they are one design.
-SWEEPS = ("fig4", "igr")
+# (docs/EXPERIMENTS.md, igr); their [base] sections are the same, so they are one design. Declared once, in
+# the registry (`gclab.experiments`, igr's `reads`), which the report overview reads too.
+SWEEPS = reads("igr")
 TOLERANCE = 1e-6
 IDENTITY_CLAIM = "Eq. 6 decomposition ||∇θ L_B||² = R_B + A_B + C_B holds at every logged step"
 HB_CLAIM = "GC decreases as the IGR strength h/b (learning rate / batch size) increases"

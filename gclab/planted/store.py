@@ -38,7 +38,7 @@ from gclab.planted.tables import (
 )
 from gclab.store.layout import RunFolder, to_arrow
 from gclab.store.schema import MARKER_TABLE, SCHEMAS
-from gclab.store.sweeps import DEMO, FIG4_SWEEPS, PAPER_SWEEPS, TREND_SWEEPS
+from gclab.store.sweeps import DEMO, FIG4_SWEEPS, PAPER_SCALE_ONLY, PAPER_SWEEPS, TREND_SWEEPS
 
 EFFECTS: dict = {
     "trend_slope": 1.0,  # Δ log GC across each regularizer's grid, in the paper's direction
@@ -88,13 +88,17 @@ SWEEPS = (*PAPER_SWEEPS, DEMO)
 
 def sweep_runs(sweep: str, *, seeds: int | None = None, cadence: dict | None = None) -> tuple[RunConfig, ...]:
     """The shipped sweep's run configs; `seeds` replaces its seed list by range(seeds), `cadence`
-    (steps/log_every/eval_every) shortens training runs (init-only sweeps keep steps = 0)."""
+    (steps/log_every/eval_every) shortens training runs (init-only sweeps keep steps = 0). A sweep collected
+    at the [paper] scale only (`store.sweeps.PAPER_SCALE_ONLY`) keeps its CPU grid with that scale's seeds:
+    the seeds a real store of it holds."""
     return _sweep_runs(sweep, seeds, tuple(sorted((cadence or {}).items())))
 
 
 @functools.lru_cache(maxsize=256)
 def _sweep_runs(sweep: str, seeds: int | None, cadence: tuple) -> tuple[RunConfig, ...]:
     overrides = {"seeds": list(range(seeds))} if seeds is not None else {}
+    if seeds is None and sweep in PAPER_SCALE_ONLY:
+        overrides["seeds"] = sorted({r.seed for r in load_sweep(sweep, scale="paper").runs})
     # `demo` is no sweep file (gclab/collect/sweep.py expands it); its stand-in: thm51's demo scale named demo.
     name, scale = ("thm51", DEMO) if sweep == DEMO else (sweep, "cpu")
     if sweep == DEMO:

@@ -13,7 +13,8 @@ from gclab.experiments import demo_sweeps, experiment, paper_scale_only, sweeps
 # Every shipped sweep (the Recorder reserves these names; check rows read their runs), and the ones
 # `gclab collect --paper` runs at the CPU scale: all but the [paper]-scale-only sweeps.
 SHIPPED_SWEEPS = sweeps()
-PAPER_SWEEPS = tuple(s for s in SHIPPED_SWEEPS if s not in paper_scale_only())
+PAPER_SCALE_ONLY = paper_scale_only()
+PAPER_SWEEPS = tuple(s for s in SHIPPED_SWEEPS if s not in PAPER_SCALE_ONLY)
 
 # `make demo` / `--sweep demo`: the name DEMO means these sweeps at their `[demo]` scale (store.schema.SCALES).
 DEMO = "demo"

@@ -103,5 +103,5 @@ def test_demo_is_the_demo_sweeps_at_their_demo_scale(tmp_path):
         demo, full = load_sweep(name, scale="demo"), load_sweep(name)
         assert {c.scale for c in demo.runs} == {"demo"} and len(demo.runs) < len(full.runs)
         assert not {c.run_id for c in demo.runs} & {c.run_id for c in full.runs}  # never the same runs
-    res = run_cli("collect", "--sweep", "fig1", "--scale", "demo", "--data", tmp_path / "d")
+    res = run_cli("collect", "--sweep", "igr", "--scale", "demo", "--data", tmp_path / "d")  # igr has no [demo]
     assert res.returncode == 2 and "no [demo] section" in res.stderr and not (tmp_path / "d").exists()

@@ -117,3 +117,17 @@ def test_unknown_effect_is_a_clear_error(tmp_path):
     with pytest.raises(KeyError, match="unknown planted effects"):
         write_planted_store(tmp_path, effects={"no_such_effect": 1})
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_paper_scale_only_sweep_is_planted_with_that_scales_seeds():
+    """fig4_momentum is collected at [paper] scale only, so its planted runs carry those seeds (what a real
+    store of it holds), on its CPU grid; other sweeps keep their CPU seeds."""
+    from gclab.store.sweeps import PAPER_SCALE_ONLY
+
+    assert "fig4_momentum" in PAPER_SCALE_ONLY
+    for sweep in ("fig4_momentum", "fig4_adam"):
+        scale = "paper" if sweep in PAPER_SCALE_ONLY else "cpu"
+        want = {r.seed for r in load_sweep(sweep, scale=scale).runs}
+        runs = sweep_runs(sweep, cadence=CADENCE)
+        assert {r.seed for r in runs} == want
+        assert {(r.lr, r.batch_size) for r in runs} == {(r.lr, r.batch_size) for r in load_sweep(sweep).runs}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gclab.analysis.report.common import Section, esc, query
+from gclab.experiments import EXPERIMENTS, reads
 from gclab.store.db import scale_notes
 from gclab.store.layout import runs_root
 from gclab.store.schema import FILE_NAMES, MARKER_TABLE
@@ -84,16 +85,33 @@ def build(ctx) -> Section:
             for r in df.to_dicts()
         )
         sec.html_blocks.append(f"<table><thead>{head}</thead><tbody>{rows}</tbody></table>")
-    missing = [s for s in PAPER_SWEEPS if not ctx.has(s)]
+    missing, partial = collect_gaps(ctx.has)
     if missing and df.height:
         sec.caveats.append(
-            "Paper sweeps without completed runs: "
-            + ", ".join(f"`{s}`" for s in missing)
-            + " — `make paper` collects them all."
+            "Experiments with no completed runs to read: " + ", ".join(missing) + " — `make paper` collects them all."
+        )
+    if partial and df.height:
+        sec.caveats.append(
+            "Experiments collected in part (their rows answer from the runs present): " + "; ".join(partial) + "."
         )
     sec.caveats.append("Only completed runs enter charts and statistics; diverged and failed runs are counted here.")
     sec.caveats += [note[0].upper() + note[1:] + "." for note in scale_notes(ctx.con)]
     return sec
+
+
+def collect_gaps(has) -> tuple[list[str], list[str]]:
+    """(experiments none of whose read sweeps has completed runs, "name (no `sweep`, …)" for those read in
+    part). What an experiment reads is the registry's `reads` (igr answers from fig4's grid); only sweeps
+    `gclab collect --paper` runs count (`store.sweeps.PAPER_SWEEPS`). `has(sweep)`: it has completed runs."""
+    missing, partial = [], []
+    for entry in EXPERIMENTS:
+        wanted = [s for s in reads(entry.name) if s in PAPER_SWEEPS]
+        absent = [s for s in wanted if not has(s)]
+        if absent and len(absent) == len(wanted):
+            missing.append(entry.name)
+        elif absent:
+            partial.append(f"{entry.name} (no " + ", ".join(f"`{s}`" for s in absent) + ")")
+    return missing, partial
 
 
 def _anchor(sweep: str) -> str:
