@@ -19,15 +19,11 @@ import duckdb
 import polars as pl
 
 from gclab.store.check import Inventory, inventory, warning_lines
-from gclab.store.errors import one_line
+from gclab.store.errors import StoreError, one_line
 from gclab.store.schema import FILE_NAMES, MARKER_TABLE, RENAMED, SCALES, SCHEMAS
 
 DB_FILE = "runs.duckdb"
 _DUCK_TYPES = {"string": "VARCHAR", "double": "DOUBLE", "int64": "BIGINT", "int32": "INTEGER", "bool": "BOOLEAN"}
-
-
-class StoreError(Exception):
-    """A problem with the store or a query, worded as one line that says what to do."""
 
 
 def sql_literal(text: str) -> str:
