@@ -5,7 +5,8 @@ again from the start; a stored run that fails verification (`store.check`) is mo
 `data/quarantine/` and run again. A worker trains a run only while it holds the run's claim
 (`store.claim`), and re-checks the store under it, so collectors sharing a store train each
 run once and never remove each other's runs. Workers, Ray tasks and the Ray processes a
-collector started end when it dies (`collect.lifetime`).
+collector started end when it dies (`collect.lifetime`). On object storage (`--data s3://…`) the
+claim is a lease (`store.lease`) and a run is committed to the store's table whole when it ends.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from gclab.collect.config import RunConfig
 from gclab.collect.lifetime import exit_with, exit_with_parent, identity, start_reaper
 from gclab.collect.sweep import ConfigError
 from gclab.store.check import inventory, run_state
-from gclab.store.claim import Claim
+from gclab.store.claim import Claim, claim_for
 from gclab.store.errors import one_line
 from gclab.store.layout import quarantine, run_dir
+from gclab.store.location import parse
 from gclab.store.schema import RUN_STATUSES
 
 FINAL = tuple(s for s in RUN_STATUSES if s != "failed")  # stored for good; failed runs are run again
@@ -33,9 +35,28 @@ FINAL = tuple(s for s in RUN_STATUSES if s != "failed")  # stored for good; fail
 CLAIMED, DONE_ELSEWHERE = "claimed", "done elsewhere"
 
 
+def committed_status(data_dir) -> dict[str, str]:
+    """run_id → status of every run committed to an object store's table."""
+    from gclab.store.table import stored_runs
+
+    rows = stored_runs(location=parse(data_dir))
+    return dict(zip(rows.column("run_id").to_pylist(), rows.column("status").to_pylist()))
+
+
 def pending(runs, data_dir) -> list[RunConfig]:
-    inv = inventory(data_dir)
-    return [c for c in runs if inv.status.get(c.run_id) not in FINAL]
+    status = inventory(data_dir).status if parse(data_dir).is_local else committed_status(data_dir)
+    return [c for c in runs if status.get(c.run_id) not in FINAL]
+
+
+def run_one_remote(cfg: RunConfig, data_dir: str, threads: int, progress: bool) -> dict:
+    """`run_one` on object storage: under the run's lease, train it unless the table holds it for good
+    (committed whole or not at all, so there is no half run to quarantine)."""
+    with claim_for(data_dir, cfg.sweep, cfg.run_id) as claim:
+        if not claim.held:
+            return {"run_id": cfg.run_id, "status": CLAIMED, "holder": claim.holder()}
+        if committed_status(data_dir).get(cfg.run_id) in FINAL:
+            return {"run_id": cfg.run_id, "status": DONE_ELSEWHERE}
+        return _train_or_record(cfg, data_dir, threads, progress)
 
 
 def run_one(config_json: str, data_dir: str, threads: int, progress: bool = False, owner=None) -> dict:
@@ -44,6 +65,8 @@ def run_one(config_json: str, data_dir: str, threads: int, progress: bool = Fals
     if owner is not None:
         exit_with(owner)
     cfg = RunConfig.model_validate_json(config_json)
+    if not parse(data_dir).is_local:
+        return run_one_remote(cfg, data_dir, threads, progress)
     with Claim(data_dir, cfg.sweep, cfg.run_id) as claim:
         if not claim.held:
             return {"run_id": cfg.run_id, "status": CLAIMED, "holder": claim.holder()}
@@ -110,7 +133,7 @@ def run_ray(todo: list[RunConfig], data_dir: str, bar) -> list[dict]:
     import torch
 
     if not ray.is_initialized():
-        # RAY_ADDRESS set: join that cluster (data_dir must be on a shared file system).
+        # RAY_ADDRESS set: join that cluster (data_dir on a shared file system, or an object-store URI).
         address = os.environ.get("RAY_ADDRESS")
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         if not address:  # the cluster is this collector's: it ends when the collector dies
@@ -141,7 +164,7 @@ def run_sweep(
     runs, data_dir, *, backend: str = "local", workers: int | None = None, label: str = "sweep"
 ) -> list[dict]:
     check_workers(workers)
-    data_dir = str(Path(data_dir).resolve())
+    data_dir = str(Path(data_dir).resolve()) if parse(data_dir).is_local else str(data_dir)
     todo = pending(runs, data_dir)
     print(f"{label}: {len(runs)} runs, {len(runs) - len(todo)} already in the store, {len(todo)} to run")
     if not todo:

@@ -45,6 +45,20 @@ def s3_client(location: Location):
     return boto3.client("s3", endpoint_url=location.storage_options.get("AWS_ENDPOINT_URL"))
 
 
+def require_bucket(location: Location) -> None:
+    """StoreError (one line) unless the object store's bucket exists and answers, before anything is written."""
+    bucket = urlparse(location.uri).netloc
+    try:
+        s3_client(location).head_bucket(Bucket=bucket)
+    except StoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 — botocore's errors, imported lazily
+        if _code(exc) in ("404", "NoSuchBucket"):
+            msg = f"--data {location.uri}: bucket {bucket} does not exist; create it first or fix --data"
+            raise StoreError(msg) from None
+        raise _store_error(exc, f"s3://{bucket}") from None
+
+
 def _code(exc: Exception) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
