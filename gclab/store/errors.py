@@ -10,3 +10,7 @@ def one_line(exc: BaseException, *, with_type: bool = False, limit: int = LIMIT)
     `with_type` prefixes the exception's class name, for messages that would be ambiguous without it."""
     text = " ".join((f"{type(exc).__name__}: {exc}" if with_type else str(exc)).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class StoreError(Exception):
+    """A problem with the store or a query, worded as one line that says what to do."""
