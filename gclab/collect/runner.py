@@ -29,23 +29,29 @@ from gclab.store.errors import one_line
 from gclab.store.layout import quarantine, run_dir
 from gclab.store.location import parse
 from gclab.store.schema import RUN_STATUSES
+from gclab.store.table import stored_runs
 
 FINAL = tuple(s for s in RUN_STATUSES if s != "failed")  # stored for good; failed runs are run again
 # What run_one reports besides a trained run's status.
 CLAIMED, DONE_ELSEWHERE = "claimed", "done elsewhere"
 
 
-def committed_status(data_dir) -> dict[str, str]:
-    """run_id → status of every run committed to an object store's table."""
-    from gclab.store.table import stored_runs
-
+def stored_status(data_dir) -> dict[str, str | None]:
+    """run_id → status of every stored run: the Delta table's, then the inbox's (newer, so it wins)."""
     rows = stored_runs(location=parse(data_dir))
-    return dict(zip(rows.column("run_id").to_pylist(), rows.column("status").to_pylist()))
+    status = dict(zip(rows.column("run_id").to_pylist(), rows.column("status").to_pylist()))
+    return status | inventory(data_dir).status if parse(data_dir).is_local else status  # no inbox in a bucket
 
 
 def pending(runs, data_dir) -> list[RunConfig]:
-    status = inventory(data_dir).status if parse(data_dir).is_local else committed_status(data_dir)
+    status = stored_status(data_dir)
     return [c for c in runs if status.get(c.run_id) not in FINAL]
+
+
+def _committed_final(data_dir: str, run_id: str) -> bool:
+    """The run is in the Delta table with a final status (ingested since `pending` looked)."""
+    rows = stored_runs(location=parse(data_dir)).to_pylist()
+    return any(r["run_id"] == run_id and r["status"] in FINAL for r in rows)
 
 
 def run_one_remote(cfg: RunConfig, data_dir: str, threads: int, progress: bool) -> dict:
@@ -54,7 +60,7 @@ def run_one_remote(cfg: RunConfig, data_dir: str, threads: int, progress: bool) 
     with claim_for(data_dir, cfg.sweep, cfg.run_id) as claim:
         if not claim.held:
             return {"run_id": cfg.run_id, "status": CLAIMED, "holder": claim.holder()}
-        if committed_status(data_dir).get(cfg.run_id) in FINAL:
+        if _committed_final(data_dir, cfg.run_id):
             return {"run_id": cfg.run_id, "status": DONE_ELSEWHERE}
         return _train_or_record(cfg, data_dir, threads, progress)
 
@@ -71,7 +77,7 @@ def run_one(config_json: str, data_dir: str, threads: int, progress: bool = Fals
         if not claim.held:
             return {"run_id": cfg.run_id, "status": CLAIMED, "holder": claim.holder()}
         status, problems = run_state(data_dir, cfg.sweep, cfg.run_id)
-        if status in FINAL:
+        if status in FINAL or (status is None and not problems and _committed_final(data_dir, cfg.run_id)):
             return {"run_id": cfg.run_id, "status": DONE_ELSEWHERE}
         if problems:
             try:
@@ -198,4 +204,14 @@ def collect_sweep(
     except RecursionError:
         raise ConfigError(TOO_DEEP) from None
     preflight(sweeps, data, allow_huge=allow_huge)
-    return [r for s in sweeps for r in run_sweep(s.runs, data, backend=backend, workers=workers, label=s.name)]
+    rows = [r for s in sweeps for r in run_sweep(s.runs, data, backend=backend, workers=workers, label=s.name)]
+    ingest_if_full(data)
+    return rows
+
+
+def ingest_if_full(data) -> None:
+    """Commit the inbox to the store's table once it holds COMPACT_AT runs (store.ingest)."""
+    from gclab.store.ingest import COMPACT_AT, inbox_size, ingest
+
+    if inbox_size(Path(data)) >= COMPACT_AT:
+        ingest(location=parse(Path(data).resolve()), say=lambda msg: print(f"store: {msg}"))

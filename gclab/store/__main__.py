@@ -1,4 +1,5 @@
-"""`gclab check [--repair] [--data DIR]` — verify every run folder of a store.
+"""`gclab check [--repair] [--data DIR]` — verify every run folder of a store;
+`gclab compact` / `gclab migrate` — move the inbox's runs into the store's Delta table (docs/SCHEMA.md).
 
 Reads every file of every complete run whole (footer, metadata, data pages, schema against
 gclab/store/schema.py, run_id consistency) and prints a table of problems; exit code 1 when there
@@ -43,12 +44,37 @@ def _repair(data_dir: Path, inv) -> int:
     return skipped
 
 
+def _table_command(command: str, data_dir: Path) -> int:
+    """`compact` or `migrate`: one line per batch committed, one summary line."""
+    from gclab.store.errors import StoreError
+    from gclab.store.ingest import compact, migrate
+    from gclab.store.location import parse
+
+    location = parse(data_dir)
+    try:
+        if command == "migrate":
+            runs = migrate(location=location)
+            print(f"{data_dir}: {len(runs)} runs in the table; their folders are in {data_dir / 'migrated'}")
+        else:
+            out = compact(location=location)
+            print(f"{data_dir}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in out.items()))
+    except (StoreError, OSError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="gclab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="verify every run folder; exit 1 if any is bad")
     check.add_argument("--data", default="data", help="run store folder (default ./data)")
     check.add_argument("--repair", action="store_true", help="move bad runs to <data>/quarantine/ (never deletes)")
+    for name, help_ in (
+        ("compact", "commit the inbox's runs to the table, then compact and checkpoint it"),
+        ("migrate", "commit every run folder to the table, moving the folders to <data>/migrated/"),
+    ):
+        sub.add_parser(name, help=help_).add_argument("--data", default="data", help="run store folder")
     args = p.parse_args(argv)
     data_dir = Path(args.data)
     if not data_dir.is_dir():
@@ -57,6 +83,12 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.command != "check":
+        return _table_command(args.command, data_dir)
+    return _check(data_dir, repair=args.repair)
+
+
+def _check(data_dir: Path, *, repair: bool) -> int:
     inv = inventory(data_dir)
     problems = inv.problems + inv.drift
     print(f"{data_dir}: {len(inv.runs)} runs verified, {len(problems)} problems")
@@ -71,7 +103,7 @@ def main(argv=None) -> int:
     )
     with pl.Config(tbl_rows=-1, fmt_str_lengths=160, tbl_width_chars=240, tbl_hide_dataframe_shape=True):
         print(table)
-    if not args.repair:
+    if not repair:
         print(
             "run `make check REPAIR=1` (gclab check --repair) to move them to "
             f"{data_dir / 'quarantine'}; the next collect re-runs them"
