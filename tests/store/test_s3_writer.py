@@ -1,0 +1,114 @@
+"""Writers on object storage (gclab/store/writer.py) against a loopback S3 server: a Recorder block
+commits its run to the Delta table whole when it ends, a second writer of the run is refused while
+the first holds its lease, and a writer killed mid-run has committed nothing."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pyarrow.compute as pc
+import torch
+from torch import nn
+
+from gclab.collect.recorder import Recorder
+from gclab.store.location import parse
+from gclab.store.table import exists, row_counts, stored_runs
+from tests._helpers.cli import ROOT
+
+STEPS = 4
+
+
+def _record(data: str, config: dict) -> Recorder:
+    torch.manual_seed(0)
+    model, x, y = nn.Linear(4, 3), torch.randn(8, 4), torch.randint(0, 3, (8,))
+    with Recorder(data, "mine", config) as rec:
+        for step in range(STEPS):
+            rec.step(step, model, x, y)
+    return rec
+
+
+def test_recorder_commits_its_run_whole(s3, s3_uri):
+    rec = _record(s3_uri, {"lr": 0.1})
+    location = parse(s3_uri)
+    runs = stored_runs(location=location)
+    assert runs.column("run_id").to_pylist() == [rec.run_id]
+    assert runs.column("status").to_pylist() == ["completed"]
+    counts = row_counts(location=location, run_ids=[rec.run_id])
+    assert counts[("runs", rec.run_id)] == 1
+    assert counts[("steps", rec.run_id)] == STEPS
+    bucket = s3_uri.split("/")[2]
+    assert not [k for k in s3.keys(bucket) if "/claims/" in k]  # the lease is released
+
+
+def test_recording_again_replaces_the_run(s3_uri):
+    first = _record(s3_uri, {"lr": 0.1})
+    again = _record(s3_uri, {"lr": 0.1})
+    other = _record(s3_uri, {"lr": 0.2})
+    runs = stored_runs(location=parse(s3_uri))
+    ids = runs.column("run_id").to_pylist()
+    assert first.run_id == again.run_id
+    assert sorted(ids) == sorted([first.run_id, other.run_id])
+    steps = row_counts(location=parse(s3_uri), run_ids=ids)
+    assert steps[("steps", first.run_id)] == STEPS
+
+
+SECOND = textwrap.dedent(
+    """
+    import sys
+    from gclab.collect.recorder import Recorder
+    from gclab.store.claim import ClaimTaken
+    try:
+        with Recorder(sys.argv[1], "mine", {"lr": 0.3}):
+            print("recorded")
+    except ClaimTaken as exc:
+        print(f"refused: {exc}")
+    """
+)
+
+
+def _python(script: str, *args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        **kw,
+    )
+
+
+def test_second_writer_is_refused_while_the_first_holds_the_run(s3_uri):
+    with Recorder(s3_uri, "mine", {"lr": 0.3}) as rec:
+        out, _ = _python(SECOND, s3_uri).communicate(timeout=300)
+        assert out.startswith("refused: ") and f" {os.getpid()} " in out, out
+        rec.annotate(n_train=8)
+    assert stored_runs(location=parse(s3_uri)).column("run_id").to_pylist() == [rec.run_id]
+
+
+KILLED = textwrap.dedent(
+    """
+    import sys, torch
+    from torch import nn
+    from gclab.collect.recorder import Recorder
+    model, x, y = nn.Linear(4, 3), torch.randn(8, 4), torch.randint(0, 3, (8,))
+    with Recorder(sys.argv[1], "mine", {"lr": 0.4}) as rec:
+        rec.step(0, model, x, y)
+        print("recording", flush=True)
+        sys.stdin.read()  # killed here, mid-run
+    """
+)
+
+
+def test_killed_writer_commits_nothing(s3_uri):
+    proc = _python(KILLED, s3_uri)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "recording"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    location = parse(s3_uri)
+    assert not exists(location)  # not even an empty table: nothing was committed
+    kept = _record(s3_uri, {"lr": 0.5})
+    ids = stored_runs(location=location).column("run_id")
+    assert pc.count(ids).as_py() == 1 and ids[0].as_py() == kept.run_id
