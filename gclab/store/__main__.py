@@ -18,7 +18,9 @@ import polars as pl
 
 from gclab.store.check import RUN_DIR, SWEEP_DIR, inventory
 from gclab.store.claim import Claim
+from gclab.store.errors import StoreError
 from gclab.store.layout import quarantine, runs_root
+from gclab.store.location import parse
 
 
 def _repair(data_dir: Path, inv) -> int:
@@ -44,17 +46,15 @@ def _repair(data_dir: Path, inv) -> int:
     return skipped
 
 
-def _table_command(command: str, data_dir: Path) -> int:
+def _table_command(command: str, data_dir: str | Path) -> int:
     """`compact` or `migrate`: one line per batch committed, one summary line."""
-    from gclab.store.errors import StoreError
     from gclab.store.ingest import compact, migrate
-    from gclab.store.location import parse
 
     location = parse(data_dir)
     try:
         if command == "migrate":
             runs = migrate(location=location)
-            print(f"{data_dir}: {len(runs)} runs in the table; their folders are in {data_dir / 'migrated'}")
+            print(f"{data_dir}: {len(runs)} runs in the table; their folders are in {Path(data_dir) / 'migrated'}")
         else:
             out = compact(location=location)
             print(f"{data_dir}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in out.items()))
@@ -62,6 +62,30 @@ def _table_command(command: str, data_dir: Path) -> int:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     return 0
+
+
+def _remote(args) -> int:
+    """check / compact on object storage: the table only (no inbox, nothing to quarantine)."""
+    from gclab.store.remote import require_store, verify
+
+    try:
+        location = parse(args.data)
+        require_store(location)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        print(f"error: --data {args.data}: migrate converts a local folder store; point --data at one", file=sys.stderr)
+        return 2
+    if args.command == "compact":
+        return _table_command("compact", args.data)
+    runs, problems = verify(location)
+    print(f"{args.data}: {runs} runs committed, every table file read whole, {len(problems)} problems")
+    for line in problems:
+        print(line)
+    if problems and args.repair:
+        print("nothing moved: a committed file is never moved on object storage; restore it from the bucket")
+    return 1 if problems else 0
 
 
 def main(argv=None) -> int:
@@ -76,6 +100,8 @@ def main(argv=None) -> int:
     ):
         sub.add_parser(name, help=help_).add_argument("--data", default="data", help="run store folder")
     args = p.parse_args(argv)
+    if not parse(args.data).is_local:
+        return _remote(args)
     data_dir = Path(args.data)
     if not data_dir.is_dir():
         print(

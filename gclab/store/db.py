@@ -185,7 +185,12 @@ def write_shared_db(data_dir: Path, views: dict[str, str]) -> None:
 
 def scan_and_share(data_dir: str | Path, *, warn: bool = True) -> tuple[Inventory, dict[str, list[str]]]:
     """Scan the inbox (warnings on stderr), list the Delta table's current files (store.table), and
-    rewrite `runs.duckdb` from both. Committed runs are not verified here: `gclab check` does that."""
+    rewrite `runs.duckdb` from both. Committed runs are not verified here: `gclab check` does that.
+    On object storage: the table only (no inbox, no shared file; store.remote)."""
+    if not parse(data_dir).is_local:
+        from gclab.store.remote import committed_files
+
+        return Inventory(), committed_files(parse(data_dir))
     data_dir = Path(data_dir)
     inv = scan(data_dir, warn=warn)
     try:
@@ -217,8 +222,12 @@ def views_connection(views: dict[str, str]) -> duckdb.DuckDBPyConnection:
 
 def connect(data_dir: str | Path, *, warn: bool = True) -> duckdb.DuckDBPyConnection:
     """A fresh in-memory connection with one view per table (and `runs.duckdb` refreshed)."""
-    _, views = refresh(data_dir, warn=warn)
-    con = views_connection(views)
+    if parse(data_dir).is_local:
+        con = views_connection(refresh(data_dir, warn=warn)[1])
+    else:
+        from gclab.store.remote import remote_connection
+
+        con = remote_connection(parse(data_dir))
     if warn:
         for line in scale_notes(con):
             print(f"note: {line}", file=sys.stderr)

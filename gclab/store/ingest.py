@@ -135,7 +135,7 @@ def ingest(*, location: Location, after: Callable[[Path], None] | None = None, s
 def compact(*, location: Location, say=print) -> dict:
     """Ingest the inbox, then bin-pack each partition's small files, checkpoint the log, and remove
     files and log entries older than Delta's default retention (never a young file)."""
-    runs = ingest(location=location, say=say)
+    runs = ingest(location=location, say=say) if location.is_local else []  # a bucket has no inbox
     dt = open_table(location)
     if dt is None:
         return {"ingested": len(runs)}
