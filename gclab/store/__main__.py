@@ -115,9 +115,17 @@ def main(argv=None) -> int:
 
 
 def _check(data_dir: Path, *, repair: bool) -> int:
+    """The inbox's folders and the table's files, verified; bad ones quarantined with `repair`."""
+    from gclab.store.location import parse
+    from gclab.store.table import stored_runs
+    from gclab.store.table_check import repair_table, verify_table
+
+    location = parse(data_dir)
     inv = inventory(data_dir)
-    problems = inv.problems + inv.drift
-    print(f"{data_dir}: {len(inv.runs)} runs verified, {len(problems)} problems")
+    bad_files = verify_table(location=location)
+    problems = inv.problems + inv.drift + [b.problem for b in bad_files]
+    runs = set(inv.runs) | (set() if bad_files else set(stored_runs(location=location).column("run_id").to_pylist()))
+    print(f"{data_dir}: {len(runs)} runs verified, {len(problems)} problems")
     if not problems:
         return 0
     table = pl.DataFrame(
@@ -135,6 +143,7 @@ def _check(data_dir: Path, *, repair: bool) -> int:
             f"{data_dir / 'quarantine'}; the next collect re-runs them"
         )
         return 1
+    repair_table(location=location, bad=bad_files)
     return 1 if _repair(data_dir, inv) else 0
 
 

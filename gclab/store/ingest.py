@@ -16,13 +16,13 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from gclab.store.check import RUN_DIR, SWEEP_DIR, inventory, run_state
+from gclab.store.check import RUN_DIR, SWEEP_DIR, VerdictCache, inventory, run_state
 from gclab.store.claim import Claim
 from gclab.store.errors import StoreError
 from gclab.store.layout import runs_root
 from gclab.store.location import Location
 from gclab.store.schema import FILE_NAMES
-from gclab.store.table import commit_runs, open_table, row_counts
+from gclab.store.table import commit_runs, open_table, row_counts, table_files
 
 # Collect ingests its inbox once it holds this many runs: a few hundred runs per commit keeps both
 # the files a read opens (six per inbox run) and the commits per run small; below it a store stays as
@@ -68,6 +68,7 @@ def _mover(data_dir: Path) -> Callable[[Path], None]:
 def _claim_batch(data_dir: Path, folders: list[Path]) -> tuple[list[Path], list[Claim]]:
     """The folders whose claim we got and that still verify under it; the claims held."""
     ok, claims = [], []
+    cache = VerdictCache(data_dir)
     for folder in folders:
         ids = _sweep_and_id(folder)
         if ids is None:
@@ -75,7 +76,7 @@ def _claim_batch(data_dir: Path, folders: list[Path]) -> tuple[list[Path], list[
         claim = Claim(data_dir, *ids)
         if not claim.acquire():
             continue
-        status, problems = run_state(data_dir, *ids)
+        status, problems = run_state(data_dir, *ids, cache=cache)
         if status is None or problems:  # replaced or broken since the inventory: leave it to check
             claim.release()
             continue
@@ -84,12 +85,14 @@ def _claim_batch(data_dir: Path, folders: list[Path]) -> tuple[list[Path], list[
     return ok, claims
 
 
-def _verify_committed(location: Location, folders: list[Path]) -> None:
-    """Every table's row count per run read back from the table equals the folder's."""
+def _verify_committed(location: Location, folders: list[Path], old: dict[str, list[str]]) -> None:
+    """Every table's row count per run, read back from the files the commit added (the table's files
+    not in `old`), equals the folder's."""
     import pyarrow.parquet as pq
 
     ids = [f.name.split("=", 1)[1] for f in folders]
-    got = row_counts(location=location, run_ids=ids)
+    new = {t: sorted(set(paths) - set(old.get(t, []))) for t, paths in table_files(location=location).items()}
+    got = row_counts(location=location, run_ids=ids, files=new)
     for folder, run_id in zip(folders, ids):
         for table, name in FILE_NAMES.items():
             path = folder / name
@@ -121,8 +124,9 @@ def ingest(*, location: Location, after: Callable[[Path], None] | None = None, s
         try:
             if not batch:
                 continue
+            old = table_files(location=location)
             done += commit_runs(location=location, run_dirs=batch)
-            _verify_committed(location, batch)
+            _verify_committed(location, batch, old)
             for folder in batch:
                 after(folder)
         finally:

@@ -126,19 +126,35 @@ def _read_file(path: Path, table: str) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=SCHEMAS[table].names)
 
 
-def run_frame(run_dir: Path) -> pa.Table:
-    """One verified run folder as Delta rows (full schema), every table it holds."""
+def run_tables(run_dir: Path) -> dict[str, pa.Table]:
+    """One verified run folder's tables (current schema; `sweep` from its run.parquet in every one)."""
     sweep = pq.read_table(run_dir / FILE_NAMES[MARKER_TABLE], columns=["sweep"]).column(0)[0].as_py()
+    out = {}
+    for table, name in FILE_NAMES.items():
+        if (run_dir / name).exists():
+            data = _read_file(run_dir / name, table)
+            if table != MARKER_TABLE:
+                data = data.append_column("sweep", pa.array([sweep] * data.num_rows, pa.string()))
+            out[table] = data
+    return out
+
+
+def batch_frame(run_dirs: Sequence[Path]) -> pa.Table:
+    """The runs' rows in the Delta table's physical columns (store tables side by side, see the module
+    docstring): one frame per store table, widened once, so a batch costs what its rows do."""
+    per_table: dict[str, list[pa.Table]] = {t: [] for t in SCHEMAS}
+    for d in run_dirs:
+        for table, data in run_tables(Path(d)).items():
+            per_table[table].append(data)
     schema = full_schema()
     parts = []
-    for table, name in FILE_NAMES.items():
-        if not (run_dir / name).exists():
+    for table, frames in per_table.items():
+        if not frames:
             continue
-        data = _read_file(run_dir / name, table)
+        data = pa.concat_tables(frames)
         n = data.num_rows
-        cols = {physical(table, c): data.column(c) for c in data.column_names if c != "sweep"}
+        cols = {physical(table, c): data.column(c) for c in data.column_names}
         cols[PARTITION] = pa.array([table] * n, pa.string())
-        cols["sweep"] = pa.array([sweep] * n, pa.string())
         parts.append(pa.Table.from_arrays([cols.get(f.name, pa.nulls(n, f.type)) for f in schema], schema=schema))
     return pa.concat_tables(parts)
 
@@ -155,8 +171,7 @@ def commit_runs(*, location: Location, run_dirs: Sequence[Path]) -> list[str]:
     which reads no stored data. Either way a reader sees every run of the batch or none of it."""
     if not run_dirs:
         return []
-    frames = [run_frame(Path(d)) for d in run_dirs]
-    data = pa.concat_tables(frames)
+    data = batch_frame(run_dirs)
     ids = pc.unique(data.filter(pc.equal(data.column(PARTITION), MARKER_TABLE)).column("run_id")).to_pylist()
     stored = set(stored_runs(location=location).column("run_id").to_pylist()) if exists(location) else set()
     again = sorted(stored.intersection(ids))
@@ -179,9 +194,11 @@ def delete_runs(*, location: Location, run_ids: Sequence[str]) -> None:
         dt.delete(f"run_id IN {_in_list(run_ids)}")
 
 
-def row_counts(*, location: Location, run_ids: Sequence[str]) -> dict[tuple[str, str], int]:
-    """(table, run_id) → rows in the table for these runs, to check a commit read back whole."""
-    files = table_files(location=location)
+def row_counts(
+    *, location: Location, run_ids: Sequence[str], files: dict[str, list[str]]
+) -> dict[tuple[str, str], int]:
+    """(table, run_id) → rows these runs have in `files` (a commit's new files: reading them back costs
+    what the commit wrote, not what the table holds)."""
     want = pa.array(list(run_ids), pa.string())
     out: dict[tuple[str, str], int] = {}
     for table, paths in files.items():
