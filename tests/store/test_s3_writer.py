@@ -14,7 +14,7 @@ from torch import nn
 
 from gclab.collect.recorder import Recorder
 from gclab.store.location import parse
-from gclab.store.table import exists, row_counts, stored_runs
+from gclab.store.table import exists, row_counts, stored_runs, table_files
 from tests._helpers.cli import ROOT
 
 STEPS = 4
@@ -35,7 +35,7 @@ def test_recorder_commits_its_run_whole(s3, s3_uri):
     runs = stored_runs(location=location)
     assert runs.column("run_id").to_pylist() == [rec.run_id]
     assert runs.column("status").to_pylist() == ["completed"]
-    counts = row_counts(location=location, run_ids=[rec.run_id])
+    counts = row_counts(location=location, run_ids=[rec.run_id], files=table_files(location=location))
     assert counts[("runs", rec.run_id)] == 1
     assert counts[("steps", rec.run_id)] == STEPS
     bucket = s3_uri.split("/")[2]
@@ -50,7 +50,7 @@ def test_recording_again_replaces_the_run(s3_uri):
     ids = runs.column("run_id").to_pylist()
     assert first.run_id == again.run_id
     assert sorted(ids) == sorted([first.run_id, other.run_id])
-    steps = row_counts(location=parse(s3_uri), run_ids=ids)
+    steps = row_counts(location=parse(s3_uri), run_ids=ids, files=table_files(location=parse(s3_uri)))
     assert steps[("steps", first.run_id)] == STEPS
 
 
