@@ -21,8 +21,8 @@ import polars as pl
 from gclab.store.check import Inventory, inventory, warning_lines
 from gclab.store.errors import StoreError, one_line
 from gclab.store.location import parse
-from gclab.store.schema import FILE_NAMES, MARKER_TABLE, RENAMED, SCALES, SCHEMAS
-from gclab.store.table import physical, table_files, table_schema
+from gclab.store.schema import FILE_NAMES, MARKER_TABLE, RENAMED, SCALES, SCHEMAS, physical
+from gclab.store.table import table_files, table_schema
 
 DB_FILE = "runs.duckdb"
 _DUCK_TYPES = {"string": "VARCHAR", "double": "DOUBLE", "int64": "BIGINT", "int32": "INTEGER", "bool": "BOOLEAN"}

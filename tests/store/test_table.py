@@ -151,3 +151,10 @@ def test_check_quarantines_a_bad_table_file(store):
     for view in VIEWS:  # every run left is whole
         assert_same({view: before[view].filter(pl.col("run_id").is_in(kept))}, {view: after[view]})
     assert DeltaTable(str(store / "delta")).version() > 0
+
+
+def test_readme_states_the_compaction_threshold():
+    from gclab.store.ingest import COMPACT_AT
+    from tests._helpers.cli import ROOT
+
+    assert f"`COMPACT_AT` = {COMPACT_AT}" in (ROOT / "README.md").read_text()
