@@ -21,8 +21,8 @@ import polars as pl
 from gclab.store.check import Inventory, inventory, warning_lines
 from gclab.store.errors import StoreError, one_line
 from gclab.store.location import parse
-from gclab.store.schema import FILE_NAMES, MARKER_TABLE, RENAMED, SCALES, SCHEMAS
-from gclab.store.table import physical, table_files, table_schema
+from gclab.store.schema import FILE_NAMES, MARKER_TABLE, RENAMED, SCALES, SCHEMAS, physical
+from gclab.store.table import table_files, table_schema
 
 DB_FILE = "runs.duckdb"
 _DUCK_TYPES = {"string": "VARCHAR", "double": "DOUBLE", "int64": "BIGINT", "int32": "INTEGER", "bool": "BOOLEAN"}
@@ -35,12 +35,6 @@ def sql_literal(text: str) -> str:
 def _empty_select(table: str) -> str:
     cols = ", ".join(f"CAST(NULL AS {_DUCK_TYPES[str(f.type)]}) AS {f.name}" for f in SCHEMAS[table])
     return f"SELECT {cols} WHERE false"
-
-
-def _empty_inbox(table: str) -> str:
-    """No inbox files: the table's columns, and `sweep` as hive partitioning gives it to the other tables."""
-    sql = _empty_select(table)
-    return sql if table == MARKER_TABLE else sql.replace(" WHERE false", ", CAST(NULL AS VARCHAR) AS sweep WHERE false")
 
 
 def _renames_read(table: str, source: str) -> str:
@@ -101,10 +95,8 @@ def with_delta(inbox: dict[str, str], delta: dict[str, str | None]) -> dict[str,
     """Each table's FROM item: its Delta rows (relation in `delta`, None when it has no files) then
     its inbox rows (`inbox`), the inbox winning for a run in both (docs/SCHEMA.md)."""
     out = {}
-    stored = any(rel is not None for rel in delta.values())
     for table, source in inbox.items():
-        # A table with no files of its own still gets its full columns (sweep included) from the Delta part.
-        rel = delta.get(table) or ("(SELECT NULL::VARCHAR AS run_id WHERE false)" if stored else None)
+        rel = delta.get(table)
         out[table] = (
             source
             if rel is None
@@ -128,7 +120,7 @@ def view_statements(inv: Inventory, delta: dict[str, list[str]] | None = None) -
     for table in FILE_NAMES:
         files = inv.files[table]
         inbox[table] = (
-            _read_files([str(p.resolve()) for p in files], hive=True) if files else f"({_empty_inbox(table)})"
+            _read_files([str(p.resolve()) for p in files], hive=True) if files else f"({_empty_select(table)})"
         )
     tables = {t: (_read_files(f, hive=False) if f else None) for t, f in (delta or {}).items()}
     return scale_views(with_delta(inbox, tables))

@@ -1,11 +1,9 @@
 """The store's Delta table: all seven store tables in one Delta Lake table (delta-rs), partitioned by `table`.
 
 One table because Delta has no multi-table transactions: one `write_deltalake` commit per batch makes
-its runs visible in every store table at once or not at all (docs/SCHEMA.md, "The Delta table").
-Physical columns: `table` (the partition), `run_id`, `sweep`, and every other column of store table
-`t` as `t__<column>` (two names clash with different types across tables: runs.loss/evals.loss,
-probes.output/fdim.output). Columns added to gclab/store/schema.py are merged into the table's schema
-by the next commit; files written before read them as null.
+its runs visible in every store table at once or not at all (docs/SCHEMA.md, "Where runs are stored").
+Its columns are named by `store.schema.physical`. Columns added to gclab/store/schema.py are merged
+into the table's schema by the next commit; files written before read them as null.
 
 Delta's log is the only log: the run folders (`store.layout`) are the inbox, and a batch of them
 becomes table rows in one commit (`store.ingest`).
@@ -24,15 +22,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from gclab.store.errors import StoreError
 from gclab.store.location import Location
-from gclab.store.schema import FILE_NAMES, MARKER_TABLE, RENAMED, SCHEMAS
-
-PARTITION = "table"
-COMMON = ("run_id", "sweep")  # stored once per row, whatever the store table
-
-
-def physical(table: str, column: str) -> str:
-    """The Delta column holding store table `table`'s `column`."""
-    return column if column in COMMON else f"{table}__{column}"
+from gclab.store.schema import COMMON, FILE_NAMES, MARKER_TABLE, PARTITION, RENAMED, SCHEMAS, physical
 
 
 def table_schema(table: str) -> pa.Schema:
