@@ -115,11 +115,15 @@ def reads(data: Path, out: Path) -> dict:
     from gclab.analysis.run_summary import GC_AT_BEST_SQL
 
     count = ["sql", "-q", "SELECT count(*) FROM runs", "--data", str(data)]
+    empty = data.parent / "empty-store"
+    empty.mkdir(exist_ok=True)
+    floor, _ = timed("sql", "-q", "SELECT count(*) FROM runs", "--data", str(empty))  # start-up, no runs
     cold, _ = timed(*count)
     warm, _ = timed(*count)
     summary, res = timed("sql", "-q", GC_AT_BEST_SQL, "--data", str(data), "--max-rows", "1")
     report, _ = timed("report", "--data", str(data), "--out", str(out))
     return {
+        "count_on_empty_store_s": round(floor, 2),
         "count_cold_s": round(cold, 2),
         "count_warm_s": round(warm, 2),
         "warm_cold_ratio": round(max(cold, warm) / min(cold, warm), 2),

@@ -6,7 +6,7 @@ heartbeat thread rewrites it every TTL/3 with `If-Match` on its ETag. A holder t
 renewing: once the object is older than its TTL by the server's own clock (its `Last-Modified`
 against the response's `Date`, so no two machines' clocks are compared), the next writer takes it
 over with `If-Match` on the stale ETag, and again exactly one taker wins. Same interface as
-`store.claim.Claim`, re-entrant within a process in the same way (docs/SCHEMA.md, "Object storage").
+`store.claim.Claim`, re-entrant within a process in the same way (README, "Object storage").
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 On local disk it is `layout.RunFolder` (a run folder in the inbox, published by one rename). A bucket
 has no atomic rename, so `StagedRun` writes the run's files into a private local temporary folder
 and `finish` commits them to the store's Delta table in one commit (`table.commit_runs`): a killed
-writer has committed nothing, and its lease (`store.lease`, the claim) expires (docs/SCHEMA.md,
+writer has committed nothing, and its lease (`store.lease`, the claim) expires (README,
 "Object storage").
 """
 
