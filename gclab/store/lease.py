@@ -109,8 +109,8 @@ class Lease:
         self._etag = response["ETag"]
         return True
 
-    def _stale_etag(self) -> str | None:
-        """The ETag of the current lease if it has expired by the server's clock; None if it is live or gone."""
+    def _current(self) -> tuple[str, bool] | None:
+        """(ETag, expired by the server's clock) of the lease there now; None when there is none."""
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=self.key)
         except Exception as exc:  # noqa: BLE001
@@ -124,14 +124,17 @@ class Lease:
             ttl = 0.0  # not a lease we wrote: a writer holding it would have written a valid one
         date = response["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
         now = email.utils.parsedate_to_datetime(date).timestamp() if date else time.time()
-        age = now - response["LastModified"].timestamp()
-        return response["ETag"] if age > ttl else None
+        return response["ETag"], now - response["LastModified"].timestamp() > ttl
 
     def _take(self) -> bool:
-        if self._put(IfNoneMatch="*"):
-            return True
-        stale = self._stale_etag()
-        return stale is not None and self._put(IfMatch=stale)
+        for _ in range(3):  # the holder may release between our create and our read: create again
+            if self._put(IfNoneMatch="*"):
+                return True
+            current = self._current()
+            if current is not None:
+                etag, expired = current
+                return expired and self._put(IfMatch=etag)
+        return False
 
     def acquire(self) -> bool:
         if self.held:
