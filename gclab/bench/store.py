@@ -162,8 +162,9 @@ def one_size(root: Path, n_runs: int, sweep: Path, say=print) -> dict:
     return out
 
 
-def run(sizes=SIZES[:1], tmp_dir=None) -> dict:
-    """The figures for each size in `sizes` (`make bench` runs the 1k case; `make bench-store` all)."""
+def run(sizes=SIZES[:1], tmp_dir=None, save=lambda result: None) -> dict:
+    """The figures for each size in `sizes` (`make bench` runs the 1k case; `make bench-store` all);
+    `save` gets the figures so far after each size, so a long run keeps what it measured."""
     from gclab.bench.timing import load_probe
 
     probe = load_probe()
@@ -174,6 +175,7 @@ def run(sizes=SIZES[:1], tmp_dir=None) -> dict:
         result: dict = {"targets_s": TARGETS_S, "collect_slack": COLLECT_SLACK}
         for n in sizes:
             result[str(n)] = one_size(root, n, sweep, say=lambda msg: print(msg, file=sys.stderr, flush=True))
+            save({**result, "load": probe()})
         result["load"] = probe()
         return result
     finally:
@@ -191,8 +193,12 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "bench_store.json"
-    result = run(sizes=tuple(args.sizes), tmp_dir=args.tmp)
-    path.write_text(json.dumps(result, indent=2))
+
+    def save(so_far: dict) -> None:
+        path.write_text(json.dumps(so_far, indent=2))
+
+    result = run(sizes=tuple(args.sizes), tmp_dir=args.tmp, save=save)
+    save(result)
     print(json.dumps(result, indent=2))
     print(f"bench store: {path}", file=sys.stderr)
     return 0
