@@ -92,6 +92,7 @@ class Lease:
         self._ident = (location.storage_options.get("AWS_ENDPOINT_URL", ""), self.bucket, self.key)
         self._etag = ""
         self._stop = threading.Event()
+        self._renewing = threading.Lock()  # the heartbeat and confirm() each renew from the ETag the other wrote
         self._beat: threading.Thread | None = None
 
     def _body(self) -> bytes:
@@ -158,9 +159,10 @@ class Lease:
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             try:
-                if not self._put(IfMatch=self._etag):
-                    self._lost = True  # stalled past the TTL and taken over: the taker writes the run
-                    return
+                with self._renewing:
+                    if not self._put(IfMatch=self._etag):
+                        self._lost = True  # stalled past the TTL and taken over: the taker writes the run
+                        return
             except StoreError:
                 continue  # a network blip: the next beat tries again within the TTL
 
@@ -168,6 +170,18 @@ class Lease:
     def lost(self) -> bool:
         """A heartbeat found the lease taken over (this process stalled past the TTL): do not publish."""
         return self._owner._lost
+
+    def confirm(self) -> bool:
+        """Renew the lease now (If-Match on our ETag): False if another writer took it over, e.g. while
+        this process was stopped past the TTL and its heartbeat could not run. Call it right before
+        publishing, so a writer that lost its run never publishes over the taker's."""
+        owner = self._owner
+        if not self.held or owner._lost:
+            return False
+        with owner._renewing:
+            if not owner._put(IfMatch=owner._etag):
+                owner._lost = True
+        return not owner._lost
 
     def require(self, what: str) -> None:
         """Acquire or raise ClaimTaken naming the holder."""

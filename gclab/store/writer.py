@@ -57,7 +57,7 @@ class StagedRun:
         try:
             marker = to_arrow(MARKER_TABLE, {k: [v] for k, v in run_row.items()})
             write_atomic(marker, self.stage / FILE_NAMES[MARKER_TABLE])
-            if self.claim.lost:
+            if not self.claim.confirm():
                 raise ClaimTaken(
                     f"run {self.run_id}: this process stalled past its lease and another writer took the run; "
                     "nothing was committed, its run is the one stored"

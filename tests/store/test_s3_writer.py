@@ -7,12 +7,16 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pyarrow.compute as pc
+import pytest
 import torch
 from torch import nn
 
 from gclab.collect.recorder import Recorder
+from gclab.store.claim import ClaimTaken
+from gclab.store.lease import Lease
 from gclab.store.location import parse
 from gclab.store.table import exists, row_counts, stored_runs, table_files
 from tests._helpers.cli import ROOT
@@ -112,3 +116,32 @@ def test_killed_writer_commits_nothing(s3_uri):
     kept = _record(s3_uri, {"lr": 0.5})
     ids = stored_runs(location=location).column("run_id")
     assert pc.count(ids).as_py() == 1 and ids[0].as_py() == kept.run_id
+
+
+def test_a_writer_whose_lease_was_taken_over_commits_nothing(s3_uri):
+    torch.manual_seed(0)
+    model, x, y = nn.Linear(4, 3), torch.randn(8, 4), torch.randint(0, 3, (8,))
+    rec = Recorder(s3_uri, "mine", {"lr": 0.6})
+    lease = rec.folder.claim
+    assert isinstance(lease, Lease)
+    lease.ttl = 1.0
+    taker = None
+    try:
+        with pytest.raises(ClaimTaken, match="another writer took the run"):
+            with rec:
+                rec.step(0, model, x, y)
+                lease._stop.set()  # no more heartbeats: this process is as if stopped past its TTL
+                time.sleep(2.5)  # the lease is older than its TTL by the server's clock
+                taker = subprocess.Popen(
+                    [sys.executable, "-m", "tests._helpers.lease_holder", s3_uri, "mine", rec.run_id, "60"],
+                    cwd=ROOT,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env={**os.environ, "PYTHONPATH": str(ROOT)},
+                )
+                assert taker.stdout is not None and taker.stdout.readline().strip() == "held"
+        assert not exists(parse(s3_uri))  # the taker's run is the one to be stored; ours is dropped
+    finally:
+        if taker is not None:
+            taker.communicate("", timeout=60)
