@@ -1,6 +1,6 @@
 """Collecting into object storage (issue 23's acceptance), on a loopback S3 server: two `gclab collect`
-processes at once train each run once, and `gclab claims` on the URI equals the same sweep collected
-into a local folder; Ray tasks write into the same kind of store."""
+processes at once train each run once, `gclab claims` on the URI equals the same sweep collected into
+a local folder, and `check` and `report` read it; Ray tasks write into the same kind of store."""
 
 import re
 import subprocess
@@ -61,6 +61,10 @@ def test_two_collectors_into_s3_equal_a_local_collect(s3_uri, tmp_path):
     assert remote_claims.returncode == local_claims.returncode == 0, remote_claims.stderr
     assert '"verdict"' in remote_claims.stdout
     assert remote_claims.stdout == local_claims.stdout
+    checked = run_cli("check", "--data", s3_uri)
+    assert checked.returncode == 0 and "8 runs committed" in checked.stdout, checked.stdout + checked.stderr
+    report = run_cli("report", "--data", s3_uri, "--out", tmp_path / "report")
+    assert report.returncode == 0 and (tmp_path / "report" / "index.html").is_file(), report.stderr[-2000:]
 
 
 def test_read_commands_on_a_uri_without_a_store_are_one_line(s3, s3_uri):
