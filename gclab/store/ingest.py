@@ -29,6 +29,10 @@ from gclab.store.table import commit_runs, open_table, row_counts, table_files
 # folders, whose reads cost what they did before the table existed.
 COMPACT_AT = 256
 BATCH = 256  # runs per Delta commit: bounds the memory of one commit (1,000-step runs: ~100 MB)
+# Compaction bin-packs only files below this size, so a file that reached it is never rewritten again:
+# compacting N new runs rewrites at most one partly filled file per partition, whatever the table holds
+# (delta-rs's default, 100 MB, would rewrite every file of a table under 700 MB at each compaction).
+TARGET_FILE_BYTES = 32 * 2**20
 MIGRATED_DIR = "migrated"
 GONE = ".ingested"  # suffix of a folder committed and on its way out of the inbox
 
@@ -143,7 +147,7 @@ def compact(*, location: Location, say=print) -> dict:
     dt = open_table(location)
     if dt is None:
         return {"ingested": len(runs)}
-    metrics = dt.optimize.compact()
+    metrics = dt.optimize.compact(target_size=TARGET_FILE_BYTES)
     dt.create_checkpoint()
     removed = dt.vacuum(dry_run=False)
     dt.cleanup_metadata()

@@ -160,3 +160,17 @@ def test_readme_states_the_compaction_threshold():
     from tests._helpers.cli import ROOT
 
     assert f"`COMPACT_AT` = {COMPACT_AT}" in (ROOT / "README.md").read_text()
+
+
+def test_collect_ingests_once_the_inbox_is_full(store, monkeypatch):
+    import gclab.store.ingest as ingest
+    from gclab.collect.runner import ingest_if_full
+
+    before = snapshot(store)
+    monkeypatch.setattr(ingest, "COMPACT_AT", inbox_size(store) + 1)
+    ingest_if_full(store)
+    assert inbox_size(store) == N_RUNS and not (store / "delta").exists()  # a small store stays as folders
+    monkeypatch.setattr(ingest, "COMPACT_AT", inbox_size(store))
+    ingest_if_full(store)
+    assert inbox_size(store) == 0
+    assert_same(before, snapshot(store))
