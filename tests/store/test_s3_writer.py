@@ -19,7 +19,7 @@ from gclab.store.claim import ClaimTaken
 from gclab.store.lease import Lease
 from gclab.store.location import parse
 from gclab.store.table import exists, row_counts, stored_runs, table_files
-from tests._helpers.cli import ROOT
+from tests._helpers.cli import ROOT, run_cli
 
 STEPS = 4
 
@@ -145,3 +145,16 @@ def test_a_writer_whose_lease_was_taken_over_commits_nothing(s3_uri):
     finally:
         if taker is not None:
             taker.communicate("", timeout=60)
+
+
+def test_compact_on_s3_keeps_every_run_once(s3_uri):
+    recorded = sorted(_record(s3_uri, {"lr": lr}).run_id for lr in (0.7, 0.8, 0.9))
+    files_before = table_files(location=parse(s3_uri))
+    before = row_counts(location=parse(s3_uri), run_ids=recorded, files=files_before)
+    res = run_cli("compact", "--data", s3_uri)
+    assert res.returncode == 0, res.stderr
+    location = parse(s3_uri)
+    assert sorted(stored_runs(location=location).column("run_id").to_pylist()) == recorded
+    assert row_counts(location=location, run_ids=recorded, files=table_files(location=location)) == before
+    n_files = {t: len(f) for t, f in table_files(location=location).items()}
+    assert n_files["runs"] == 1 < len(files_before["runs"]) == 3  # one commit per run, then one file
