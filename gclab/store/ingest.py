@@ -37,7 +37,7 @@ MIGRATED_DIR = "migrated"
 GONE = ".ingested"  # suffix of a folder committed and on its way out of the inbox
 
 
-def inbox_size(data_dir: Path) -> int:
+def inbox_size(*, data_dir: Path) -> int:
     """Run folders with a run.parquet in the inbox (no file is read)."""
     root = runs_root(data_dir)
     if not root.is_dir():
@@ -144,7 +144,7 @@ def compact(*, location: Location, say=print) -> dict:
     """Ingest the inbox, then bin-pack each partition's small files, checkpoint the log, and remove
     files and log entries older than Delta's default retention (never a young file)."""
     runs = ingest(location=location, say=say)
-    dt = open_table(location)
+    dt = open_table(location=location)
     if dt is None:
         return {"ingested": len(runs)}
     metrics = dt.optimize.compact(target_size=TARGET_FILE_BYTES)
