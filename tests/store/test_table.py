@@ -183,3 +183,13 @@ def test_shared_db_lists_absolute_paths_for_a_relative_data(store):
 
     with duckdb.connect(str(store / db.DB_FILE), read_only=True) as con:
         assert con.sql("SELECT count(*) FROM runs_all").fetchall() == [(N_RUNS,)]
+
+
+def test_a_commit_is_bounded_by_the_bytes_of_its_runs(store, monkeypatch):
+    import gclab.store.ingest as ingest
+
+    before = snapshot(store)
+    monkeypatch.setattr(ingest, "BATCH_BYTES", 1)  # every run is over it: one run per commit
+    ingest.ingest(location=parse(store), say=lambda _: None)
+    assert DeltaTable(str(store / "delta")).version() == N_RUNS - 1  # versions count from 0
+    assert_same(before, snapshot(store))
