@@ -133,24 +133,33 @@ def run_tables(*, run_dir: Path) -> dict[str, pa.Table]:
     return out
 
 
-def batch_frame(*, run_dirs: Sequence[Path]) -> pa.Table:
-    """The runs' rows in the Delta table's physical columns (store tables side by side, see the module
-    docstring): one frame per store table, widened once, so a batch costs what its rows do."""
+def batch_tables(*, run_dirs: Sequence[Path]) -> dict[str, pa.Table]:
+    """The runs' rows per store table, in the store table's own columns (plus `sweep`)."""
     per_table: dict[str, list[pa.Table]] = {t: [] for t in SCHEMAS}
     for d in run_dirs:
         for table, data in run_tables(run_dir=Path(d)).items():
             per_table[table].append(data)
+    return {t: pa.concat_tables(frames) for t, frames in per_table.items() if frames}
+
+
+WIDE_ROWS = 32_768  # rows per batch handed to delta-rs: each is widened to every store table's columns
+
+
+def wide_batches(*, tables: dict[str, pa.Table]) -> pa.RecordBatchReader:
+    """The rows in the Delta table's physical columns (see the module docstring), widened one batch at a
+    time as delta-rs reads them: the other store tables' columns are null, and only one batch of
+    them is ever in memory."""
     schema = full_schema()
-    parts = []
-    for table, frames in per_table.items():
-        if not frames:
-            continue
-        data = pa.concat_tables(frames)
-        n = data.num_rows
-        cols = {physical(table, c): data.column(c) for c in data.column_names}
-        cols[PARTITION] = pa.array([table] * n, pa.string())
-        parts.append(pa.Table.from_arrays([cols.get(f.name, pa.nulls(n, f.type)) for f in schema], schema=schema))
-    return pa.concat_tables(parts)
+
+    def batches():
+        for table, data in tables.items():
+            for batch in data.to_batches(max_chunksize=WIDE_ROWS):
+                n = batch.num_rows
+                cols = {physical(table, c): batch.column(c) for c in batch.schema.names}
+                cols[PARTITION] = pa.array([table] * n, pa.string())
+                yield pa.RecordBatch.from_arrays([cols.get(f.name, pa.nulls(n, f.type)) for f in schema], schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _in_list(run_ids: Iterable[str]) -> str:
@@ -165,13 +174,13 @@ def commit_runs(*, location: Location, run_dirs: Sequence[Path]) -> list[str]:
     which reads no stored data. Either way a reader sees every run of the batch or none of it."""
     if not run_dirs:
         return []
-    data = batch_frame(run_dirs=run_dirs)
-    ids = pc.unique(data.filter(pc.equal(data.column(PARTITION), MARKER_TABLE)).column("run_id")).to_pylist()
+    tables = batch_tables(run_dirs=run_dirs)
+    ids = pc.unique(tables[MARKER_TABLE].column("run_id")).to_pylist()
     stored = set(stored_runs(location=location).column("run_id").to_pylist()) if exists(location=location) else set()
     again = sorted(stored.intersection(ids))
     write_deltalake(
         location.table_uri,
-        data,
+        wide_batches(tables=tables),
         partition_by=[PARTITION],
         mode="overwrite" if again else "append",
         predicate=f"run_id IN {_in_list(ids)}" if again else None,
