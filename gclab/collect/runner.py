@@ -205,13 +205,13 @@ def collect_sweep(
         raise ConfigError(TOO_DEEP) from None
     preflight(sweeps, data, allow_huge=allow_huge)
     rows = [r for s in sweeps for r in run_sweep(s.runs, data, backend=backend, workers=workers, label=s.name)]
-    ingest_if_full(data)
+    ingest_if_full(data=data)
     return rows
 
 
-def ingest_if_full(data) -> None:
+def ingest_if_full(*, data) -> None:
     """Commit the inbox to the store's table once it holds COMPACT_AT runs (store.ingest)."""
     from gclab.store.ingest import COMPACT_AT, inbox_size, ingest
 
-    if inbox_size(Path(data)) >= COMPACT_AT:
+    if inbox_size(data_dir=Path(data)) >= COMPACT_AT:
         ingest(location=parse(Path(data).resolve()), say=lambda msg: print(f"store: {msg}"))

@@ -28,7 +28,10 @@ from gclab.store.table import commit_runs, open_table, row_counts, table_files
 # the files a read opens (six per inbox run) and the commits per run small; below it a store stays as
 # folders, whose reads cost what they did before the table existed.
 COMPACT_AT = 256
-BATCH = 256  # runs per Delta commit: bounds the memory of one commit (1,000-step runs: ~100 MB)
+# One Delta commit holds at most BATCH runs and BATCH_BYTES of their Parquet files (the first run always
+# fits): this bounds one commit's memory whatever a run's length, e.g. ~1,000 runs of 1,000 steps fit.
+BATCH = 256
+BATCH_BYTES = 64 * 2**20
 # Compaction bin-packs only files below this size, so a file that reached it is never rewritten again:
 # compacting N new runs rewrites at most one partly filled file per partition, whatever the table holds
 # (delta-rs's default, 100 MB, would rewrite every file of a table under 700 MB at each compaction).
@@ -37,7 +40,7 @@ MIGRATED_DIR = "migrated"
 GONE = ".ingested"  # suffix of a folder committed and on its way out of the inbox
 
 
-def inbox_size(data_dir: Path) -> int:
+def inbox_size(*, data_dir: Path) -> int:
     """Run folders with a run.parquet in the inbox (no file is read)."""
     root = runs_root(data_dir)
     if not root.is_dir():
@@ -108,6 +111,20 @@ def _verify_committed(location: Location, folders: list[Path], old: dict[str, li
                 )
 
 
+def _batches(folders: list[Path]) -> list[list[Path]]:
+    """`folders` cut into commits of at most BATCH runs and BATCH_BYTES of files."""
+    out: list[list[Path]] = [[]]
+    held = 0
+    for folder in folders:
+        size = sum(e.stat().st_size for e in os.scandir(folder) if e.is_file(follow_symlinks=False))
+        if out[-1] and (len(out[-1]) >= BATCH or held + size > BATCH_BYTES):
+            out.append([])
+            held = 0
+        out[-1].append(folder)
+        held += size
+    return [b for b in out if b]
+
+
 def _sweep_leftovers(data_dir: Path) -> None:
     for gone in runs_root(data_dir).glob(f"sweep=*/.run_id=*{GONE}"):
         shutil.rmtree(gone, ignore_errors=True)
@@ -123,8 +140,8 @@ def ingest(*, location: Location, after: Callable[[Path], None] | None = None, s
     _sweep_leftovers(data_dir)
     folders = list(inventory(data_dir).runs.values())
     done: list[str] = []
-    for start in range(0, len(folders), BATCH):
-        batch, claims = _claim_batch(data_dir, folders[start : start + BATCH])
+    for group in _batches(folders):
+        batch, claims = _claim_batch(data_dir, group)
         try:
             if not batch:
                 continue
@@ -144,7 +161,7 @@ def compact(*, location: Location, say=print) -> dict:
     """Ingest the inbox, then bin-pack each partition's small files, checkpoint the log, and remove
     files and log entries older than Delta's default retention (never a young file)."""
     runs = ingest(location=location, say=say) if location.is_local else []  # a bucket has no inbox
-    dt = open_table(location)
+    dt = open_table(location=location)
     if dt is None:
         return {"ingested": len(runs)}
     metrics = dt.optimize.compact(target_size=TARGET_FILE_BYTES)

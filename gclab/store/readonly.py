@@ -226,7 +226,7 @@ def sandbox(data_dir: str | Path, *, memory_limit: str = DEFAULT_MEMORY_LIMIT, w
     for table in FILE_NAMES:
         con.register(f"{STORED}{table}", _dataset(inv, table, root))
         if delta[table]:
-            con.register(f"{COMMITTED}{table}", table_dataset(table, delta[table], location))
+            con.register(f"{COMMITTED}{table}", table_dataset(table=table, files=delta[table], location=location))
     committed = {t: (f"{COMMITTED}{t}" if delta[t] else None) for t in FILE_NAMES}
     # The same views as every other command (one scale per sweep, `runs_all` for all of them).
     for sql in scale_views(with_delta({t: f"{STORED}{t}" for t in FILE_NAMES}, committed)).values():

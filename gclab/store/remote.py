@@ -23,7 +23,7 @@ def require_store(location: Location) -> None:
 
     require_bucket(location)
     try:
-        found = exists(location)
+        found = exists(location=location)
     except Exception as exc:  # noqa: BLE001 — delta-rs raises its own types
         raise StoreError(f"--data {location.uri}: the table cannot be read ({one_line(exc)})") from None
     if not found:
@@ -48,7 +48,7 @@ def register(con: duckdb.DuckDBPyConnection, location: Location, files: dict[str
     for table in FILE_NAMES:
         names[table] = f"{COMMITTED}{table}" if files[table] else None
         if files[table]:
-            con.register(f"{COMMITTED}{table}", table_dataset(table, files[table], location))
+            con.register(f"{COMMITTED}{table}", table_dataset(table=table, files=files[table], location=location))
     return names
 
 
@@ -80,5 +80,9 @@ def verify(location: Location) -> tuple[int, list[str]]:
                     pq.ParquetFile(handle, page_checksum_verification=True).read()
             except Exception as exc:  # noqa: BLE001 — any unreadable byte is a problem to name, not a crash
                 problems.append(f"{table}: {uri}: {one_line(exc, with_type=True)}")
-    runs = sum(table_dataset(MARKER_TABLE, uris, location).count_rows() for uris in [files[MARKER_TABLE]] if uris)
+    runs = sum(
+        table_dataset(table=MARKER_TABLE, files=uris, location=location).count_rows()
+        for uris in [files[MARKER_TABLE]]
+        if uris
+    )
     return runs, problems

@@ -11,6 +11,7 @@ becomes table rows in one commit (`store.ingest`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -39,13 +40,13 @@ def full_schema() -> pa.Schema:
     return pa.schema(fields)
 
 
-def exists(location: Location) -> bool:
+def exists(*, location: Location) -> bool:
     return DeltaTable.is_deltatable(location.table_uri, storage_options=location.storage_options or None)
 
 
-def open_table(location: Location) -> DeltaTable | None:
+def open_table(*, location: Location) -> DeltaTable | None:
     """The current snapshot (a checkpoint plus the commits after it: O(1) in stored runs), or None."""
-    if not exists(location):
+    if not exists(location=location):
         return None
     dt = DeltaTable(location.table_uri, storage_options=location.storage_options or None)
     # Without deletion vectors the add actions list exactly the live rows' files; delta-rs never
@@ -59,15 +60,18 @@ def open_table(location: Location) -> DeltaTable | None:
 
 
 def _file_uri(location: Location, rel: str) -> str:
+    """A data file's absolute path (local: runs.duckdb lists it for clients in any folder) or URI."""
     if "://" in rel or rel.startswith("/"):
         return rel
+    if location.local is not None:
+        return os.path.abspath(os.path.join(location.table_uri, rel))
     return f"{location.table_uri.rstrip('/')}/{rel}"
 
 
 def table_files(*, location: Location, dt: DeltaTable | None = None) -> dict[str, list[str]]:
     """Per store table, the data files of the current snapshot (absolute paths or URIs)."""
     out: dict[str, list[str]] = {t: [] for t in SCHEMAS}
-    dt = dt if dt is not None else open_table(location)
+    dt = dt if dt is not None else open_table(location=location)
     if dt is None:
         return out
     actions = pa.table(dt.get_add_actions(flatten=True))
@@ -79,7 +83,7 @@ def table_files(*, location: Location, dt: DeltaTable | None = None) -> dict[str
     return out
 
 
-def table_dataset(table: str, files: Sequence[str], location: Location) -> ds.Dataset:
+def table_dataset(*, table: str, files: Sequence[str], location: Location) -> ds.Dataset:
     """A pyarrow dataset of one store table's Delta files, with the physical columns of `table_schema`."""
     fs = None
     if not location.is_local:
@@ -96,7 +100,7 @@ def stored_runs(*, location: Location) -> pa.Table:
     cols = ["run_id", "sweep", physical(MARKER_TABLE, "status")]
     if not files:
         return pa.table({"run_id": [], "sweep": [], "status": []}, schema=_ID_SCHEMA)
-    got = table_dataset(MARKER_TABLE, files, location).to_table(columns=cols)
+    got = table_dataset(table=MARKER_TABLE, files=files, location=location).to_table(columns=cols)
     return got.rename_columns(["run_id", "sweep", "status"])
 
 
@@ -116,7 +120,7 @@ def _read_file(path: Path, table: str) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=SCHEMAS[table].names)
 
 
-def run_tables(run_dir: Path) -> dict[str, pa.Table]:
+def run_tables(*, run_dir: Path) -> dict[str, pa.Table]:
     """One verified run folder's tables (current schema; `sweep` from its run.parquet in every one)."""
     sweep = pq.read_table(run_dir / FILE_NAMES[MARKER_TABLE], columns=["sweep"]).column(0)[0].as_py()
     out = {}
@@ -129,24 +133,33 @@ def run_tables(run_dir: Path) -> dict[str, pa.Table]:
     return out
 
 
-def batch_frame(run_dirs: Sequence[Path]) -> pa.Table:
-    """The runs' rows in the Delta table's physical columns (store tables side by side, see the module
-    docstring): one frame per store table, widened once, so a batch costs what its rows do."""
+def batch_tables(*, run_dirs: Sequence[Path]) -> dict[str, pa.Table]:
+    """The runs' rows per store table, in the store table's own columns (plus `sweep`)."""
     per_table: dict[str, list[pa.Table]] = {t: [] for t in SCHEMAS}
     for d in run_dirs:
-        for table, data in run_tables(Path(d)).items():
+        for table, data in run_tables(run_dir=Path(d)).items():
             per_table[table].append(data)
+    return {t: pa.concat_tables(frames) for t, frames in per_table.items() if frames}
+
+
+WIDE_ROWS = 32_768  # rows per batch handed to delta-rs: each is widened to every store table's columns
+
+
+def wide_batches(*, tables: dict[str, pa.Table]) -> pa.RecordBatchReader:
+    """The rows in the Delta table's physical columns (see the module docstring), widened one batch at a
+    time as delta-rs reads them: the other store tables' columns are null, and only one batch of
+    them is ever in memory."""
     schema = full_schema()
-    parts = []
-    for table, frames in per_table.items():
-        if not frames:
-            continue
-        data = pa.concat_tables(frames)
-        n = data.num_rows
-        cols = {physical(table, c): data.column(c) for c in data.column_names}
-        cols[PARTITION] = pa.array([table] * n, pa.string())
-        parts.append(pa.Table.from_arrays([cols.get(f.name, pa.nulls(n, f.type)) for f in schema], schema=schema))
-    return pa.concat_tables(parts)
+
+    def batches():
+        for table, data in tables.items():
+            for batch in data.to_batches(max_chunksize=WIDE_ROWS):
+                n = batch.num_rows
+                cols = {physical(table, c): batch.column(c) for c in batch.schema.names}
+                cols[PARTITION] = pa.array([table] * n, pa.string())
+                yield pa.RecordBatch.from_arrays([cols.get(f.name, pa.nulls(n, f.type)) for f in schema], schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _in_list(run_ids: Iterable[str]) -> str:
@@ -161,13 +174,13 @@ def commit_runs(*, location: Location, run_dirs: Sequence[Path]) -> list[str]:
     which reads no stored data. Either way a reader sees every run of the batch or none of it."""
     if not run_dirs:
         return []
-    data = batch_frame(run_dirs)
-    ids = pc.unique(data.filter(pc.equal(data.column(PARTITION), MARKER_TABLE)).column("run_id")).to_pylist()
-    stored = set(stored_runs(location=location).column("run_id").to_pylist()) if exists(location) else set()
+    tables = batch_tables(run_dirs=run_dirs)
+    ids = pc.unique(tables[MARKER_TABLE].column("run_id")).to_pylist()
+    stored = set(stored_runs(location=location).column("run_id").to_pylist()) if exists(location=location) else set()
     again = sorted(stored.intersection(ids))
     write_deltalake(
         location.table_uri,
-        data,
+        wide_batches(tables=tables),
         partition_by=[PARTITION],
         mode="overwrite" if again else "append",
         predicate=f"run_id IN {_in_list(ids)}" if again else None,
@@ -179,7 +192,7 @@ def commit_runs(*, location: Location, run_dirs: Sequence[Path]) -> list[str]:
 
 def delete_runs(*, location: Location, run_ids: Sequence[str]) -> None:
     """Logically delete runs from every store table (Delta keeps the files until vacuum's retention)."""
-    dt = open_table(location)
+    dt = open_table(location=location)
     if dt is not None and run_ids:
         dt.delete(f"run_id IN {_in_list(run_ids)}")
 
@@ -194,7 +207,7 @@ def row_counts(
     for table, paths in files.items():
         if not paths:
             continue
-        got = table_dataset(table, paths, location).to_table(
+        got = table_dataset(table=table, files=paths, location=location).to_table(
             columns=["run_id"], filter=pc.is_in(pc.field("run_id"), value_set=want)
         )
         for row in got.group_by("run_id").aggregate([([], "count_all")]).to_pylist():

@@ -47,7 +47,7 @@ def _verify(path: Path, size: int, rows: int) -> str | None:
 
 def verify_table(*, location: Location) -> list[BadFile]:
     """Every data file of the local table's current snapshot, read whole; the bad ones."""
-    dt = open_table(location)
+    dt = open_table(location=location)
     if dt is None or location.local is None:
         return []
     actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
@@ -87,7 +87,7 @@ def repair_table(*, location: Location, bad: list[BadFile], say=print) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
             say(f"moved {path} -> {target}")
-    dt = open_table(location)
+    dt = open_table(location=location)
     if dt is not None:
         dt.repair(dry_run=False)
     delete_runs(location=location, run_ids=sorted(runs))

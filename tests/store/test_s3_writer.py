@@ -112,7 +112,7 @@ def test_killed_writer_commits_nothing(s3_uri):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     location = parse(s3_uri)
-    assert not exists(location)  # not even an empty table: nothing was committed
+    assert not exists(location=location)  # not even an empty table: nothing was committed
     kept = _record(s3_uri, {"lr": 0.5})
     ids = stored_runs(location=location).column("run_id")
     assert pc.count(ids).as_py() == 1 and ids[0].as_py() == kept.run_id
@@ -141,7 +141,7 @@ def test_a_writer_whose_lease_was_taken_over_commits_nothing(s3_uri):
                     env={**os.environ, "PYTHONPATH": str(ROOT)},
                 )
                 assert taker.stdout is not None and taker.stdout.readline().strip() == "held"
-        assert not exists(parse(s3_uri))  # the taker's run is the one to be stored; ours is dropped
+        assert not exists(location=parse(s3_uri))  # the taker's run is the one to be stored; ours is dropped
     finally:
         if taker is not None:
             taker.communicate("", timeout=60)

@@ -63,7 +63,7 @@ def test_compact_keeps_every_view(store):
     assert before["theorem"].height and before["steps"].height  # the store exercises several tables
     res = run_cli("compact", "--data", store)
     assert res.returncode == 0, res.stderr
-    assert inbox_size(store) == 0 and not any(runs_root(store).glob("sweep=*/run_id=*"))
+    assert inbox_size(data_dir=store) == 0 and not any(runs_root(store).glob("sweep=*/run_id=*"))
     assert sum(map(len, table_files(location=parse(store)).values())) >= 1
     assert_same(before, snapshot(store))
     assert set(stored_runs(location=parse(store)).column("run_id").to_pylist()) == set(before["runs_all"]["run_id"])
@@ -80,7 +80,7 @@ def test_migrate_moves_folders_and_keeps_every_view(store):
     res = run_cli("migrate", "--data", store)
     assert res.returncode == 0, res.stderr
     assert sorted(p.relative_to(store / "migrated") for p in (store / "migrated").glob("runs/*/*")) == folders
-    assert inbox_size(store) == 0
+    assert inbox_size(data_dir=store) == 0
     assert_same(before, snapshot(store))
 
 
@@ -119,7 +119,7 @@ def test_compact_skips_a_claimed_run(store):
     finally:
         claim.release()
     assert run_cli("compact", "--data", store).returncode == 0
-    assert inbox_size(store) == 0
+    assert inbox_size(data_dir=store) == 0
     assert_same(before, snapshot(store))
 
 
@@ -167,10 +167,29 @@ def test_collect_ingests_once_the_inbox_is_full(store, monkeypatch):
     from gclab.collect.runner import ingest_if_full
 
     before = snapshot(store)
-    monkeypatch.setattr(ingest, "COMPACT_AT", inbox_size(store) + 1)
-    ingest_if_full(store)
-    assert inbox_size(store) == N_RUNS and not (store / "delta").exists()  # a small store stays as folders
-    monkeypatch.setattr(ingest, "COMPACT_AT", inbox_size(store))
-    ingest_if_full(store)
-    assert inbox_size(store) == 0
+    monkeypatch.setattr(ingest, "COMPACT_AT", inbox_size(data_dir=store) + 1)
+    ingest_if_full(data=store)
+    assert inbox_size(data_dir=store) == N_RUNS and not (store / "delta").exists()  # a small store stays as folders
+    monkeypatch.setattr(ingest, "COMPACT_AT", inbox_size(data_dir=store))
+    ingest_if_full(data=store)
+    assert inbox_size(data_dir=store) == 0
+    assert_same(before, snapshot(store))
+
+
+def test_shared_db_lists_absolute_paths_for_a_relative_data(store):
+    assert run_cli("compact", "--data", store.name, cwd=store.parent).returncode == 0
+    assert run_cli("sql", "--data", store.name, "-q", "SELECT 1", cwd=store.parent).returncode == 0
+    import duckdb
+
+    with duckdb.connect(str(store / db.DB_FILE), read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM runs_all").fetchall() == [(N_RUNS,)]
+
+
+def test_a_commit_is_bounded_by_the_bytes_of_its_runs(store, monkeypatch):
+    import gclab.store.ingest as ingest
+
+    before = snapshot(store)
+    monkeypatch.setattr(ingest, "BATCH_BYTES", 1)  # every run is over it: one run per commit
+    ingest.ingest(location=parse(store), say=lambda _: None)
+    assert DeltaTable(str(store / "delta")).version() == N_RUNS - 1  # versions count from 0
     assert_same(before, snapshot(store))

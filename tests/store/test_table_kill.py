@@ -116,7 +116,7 @@ def assert_whole_and_next_commands_answer(data: Path, before) -> None:
     assert res.returncode == 0, res.stderr
     res = run_cli("compact", "--data", data)
     assert res.returncode == 0, res.stderr
-    assert inbox_size(data) == 0
+    assert inbox_size(data_dir=data) == 0
     assert_same(before, snapshot(data))
 
 
