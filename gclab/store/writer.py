@@ -9,6 +9,7 @@ writer has committed nothing, and its lease (`store.lease`, the claim) expires (
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -39,10 +40,19 @@ class StagedRun:
         # The folder layout commit_runs reads, as in the local inbox.
         return self._tmp / f"sweep={self.sweep}" / f"run_id={self.run_id}"
 
+    @property
+    def staging_prefix(self) -> str:
+        """Name prefix of this run's local folders, for this store only (the same run may go to two stores)."""
+        store = hashlib.sha256(self.location.uri.encode()).hexdigest()[:8]
+        return f"gclab-{store}-{self.run_id}-"
+
     def start(self) -> None:
         """Take the run's lease (ClaimTaken if another process writes it) and open an empty local folder."""
         self.claim.require(f"run {self.run_id}")
-        self._tmp = Path(tempfile.mkdtemp(prefix=f"gclab-{self.run_id}-"))
+        # Under the lease, this machine's other folders of the run are killed writers' leftovers.
+        for leftover in Path(tempfile.gettempdir()).glob(f"{self.staging_prefix}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        self._tmp = Path(tempfile.mkdtemp(prefix=self.staging_prefix))
         self.stage.mkdir(parents=True)
 
     def write(self, table: str, columns: Mapping[str, Any] | pa.Table) -> None:

@@ -6,8 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
@@ -19,6 +21,7 @@ from gclab.store.claim import ClaimTaken
 from gclab.store.lease import Lease
 from gclab.store.location import parse
 from gclab.store.table import exists, row_counts, stored_runs, table_files
+from gclab.store.writer import StagedRun
 from tests._helpers.cli import ROOT, run_cli
 
 STEPS = 4
@@ -98,7 +101,9 @@ KILLED = textwrap.dedent(
     from torch import nn
     from gclab.collect.recorder import Recorder
     model, x, y = nn.Linear(4, 3), torch.randn(8, 4), torch.randint(0, 3, (8,))
-    with Recorder(sys.argv[1], "mine", {"lr": 0.4}) as rec:
+    rec = Recorder(sys.argv[1], "mine", {"lr": 0.4})
+    rec.folder.claim.ttl = 1.0  # short, so that the test can take the run over
+    with rec:
         rec.step(0, model, x, y)
         print("recording", flush=True)
         sys.stdin.read()  # killed here, mid-run
@@ -113,7 +118,14 @@ def test_killed_writer_commits_nothing(s3_uri):
     proc.wait(timeout=60)
     location = parse(s3_uri)
     assert not exists(location=location)  # not even an empty table: nothing was committed
-    kept = _record(s3_uri, {"lr": 0.5})
+    again = Recorder(s3_uri, "mine", {"lr": 0.4})
+    assert isinstance(again.folder, StagedRun)
+    run_id, prefix = again.run_id, again.folder.staging_prefix
+    leftovers = lambda: list(Path(tempfile.gettempdir()).glob(f"{prefix}*"))  # noqa: E731
+    assert len(leftovers()) == 1  # the killed writer's staging folder
+    time.sleep(2.5)  # its lease expires
+    kept = _record(s3_uri, {"lr": 0.4})
+    assert kept.run_id == run_id and leftovers() == []  # the next writer of the run removed it
     ids = stored_runs(location=location).column("run_id")
     assert pc.count(ids).as_py() == 1 and ids[0].as_py() == kept.run_id
 
