@@ -19,9 +19,9 @@ override DATA := $(value DATA)
 override OUT := $(value OUT)
 override SWEEP := $(value SWEEP)
 override Q := $(value Q)
-export DATA OUT SWEEP Q SET WORKERS BACKEND TIMEOUT MEMORY ROWS REPAIR HUGE
+export DATA OUT SWEEP Q SET WORKERS BACKEND TIMEOUT MEMORY ROWS REPAIR HUGE SIZES
 
-.PHONY: setup demo collect paper report sql claims check calibrate test bench clean clean-data
+.PHONY: setup demo collect paper report sql claims check calibrate test bench bench-store clean clean-data
 
 # Stamp depends on pyproject so a dependency change reinstalls; a second call is instant. The pinned
 # torch is named beside the extras (dev has lightning) so pip never swaps it for another build.
@@ -86,6 +86,11 @@ $(BENCH_STAMP): $(STAMP)
 # The catalogue of 8 nets (gclab/bench/nets.py) and the other sections; `make bench QUICK=1`: 3 short rounds per net.
 bench: $(BENCH_STAMP)
 	"$(GCLAB)" bench --out "$$OUT" $(if $(QUICK),--quick)
+
+# The store at 1k, 10k and 100k runs × 1,000 steps (gclab/bench/store.py) → $(OUT)/bench_store.json;
+# `make bench-store SIZES="1000 10000"` for fewer. The 100k store takes several GB of free disk while it runs.
+bench-store: $(STAMP)
+	"$(PY)" -m gclab.bench.store --out "$$OUT" $${SIZES:+--sizes $$SIZES}
 
 clean:
 	rm -rf "$(VENV)" .pytest_cache build *.egg-info "$${OUT:?}"/*

@@ -22,6 +22,8 @@ COMMANDS = {
     "sql": ("gclab.analysis.__main__", ["sql"], 'one read-only SQL statement over the store (-q "SELECT ...")'),
     "bench": ("gclab.bench.__main__", [], "speed figures → reports/bench.json (needs the bench extra)"),
     "check": ("gclab.store.__main__", ["check"], "verify every run folder (--repair quarantines bad ones)"),
+    "compact": ("gclab.store.__main__", ["compact"], "commit the inbox's runs to the store's table and compact it"),
+    "migrate": ("gclab.store.__main__", ["migrate"], "turn a folder store into a table store (folders kept)"),
 }
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from gclab.store.db import StoreError
+from gclab.store.location import parse
 from gclab.store.readonly import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, Interrupted
 
 
@@ -129,7 +130,11 @@ def main(argv=None) -> int:
     sub.choices["claims"].add_argument("--json", action="store_true", help="print a JSON list of objects")
     args = parser.parse_args(argv)
     try:
-        if not Path(args.data).is_dir():  # a typo must not read as an empty store, nor create one
+        if not parse(args.data).is_local:
+            from gclab.store.remote import require_store
+
+            require_store(parse(args.data))  # a bucket or prefix that holds no store: one line
+        elif not Path(args.data).is_dir():  # a typo must not read as an empty store, nor create one
             what = "a file" if Path(args.data).exists() else "not there"
             raise StoreError(f"--data {args.data} is {what}: point --data at the run store folder (default ./data)")
         args.fn(args)

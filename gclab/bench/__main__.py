@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-SECTIONS = ("metrics", "peers", "collect", "report")
+SECTIONS = ("metrics", "peers", "collect", "report", "store")  # store: the 1k case (make bench-store: all)
 
 
 def machine() -> dict:

@@ -7,6 +7,8 @@ import sys
 import time
 
 from gclab.collect.sweep import MAX_RUNS, ConfigError, expand, load_sweep, parse_overrides, shipped_sweeps
+from gclab.store.errors import StoreError
+from gclab.store.location import parse
 from gclab.store.schema import RUN_STATUSES
 from gclab.store.sweeps import DEMO, PAPER_SWEEPS, SHIPPED_SWEEPS
 
@@ -45,6 +47,7 @@ def main(argv=None) -> int:
         from gclab.collect.preflight import preflight
 
         check_workers(args.workers)
+        location = parse(args.data)
         try:
             overrides = parse_overrides(args.set)
             paper = SHIPPED_SWEEPS if args.scale == "paper" else PAPER_SWEEPS  # [paper]-only sweeps at that scale
@@ -53,7 +56,11 @@ def main(argv=None) -> int:
         except RecursionError:
             raise ConfigError(TOO_DEEP) from None
         preflight(sweeps, args.data, allow_huge=args.allow_huge)
-    except ConfigError as exc:
+        if not location.is_local:
+            from gclab.store.lease import require_bucket
+
+            require_bucket(location)
+    except (ConfigError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.list:
@@ -72,7 +79,8 @@ def main(argv=None) -> int:
     print(
         f"collected {trained} runs in {time.perf_counter() - t0:.1f} s: "
         + ", ".join(f"{n} {st}" for st, n in counts.items())
-        + f"; store: {args.data}/runs"
+        + f"; store: {args.data}"
+        + ("/runs" if location.is_local else "")
     )
     elsewhere = [r for r in rows if r.get("status") in (CLAIMED, DONE_ELSEWHERE)]
     if elsewhere:

@@ -44,8 +44,10 @@ from gclab.collect.evaluate import Split, log_eval
 from gclab.collect.losses import LOSSES, accuracy, batch_loss
 from gclab.collect.metrics.capture import fallback_layers, mixes_batch
 from gclab.store.errors import one_line
-from gclab.store.layout import RunFolder, run_id_of
+from gclab.store.layout import run_id_of
+from gclab.store.location import parse
 from gclab.store.schema import MARKER_TABLE, RUNS, SCHEMAS
+from gclab.store.writer import run_writer
 
 SWEEP_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # fullmatch: `$` would accept a final newline
 
@@ -127,7 +129,8 @@ class Recorder:
         loss: str | None = None,
         shipped_sweep: bool = False,
     ):
-        self.data = Path(data)
+        location = parse(data)  # a folder, or an object-store URI (s3://bucket/prefix)
+        self.data = location.local or location.uri
         if isinstance(config, RunConfig):
             self.run_id, self.sweep = config.run_id, config.sweep
             self._columns = config.runs_row()
@@ -146,7 +149,7 @@ class Recorder:
             known = " or ".join(map(repr, LOSSES))
             raise ValueError(f"loss {self.settings.loss!r} is not one the engine knows: use {known}")
         self.bufs = {t: TableBuffer() for t in SCHEMAS if t != MARKER_TABLE}
-        self.folder = RunFolder(self.data, self.sweep, self.run_id)
+        self.folder = run_writer(location, self.sweep, self.run_id)
         self._extra: dict[str, Any] = {}
         self._init_params: list[torch.Tensor] | None = None
         self._last_step = self._last_eval = -1

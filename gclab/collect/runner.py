@@ -5,7 +5,8 @@ again from the start; a stored run that fails verification (`store.check`) is mo
 `data/quarantine/` and run again. A worker trains a run only while it holds the run's claim
 (`store.claim`), and re-checks the store under it, so collectors sharing a store train each
 run once and never remove each other's runs. Workers, Ray tasks and the Ray processes a
-collector started end when it dies (`collect.lifetime`).
+collector started end when it dies (`collect.lifetime`). On object storage (`--data s3://…`) the
+claim is a lease (`store.lease`) and a run is committed to the store's table whole when it ends.
 """
 
 from __future__ import annotations
@@ -23,19 +24,45 @@ from gclab.collect.config import RunConfig
 from gclab.collect.lifetime import exit_with, exit_with_parent, identity, start_reaper
 from gclab.collect.sweep import ConfigError
 from gclab.store.check import inventory, run_state
-from gclab.store.claim import Claim
+from gclab.store.claim import Claim, claim_for
 from gclab.store.errors import one_line
 from gclab.store.layout import quarantine, run_dir
+from gclab.store.location import parse
 from gclab.store.schema import RUN_STATUSES
+from gclab.store.table import stored_runs
 
 FINAL = tuple(s for s in RUN_STATUSES if s != "failed")  # stored for good; failed runs are run again
 # What run_one reports besides a trained run's status.
 CLAIMED, DONE_ELSEWHERE = "claimed", "done elsewhere"
 
 
+def stored_status(data_dir) -> dict[str, str | None]:
+    """run_id → status of every stored run: the Delta table's, then the inbox's (newer, so it wins)."""
+    rows = stored_runs(location=parse(data_dir))
+    status = dict(zip(rows.column("run_id").to_pylist(), rows.column("status").to_pylist()))
+    return status | inventory(data_dir).status if parse(data_dir).is_local else status  # no inbox in a bucket
+
+
 def pending(runs, data_dir) -> list[RunConfig]:
-    inv = inventory(data_dir)
-    return [c for c in runs if inv.status.get(c.run_id) not in FINAL]
+    status = stored_status(data_dir)
+    return [c for c in runs if status.get(c.run_id) not in FINAL]
+
+
+def _committed_final(data_dir: str, run_id: str) -> bool:
+    """The run is in the Delta table with a final status (ingested since `pending` looked)."""
+    rows = stored_runs(location=parse(data_dir)).to_pylist()
+    return any(r["run_id"] == run_id and r["status"] in FINAL for r in rows)
+
+
+def run_one_remote(cfg: RunConfig, data_dir: str, threads: int, progress: bool) -> dict:
+    """`run_one` on object storage: under the run's lease, train it unless the table holds it for good
+    (committed whole or not at all, so there is no half run to quarantine)."""
+    with claim_for(data_dir, cfg.sweep, cfg.run_id) as claim:
+        if not claim.held:
+            return {"run_id": cfg.run_id, "status": CLAIMED, "holder": claim.holder()}
+        if _committed_final(data_dir, cfg.run_id):
+            return {"run_id": cfg.run_id, "status": DONE_ELSEWHERE}
+        return _train_or_record(cfg, data_dir, threads, progress)
 
 
 def run_one(config_json: str, data_dir: str, threads: int, progress: bool = False, owner=None) -> dict:
@@ -44,11 +71,13 @@ def run_one(config_json: str, data_dir: str, threads: int, progress: bool = Fals
     if owner is not None:
         exit_with(owner)
     cfg = RunConfig.model_validate_json(config_json)
+    if not parse(data_dir).is_local:
+        return run_one_remote(cfg, data_dir, threads, progress)
     with Claim(data_dir, cfg.sweep, cfg.run_id) as claim:
         if not claim.held:
             return {"run_id": cfg.run_id, "status": CLAIMED, "holder": claim.holder()}
         status, problems = run_state(data_dir, cfg.sweep, cfg.run_id)
-        if status in FINAL:
+        if status in FINAL or (status is None and not problems and _committed_final(data_dir, cfg.run_id)):
             return {"run_id": cfg.run_id, "status": DONE_ELSEWHERE}
         if problems:
             try:
@@ -110,7 +139,7 @@ def run_ray(todo: list[RunConfig], data_dir: str, bar) -> list[dict]:
     import torch
 
     if not ray.is_initialized():
-        # RAY_ADDRESS set: join that cluster (data_dir must be on a shared file system).
+        # RAY_ADDRESS set: join that cluster (data_dir on a shared file system, or an object-store URI).
         address = os.environ.get("RAY_ADDRESS")
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         if not address:  # the cluster is this collector's: it ends when the collector dies
@@ -141,7 +170,7 @@ def run_sweep(
     runs, data_dir, *, backend: str = "local", workers: int | None = None, label: str = "sweep"
 ) -> list[dict]:
     check_workers(workers)
-    data_dir = str(Path(data_dir).resolve())
+    data_dir = str(Path(data_dir).resolve()) if parse(data_dir).is_local else str(data_dir)
     todo = pending(runs, data_dir)
     print(f"{label}: {len(runs)} runs, {len(runs) - len(todo)} already in the store, {len(todo)} to run")
     if not todo:
@@ -175,4 +204,14 @@ def collect_sweep(
     except RecursionError:
         raise ConfigError(TOO_DEEP) from None
     preflight(sweeps, data, allow_huge=allow_huge)
-    return [r for s in sweeps for r in run_sweep(s.runs, data, backend=backend, workers=workers, label=s.name)]
+    rows = [r for s in sweeps for r in run_sweep(s.runs, data, backend=backend, workers=workers, label=s.name)]
+    ingest_if_full(data=data)
+    return rows
+
+
+def ingest_if_full(*, data) -> None:
+    """Commit the inbox to the store's table once it holds COMPACT_AT runs (store.ingest)."""
+    from gclab.store.ingest import COMPACT_AT, inbox_size, ingest
+
+    if inbox_size(data_dir=Path(data)) >= COMPACT_AT:
+        ingest(location=parse(Path(data).resolve()), say=lambda msg: print(f"store: {msg}"))

@@ -25,6 +25,7 @@ from gclab.collect.models import build_model
 from gclab.collect.recorder import Diverged, Recorder
 from gclab.collect.regularizers import add_penalty_grads
 from gclab.collect.target import TrainTarget
+from gclab.store.location import parse
 
 
 def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
@@ -55,6 +56,12 @@ def noisy_labels(y: torch.Tensor, p: float, n_classes: int, generator: torch.Gen
     return torch.where(flip.to(y.device), drawn.to(y.device, y.dtype), y)
 
 
+def raw_dir(data_dir) -> Path:
+    """Dataset files you supply: `<store>/raw` for a local store; ./data/raw here for an object store."""
+    location = parse(data_dir)
+    return location.local / "raw" if location.local is not None else Path("data") / "raw"
+
+
 def load_run_dataset(cfg: RunConfig, data_dir, **sizes):
     options = {k: getattr(cfg, k) for k in ("input_dim", "n_classes") if getattr(cfg, k) is not None}
     if cfg.dataset == "mnist":
@@ -65,7 +72,7 @@ def load_run_dataset(cfg: RunConfig, data_dir, **sizes):
         **sizes,
         seed=cfg.seed,
         label_noise=cfg.label_noise,
-        raw_dir=cfg.raw_dir or Path(data_dir) / "raw",
+        raw_dir=cfg.raw_dir or raw_dir(data_dir),
         data_seed=cfg.data_seed,
         **options,
     )

@@ -99,7 +99,7 @@ def _verify_file(path: Path, table: str, run_id: str) -> dict:
     return out
 
 
-class _Cache:
+class VerdictCache:
     """File verdicts keyed by (inode, size, ctime_ns); saved atomically, best effort."""
 
     def __init__(self, data_dir: Path):
@@ -149,7 +149,7 @@ def _entries(folder: Path) -> tuple[list[Path], OSError | None]:
 
 
 # C901 kept: one verdict per file of a run folder, in one pass (each branch is one failure a user can meet)
-def _check_run(folder: Path, sweep: str, run_id: str, cache: _Cache, inv: Inventory, seen: set[str]) -> None:  # noqa: C901
+def _check_run(folder: Path, sweep: str, run_id: str, cache: VerdictCache, inv: Inventory, seen: set[str]) -> None:  # noqa: C901
     entries, err = _entries(folder)
     if err:
         inv.problems.append(Problem(folder, "unreadable", one_line(err, with_type=True)))
@@ -226,7 +226,7 @@ def inventory(data_dir: str | Path) -> Inventory:
     inv = Inventory()
     if not root.exists():
         return inv
-    cache = _Cache(data_dir)
+    cache = VerdictCache(data_dir)
     seen: set[str] = set()
     sweeps, err = _entries(root)
     if err:
@@ -266,14 +266,17 @@ def _inventory_sweep(sdir: Path, sweep: str, cache, inv: Inventory, seen: set[st
             inv.problems.append(Problem(rdir, "not a run", "expected run_id=<id>/ folders only"))
 
 
-def run_state(data_dir: str | Path, sweep: str, run_id: str) -> tuple[str | None, list[Problem]]:
-    """(status, problems) of one run folder: status None when absent, incomplete or bad."""
+def run_state(
+    data_dir: str | Path, sweep: str, run_id: str, cache: VerdictCache | None = None
+) -> tuple[str | None, list[Problem]]:
+    """(status, problems) of one run folder: status None when absent, incomplete or bad. `cache`:
+    the verdicts of a caller checking many runs (loaded once)."""
     folder = runs_root(data_dir) / f"sweep={sweep}" / f"run_id={run_id}"
     inv = Inventory()
     if folder.is_symlink() or folder.parent.is_symlink():
         inv.problems.append(Problem(folder, "not a run", _link_detail(folder)))
     elif folder.is_dir():
-        _check_run(folder, sweep, run_id, _Cache(Path(data_dir)), inv, set())
+        _check_run(folder, sweep, run_id, cache or VerdictCache(Path(data_dir)), inv, set())
     return inv.status.get(run_id), inv.problems
 
 

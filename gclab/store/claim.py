@@ -14,8 +14,13 @@ import os
 import socket
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gclab.store.layout import run_dir
+
+if TYPE_CHECKING:
+    from gclab.store.lease import Lease
+    from gclab.store.location import Location
 
 # This process's claims: lock file → [fd, depth]. flock is per open file, so a second open in the
 # same process would find its own lock taken; nested claims share the first one instead.
@@ -103,3 +108,15 @@ class Claim:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def claim_for(data: str | Path | Location, sweep: str, run_id: str) -> Claim | Lease:
+    """The run's claim where its store lives: a lock file on local disk, a lease object in a bucket."""
+    from gclab.store.location import Location, parse
+
+    location = data if isinstance(data, Location) else parse(data)
+    if location.local is not None:
+        return Claim(location.local, sweep, run_id)
+    from gclab.store.lease import Lease
+
+    return Lease(location, sweep, run_id)

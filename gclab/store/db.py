@@ -20,7 +20,9 @@ import polars as pl
 
 from gclab.store.check import Inventory, inventory, warning_lines
 from gclab.store.errors import StoreError, one_line
-from gclab.store.schema import FILE_NAMES, MARKER_TABLE, RENAMED, SCALES, SCHEMAS
+from gclab.store.location import parse
+from gclab.store.schema import FILE_NAMES, MARKER_TABLE, RENAMED, SCALES, SCHEMAS, physical
+from gclab.store.table import table_files, table_schema
 
 DB_FILE = "runs.duckdb"
 _DUCK_TYPES = {"string": "VARCHAR", "double": "DOUBLE", "int64": "BIGINT", "int32": "INTEGER", "bool": "BOOLEAN"}
@@ -74,19 +76,54 @@ def scale_views(sources: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def view_statements(inv: Inventory) -> dict[str, str]:
-    """CREATE VIEW statements over the trusted files (see `scale_views`), `runs_all` and `runs` first."""
-    sources = {}
+def delta_select(table: str, relation: str, inbox_runs: str) -> str:
+    """A FROM item: store table `table` from `relation` (its Delta files, physical column names; see
+    store.table) under its own column names, without the runs the inbox holds (the inbox is newer)."""
+    phys = table_schema(table)
+    empty = ", ".join(f'CAST(NULL AS {_DUCK_TYPES[str(f.type)]}) AS "{f.name}"' for f in phys)
+    names = [f.name for f in SCHEMAS[table] if f.name != "sweep"] + ["sweep"]
+    if table == MARKER_TABLE:
+        names = SCHEMAS[table].names
+    cols = ", ".join(f'"{physical(table, c)}" AS {c}' for c in names)
+    return (
+        f"(SELECT {cols} FROM (SELECT {empty} WHERE false UNION ALL BY NAME SELECT * FROM {relation}) "
+        f"WHERE run_id NOT IN (SELECT run_id FROM {inbox_runs}))"
+    )
+
+
+def with_delta(inbox: dict[str, str], delta: dict[str, str | None]) -> dict[str, str]:
+    """Each table's FROM item: its Delta rows (relation in `delta`, None when it has no files) then
+    its inbox rows (`inbox`), the inbox winning for a run in both (docs/SCHEMA.md)."""
+    out = {}
+    for table, source in inbox.items():
+        rel = delta.get(table)
+        out[table] = (
+            source
+            if rel is None
+            else f"(SELECT * FROM {delta_select(table, rel, inbox[MARKER_TABLE])} UNION ALL BY NAME "
+            f"SELECT * FROM {source})"
+        )
+    return out
+
+
+def _read_files(files: list[str], *, hive: bool) -> str:
+    listed = "[" + ", ".join(sql_literal(f) for f in files) + "]"
+    return f"read_parquet({listed}, hive_partitioning = {str(hive).lower()}, union_by_name = true" + (
+        ", hive_types_autocast = false)" if hive else ")"
+    )
+
+
+def view_statements(inv: Inventory, delta: dict[str, list[str]] | None = None) -> dict[str, str]:
+    """CREATE VIEW statements over the trusted inbox files and the Delta table's files (see
+    `scale_views`), `runs_all` and `runs` first."""
+    inbox = {}
     for table in FILE_NAMES:
         files = inv.files[table]
-        if not files:
-            sources[table] = f"({_empty_select(table)})"
-        else:
-            listed = "[" + ", ".join(sql_literal(str(p.resolve())) for p in files) + "]"
-            sources[table] = (
-                f"read_parquet({listed}, hive_partitioning = true, union_by_name = true, hive_types_autocast = false)"
-            )
-    return scale_views(sources)
+        inbox[table] = (
+            _read_files([str(p.resolve()) for p in files], hive=True) if files else f"({_empty_select(table)})"
+        )
+    tables = {t: (_read_files(f, hive=False) if f else None) for t, f in (delta or {}).items()}
+    return scale_views(with_delta(inbox, tables))
 
 
 def scale_notes(con) -> list[str]:
@@ -146,19 +183,30 @@ def write_shared_db(data_dir: Path, views: dict[str, str]) -> None:
         )
 
 
-def scan_and_share(data_dir: str | Path, *, warn: bool = True) -> Inventory:
-    """Scan the store (warnings on stderr) and rewrite `runs.duckdb` from the scan."""
+def scan_and_share(data_dir: str | Path, *, warn: bool = True) -> tuple[Inventory, dict[str, list[str]]]:
+    """Scan the inbox (warnings on stderr), list the Delta table's current files (store.table), and
+    rewrite `runs.duckdb` from both. Committed runs are not verified here: `gclab check` does that.
+    On object storage: the table only (no inbox, no shared file; store.remote)."""
+    if not parse(data_dir).is_local:
+        from gclab.store.remote import committed_files
+
+        return Inventory(), committed_files(parse(data_dir))
     data_dir = Path(data_dir)
     inv = scan(data_dir, warn=warn)
+    try:
+        delta = table_files(location=parse(data_dir))
+    except Exception as exc:  # noqa: BLE001 — delta-rs raises its own types; the message says what to do
+        table = data_dir / "delta"
+        raise StoreError(f"the store's table {table} cannot be read ({one_line(exc)}); run `gclab check`") from None
     if data_dir.is_dir():  # a read never creates a store
-        write_shared_db(data_dir, view_statements(inv))
-    return inv
+        write_shared_db(data_dir, view_statements(inv, delta))
+    return inv, delta
 
 
 def refresh(data_dir: str | Path, *, warn: bool = True) -> tuple[list[Path], dict[str, str]]:
     """Scan the store, rewrite `runs.duckdb`; return (left-out paths, view statements)."""
-    inv = scan_and_share(data_dir, warn=warn)
-    return [p.path for p in inv.problems], view_statements(inv)
+    inv, delta = scan_and_share(data_dir, warn=warn)
+    return [p.path for p in inv.problems], view_statements(inv, delta)
 
 
 def views_connection(views: dict[str, str]) -> duckdb.DuckDBPyConnection:
@@ -174,8 +222,12 @@ def views_connection(views: dict[str, str]) -> duckdb.DuckDBPyConnection:
 
 def connect(data_dir: str | Path, *, warn: bool = True) -> duckdb.DuckDBPyConnection:
     """A fresh in-memory connection with one view per table (and `runs.duckdb` refreshed)."""
-    _, views = refresh(data_dir, warn=warn)
-    con = views_connection(views)
+    if parse(data_dir).is_local:
+        con = views_connection(refresh(data_dir, warn=warn)[1])
+    else:
+        from gclab.store.remote import remote_connection
+
+        con = remote_connection(parse(data_dir))
     if warn:
         for line in scale_notes(con):
             print(f"note: {line}", file=sys.stderr)

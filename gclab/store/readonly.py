@@ -34,15 +34,18 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from gclab.store.check import Inventory
-from gclab.store.db import StoreError, scale_views, scan_and_share
+from gclab.store.db import StoreError, scale_views, scan_and_share, with_delta
 from gclab.store.errors import one_line
 from gclab.store.layout import runs_root
+from gclab.store.location import parse
 from gclab.store.schema import FILE_NAMES, MARKER_TABLE, RENAMED, SCHEMAS
+from gclab.store.table import table_dataset
 
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_MEMORY_LIMIT = "2GB"
 SLOW_NOTICE_S = 2.0
 STORED = "stored_"  # the registered datasets; the views over them carry the table names
+COMMITTED = "stored_delta_"  # the registered Delta files of each table (store.table)
 
 
 class Interrupted(Exception):
@@ -204,7 +207,7 @@ def _dataset(inv: Inventory, table: str, root: Path):
 def sandbox(data_dir: str | Path, *, memory_limit: str = DEFAULT_MEMORY_LIMIT, warn: bool = True):
     """An in-memory connection that can read the trusted runs and nothing else, and write nothing."""
     memory_bytes(memory_limit)
-    inv = scan_and_share(data_dir, warn=warn)
+    inv, delta = scan_and_share(data_dir, warn=warn)
     try:
         con = duckdb.connect(
             config={
@@ -219,10 +222,14 @@ def sandbox(data_dir: str | Path, *, memory_limit: str = DEFAULT_MEMORY_LIMIT, w
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     root = runs_root(data_dir).resolve()
+    location = parse(data_dir)
     for table in FILE_NAMES:
         con.register(f"{STORED}{table}", _dataset(inv, table, root))
+        if delta[table]:
+            con.register(f"{COMMITTED}{table}", table_dataset(table=table, files=delta[table], location=location))
+    committed = {t: (f"{COMMITTED}{t}" if delta[t] else None) for t in FILE_NAMES}
     # The same views as every other command (one scale per sweep, `runs_all` for all of them).
-    for sql in scale_views({t: f"{STORED}{t}" for t in FILE_NAMES}).values():
+    for sql in scale_views(with_delta({t: f"{STORED}{t}" for t in FILE_NAMES}, committed)).values():
         con.execute(sql)
     return con
 

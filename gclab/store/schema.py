@@ -217,20 +217,81 @@ RUN_STATUSES = ("completed", "diverged", "failed")
 SCALES = ("demo", "cpu", "paper")  # sizes of a sweep, smallest first (runs.scale)
 
 
+# The Delta table (gclab/store/table.py) holds every store table: `table` names the store table (the
+# partition), `run_id` and `sweep` are shared, every other column is `<table>__<column>` (runs.loss is
+# a string and evals.loss a double, probes.output a double and fdim.output a string: one name each).
+PARTITION = "table"
+COMMON = ("run_id", "sweep")
+
+
+def physical(table: str, column: str) -> str:
+    """The Delta column holding store table `table`'s `column`."""
+    return column if column in COMMON else f"{table}__{column}"
+
+
+STORE_DESIGN = """\
+## Where runs are stored
+
+A store (`--data DIR`) has two parts, read as one by every view:
+
+- **The inbox**: `DIR/runs/sweep=<sweep>/run_id=<run_id>/<file>`, one Parquet file per table, written
+  by the run's one writer (runner, `Recorder`, Lightning callback) under its claim and published in one
+  atomic rename; the `runs` table's file is `run.parquet` and is written last: a folder without it is an
+  incomplete run, invisible to the views.
+- **The table**: `DIR/delta/`, one [Delta Lake](https://delta.io) table (delta-rs, the `deltalake`
+  package) holding all seven store tables, partitioned by the string column `table`. Its columns are
+  `table`, `run_id`, `sweep` and, for every other column of store table `t`, `t__<column>` (the Delta
+  column of each column is listed below). Delta's transaction log is the only log; gclab keeps none of
+  its own.
+
+Why one Delta table and not seven: Delta has no multi-table transactions. One commit per batch of runs
+makes the batch visible in all seven store tables at once or not at all, so no view has to filter
+orphan rows and a kill at any point leaves no partial run. Why Delta: it is an open format (DuckDB,
+Polars, Spark and pyarrow read it), `deltalake` installs from the package index alone, commits
+atomically on local disk and on object storage (S3's conditional put), and compacts, checkpoints and
+vacuums itself. Columns added to `gclab/store/schema.py` are merged into the table's schema by the
+next commit (`schema_mode="merge"`); files written before read them as null.
+
+`gclab compact` (and `gclab collect` at its end, once the inbox holds `COMPACT_AT` runs,
+gclab/store/ingest.py) moves the inbox into
+the table: it takes each run's claim without waiting (a run being written is skipped), verifies the
+folder as `gclab check` does (corrupt runs, strays and copies are never committed and stay reported),
+commits a batch of up to `BATCH` runs in one Delta commit (a run already in the table is replaced in that
+same commit, never doubled), reads the committed row counts back, and only then removes the folders
+(renamed to a dot-prefixed name first, which no read lists). It then bin-packs each partition's small
+files, writes a checkpoint (so loading the table reads one checkpoint and the commits after it, however
+many runs it holds) and vacuums files older than Delta's default retention of 7 days, never younger
+ones. `gclab migrate` does the same but moves the folders to `DIR/migrated/`, kept until you remove them.
+
+A view reads the table's rows of every run the inbox does not hold, plus the inbox (the inbox is
+newer, so it wins): a kill between a commit and the folders' removal leaves folders identical to the
+committed runs, read once, and the next compact replaces the committed copy. Reads verify only the
+inbox (cached); the table's files are verified by `gclab check`, which reads each one whole and, with
+`--repair`, moves a bad one to `DIR/quarantine/delta/`, removes it from the table and deletes the runs
+it held part of, so the next collect runs them again. delta-rs writes no deletion vectors, so the
+table's file list is exactly its live rows; a table written with them by another tool is refused.
+"""
+
+
 def schema_markdown() -> str:
     """The schema as Markdown, for docs/SCHEMA.md (generated, never hand-edited)."""
     out = [
         "# Run-store schema",
         "",
         "Generated from `gclab/store/schema.py` by `python -m gclab.store.schema > docs/SCHEMA.md`.",
-        "Layout: `data/runs/sweep=<sweep>/run_id=<run_id>/<file>`, one file per table; "
-        "the `runs` table's file is `run.parquet` and is written last: a folder without it "
-        "is an incomplete run, invisible to the views.",
         "",
+        STORE_DESIGN,
     ]
     for table, schema in SCHEMAS.items():
-        out += [f"## `{table}` (`{FILE_NAMES[table]}`)", "", "| column | type | meaning |", "|---|---|---|"]
-        out += [f"| `{f.name}` | {f.type} | {f.metadata[b'doc'].decode()} |" for f in schema]
+        out += [
+            f"## `{table}` (`{FILE_NAMES[table]}`)",
+            "",
+            "| column | type | Delta column | meaning |",
+            "|---|---|---|---|",
+        ]
+        out += [
+            f"| `{f.name}` | {f.type} | `{physical(table, f.name)}` | {f.metadata[b'doc'].decode()} |" for f in schema
+        ]
         out.append("")
     return "\n".join(out)
 
