@@ -20,6 +20,8 @@ from gclab.store.errors import StoreError
 # Schemes delta-rs and pyarrow.fs both open. `file://` is a local folder written as a URI.
 OBJECT_SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss")
 TABLE_DIR = "delta"
+# object_store's defaults for the client options delta-rs would otherwise take from `TIMEOUT` etc.
+HTTP_DEFAULTS = {"timeout": "30s", "connect_timeout": "5s"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +50,10 @@ def _object_options(scheme: str) -> dict[str, str]:
     if scheme not in ("s3", "s3a"):
         return {}
     opts = {"conditional_put": "etag"}  # concurrent collectors commit safely without a lock service
+    # delta-rs also reads unprefixed variables as HTTP client options: `TIMEOUT`, which the Makefile
+    # exports for `make sql` (seconds, often empty), would fail its parse. Explicit options win over
+    # the environment, so pin object_store's own defaults.
+    opts |= HTTP_DEFAULTS
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         opts["AWS_ENDPOINT_URL"] = endpoint

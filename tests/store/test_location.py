@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from gclab.store.errors import StoreError
-from gclab.store.location import TABLE_DIR, parse
+from gclab.store.location import HTTP_DEFAULTS, TABLE_DIR, parse
 
 
 def test_folder_and_file_uri_are_local(tmp_path):
@@ -42,3 +42,10 @@ def test_unsupported_or_bucketless_uri_is_one_line(text, says):
     with pytest.raises(StoreError, match=says) as err:
         parse(text)
     assert "\n" not in str(err.value)
+
+
+def test_make_sql_timeout_variable_never_reaches_delta_rs(monkeypatch):
+    # The Makefile exports TIMEOUT (often empty); delta-rs would parse it as its HTTP timeout.
+    monkeypatch.setenv("TIMEOUT", "")
+    opts = parse("s3://bucket/prefix").storage_options
+    assert opts["timeout"] == HTTP_DEFAULTS["timeout"] and opts["connect_timeout"] == HTTP_DEFAULTS["connect_timeout"]

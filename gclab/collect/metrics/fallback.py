@@ -18,6 +18,7 @@ from a per-example autograd loop.
 from __future__ import annotations
 
 import warnings
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -150,14 +151,16 @@ def _swapped(slots, values: dict[str, Tensor]):
             store[key] = p
 
 
-_WARNED: set[tuple[int, tuple[str, ...]]] = set()
+# Keyed by the model itself, weakly: an id() is reused once a model is freed, which silenced the
+# warning for a new model that happened to get a dead one's id.
+_WARNED: weakref.WeakKeyDictionary[nn.Module, set[tuple[str, ...]]] = weakref.WeakKeyDictionary()
 
 
 def warn_once(model: nn.Module, names: tuple[str, ...]) -> None:
     """One warning line per model and set of fallback layers (not one per step)."""
-    key = (id(model), names)
-    if names and key not in _WARNED:
-        _WARNED.add(key)
+    seen = _WARNED.setdefault(model, set())
+    if names and names not in seen:
+        seen.add(names)
         warnings.warn(
             f"gclab: no per-example gradient rule for {', '.join(names)}: exact generic fallback "
             "(torch.func, slower; docs/METRICS.md)",
