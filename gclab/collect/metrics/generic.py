@@ -12,6 +12,7 @@ its own call (tied weights). docs/METRICS.md, "The generic fallback".
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import nullcontext
 
 import torch
 from torch import Tensor, nn
@@ -102,7 +103,8 @@ def run(
     gc_mod = _input_module(model, gc_input) if gc_input is not None and need_input else None
     handles = _hooks(entries, watch, saved, gc_mod, gx_slot)
     try:
-        with torch.enable_grad(), watch:
+        # The watch sees every torch call of the forward; it matters only for rule layers (GC alone skips it).
+        with torch.enable_grad(), watch if entries else nullcontext():
             xr = x.detach().requires_grad_(need_input and gc_mod is None)
             out = model(xr)
     finally:

@@ -5,10 +5,13 @@ is undefined (train-mode BatchNorm, which mixes the examples of a batch) is refu
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
+from gclab.collect.metrics import chain
 from gclab.collect.metrics.registry import rule_for
 from gclab.collect.metrics.rules import Rule
 
@@ -114,3 +117,45 @@ def check_model(model: nn.Module, *, need_params: bool = True) -> Plan:
         why = "shared parameter" if shared else "no rule" if rule_cls is None else "unexpected parameters"
         plan.fallback_layers += (f"{_label(mname, mod)} ({why})",)
     return plan
+
+
+# The three ways the one pass back-propagates its m rows (docs/METRICS.md, "Which method"): a
+# hand-written backward with the rows folded into the batch (chain: Linear stacks; tape: conv /
+# residual nets), or one batched VJP through autograd (vmap over the backward, any model).
+CHAIN, TAPE, BATCHED_VJP = "chain", "tape", "batched_vjp"
+
+# model -> the (input shape, dtype, mode, need_layers) keys on which its tape was refused: a refusal is
+# structural (an op the tape lacks), so the pass goes straight to the batched VJP next time. A stale
+# entry (the model changed) only costs speed: the batched VJP is exact for every model.
+_TAPE_REFUSED: weakref.WeakKeyDictionary[nn.Module, set[tuple]] = weakref.WeakKeyDictionary()
+
+
+def _tape_key(model: nn.Module, x: Tensor, need_layers: bool) -> tuple:
+    return (tuple(x.shape[1:]), x.dtype, model.training, need_layers)
+
+
+def pass_method(
+    model: nn.Module, x: Tensor, plan: Plan, *, gc_input: str | None, need_layers: bool
+) -> tuple[str, chain.Chain | None]:
+    """The cost model's choice of method for this pass, and the parsed chain when it is ``CHAIN``.
+
+    All three cost the same multiply-adds (one forward and m backward-data rows, plus the rules'
+    products); they differ in how the kernels run. vmap runs each conv backward under a batching
+    rule several times slower on CPU than the same kernel on a folded (m·b) batch, and a chain or
+    tape backward builds no autograd graph: so chain where the model is a plain Linear stack, the
+    tape where it records (every op in the tape's set), else the batched VJP. Where the tape is
+    refused nothing is gained by trying it again. ``make bench`` checks the choice against the
+    naive batched VJP and per-logit baselines on every catalogue net (row ``gc_method``)."""
+    if gc_input is not None or plan.fallback or not torch.is_floating_point(x):
+        return BATCHED_VJP, None
+    spec = chain.parse(model)
+    if spec is not None:
+        return CHAIN, spec
+    if _tape_key(model, x, need_layers) in _TAPE_REFUSED.get(model, ()):
+        return BATCHED_VJP, None
+    return TAPE, None
+
+
+def note_tape_refused(model: nn.Module, x: Tensor, *, need_layers: bool) -> None:
+    """Remember that the tape refused this model on this input (``pass_method`` then skips it)."""
+    _TAPE_REFUSED.setdefault(model, set()).add(_tape_key(model, x, need_layers))
