@@ -170,6 +170,17 @@ CASES: dict[str, Case] = {
     "layernorm_mlp": Case(_seq(nn.Linear(5, 6), nn.LayerNorm(6), nn.GELU(), nn.Linear(6, K)), (5,)),
     "weight_norm": Case(_seq(parametrizations.weight_norm(nn.Linear(5, 6)), nn.Tanh(), nn.Linear(6, K)), (5,)),
     "conv1d_groupnorm": Case(lambda: ConvNormNet(nn.Conv1d(3, 4, 3, padding=1), nn.GroupNorm(2, 4), 24), (3, 6)),
+    # Conv1d's rule (the Conv2d rule on height 1): stride, dilation, groups (direct form) ...
+    "conv1d_strided_groups": Case(
+        lambda: ConvNormNet(nn.Conv1d(4, 6, 3, stride=2, dilation=2, groups=2, padding=2), None, 6 * 5), (4, 9)
+    ),
+    # ... 'same' padding with an even kernel and reflect mode, no bias ...
+    "conv1d_same_reflect": Case(
+        lambda: ConvNormNet(nn.Conv1d(2, 3, 4, padding="same", padding_mode="reflect", bias=False), None, 3 * 7),
+        (2, 7),
+    ),
+    # ... and few output positions, where the ghost form is the cheaper one.
+    "conv1d_ghost": Case(lambda: ConvNormNet(nn.Conv1d(8, 4, 5, stride=3), None, 4 * 2), (8, 10)),
     "conv3d_instancenorm": Case(
         lambda: ConvNormNet(nn.Conv3d(2, 3, 2, stride=(1, 2, 1)), nn.InstanceNorm3d(3, affine=True), 3 * 2 * 1 * 2),
         (2, 3, 3, 3),

@@ -89,14 +89,18 @@ def test_fallback_is_reported_once_and_named():
         ("layernorm_mlp", "LayerNorm"),
         ("transformer", "LayerNorm"),
         ("conv1d_groupnorm", "GroupNorm"),
+        ("conv1d_groupnorm", "Conv1d"),
+        ("conv1d_strided_groups", "Conv1d"),
+        ("conv1d_same_reflect", "Conv1d"),
+        ("conv1d_ghost", "Conv1d"),
         ("conv_transpose2d", "GroupNorm"),
         ("conv3d_instancenorm", "InstanceNorm3d"),
         ("instancenorm_running_stats", "InstanceNorm1d"),
     ],
 )
 def test_norm_layers_take_their_rule(name, layer):
-    """LayerNorm, GroupNorm and InstanceNorm have rules (norm_rules.py): the fallback does not take them
-    (their exactness is test_catalogue_matches_per_example_loop)."""
+    """LayerNorm, GroupNorm and InstanceNorm (norm_rules.py) and Conv1d (conv1d.py) have rules: the
+    fallback does not take them (their exactness is test_catalogue_matches_per_example_loop)."""
     case = CASES[name]
     net, x = case.model(), case.inputs()
     with warnings.catch_warnings():

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from torch import nn
 
+from gclab.collect.metrics.conv1d import Conv1dRule
 from gclab.collect.metrics.norm_rules import BatchNormEvalRule, GroupNormRule, InstanceNormRule, LayerNormRule
 from gclab.collect.metrics.rules import Conv2dRule, LinearRule, Rule
 
 RULES: dict[type, type[Rule]] = {
     nn.Linear: LinearRule,
+    nn.Conv1d: Conv1dRule,
     nn.Conv2d: Conv2dRule,
     nn.BatchNorm1d: BatchNormEvalRule,
     nn.BatchNorm2d: BatchNormEvalRule,
