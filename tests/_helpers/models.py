@@ -83,6 +83,27 @@ class Recurrent(nn.Module):
         return self.head(out[:, -1] if self.batch_first else out[-1])
 
 
+def _lstm_no_bias_frozen_hh() -> nn.Module:
+    net = Recurrent(lambda d, h, batch_first: nn.LSTM(d, h, batch_first=batch_first, bias=False))
+    net.rnn.weight_hh_l0.requires_grad_(False)
+    return net
+
+
+class LSTMGivenState(nn.Module):
+    """An LSTM whose initial (h0, c0) is computed from the input (so gradients flow into it too)."""
+
+    def __init__(self, d=3, hidden=5, k=K):
+        super().__init__()
+        self.init = nn.Linear(d, 2 * hidden)
+        self.rnn = nn.LSTM(d, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, k)
+
+    def forward(self, x):
+        h0, c0 = torch.tanh(self.init(x[:, 0])).chunk(2, 1)
+        out, (hn, cn) = self.rnn(x, (h0[None].contiguous(), c0[None].contiguous()))
+        return self.head(out[:, -1] + hn[0] * cn[0])
+
+
 class CellLoop(nn.Module):
     """An RNN written as a loop over time: one Linear called at every step (a weight used T times)."""
 
@@ -158,6 +179,13 @@ CASES: dict[str, Case] = {
     "transformer": Case(Transformer, (5, 3)),
     "token_transformer": Case(TokenTransformer, (5,), vocab=7, gc_input="embed"),
     "lstm": Case(lambda: Recurrent(nn.LSTM), (4, 3)),
+    # the LSTM rule (lstm.py): time-major, no bias, a frozen recurrent weight, an initial state from the input
+    "lstm_time_major": Case(lambda: Recurrent(nn.LSTM, batch_first=False), (4, 3)),
+    "lstm_no_bias_frozen_hh": Case(_lstm_no_bias_frozen_hh, (4, 3)),
+    "lstm_given_state": Case(LSTMGivenState, (4, 3)),
+    "lstm_two_layers": Case(
+        lambda: Recurrent(lambda d, h, batch_first: nn.LSTM(d, h, 2, batch_first=batch_first)), (4, 3)
+    ),
     "gru_time_major": Case(lambda: Recurrent(nn.GRU, batch_first=False), (4, 3)),
     "rnn": Case(lambda: Recurrent(nn.RNN), (4, 3)),
     "cell_loop": Case(CellLoop, (4, 3)),

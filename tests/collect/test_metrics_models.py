@@ -65,6 +65,9 @@ def test_catalogue_gradient_gc_and_norms(name):
         gc = geometric_complexity(net, x, gc_input=case.gc_input)
         norms = per_example_grad_norms(net, x, y)
     for pname, p in net.named_parameters():
+        if not p.requires_grad:  # frozen: not θ, no gradient
+            assert p.grad is None and pname not in expect, pname
+            continue
         assert torch.allclose(p.grad, expect[pname], rtol=RTOL, atol=1e-14), pname
     assert close(gc, ref["gc_x"], RTOL, float(ref["gc_x"].max()))
     assert close(norms, ref["per_example_grad_sq"], RTOL, float(ref["per_example_grad_sq"].max()))
@@ -190,3 +193,24 @@ def test_hutchinson_mode_keeps_fallback_terms_exact(name):
     scale = float(ref["grad_norm_sq"] + ref["per_example_grad_norm_sq"])
     for key in ("grad_norm_sq", "batch_alignment", "per_example_grad_norm_sq", "train_loss"):
         assert close(est[key], ref[key], RTOL, RTOL * scale), key
+
+
+@pytest.mark.parametrize("name", ["lstm", "lstm_time_major", "lstm_no_bias_frozen_hh", "lstm_given_state"])
+def test_lstm_rule_per_example_gradients_are_the_jacobian_rows(name):
+    """The LSTM rule's per-example gradients (the BFD's Jacobian and Gram blocks) against a float64
+    per-example autograd loop, column for column in the parameters' order."""
+    from gclab.collect.metrics import run_pass
+    from tests._helpers.bruteforce import jacobians_loop
+
+    case = CASES[name]
+    net, x = case.model(), case.inputs()
+    (sig,) = [s for s in run_pass(net, x).layers if s.name == "rnn"]
+    got = sig.rule.per_example(sig.ctx, sig.delta)  # (k, b, P_rnn)
+    Jt, _ = jacobians_loop(net, x)  # (b, k, P) over the trainable parameters
+    cols, i = [], 0
+    for pname, p in ((n, p) for n, p in net.named_parameters() if p.requires_grad):
+        if pname.startswith("rnn."):
+            cols.append(torch.arange(i, i + p.numel()))
+        i += p.numel()
+    want = Jt[:, :, torch.cat(cols)].transpose(0, 1)
+    assert close(got, want, RTOL, float(want.abs().max()))

@@ -34,6 +34,7 @@ class _Watch(TorchFunctionMode):
         self.active: Counter = Counter()
         self.calls: Counter = Counter()
         self.outside: set[int] = set()
+        self.unreplayable: set[int] = set()  # replaying layers whose input the rule cannot replay
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -54,12 +55,30 @@ def _input_module(model: nn.Module, gc_input: str) -> nn.Module:
     return mods[gc_input]
 
 
+def _replayed(mod: nn.Module, rule, inp, out, watch: _Watch, saved: dict):
+    """The forward hook of a replaying rule's layer (``Rule.replay``): its recomputed output, or None."""
+    # Recomputed while the layer still counts as running: its weights' uses are its own.
+    got = rule.replay(inp, out) if watch.calls[id(mod)] == 1 else None
+    watch.active[id(mod)] -= 1
+    if got is None:
+        watch.unreplayable.add(id(mod))
+        return None
+    new_out, probe, h = got
+    saved[id(mod)] = (h, h._version, probe)
+    return new_out
+
+
 def _hooks(entries, watch: _Watch, saved: dict, gc_mod: nn.Module | None, gx_slot: dict) -> list:
+    rules = {id(mod): rule for _, mod, rule in entries}
+
     def pre(mod, inp):
         watch.active[id(mod)] += 1
         watch.calls[id(mod)] += 1
 
     def post(mod, inp, out):
+        rule = rules[id(mod)]
+        if rule.replays:
+            return _replayed(mod, rule, inp, out, watch, saved)
         watch.active[id(mod)] -= 1
         if watch.calls[id(mod)] == 1 and inp and isinstance(inp[0], Tensor) and isinstance(out, Tensor):
             h = inp[0]
@@ -84,6 +103,15 @@ def _hooks(entries, watch: _Watch, saved: dict, gc_mod: nn.Module | None, gx_slo
     if gc_mod is not None:
         handles.append(gc_mod.register_forward_hook(gc_hook))
     return handles
+
+
+def _backward(out: Tensor, inputs: list[Tensor], rows: Tensor) -> list[Tensor | None]:
+    """∂rows/∂inputs, (m, *input) each: one batched VJP, or a plain one for a single row (the loss row
+    of ``per_example_grad_norms``), which vmap would only slow down."""
+    if rows.shape[0] > 1:
+        return list(torch.autograd.grad(out, inputs, rows, is_grads_batched=True, allow_unused=True))
+    grads = torch.autograd.grad(out, inputs, rows[0], allow_unused=True)
+    return [None if g is None else g[None] for g in grads]
 
 
 def run(
@@ -114,6 +142,7 @@ def run(
     if need_layers:
         plan = plan.demote({i for i, n in watch.calls.items() if n > 1}, "called more than once")
         plan = plan.demote(watch.outside & {id(m) for _, m, _ in plan.entries}, "weight used outside its call")
+        plan = plan.demote(watch.unreplayable, "input its rule cannot replay")
     ran = [(n, m, r) for n, m, r in (plan.entries if need_layers else []) if id(m) in saved]
     for name, mod, _ in ran:
         h, version, _ = saved[id(mod)]
@@ -129,7 +158,7 @@ def run(
         raise ValueError(f"the module named by gc_input={gc_input!r} did not run in the forward")
     inputs = [saved[id(m)][2] for _, m, _ in ran] + ([x_in] if need_input else [])
     if inputs and out.requires_grad:
-        grads = torch.autograd.grad(out, inputs, rows, is_grads_batched=True, allow_unused=True)
+        grads = _backward(out, inputs, rows)
     else:
         grads = [None] * len(inputs)
     m = rows.shape[0]

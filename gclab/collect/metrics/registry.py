@@ -7,6 +7,7 @@ from __future__ import annotations
 from torch import nn
 
 from gclab.collect.metrics.conv1d import Conv1dRule
+from gclab.collect.metrics.lstm import LSTMRule
 from gclab.collect.metrics.norm_rules import BatchNormEvalRule, GroupNormRule, InstanceNormRule, LayerNormRule
 from gclab.collect.metrics.rules import Conv2dRule, LinearRule, Rule
 
@@ -14,6 +15,7 @@ RULES: dict[type, type[Rule]] = {
     nn.Linear: LinearRule,
     nn.Conv1d: Conv1dRule,
     nn.Conv2d: Conv2dRule,
+    nn.LSTM: LSTMRule,
     nn.BatchNorm1d: BatchNormEvalRule,
     nn.BatchNorm2d: BatchNormEvalRule,
     nn.BatchNorm3d: BatchNormEvalRule,
