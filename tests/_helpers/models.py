@@ -60,6 +60,28 @@ class Transformer(nn.Module):
         return self.head(h.mean(1))
 
 
+class Attention(nn.Module):
+    """nn.MultiheadAttention over (b, T, d) inputs in the ways a model calls it."""
+
+    def __init__(self, d=4, heads=2, k=K, batch_first=True, bias=True, use_weights=False, causal=False, cross=False):
+        super().__init__()
+        self.att = nn.MultiheadAttention(d, heads, bias=bias, batch_first=batch_first)
+        self.key = nn.Linear(d, d) if cross else None
+        self.batch_first, self.use_weights, self.causal = batch_first, use_weights, causal
+        self.head = nn.Linear(d, k)
+
+    def forward(self, x):
+        q = x if self.batch_first else x.transpose(0, 1)
+        kv = q if self.key is None else self.key(q)
+        mask = nn.Transformer.generate_square_subsequent_mask(x.shape[1], dtype=x.dtype) if self.causal else None
+        y, w = self.att(q, kv, kv, need_weights=self.use_weights, attn_mask=mask)
+        y = y if self.batch_first else y.transpose(0, 1)
+        h = torch.tanh(y).mean(1)
+        if self.use_weights:
+            h = h + w.sum((1, 2))[:, None] * w[:, 0, :1]
+        return self.head(h)
+
+
 class TokenTransformer(Transformer):
     """The same block over token ids: GC w.r.t. the embedding output (``gc_input="embed"``)."""
 
@@ -177,6 +199,11 @@ def _seq(*mods):
 
 CASES: dict[str, Case] = {
     "transformer": Case(Transformer, (5, 3)),
+    # the MultiheadAttention rule (attention.py): time-major, no bias, the attention weights used; a
+    # masked call and cross-attention go to the fallback
+    "attention_time_major_weights": Case(lambda: Attention(batch_first=False, bias=False, use_weights=True), (5, 4)),
+    "attention_masked": Case(lambda: Attention(causal=True), (5, 4)),
+    "cross_attention": Case(lambda: Attention(cross=True), (5, 4)),
     "token_transformer": Case(TokenTransformer, (5,), vocab=7, gc_input="embed"),
     "lstm": Case(lambda: Recurrent(nn.LSTM), (4, 3)),
     # the LSTM rule (lstm.py): time-major, no bias, a frozen recurrent weight, an initial state from the input

@@ -35,9 +35,12 @@ class _Watch(TorchFunctionMode):
         self.calls: Counter = Counter()
         self.outside: set[int] = set()
         self.unreplayable: set[int] = set()  # replaying layers whose input the rule cannot replay
+        self.muted = 0  # > 0 while a replaying layer's own forward runs
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.muted:  # a replaying layer's own forward: its output is replaced, its uses do not count
+            return func(*args, **kwargs)
         for t in tree_flatten((args, kwargs))[0]:
             o = self.owner.get(id(t)) if isinstance(t, Tensor) else None
             if o is not None and not self.active[o]:
@@ -55,13 +58,14 @@ def _input_module(model: nn.Module, gc_input: str) -> nn.Module:
     return mods[gc_input]
 
 
-def _replayed(mod: nn.Module, rule, inp, out, watch: _Watch, saved: dict):
+def _replayed(mod: nn.Module, rule, inp, kwargs, out, watch: _Watch, saved: dict):
     """The forward hook of a replaying rule's layer (``Rule.replay``): its recomputed output, or None."""
+    watch.muted -= 1
     # Recomputed while the layer still counts as running: its weights' uses are its own.
-    got = rule.replay(inp, out) if watch.calls[id(mod)] == 1 else None
+    got = rule.replay(inp, out, kwargs) if watch.calls[id(mod)] == 1 else None
     watch.active[id(mod)] -= 1
-    if got is None:
-        watch.unreplayable.add(id(mod))
+    if got is None:  # the layer and its children (whose weights its own forward used, muted) go to the fallback
+        watch.unreplayable.update(id(m) for m in mod.modules())
         return None
     new_out, probe, h = got
     saved[id(mod)] = (h, h._version, probe)
@@ -74,11 +78,12 @@ def _hooks(entries, watch: _Watch, saved: dict, gc_mod: nn.Module | None, gx_slo
     def pre(mod, inp):
         watch.active[id(mod)] += 1
         watch.calls[id(mod)] += 1
+        watch.muted += rules[id(mod)].replays
+
+    def replaying_post(mod, inp, kwargs, out):
+        return _replayed(mod, rules[id(mod)], inp, kwargs, out, watch, saved)
 
     def post(mod, inp, out):
-        rule = rules[id(mod)]
-        if rule.replays:
-            return _replayed(mod, rule, inp, out, watch, saved)
         watch.active[id(mod)] -= 1
         if watch.calls[id(mod)] == 1 and inp and isinstance(inp[0], Tensor) and isinstance(out, Tensor):
             h = inp[0]
@@ -98,8 +103,9 @@ def _hooks(entries, watch: _Watch, saved: dict, gc_mod: nn.Module | None, gx_slo
         return e.clone()
 
     handles = []
-    for _, mod, _ in entries:
-        handles += [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
+    for _, mod, rule in entries:
+        hook = mod.register_forward_hook(replaying_post, with_kwargs=True) if rule.replays else None
+        handles += [mod.register_forward_pre_hook(pre), hook or mod.register_forward_hook(post)]
     if gc_mod is not None:
         handles.append(gc_mod.register_forward_hook(gc_hook))
     return handles

@@ -44,11 +44,11 @@ class LSTMRule(Rule):
         # sends them to the fallback. Dropout acts between layers only, so one layer has none.
         self.d = module.input_size
 
-    def replay(self, inp: tuple, out) -> tuple[object, Tensor, Tensor] | None:
+    def replay(self, inp: tuple, out, kwargs: dict | None = None) -> tuple[object, Tensor, Tensor] | None:
         """(the module's output recomputed differentiably, the zero probe on the gates (b, T, 4H), the
         input [x ; h_prev] (b, T, d + H)), or None for an input it cannot replay (packed, unbatched)."""
-        x = inp[0]
-        if not isinstance(x, Tensor) or x.dim() != 3:
+        x = inp[0] if inp else None
+        if kwargs or not isinstance(x, Tensor) or x.dim() != 3:
             return None
         lstm = self.lstm
         xs = x if lstm.batch_first else x.transpose(0, 1)  # (b, T, d)

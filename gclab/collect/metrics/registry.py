@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from gclab.collect.metrics.attention import MultiheadAttentionRule
 from gclab.collect.metrics.conv1d import Conv1dRule
 from gclab.collect.metrics.lstm import LSTMRule
 from gclab.collect.metrics.norm_rules import BatchNormEvalRule, GroupNormRule, InstanceNormRule, LayerNormRule
@@ -16,6 +17,7 @@ RULES: dict[type, type[Rule]] = {
     nn.Conv1d: Conv1dRule,
     nn.Conv2d: Conv2dRule,
     nn.LSTM: LSTMRule,
+    nn.MultiheadAttention: MultiheadAttentionRule,
     nn.BatchNorm1d: BatchNormEvalRule,
     nn.BatchNorm2d: BatchNormEvalRule,
     nn.BatchNorm3d: BatchNormEvalRule,

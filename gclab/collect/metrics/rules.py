@@ -69,9 +69,10 @@ class Rule:
     for the layer, e.g. ``DenseContext``) is computed once per pass and reused for every row."""
 
     param_names: tuple[str, ...] = ("weight", "bias")
-    # True for a rule whose layer the autograd path recomputes with ``replay(inp, out)`` (its weights are
-    # used many times per forward, e.g. an RNN's at every step): replay gives (the output to use, the
-    # tensor whose row cotangents are ``delta``, the ``h`` for ``prepare``), or None when it cannot.
+    # True for a rule whose layer the autograd path recomputes with ``replay(inp, out, kwargs)`` (a layer
+    # whose weights are used many times per forward, an RNN's at every step, or whose parameters act
+    # inside: attention): replay gives (the output to use, the tensor whose row cotangents are
+    # ``delta``, the ``h`` for ``prepare``), or None when it cannot (the layer goes to the fallback).
     replays = False
     # True if ``prepare(h, out_scale=s)`` is supported: delta then holds the layer's output cotangent
     # divided by the per-channel factor s, which the rule applies itself (a folded eval BatchNorm).
@@ -91,7 +92,7 @@ class Rule:
     def prepare(self, h: Tensor):
         raise NotImplementedError
 
-    def replay(self, inp: tuple, out) -> tuple[object, Tensor, Tensor] | None:
+    def replay(self, inp: tuple, out, kwargs: dict | None = None) -> tuple[object, Tensor, Tensor] | None:
         raise NotImplementedError
 
     def sq_norms(self, ctx, delta: Tensor) -> Tensor:
