@@ -82,6 +82,27 @@ class Attention(nn.Module):
         return self.head(h)
 
 
+class AddedBias(nn.Module):
+    """x (b, T, d) -> Linear -> + a bare nn.Parameter of ``shape`` -> tanh -> flatten -> Linear."""
+
+    def __init__(self, shape, d=4, T=3, k=K, twice=False, time_major=False):
+        super().__init__()
+        self.lin = nn.Linear(d, d)
+        self.bias = nn.Parameter(torch.zeros(shape))
+        self.twice, self.time_major = twice, time_major
+        self.head = nn.Linear(T * d, k)
+
+    def forward(self, x):
+        h = self.lin(x)
+        if self.time_major:
+            h = (h.transpose(0, 1) + self.bias).transpose(0, 1)
+        else:
+            h = h + self.bias
+        if self.twice:
+            h = torch.tanh(h) + self.bias
+        return self.head(torch.tanh(h).flatten(1))
+
+
 class TokenTransformer(Transformer):
     """The same block over token ids: GC w.r.t. the embedding output (``gc_input="embed"``)."""
 
@@ -204,6 +225,12 @@ CASES: dict[str, Case] = {
     "attention_time_major_weights": Case(lambda: Attention(batch_first=False, bias=False, use_weights=True), (5, 4)),
     "attention_masked": Case(lambda: Attention(causal=True), (5, 4)),
     "cross_attention": Case(lambda: Attention(cross=True), (5, 4)),
+    # a bare parameter added to a batch-first tensor (added_parameter.py): with a batch axis of 1 and
+    # broadcast along a middle axis; added twice, or to a time-major tensor: the fallback
+    "added_parameter_batch_axis": Case(lambda: AddedBias((1, 1, 5), d=5), (3, 5)),
+    "added_parameter_twice": Case(lambda: AddedBias((4,), twice=True), (3, 4)),
+    "added_parameter_time_major": Case(lambda: AddedBias((3, 1, 4), time_major=True), (3, 4)),
+    "added_parameter_time_major_t_is_b": Case(lambda: AddedBias((4,), T=B, time_major=True), (B, 4)),
     "token_transformer": Case(TokenTransformer, (5,), vocab=7, gc_input="embed"),
     "lstm": Case(lambda: Recurrent(nn.LSTM), (4, 3)),
     # the LSTM rule (lstm.py): time-major, no bias, a frozen recurrent weight, an initial state from the input

@@ -39,6 +39,8 @@ class Plan:
     fallback_layers: tuple[str, ...] = ()
     # id(module) -> its trainable (full name, Parameter), for layers the pass demotes to the fallback.
     params_of: dict[int, list[tuple[str, nn.Parameter]]] = field(default_factory=dict)
+    # id(module) -> its label in fallback_layers, for the modules check_model sent there
+    label_of: dict[int, str] = field(default_factory=dict)
 
     def demote(self, module_ids: set[int], why: str) -> Plan:
         """The plan with the layers in ``module_ids`` moved to the fallback (a module called twice,
@@ -51,7 +53,19 @@ class Plan:
         for _, mod, _ in moved:
             fb.update(dict(self.params_of[id(mod)]))
         labels = self.fallback_layers + tuple(f"{_label(n, m)} ({why})" for n, m, _ in moved)
-        return Plan(keep, fb, labels, self.params_of)
+        return Plan(keep, fb, labels, self.params_of, self.label_of)
+
+    def promote(self, param_ids: set[int]) -> Plan:
+        """The plan with the parameters in ``param_ids`` taken off the fallback (the forward showed a
+        form with a rule: a bare parameter added to a batch-first tensor, ``added_parameter.py``);
+        a module none of whose parameters stay there leaves ``fallback_layers``."""
+        if not param_ids:
+            return self
+        fb = {n: p for n, p in self.fallback.items() if id(p) not in param_ids}
+        kept = {id(p) for p in fb.values()}
+        gone = {lab for i, lab in self.label_of.items() if not any(id(p) in kept for _, p in self.params_of[i])}
+        labels = tuple(lab for lab in self.fallback_layers if lab not in gone)
+        return Plan(self.entries, fb, labels, self.params_of, self.label_of)
 
 
 def _label(mname: str, mod: nn.Module) -> str:
@@ -115,7 +129,8 @@ def check_model(model: nn.Module, *, need_params: bool = True) -> Plan:
             continue
         plan.fallback.update(own)
         why = "shared parameter" if shared else "no rule" if rule_cls is None else "unexpected parameters"
-        plan.fallback_layers += (f"{_label(mname, mod)} ({why})",)
+        plan.label_of[id(mod)] = f"{_label(mname, mod)} ({why})"
+        plan.fallback_layers += (plan.label_of[id(mod)],)
     return plan
 
 
