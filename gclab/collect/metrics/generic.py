@@ -129,18 +129,15 @@ def _hooks(entries, watch: _Watch, saved: dict, gc_mod: nn.Module | None, gx_slo
     return handles
 
 
-def _backward(out: Tensor, inputs: list[Tensor], rows: Tensor, *, per_row: bool) -> list[Tensor | None]:
-    """∂rows/∂inputs, (m, *input) each: one batched VJP (vmap over the backward), or one plain VJP per
-    row when ``per_row`` (a graph of many small ops, where vmap's per-op cost dominates: the LSTM
-    replay's T steps, measured 2x faster so, docs/METRICS.md "Which models") or for a single row
-    (the loss row of ``per_example_grad_norms``)."""
+def _backward(out: Tensor, inputs: list[Tensor], rows: Tensor) -> list[Tensor | None]:
+    """∂rows/∂inputs, (m, *input) each: one batched VJP, or a plain one for a single row (the loss row
+    of ``per_example_grad_norms``), which vmap would only slow down."""
     if not inputs or not out.requires_grad:
         return [None] * len(inputs)
-    m = rows.shape[0]
-    if m > 1 and not per_row:
+    if rows.shape[0] > 1:
         return list(torch.autograd.grad(out, inputs, rows, is_grads_batched=True, allow_unused=True))
-    per = [torch.autograd.grad(out, inputs, rows[i], allow_unused=True, retain_graph=i < m - 1) for i in range(m)]
-    return [None if per[0][j] is None else torch.stack([g[j] for g in per]) for j in range(len(inputs))]
+    grads = torch.autograd.grad(out, inputs, rows[0], allow_unused=True)
+    return [None if g is None else g[None] for g in grads]
 
 
 def _check_unmodified(ran, saved: dict) -> None:
@@ -196,7 +193,7 @@ def run(
     params = {id(p): p for _, p in model.named_parameters(remove_duplicate=False)}
     adds = [(bare[i], AddedParameterRule(bare[i], params[i]), r, probe) for i, (r, probe) in added.items()]
     inputs = [saved[id(m)][2] for _, m, _ in ran] + [a[3] for a in adds] + ([x_in] if need_input else [])
-    grads = _backward(out, inputs, rows, per_row=any(r.many_small_ops for _, _, r in ran))
+    grads = _backward(out, inputs, rows)
     m = rows.shape[0]
     with torch.no_grad():
         layers = []

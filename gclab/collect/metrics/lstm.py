@@ -35,7 +35,6 @@ class LSTMRule(Rule):
 
     param_names = (*WEIGHTS, *BIASES)
     replays = True
-    many_small_ops = True  # T steps of (b, 4H) ops: vmap's per-op cost dominates its backward
 
     def __init__(self, module: nn.Module):
         super().__init__(module)

@@ -74,9 +74,6 @@ class Rule:
     # inside: attention): replay gives (the output to use, the tensor whose row cotangents are
     # ``delta``, the ``h`` for ``prepare``), or None when it cannot (the layer goes to the fallback).
     replays = False
-    # True if the layer's backward is many small ops (an unrolled recurrence): the autograd path then
-    # back-propagates the m rows one by one instead of under vmap (generic._backward).
-    many_small_ops = False
     # True if ``prepare(h, out_scale=s)`` is supported: delta then holds the layer's output cotangent
     # divided by the per-channel factor s, which the rule applies itself (a folded eval BatchNorm).
     takes_out_scale = False
