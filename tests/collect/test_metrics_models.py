@@ -231,3 +231,27 @@ def test_replaying_rules_per_example_gradients_are_the_jacobian_rows(name, layer
         i += p.numel()
     want = Jt[:, :, torch.cat(cols)].transpose(0, 1)
     assert close(got, want, RTOL, float(want.abs().max()))
+
+
+def test_recorder_records_a_token_model_with_gc_input(tmp_path):
+    """Recorder(gc_input=...) takes GC w.r.t. the embedding output in steps and evals: the run is stored
+    completed and the first step's and the eval's GC match the float64 per-example loop."""
+    from gclab.collect.recorder import Recorder
+    from gclab.store import db
+
+    case = CASES["token_transformer"]
+    net, x = case.model(seed=3), case.inputs(b=6, seed=3)
+    y = _targets(len(x), "cross_entropy", seed=3)
+    before = copy.deepcopy(net)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Recorder(data=tmp_path, sweep="tok", config={"lr": 0.0}, gc_input=case.gc_input) as rec:
+            rec.step(0, net, x, y)
+            rec.evaluate(1, net, {"train": (x, y)})
+    with db.connect(tmp_path) as con:
+        run = db.query(con, "SELECT status FROM runs").to_dicts()
+        step_gc = db.query(con, "SELECT gc FROM steps").to_series().to_list()
+        eval_gc = db.query(con, "SELECT gc FROM evals").to_series().to_list()
+    ref = step_reference(before, x, y, "cross_entropy", loop=True, gc_input=case.gc_input)
+    assert run[0]["status"] == "completed"
+    assert close(step_gc[0], ref["gc"], RTOL) and close(eval_gc[0], ref["gc"], RTOL)
