@@ -135,14 +135,17 @@ def _lstm_no_bias_frozen_hh() -> nn.Module:
 class LSTMGivenState(nn.Module):
     """An LSTM whose initial (h0, c0) is computed from the input (so gradients flow into it too)."""
 
-    def __init__(self, d=3, hidden=5, k=K):
+    def __init__(self, d=3, hidden=5, k=K, cell="lstm"):
         super().__init__()
         self.init = nn.Linear(d, 2 * hidden)
-        self.rnn = nn.LSTM(d, hidden, batch_first=True)
+        self.rnn = (nn.LSTM if cell == "lstm" else nn.RNN)(d, hidden, batch_first=True)
         self.head = nn.Linear(hidden, k)
 
     def forward(self, x):
         h0, c0 = torch.tanh(self.init(x[:, 0])).chunk(2, 1)
+        if isinstance(self.rnn, nn.RNN):
+            out, hn = self.rnn(x, h0[None].contiguous())
+            return self.head(out[:, -1] + hn[0] * c0)
         out, (hn, cn) = self.rnn(x, (h0[None].contiguous(), c0[None].contiguous()))
         return self.head(out[:, -1] + hn[0] * cn[0])
 
@@ -240,6 +243,12 @@ CASES: dict[str, Case] = {
     "lstm_two_layers": Case(
         lambda: Recurrent(lambda d, h, batch_first: nn.LSTM(d, h, 2, batch_first=batch_first)), (4, 3)
     ),
+    # the RNN rule (lstm.py): ReLU, time-major, an initial state from the input
+    "rnn_relu_time_major": Case(
+        lambda: Recurrent(lambda d, h, batch_first: nn.RNN(d, h, nonlinearity="relu", batch_first=batch_first), False),
+        (4, 3),
+    ),
+    "rnn_given_state": Case(lambda: LSTMGivenState(cell="rnn"), (4, 3)),
     "gru_time_major": Case(lambda: Recurrent(nn.GRU, batch_first=False), (4, 3)),
     "rnn": Case(lambda: Recurrent(nn.RNN), (4, 3)),
     "cell_loop": Case(CellLoop, (4, 3)),

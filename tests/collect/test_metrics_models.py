@@ -97,6 +97,8 @@ def test_fallback_is_reported_once_and_named():
         ("conv1d_same_reflect", "Conv1d"),
         ("conv1d_ghost", "Conv1d"),
         ("lstm_given_state", "LSTM"),
+        ("rnn_relu_time_major", "RNN"),
+        ("rnn_given_state", "RNN"),
         ("transformer", "MultiheadAttention"),
         ("attention_time_major_weights", "MultiheadAttention"),
         ("transformer", "Transformer"),  # its positional nn.Parameter, added to a batch-first tensor
@@ -209,6 +211,9 @@ def test_hutchinson_mode_keeps_fallback_terms_exact(name):
         ("lstm_time_major", "rnn"),
         ("lstm_no_bias_frozen_hh", "rnn"),
         ("lstm_given_state", "rnn"),
+        ("rnn", "rnn"),
+        ("rnn_relu_time_major", "rnn"),
+        ("rnn_given_state", "rnn"),
         ("attention_time_major_weights", "att"),
         ("transformer", "att"),
     ],

@@ -1,4 +1,5 @@
-"""The LSTM rule (docs/METRICS.md, "Per-layer rules"): one-layer, unidirectional ``nn.LSTM``.
+"""The LSTM and RNN rules (docs/METRICS.md, "Per-layer rules"): one-layer, unidirectional ``nn.LSTM``
+and ``nn.RNN`` (tanh or ReLU; an RNN is the same form with one gate).
 
 Its weights are used at every time step: the gate pre-activations are
 g_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh, so an example's gradient is
@@ -31,48 +32,62 @@ class LSTMContext:
 
 
 class LSTMRule(Rule):
-    """``h`` is the replay's [x ; h_prev] (b, T, d + H); ``delta`` the gate cotangents (m, b, T, 4H)."""
+    """``h`` is the replay's [x ; h_prev] (b, T, d + H); ``delta`` the gate cotangents (m, b, T, G·H),
+    G = 4 gates (i, f, g, o)."""
 
     param_names = (*WEIGHTS, *BIASES)
     replays = True
+    n_gates = 4
 
     def __init__(self, module: nn.Module):
         super().__init__(module)
-        assert isinstance(module, nn.LSTM)  # registered for nn.LSTM only
-        self.lstm = module
+        assert isinstance(module, nn.RNNBase)  # registered for nn.LSTM and nn.RNN only
+        self.rnn = module
         # Other shapes (layers, directions, projections) carry parameters this rule does not know: the plan
         # sends them to the fallback. Dropout acts between layers only, so one layer has none.
         self.d = module.input_size
 
+    def _start(self, inp: tuple, b: int, like: Tensor):
+        """The state before the first step: (h0, c0) given or zeros, each (b, H)."""
+        if len(inp) > 1 and inp[1] is not None:
+            return inp[1][0][0], inp[1][1][0]
+        zero = like.new_zeros(b, self.rnn.hidden_size)
+        return zero, zero
+
+    def _step(self, g: Tensor, state):
+        """One step from the gate pre-activations g (b, G·H): (h_t, the new state)."""
+        i, f, gg, o = g.chunk(4, 1)
+        c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(gg)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, (h, c)
+
+    def _last(self, state):
+        """The module's second output from the final state."""
+        return state[0][None], state[1][None]
+
     def replay(self, inp: tuple, out, kwargs: dict | None = None) -> tuple[object, Tensor, Tensor] | None:
-        """(the module's output recomputed differentiably, the zero probe on the gates (b, T, 4H), the
+        """(the module's output recomputed differentiably, the zero probe on the gates (b, T, G·H), the
         input [x ; h_prev] (b, T, d + H)), or None for an input it cannot replay (packed, unbatched)."""
         x = inp[0] if inp else None
         if kwargs or not isinstance(x, Tensor) or x.dim() != 3:
             return None
-        lstm = self.lstm
-        xs = x if lstm.batch_first else x.transpose(0, 1)  # (b, T, d)
+        rnn = self.rnn
+        xs = x if rnn.batch_first else x.transpose(0, 1)  # (b, T, d)
         b, T, _ = xs.shape
-        H = lstm.hidden_size
-        if len(inp) > 1 and inp[1] is not None:
-            h, c = inp[1][0][0], inp[1][1][0]
-        else:
-            h = c = xs.new_zeros(b, H)
-        probe = xs.new_zeros(b, T, 4 * H, requires_grad=True)
-        gx = xs @ lstm.weight_ih_l0.T + probe  # the input part of every step in one product
-        if lstm.bias:
-            gx = gx + (lstm.bias_ih_l0 + lstm.bias_hh_l0)
+        state = self._start(inp, b, xs)
+        probe = xs.new_zeros(b, T, self.n_gates * rnn.hidden_size, requires_grad=True)
+        gx = xs @ rnn.weight_ih_l0.T + probe  # the input part of every step in one product
+        if rnn.bias:
+            gx = gx + (rnn.bias_ih_l0 + rnn.bias_hh_l0)
         hs, prev = [], []
         for t in range(T):
-            prev.append(h)
-            i, f, gg, o = (gx[:, t] + h @ lstm.weight_hh_l0.T).chunk(4, 1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
-            h = torch.sigmoid(o) * torch.tanh(c)
+            prev.append(state[0])
+            h, state = self._step(gx[:, t] + state[0] @ rnn.weight_hh_l0.T, state)
             hs.append(h)
         seq = torch.stack(hs, 1)
-        y = seq if lstm.batch_first else seq.transpose(0, 1)
+        y = seq if rnn.batch_first else seq.transpose(0, 1)
         h_in = torch.cat([xs.detach(), torch.stack(prev, 1).detach()], 2)
-        return (y, (h[None], c[None])), probe, h_in
+        return (y, self._last(state)), probe, h_in
 
     def prepare(self, h: Tensor) -> LSTMContext:
         parts = []
@@ -124,3 +139,21 @@ class LSTMRule(Rule):
         bias = delta.sum(2)
         parts += [bias for n in BIASES if n in self.trainable]
         return torch.cat(parts, -1) if parts else delta.new_zeros(m, b, 0)
+
+
+class RNNRule(LSTMRule):
+    """``nn.RNN``: h_t = act(g_t), one gate; ``delta`` (m, b, T, H)."""
+
+    n_gates = 1
+
+    def _start(self, inp: tuple, b: int, like: Tensor):
+        if len(inp) > 1 and inp[1] is not None:
+            return (inp[1][0],)
+        return (like.new_zeros(b, self.rnn.hidden_size),)
+
+    def _step(self, g: Tensor, state):
+        h = torch.tanh(g) if self.rnn.nonlinearity == "tanh" else torch.relu(g)
+        return h, (h,)
+
+    def _last(self, state):
+        return state[0][None]

@@ -8,7 +8,7 @@ from torch import nn
 
 from gclab.collect.metrics.attention import MultiheadAttentionRule
 from gclab.collect.metrics.conv1d import Conv1dRule
-from gclab.collect.metrics.lstm import LSTMRule
+from gclab.collect.metrics.lstm import LSTMRule, RNNRule
 from gclab.collect.metrics.norm_rules import BatchNormEvalRule, GroupNormRule, InstanceNormRule, LayerNormRule
 from gclab.collect.metrics.rules import Conv2dRule, LinearRule, Rule
 
@@ -17,6 +17,7 @@ RULES: dict[type, type[Rule]] = {
     nn.Conv1d: Conv1dRule,
     nn.Conv2d: Conv2dRule,
     nn.LSTM: LSTMRule,
+    nn.RNN: RNNRule,
     nn.MultiheadAttention: MultiheadAttentionRule,
     nn.BatchNorm1d: BatchNormEvalRule,
     nn.BatchNorm2d: BatchNormEvalRule,
