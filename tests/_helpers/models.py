@@ -103,6 +103,19 @@ class AddedBias(nn.Module):
         return self.head(torch.tanh(h).flatten(1))
 
 
+class TokenBag(nn.Module):
+    """Token ids (b, *S) -> nn.Embedding -> tanh -> mean over positions -> Linear."""
+
+    def __init__(self, vocab=5, d=3, k=K, padding_idx=None):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d, padding_idx=padding_idx)
+        self.head = nn.Linear(d, k)
+
+    def forward(self, tokens):
+        e = self.embed(tokens)
+        return self.head(torch.tanh(e).reshape(e.shape[0], -1, e.shape[-1]).mean(1))
+
+
 class TokenTransformer(Transformer):
     """The same block over token ids: GC w.r.t. the embedding output (``gc_input="embed"``)."""
 
@@ -234,6 +247,9 @@ CASES: dict[str, Case] = {
     "added_parameter_twice": Case(lambda: AddedBias((4,), twice=True), (3, 4)),
     "added_parameter_time_major": Case(lambda: AddedBias((3, 1, 4), time_major=True), (3, 4)),
     "added_parameter_time_major_t_is_b": Case(lambda: AddedBias((4,), T=B, time_major=True), (B, 4)),
+    # the Embedding rule (embedding.py): repeated ids in an example, padding_idx, a 2-D id grid per example
+    "token_bag_padding": Case(lambda: TokenBag(padding_idx=0), (6,), vocab=4, gc_input="embed"),
+    "token_grid": Case(TokenBag, (2, 3), vocab=5, gc_input="embed"),
     "token_transformer": Case(TokenTransformer, (5,), vocab=7, gc_input="embed"),
     "lstm": Case(lambda: Recurrent(nn.LSTM), (4, 3)),
     # the LSTM rule (lstm.py): time-major, no bias, a frozen recurrent weight, an initial state from the input

@@ -99,6 +99,9 @@ def test_fallback_is_reported_once_and_named():
         ("lstm_given_state", "LSTM"),
         ("rnn_relu_time_major", "RNN"),
         ("rnn_given_state", "RNN"),
+        ("token_transformer", "Embedding"),
+        ("token_bag_padding", "Embedding"),
+        ("token_grid", "Embedding"),
         ("transformer", "MultiheadAttention"),
         ("attention_time_major_weights", "MultiheadAttention"),
         ("transformer", "Transformer"),  # its positional nn.Parameter, added to a batch-first tensor
@@ -214,21 +217,23 @@ def test_hutchinson_mode_keeps_fallback_terms_exact(name):
         ("rnn", "rnn"),
         ("rnn_relu_time_major", "rnn"),
         ("rnn_given_state", "rnn"),
+        ("token_bag_padding", "embed"),
+        ("token_grid", "embed"),
         ("attention_time_major_weights", "att"),
         ("transformer", "att"),
     ],
 )
-def test_replaying_rules_per_example_gradients_are_the_jacobian_rows(name, layer):
-    """The LSTM and MultiheadAttention rules' per-example gradients (the BFD's Jacobian and Gram
+def test_sequence_rules_per_example_gradients_are_the_jacobian_rows(name, layer):
+    """The LSTM, RNN, Embedding and MultiheadAttention rules' per-example gradients (the BFD's Jacobian and Gram
     blocks) against a float64 per-example autograd loop, column for column in the parameters' order."""
     from gclab.collect.metrics import run_pass
     from tests._helpers.bruteforce import jacobians_loop
 
     case = CASES[name]
     net, x = case.model(), case.inputs()
-    (sig,) = [s for s in run_pass(net, x).layers if s.name == layer]
+    (sig,) = [s for s in run_pass(net, x, gc_input=case.gc_input).layers if s.name == layer]
     got = sig.rule.per_example(sig.ctx, sig.delta)  # (k, b, P_rnn)
-    Jt, _ = jacobians_loop(net, x)  # (b, k, P) over the trainable parameters
+    Jt, _ = jacobians_loop(net, x, gc_input=case.gc_input)  # (b, k, P) over the trainable parameters
     cols, i = [], 0
     for pname, p in ((n, p) for n, p in net.named_parameters() if p.requires_grad):
         if pname.startswith(f"{layer}.") and not pname.startswith(f"{layer}.out_proj"):
@@ -260,3 +265,13 @@ def test_recorder_records_a_token_model_with_gc_input(tmp_path):
     ref = step_reference(before, x, y, "cross_entropy", loop=True, gc_input=case.gc_input)
     assert run[0]["status"] == "completed"
     assert close(step_gc[0], ref["gc"], RTOL) and close(eval_gc[0], ref["gc"], RTOL)
+
+
+def test_embedding_options_outside_the_rule_go_to_the_fallback():
+    """max_norm rewrites the weight in the forward, scale_grad_by_freq scales by batch counts: the
+    plan sends such an Embedding to the fallback and says why."""
+    from gclab.collect.metrics import check_model
+
+    for opts in ({"max_norm": 1.0}, {"scale_grad_by_freq": True}):
+        net = torch.nn.Sequential(torch.nn.Embedding(5, 3, **opts), torch.nn.Flatten(), torch.nn.Linear(6, 2))
+        assert check_model(net).fallback_layers == ("'0' (Embedding) (options its rule does not take)",)

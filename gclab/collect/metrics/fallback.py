@@ -1,6 +1,6 @@
 """The exact generic fallback: per-example gradients of the parameters no rule covers, by torch.func.
 
-Which parameters: those of a module without a rule (Embedding, GRU, a bare ``nn.Parameter`` used
+Which parameters: those of a module without a rule (GRU, Conv3d, a bare ``nn.Parameter`` used
 other than as one batch-first add, ...), and those a per-layer rule cannot see whole: a module
 called more than once in a forward (RNN time steps written as a loop), a Parameter held by two
 modules or used outside its module's own call (tied weights), a parametrized weight

@@ -94,6 +94,17 @@ def mixes_batch(model: nn.Module) -> bool:
     return any(isinstance(m, BATCHNORMS) for m in model.modules())
 
 
+def _why_fallback(rule_cls: type[Rule] | None, mod: nn.Module, shared: bool) -> str | None:
+    """Why a module with trainable parameters goes to the fallback, or None if its rule takes it."""
+    if shared:
+        return "shared parameter"
+    if rule_cls is None:
+        return "no rule"
+    if not all(n in rule_cls.param_names for n in mod._parameters):
+        return "unexpected parameters"
+    return None if rule_cls.supports(mod) else "options its rule does not take"
+
+
 def check_model(model: nn.Module, *, need_params: bool = True) -> Plan:
     """The one place that decides how a model is covered: refuse what is undefined (train-mode
     BatchNorm), give every module with trainable parameters its rule, and send the rest to the
@@ -123,12 +134,11 @@ def check_model(model: nn.Module, *, need_params: bool = True) -> Plan:
         plan.params_of[id(mod)] = own
         rule_cls = rule_for(mod)
         shared = any(len(holders[id(p)]) > 1 for _, p in trainable)
-        known = rule_cls is not None and all(n in rule_cls.param_names for n in mod._parameters)
-        if rule_cls is not None and known and not shared:
+        why = _why_fallback(rule_cls, mod, shared)
+        if rule_cls is not None and why is None:
             plan.entries.append((mname, mod, rule_cls(mod)))
             continue
         plan.fallback.update(own)
-        why = "shared parameter" if shared else "no rule" if rule_cls is None else "unexpected parameters"
         plan.label_of[id(mod)] = f"{_label(mname, mod)} ({why})"
         plan.fallback_layers += (plan.label_of[id(mod)],)
     return plan

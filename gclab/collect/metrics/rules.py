@@ -83,6 +83,11 @@ class Rule:
         ps = {n: getattr(module, n, None) for n in self.param_names}
         self.trainable = {n: p for n, p in ps.items() if isinstance(p, nn.Parameter) and p.requires_grad}
 
+    @classmethod
+    def supports(cls, module: nn.Module) -> bool:
+        """False if this module's options put it outside the rule (the plan then sends it to the fallback)."""
+        return True
+
     def params(self) -> list[nn.Parameter]:
         return list(self.trainable.values())
 
