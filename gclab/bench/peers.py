@@ -33,7 +33,8 @@ from gclab.bench.naive import NAIVE, gc_per_logit
 from gclab.bench.nets import NETS, BenchNet
 from gclab.bench.targets import check
 from gclab.bench.timing import block_sizes, interleaved, load_probe, medians, round_ratio_quartiles
-from gclab.collect.metrics import geometric_complexity, per_example_grad_norms, step_metrics
+from gclab.collect.metrics import geometric_complexity, per_example_grad_norms, run_pass, step_metrics
+from gclab.collect.metrics.plan import BATCHED_VJP
 from gclab.collect.models import ResNet18
 from gclab.store.errors import one_line
 
@@ -169,6 +170,18 @@ def _norm_methods(model, x, y, fns: dict, admit, refused: dict, diffs: dict) -> 
     return norms_ref_name
 
 
+def gc_method_check(model, x, med: dict[str, float]) -> dict:
+    """The cost model's method for GC alone (plan.pass_method) against measurement: the engine's GC time
+    beside the two naive baselines (the batched VJP is the engine's other method); ``held``: the chosen
+    method was no slower than either."""
+    chosen = run_pass(model, x, need_layers=False).method
+    ms = {name: round(1e3 * med[name], 3) for name in ("gc", *NAIVE) if name in med}
+    held = None if "gc" not in med or len(ms) < 2 else all(med["gc"] <= med[n] for n in NAIVE if n in med)
+    # The batched VJP is the naive baseline's own computation: there `held` only says which the load favoured.
+    same = "naive_batched_vjp" if chosen == BATCHED_VJP else None
+    return {"chosen": chosen, "ms": ms, "held": held, "same_computation_as": same}
+
+
 def bench_net(net: BenchNet, *, rounds: int, seconds_per_block: float) -> dict:
     """One catalogue row: checks, interleaved timings, ratios to the plain step, targets met / not met."""
     model = net.model()
@@ -230,6 +243,7 @@ def bench_net(net: BenchNet, *, rounds: int, seconds_per_block: float) -> dict:
         "refused": refused,
         "wrong": wrong,
         "flop_floor": floor if floor is not None else why,
+        "gc_method": gc_method_check(model, x, med) if "gc" in med else None,
         "load": load,
         "targets": check(family=net.family, med=med, floor=floor, naive=naive, peers=peers),
     }

@@ -72,13 +72,23 @@ def loss_and_acc(model: nn.Module, x, y, loss: str, chunk: int = 1024) -> tuple[
     return total / len(x), (float("nan") if n_correct is None else n_correct / len(x))
 
 
-def split_gc(model, x, chunk: int = 256) -> float:
-    return float(
-        torch.cat([metrics.geometric_complexity(model, x[i : i + chunk]) for i in range(0, len(x), chunk)]).mean()
-    )
+def split_gc(model, x, chunk: int = 256, *, gc_input: str | None = None) -> float:
+    parts = [metrics.geometric_complexity(model, x[i : i + chunk], gc_input=gc_input) for i in range(0, len(x), chunk)]
+    return float(torch.cat(parts).mean())
 
 
-def log_eval(model, splits: list[Split], cfg, step: int, init_params, bufs: dict[str, TableBuffer]) -> None:
+def log_eval(
+    model,
+    splits: list[Split],
+    cfg,
+    step: int,
+    init_params,
+    bufs: dict[str, TableBuffer],
+    *,
+    gc_input: str | None = None,
+) -> None:
+    """An evals row per split (and the rows ``cfg`` asks for); GC w.r.t. the output of the submodule
+    ``gc_input`` names (token models), else the input."""
     was_training = model.training
     model.eval()  # BatchNorm mixes examples: metrics are taken in eval mode
     shared = dict(
@@ -109,7 +119,7 @@ def log_eval(model, splits: list[Split], cfg, step: int, init_params, bufs: dict
             split=s.name,
             loss=loss,
             acc=acc,
-            gc=split_gc(model, s.x),
+            gc=split_gc(model, s.x, gc_input=gc_input),
             bfd=bfd,
             sharpness=sharp,
             bfd_max=bfd_max,

@@ -128,9 +128,13 @@ class Recorder:
         tag: str | None = None,
         loss: str | None = None,
         shipped_sweep: bool = False,
+        gc_input: str | None = None,
     ):
         location = parse(data)  # a folder, or an object-store URI (s3://bucket/prefix)
         self.data = location.local or location.uri
+        # gc_input: the submodule whose output GC is taken w.r.t. in steps and evals (token models:
+        # the embedding; docs/METRICS.md, "Token models"); None: the model input.
+        self.gc_input = gc_input
         if isinstance(config, RunConfig):
             self.run_id, self.sweep = config.run_id, config.sweep
             self._columns = config.runs_row()
@@ -219,12 +223,21 @@ class Recorder:
         loss, batchnorm = self.settings.loss, mixes_batch(model)
         if metrics_on and set_grad and not batchnorm:  # one pass: metrics and the gradient
             row = metrics.step_metrics(
-                model, x, y, loss=loss, set_grad=True, n_projections=n_projections, generator=generator
+                model,
+                x,
+                y,
+                loss=loss,
+                set_grad=True,
+                n_projections=n_projections,
+                generator=generator,
+                gc_input=self.gc_input,
             )
         elif metrics_on:  # BatchNorm's train-mode gradient differs from the eval-mode one the metrics use
             was_training = model.training
             model.train(was_training and not batchnorm)
-            row = metrics.step_metrics(model, x, y, loss=loss, n_projections=n_projections, generator=generator)
+            row = metrics.step_metrics(
+                model, x, y, loss=loss, n_projections=n_projections, generator=generator, gc_input=self.gc_input
+            )
             model.train(was_training)
             if set_grad:
                 model.zero_grad(set_to_none=False)
@@ -266,7 +279,7 @@ class Recorder:
             splits = [Split(name, x, y) for name, (x, y) in splits.items()]
         n_before = len(self.bufs["evals"])
         with torch.enable_grad():
-            log_eval(model, splits, self.settings, step, self._init_params, self.bufs)
+            log_eval(model, splits, self.settings, step, self._init_params, self.bufs, gc_input=self.gc_input)
         self._last_eval = max(self._last_eval, step)
         new = {k: v[n_before:] for k, v in self.bufs["evals"].columns().items() if k in ("split", "loss")}
         bad = [(s, v) for s, v in zip(new.get("split", []), new.get("loss", [])) if not math.isfinite(v)]

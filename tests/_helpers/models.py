@@ -60,6 +60,62 @@ class Transformer(nn.Module):
         return self.head(h.mean(1))
 
 
+class Attention(nn.Module):
+    """nn.MultiheadAttention over (b, T, d) inputs in the ways a model calls it."""
+
+    def __init__(self, d=4, heads=2, k=K, batch_first=True, bias=True, use_weights=False, causal=False, cross=False):
+        super().__init__()
+        self.att = nn.MultiheadAttention(d, heads, bias=bias, batch_first=batch_first)
+        self.key = nn.Linear(d, d) if cross else None
+        self.batch_first, self.use_weights, self.causal = batch_first, use_weights, causal
+        self.head = nn.Linear(d, k)
+
+    def forward(self, x):
+        q = x if self.batch_first else x.transpose(0, 1)
+        kv = q if self.key is None else self.key(q)
+        mask = nn.Transformer.generate_square_subsequent_mask(x.shape[1], dtype=x.dtype) if self.causal else None
+        y, w = self.att(q, kv, kv, need_weights=self.use_weights, attn_mask=mask)
+        y = y if self.batch_first else y.transpose(0, 1)
+        h = torch.tanh(y).mean(1)
+        if self.use_weights:
+            h = h + w.sum((1, 2))[:, None] * w[:, 0, :1]
+        return self.head(h)
+
+
+class AddedBias(nn.Module):
+    """x (b, T, d) -> Linear -> + a bare nn.Parameter of ``shape`` -> tanh -> flatten -> Linear."""
+
+    def __init__(self, shape, d=4, T=3, k=K, twice=False, time_major=False):
+        super().__init__()
+        self.lin = nn.Linear(d, d)
+        self.bias = nn.Parameter(torch.zeros(shape))
+        self.twice, self.time_major = twice, time_major
+        self.head = nn.Linear(T * d, k)
+
+    def forward(self, x):
+        h = self.lin(x)
+        if self.time_major:
+            h = (h.transpose(0, 1) + self.bias).transpose(0, 1)
+        else:
+            h = h + self.bias
+        if self.twice:
+            h = torch.tanh(h) + self.bias
+        return self.head(torch.tanh(h).flatten(1))
+
+
+class TokenBag(nn.Module):
+    """Token ids (b, *S) -> nn.Embedding -> tanh -> mean over positions -> Linear."""
+
+    def __init__(self, vocab=5, d=3, k=K, padding_idx=None):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d, padding_idx=padding_idx)
+        self.head = nn.Linear(d, k)
+
+    def forward(self, tokens):
+        e = self.embed(tokens)
+        return self.head(torch.tanh(e).reshape(e.shape[0], -1, e.shape[-1]).mean(1))
+
+
 class TokenTransformer(Transformer):
     """The same block over token ids: GC w.r.t. the embedding output (``gc_input="embed"``)."""
 
@@ -81,6 +137,30 @@ class Recurrent(nn.Module):
     def forward(self, x):
         out = self.rnn(x if self.batch_first else x.transpose(0, 1))[0]
         return self.head(out[:, -1] if self.batch_first else out[-1])
+
+
+def _lstm_no_bias_frozen_hh() -> nn.Module:
+    net = Recurrent(lambda d, h, batch_first: nn.LSTM(d, h, batch_first=batch_first, bias=False))
+    net.rnn.weight_hh_l0.requires_grad_(False)
+    return net
+
+
+class LSTMGivenState(nn.Module):
+    """An LSTM whose initial (h0, c0) is computed from the input (so gradients flow into it too)."""
+
+    def __init__(self, d=3, hidden=5, k=K, cell="lstm"):
+        super().__init__()
+        self.init = nn.Linear(d, 2 * hidden)
+        self.rnn = (nn.LSTM if cell == "lstm" else nn.RNN)(d, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, k)
+
+    def forward(self, x):
+        h0, c0 = torch.tanh(self.init(x[:, 0])).chunk(2, 1)
+        if isinstance(self.rnn, nn.RNN):
+            out, hn = self.rnn(x, h0[None].contiguous())
+            return self.head(out[:, -1] + hn[0] * c0)
+        out, (hn, cn) = self.rnn(x, (h0[None].contiguous(), c0[None].contiguous()))
+        return self.head(out[:, -1] + hn[0] * cn[0])
 
 
 class CellLoop(nn.Module):
@@ -156,8 +236,35 @@ def _seq(*mods):
 
 CASES: dict[str, Case] = {
     "transformer": Case(Transformer, (5, 3)),
+    # the MultiheadAttention rule (attention.py): time-major, no bias, the attention weights used; a
+    # masked call and cross-attention go to the fallback
+    "attention_time_major_weights": Case(lambda: Attention(batch_first=False, bias=False, use_weights=True), (5, 4)),
+    "attention_masked": Case(lambda: Attention(causal=True), (5, 4)),
+    "cross_attention": Case(lambda: Attention(cross=True), (5, 4)),
+    # a bare parameter added to a batch-first tensor (added_parameter.py): with a batch axis of 1 and
+    # broadcast along a middle axis; added twice, or to a time-major tensor: the fallback
+    "added_parameter_batch_axis": Case(lambda: AddedBias((1, 1, 5), d=5), (3, 5)),
+    "added_parameter_twice": Case(lambda: AddedBias((4,), twice=True), (3, 4)),
+    "added_parameter_time_major": Case(lambda: AddedBias((3, 1, 4), time_major=True), (3, 4)),
+    "added_parameter_time_major_t_is_b": Case(lambda: AddedBias((4,), T=B, time_major=True), (B, 4)),
+    # the Embedding rule (embedding.py): repeated ids in an example, padding_idx, a 2-D id grid per example
+    "token_bag_padding": Case(lambda: TokenBag(padding_idx=0), (6,), vocab=4, gc_input="embed"),
+    "token_grid": Case(TokenBag, (2, 3), vocab=5, gc_input="embed"),
     "token_transformer": Case(TokenTransformer, (5,), vocab=7, gc_input="embed"),
     "lstm": Case(lambda: Recurrent(nn.LSTM), (4, 3)),
+    # the LSTM rule (lstm.py): time-major, no bias, a frozen recurrent weight, an initial state from the input
+    "lstm_time_major": Case(lambda: Recurrent(nn.LSTM, batch_first=False), (4, 3)),
+    "lstm_no_bias_frozen_hh": Case(_lstm_no_bias_frozen_hh, (4, 3)),
+    "lstm_given_state": Case(LSTMGivenState, (4, 3)),
+    "lstm_two_layers": Case(
+        lambda: Recurrent(lambda d, h, batch_first: nn.LSTM(d, h, 2, batch_first=batch_first)), (4, 3)
+    ),
+    # the RNN rule (lstm.py): ReLU, time-major, an initial state from the input
+    "rnn_relu_time_major": Case(
+        lambda: Recurrent(lambda d, h, batch_first: nn.RNN(d, h, nonlinearity="relu", batch_first=batch_first), False),
+        (4, 3),
+    ),
+    "rnn_given_state": Case(lambda: LSTMGivenState(cell="rnn"), (4, 3)),
     "gru_time_major": Case(lambda: Recurrent(nn.GRU, batch_first=False), (4, 3)),
     "rnn": Case(lambda: Recurrent(nn.RNN), (4, 3)),
     "cell_loop": Case(CellLoop, (4, 3)),
@@ -170,6 +277,17 @@ CASES: dict[str, Case] = {
     "layernorm_mlp": Case(_seq(nn.Linear(5, 6), nn.LayerNorm(6), nn.GELU(), nn.Linear(6, K)), (5,)),
     "weight_norm": Case(_seq(parametrizations.weight_norm(nn.Linear(5, 6)), nn.Tanh(), nn.Linear(6, K)), (5,)),
     "conv1d_groupnorm": Case(lambda: ConvNormNet(nn.Conv1d(3, 4, 3, padding=1), nn.GroupNorm(2, 4), 24), (3, 6)),
+    # Conv1d's rule (the Conv2d rule on height 1): stride, dilation, groups (direct form) ...
+    "conv1d_strided_groups": Case(
+        lambda: ConvNormNet(nn.Conv1d(4, 6, 3, stride=2, dilation=2, groups=2, padding=2), None, 6 * 5), (4, 9)
+    ),
+    # ... 'same' padding with an even kernel and reflect mode, no bias ...
+    "conv1d_same_reflect": Case(
+        lambda: ConvNormNet(nn.Conv1d(2, 3, 4, padding="same", padding_mode="reflect", bias=False), None, 3 * 7),
+        (2, 7),
+    ),
+    # ... and few output positions, where the ghost form is the cheaper one.
+    "conv1d_ghost": Case(lambda: ConvNormNet(nn.Conv1d(8, 4, 5, stride=3), None, 4 * 2), (8, 10)),
     "conv3d_instancenorm": Case(
         lambda: ConvNormNet(nn.Conv3d(2, 3, 2, stride=(1, 2, 1)), nn.InstanceNorm3d(3, affine=True), 3 * 2 * 1 * 2),
         (2, 3, 3, 3),

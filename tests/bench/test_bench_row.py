@@ -42,6 +42,11 @@ def test_row_on_a_net_the_engine_takes_times_every_method_and_checks_every_targe
     assert row["targets"]["suite"]["max_x_plain"] == SUITE_MAX_X_PLAIN["mlp"]
     fastest_peer = min(PEERS, key=row["ms"].__getitem__)
     assert row["targets"]["norms"]["fastest"] == fastest_peer
+    # the cost model's method for GC alone, beside both baselines' measured times
+    assert row["gc_method"]["chosen"] == "chain"
+    assert set(row["gc_method"]["ms"]) == {"gc", *NAIVE}
+    held = all(row["ms"]["gc"] <= row["ms"][n] for n in NAIVE)
+    assert row["gc_method"]["held"] is held and row["gc_method"]["same_computation_as"] is None
     json.dumps(row)  # the row goes to reports/bench.json as is
 
 
@@ -53,6 +58,7 @@ def test_row_on_a_net_the_engine_refuses_records_the_reason_and_times_the_rest()
         assert "BatchNorm" in reason and "\n" not in reason
         assert ours not in row["ms"]
     assert {"plain", *NAIVE} <= set(row["ms"])
+    assert row["gc_method"] is None  # our GC refused too: no method to check
     assert row["targets"]["suite"]["met"] is None and "refused" in row["targets"]["suite"]["why"]
     assert row["targets"]["norms"]["met"] is None
     # the transformer family's target is the net's counted floor

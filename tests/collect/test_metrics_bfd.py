@@ -175,12 +175,12 @@ def test_bfd_run_matches_matrix_rank_across_training(tmp_path, monkeypatch, outp
     snaps = {}
     real = recorder_mod.log_eval
 
-    def spy(model, splits, cfg, step, init_params, bufs):
+    def spy(model, splits, cfg, step, init_params, bufs, **kwargs):
         snaps[step] = (
             copy.deepcopy(model).double(),
             {s.name: (s.x if s.name == FULL_BFD else s.x[: cfg.bfd_batch]).double() for s in splits},
         )
-        real(model, splits, cfg, step, init_params, bufs)
+        real(model, splits, cfg, step, init_params, bufs, **kwargs)
 
     monkeypatch.setattr(recorder_mod, "log_eval", spy)
     cfg = RunConfig(

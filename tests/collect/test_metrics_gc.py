@@ -94,3 +94,26 @@ def test_generic_path_hutchinson_and_shared_module():
     net = nn.Sequential(lin, nn.Tanh(), lin, nn.Linear(4, 2)).double()
     xs = torch.randn(5, 4, dtype=torch.float64)
     assert close(geometric_complexity(net, xs), _gc_ref(net, xs), 1e-6)
+
+
+def test_cost_model_picks_a_method_per_model_and_skips_a_refused_tape(monkeypatch):
+    from gclab.collect.metrics import run_pass, tape
+    from gclab.collect.metrics.plan import BATCHED_VJP, CHAIN, TAPE
+
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).double()
+    lnorm = nn.Sequential(nn.Linear(6, 5), nn.LayerNorm(5), nn.Linear(5, 3)).double()  # layer_norm: not on the tape
+    cases = [(mlp(6, [5], 3, seed=7), (4, 6), CHAIN), (cnn, (4, 1, 6, 6), TAPE), (lnorm, (4, 6), BATCHED_VJP)]
+    calls = []
+    real_run = tape.run
+    monkeypatch.setattr(tape, "run", lambda *a, **kw: calls.append(1) or real_run(*a, **kw))
+    for net, shape, method in cases:
+        randomize_(net, seed=8)
+        x = torch.randn(*shape, dtype=torch.float64)
+        assert run_pass(net, x, need_layers=False).method == method
+        assert close(geometric_complexity(net, x), _gc_ref(net, x), 1e-9)
+    calls.clear()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    assert run_pass(lnorm, x, need_layers=False).method == BATCHED_VJP
+    assert calls == []  # the tape refused this model on this input once: not tried again
+    run_pass(lnorm.eval(), x, need_layers=False)  # another mode (dropout would change the verdict): tried
+    assert calls == [1]

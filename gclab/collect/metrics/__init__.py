@@ -12,11 +12,12 @@ Public API (names fixed: user code and the recorder depend on them)::
     functional_dimension(model, x, *, outputs="logits", return_spectrum=False) -> int | (int, ndarray)
 
 Models: any ``nn.Module`` autograd can differentiate that treats examples independently.
-Layers with a rule (Linear, Conv2d, eval BatchNorm) take the fast per-layer paths; every other
-trainable parameter is covered exactly by the generic fallback (reported once; see
-``fallback_layers``). Train-mode BatchNorm is refused (it mixes the batch). Token models name the
-GC input with ``gc_input``. Which path and per-layer method each net takes, and what it costs:
-docs/METRICS.md.
+Layers with a rule (Linear, Conv1d, Conv2d, eval BatchNorm, LayerNorm, GroupNorm, InstanceNorm,
+Embedding, one-layer LSTM and RNN, self-attention MultiheadAttention, a bare Parameter added to a batch-first tensor)
+take the fast per-layer paths; every other trainable parameter is covered exactly by the generic
+fallback (reported once; see ``fallback_layers``). Train-mode BatchNorm is refused (it mixes the
+batch). Token models name the GC input with ``gc_input``. Which path and per-layer method each
+net takes, and what it costs: docs/METRICS.md.
 """
 
 from gclab.collect.losses import batch_loss

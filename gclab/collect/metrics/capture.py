@@ -21,13 +21,24 @@ assumed to treat examples independently — train-mode BatchNorm, which does not
 from __future__ import annotations
 
 import weakref
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
 
 from gclab.collect.metrics import chain, generic, tape
 from gclab.collect.metrics.fallback import warn_once
-from gclab.collect.metrics.plan import BATCHNORMS, Plan, check_model, mixes_batch
+from gclab.collect.metrics.plan import (
+    BATCHED_VJP,
+    BATCHNORMS,
+    CHAIN,
+    TAPE,
+    Plan,
+    check_model,
+    mixes_batch,
+    note_tape_refused,
+    pass_method,
+)
 from gclab.collect.metrics.signals import Cotangents, Pass
 from gclab.collect.metrics.workspace import NoWorkspace, workspace
 
@@ -56,24 +67,25 @@ def run_pass(
         )
     plan = check_model(model, need_params=need_layers)
     ws = workspace() if reuse_buffers else NoWorkspace()
-    if gc_input is None and not plan.fallback and torch.is_floating_point(x):
+    method, spec = pass_method(model, x, plan, gc_input=gc_input, need_layers=need_layers)
+    if method == CHAIN:
+        assert spec is not None  # pass_method parsed it
         with torch.no_grad():
-            spec = chain.parse(model)
-            if spec is not None:
-                res = chain.run(spec, x, cot, plan.entries, need_input=need_input, need_layers=need_layers, ws=ws)
-                if res is not None:
-                    return _remember(model, res)
-            if spec is None:
-                try:
-                    res = tape.run(model, x, cot, plan.entries, need_input=need_input, need_layers=need_layers, ws=ws)
-                    return _remember(model, res)
-                except tape.NotTape:
-                    pass
+            res = chain.run(spec, x, cot, plan.entries, need_input=need_input, need_layers=need_layers, ws=ws)
+        if res is not None:
+            return _remember(model, replace(res, method=CHAIN))
+    if method == TAPE:
+        try:
+            with torch.no_grad():
+                res = tape.run(model, x, cot, plan.entries, need_input=need_input, need_layers=need_layers, ws=ws)
+            return _remember(model, replace(res, method=TAPE))
+        except tape.NotTape:
+            note_tape_refused(model, x, need_layers=need_layers)
     with torch.inference_mode(False):  # the autograd path needs autograd, also under a caller's inference mode
         res = generic.run(model, x, cot, plan, need_input=need_input, need_layers=need_layers, gc_input=gc_input)
     if need_layers:
         warn_once(model, res.fallback)
-    return _remember(model, res)
+    return _remember(model, replace(res, method=BATCHED_VJP))
 
 
 __all__ = ["BATCHNORMS", "Plan", "check_model", "fallback_layers", "mixes_batch", "run_pass"]

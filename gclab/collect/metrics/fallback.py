@@ -1,7 +1,7 @@
 """The exact generic fallback: per-example gradients of the parameters no rule covers, by torch.func.
 
-Which parameters: those of a module without a rule (LayerNorm, LSTM, MultiheadAttention, a bare
-``nn.Parameter`` used in ``forward``, ...), and those a per-layer rule cannot see whole: a module
+Which parameters: those of a module without a rule (GRU, Conv3d, a bare ``nn.Parameter`` used
+other than as one batch-first add, ...), and those a per-layer rule cannot see whole: a module
 called more than once in a forward (RNN time steps written as a loop), a Parameter held by two
 modules or used outside its module's own call (tied weights), a parametrized weight
 (``torch.nn.utils.parametrize``). docs/METRICS.md, "The generic fallback".

@@ -6,12 +6,21 @@ from __future__ import annotations
 
 from torch import nn
 
+from gclab.collect.metrics.attention import MultiheadAttentionRule
+from gclab.collect.metrics.conv1d import Conv1dRule
+from gclab.collect.metrics.embedding import EmbeddingRule
+from gclab.collect.metrics.lstm import LSTMRule, RNNRule
 from gclab.collect.metrics.norm_rules import BatchNormEvalRule, GroupNormRule, InstanceNormRule, LayerNormRule
 from gclab.collect.metrics.rules import Conv2dRule, LinearRule, Rule
 
 RULES: dict[type, type[Rule]] = {
     nn.Linear: LinearRule,
+    nn.Conv1d: Conv1dRule,
     nn.Conv2d: Conv2dRule,
+    nn.Embedding: EmbeddingRule,
+    nn.LSTM: LSTMRule,
+    nn.RNN: RNNRule,
+    nn.MultiheadAttention: MultiheadAttentionRule,
     nn.BatchNorm1d: BatchNormEvalRule,
     nn.BatchNorm2d: BatchNormEvalRule,
     nn.BatchNorm3d: BatchNormEvalRule,

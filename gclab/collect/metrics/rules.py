@@ -69,6 +69,11 @@ class Rule:
     for the layer, e.g. ``DenseContext``) is computed once per pass and reused for every row."""
 
     param_names: tuple[str, ...] = ("weight", "bias")
+    # True for a rule whose layer the autograd path recomputes with ``replay(inp, out, kwargs)`` (a layer
+    # whose weights are used many times per forward, an RNN's at every step, or whose parameters act
+    # inside: attention): replay gives (the output to use, the tensor whose row cotangents are
+    # ``delta``, the ``h`` for ``prepare``), or None when it cannot (the layer goes to the fallback).
+    replays = False
     # True if ``prepare(h, out_scale=s)`` is supported: delta then holds the layer's output cotangent
     # divided by the per-channel factor s, which the rule applies itself (a folded eval BatchNorm).
     takes_out_scale = False
@@ -78,6 +83,11 @@ class Rule:
         ps = {n: getattr(module, n, None) for n in self.param_names}
         self.trainable = {n: p for n, p in ps.items() if isinstance(p, nn.Parameter) and p.requires_grad}
 
+    @classmethod
+    def supports(cls, module: nn.Module) -> bool:
+        """False if this module's options put it outside the rule (the plan then sends it to the fallback)."""
+        return True
+
     def params(self) -> list[nn.Parameter]:
         return list(self.trainable.values())
 
@@ -85,6 +95,9 @@ class Rule:
         return sum(p.numel() for p in self.trainable.values())
 
     def prepare(self, h: Tensor):
+        raise NotImplementedError
+
+    def replay(self, inp: tuple, out, kwargs: dict | None = None) -> tuple[object, Tensor, Tensor] | None:
         raise NotImplementedError
 
     def sq_norms(self, ctx, delta: Tensor) -> Tensor:
@@ -159,7 +172,7 @@ class LinearRule(Rule):
         if isinstance(ctx, DenseContext):
             # ||δ||²(||h||² + 1): the ghost norm (vector_norm reads δ once, no temporary).
             return torch.linalg.vector_norm(delta, dim=-1).square_().mul_(ctx.hsq1)
-        return _seq_sq_norms(ctx.A, self._seq_delta(delta), self.trainable)
+        return seq_sq_norms(ctx.A, self._seq_delta(delta), self.trainable)
 
     def grads(self, ctx, delta):
         out = {}
@@ -185,7 +198,7 @@ class LinearRule(Rule):
             if "bias" in self.trainable:
                 parts.append(delta)
         else:
-            parts = _seq_per_example(ctx.A, self._seq_delta(delta), self.trainable)
+            parts = seq_per_example(ctx.A, self._seq_delta(delta), self.trainable)
         return torch.cat(parts, -1) if parts else delta.new_zeros(m, b, 0)
 
     def row_terms(self, ctx, delta, w, factors=None):
@@ -243,7 +256,7 @@ class Conv2dRule(Rule):
         return delta.reshape(m, b, g, C // g, -1)  # (m, b, g, q, T)
 
     def sq_norms(self, ctx, delta):
-        return _seq_sq_norms(ctx.A, self._delta(delta), self.trainable, scale=ctx.scale)
+        return seq_sq_norms(ctx.A, self._delta(delta), self.trainable, scale=ctx.scale)
 
     def grads(self, ctx, delta):
         out = self._unscaled_grads(ctx, delta)
@@ -280,7 +293,7 @@ class Conv2dRule(Rule):
         G = self._delta(delta)
         if ctx.scale is not None:
             G = G * ctx.scale[:, :, None]
-        parts = _seq_per_example(ctx.A, G, self.trainable)
+        parts = seq_per_example(ctx.A, G, self.trainable)
         return torch.cat(parts, -1) if parts else delta.new_zeros(m, b, 0)
 
     def row_terms(self, ctx, delta, w, factors=None):
@@ -290,8 +303,8 @@ class Conv2dRule(Rule):
             AA = torch.einsum("bgpt,bgps->bgts", A, A)  # shared by the m rows and the mixed row
             d = mix(delta, w)
             return (
-                _seq_sq_norms(A, G, self.trainable, AA, scale),
-                _seq_sq_norms(A, self._delta(d[None]), self.trainable, AA, scale)[0],
+                seq_sq_norms(A, G, self.trainable, AA, scale),
+                seq_sq_norms(A, self._delta(d[None]), self.trainable, AA, scale)[0],
                 self.grads(ctx, d),
             )
         # Direct: the m rows' per-example gradients are formed anyway; the mixed row is their combination.
@@ -359,7 +372,7 @@ def _ghost_is_cheaper(A: Tensor, G: Tensor) -> bool:
     return T * T * (p + m * q) < m * T * q * p
 
 
-def _seq_sq_norms(A: Tensor, G: Tensor, trainable, AA: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
+def seq_sq_norms(A: Tensor, G: Tensor, trainable, AA: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
     """||Σ_t (s ⊙ G_t) A_tᵀ||² per (row, example), by whichever of two exact forms is cheaper:
     direct (form the per-example gradient) or ghost (<AᵀA, GᵀG> over position pairs).
     ``scale`` s (g, q): a per-output-channel factor on G (None: 1)."""
@@ -397,7 +410,7 @@ def _bias_sums(G: Tensor, scale: Tensor | None) -> Tensor:
     return B if scale is None else B.mul_(scale)
 
 
-def _seq_per_example(A: Tensor, G: Tensor, trainable) -> list[Tensor]:
+def seq_per_example(A: Tensor, G: Tensor, trainable) -> list[Tensor]:
     m, b = G.shape[:2]
     parts = []
     if "weight" in trainable:

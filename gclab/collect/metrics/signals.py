@@ -37,6 +37,7 @@ class Pass:
     gx: Tensor | None  # (m, b, *x.shape[1:]): ∂ rows / ∂ x
     unused: list[nn.Parameter]  # trainable parameters of layers that did not run
     fallback: tuple[str, ...] = ()  # labels of the layers the generic fallback covered (capture.Plan)
+    method: str = ""  # how the rows were back-propagated: plan.CHAIN, TAPE or BATCHED_VJP (set by run_pass)
 
 
 def check_out(out: Tensor, b: int) -> None:
