@@ -1,8 +1,9 @@
 """`make bench-store`: what the store costs at 1k, 10k and 100k runs × 1,000 steps → reports/bench_store.json.
 
 Each store is built by the project's own writer: planted runs (`gclab.planted.store.planted_runs`,
-every table) written as run folders through `store.layout.RunFolder` and committed in batches of
-`ingest.BATCH` with `store.table.commit_runs`, then `compact`ed (issue 23, docs/SCHEMA.md). Then,
+every table) made into Arrow frames in memory, `ingest.BATCH` runs at a time
+(`gclab.planted.frames`), each batch one Delta commit through `store.table.commit_tables` (what
+`commit_runs` commits a batch of run folders with), then `compact`ed (issue 23, docs/SCHEMA.md). Then,
 each as a whole process as a user types it: `gclab sql` count(*) cold (first command after the
 build) and warm (again), the per-run summary GC_AT_BEST_SQL, `gclab report`, and a 100-run
 `gclab collect` of a tiny sweep into that store against the same collect into an empty store.
@@ -60,39 +61,20 @@ def timed(*args: str) -> tuple[float, subprocess.CompletedProcess]:
 
 def build(data: Path, n_runs: int, say=print) -> dict:
     """A store of `n_runs` planted runs committed batch by batch; the append rate counts commits only."""
-    from gclab.planted.store import SWEEPS, planted_runs
+    from gclab.planted.frames import planted_batches
+    from gclab.planted.store import SWEEPS
     from gclab.store.ingest import BATCH, compact
-    from gclab.store.layout import RunFolder
     from gclab.store.location import parse
-    from gclab.store.schema import MARKER_TABLE
-    from gclab.store.table import commit_runs
+    from gclab.store.table import commit_tables
 
     location = parse(data)
-    staging = data.parent / f".{data.name}.staging"
-    commit_s, write_s, batch = 0.0, 0.0, []
+    commit_s, done = 0.0, 0
     t0 = time.perf_counter()
-
-    def flush() -> float:
+    for tables in planted_batches(batch=BATCH, sweeps=SWEEPS, n_runs=n_runs, cadence=CADENCE):
         t = time.perf_counter()
-        commit_runs(location=location, run_dirs=batch)
-        spent = time.perf_counter() - t
-        shutil.rmtree(staging, ignore_errors=True)
-        batch.clear()
-        return spent
-
-    for i, (cfg, tables) in enumerate(planted_runs(sweeps=SWEEPS, n_runs=n_runs, cadence=CADENCE)):
-        folder = RunFolder(staging, cfg.sweep, cfg.run_id)
-        folder.start()
-        for name, cols in tables.items():
-            if name != MARKER_TABLE:
-                folder.write(name, cols)
-        folder.finish({k: v[0] for k, v in tables[MARKER_TABLE].items()})
-        batch.append(folder.path)
-        if len(batch) == BATCH:
-            commit_s += flush()
-            say(f"bench store: {i + 1:,} of {n_runs:,} runs committed")
-    if batch:
-        commit_s += flush()
+        done += len(commit_tables(location=location, tables=tables))
+        commit_s += time.perf_counter() - t
+        say(f"bench store: {done:,} of {n_runs:,} runs committed")
     write_s = time.perf_counter() - t0 - commit_s
     t = time.perf_counter()
     compact(location=location, say=lambda msg: None)
@@ -102,7 +84,7 @@ def build(data: Path, n_runs: int, say=print) -> dict:
         "runs": n_runs,
         "steps_per_run": N_STEPS,
         "batch_runs": BATCH,
-        "planted_write_s": round(write_s, 1),
+        "planted_generate_s": round(write_s, 1),
         "commit_s": round(commit_s, 1),
         "append_runs_per_s": round(n_runs / commit_s, 1) if commit_s else None,
         "compact_s": round(compact_s, 2),

@@ -167,15 +167,24 @@ def _in_list(run_ids: Iterable[str]) -> str:
 
 
 def commit_runs(*, location: Location, run_dirs: Sequence[Path]) -> list[str]:
-    """Commit the run folders (complete and verified) as ONE Delta commit; returns their run_ids.
+    """Commit the run folders (complete and verified) as ONE Delta commit (`commit_tables`); returns their run_ids."""
+    if not run_dirs:
+        return []
+    return commit_tables(location=location, tables=batch_tables(run_dirs=run_dirs))
+
+
+def commit_tables(*, location: Location, tables: dict[str, pa.Table]) -> list[str]:
+    """Commit per-store-table frames (each in the store table's own columns plus `sweep`, as
+    `batch_tables` returns them; `runs` among them) as ONE Delta commit; returns their run_ids.
 
     Runs already in the table are replaced in that same commit (overwrite by predicate over the
     batch's ids, which rewrites the stored files holding them); otherwise it is a plain append,
     which reads no stored data. Either way a reader sees every run of the batch or none of it."""
-    if not run_dirs:
-        return []
-    tables = batch_tables(run_dirs=run_dirs)
+    if MARKER_TABLE not in tables:
+        raise StoreError(f"commit_tables got no {MARKER_TABLE!r} frame; pass each run's {MARKER_TABLE} row too")
     ids = pc.unique(tables[MARKER_TABLE].column("run_id")).to_pylist()
+    if not ids:
+        return []
     stored = set(stored_runs(location=location).column("run_id").to_pylist()) if exists(location=location) else set()
     again = sorted(stored.intersection(ids))
     write_deltalake(

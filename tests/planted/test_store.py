@@ -5,7 +5,7 @@ import json
 import pytest
 from polars.testing import assert_frame_equal
 
-from gclab.collect.sweep import load_sweep
+from gclab.collect.sweep import MAX_RUNS, ConfigError, load_sweep
 from gclab.planted.calibrate import CADENCE
 from gclab.planted.store import planted_connection, sweep_runs, write_planted_store
 from gclab.store.db import connect
@@ -131,3 +131,14 @@ def test_a_paper_scale_only_sweep_is_planted_with_that_scales_seeds():
         runs = sweep_runs(sweep, cadence=CADENCE)
         assert {r.seed for r in runs} == want
         assert {(r.lr, r.batch_size) for r in runs} == {(r.lr, r.batch_size) for r in load_sweep(sweep).runs}
+
+
+def test_planted_sweeps_may_exceed_the_training_guard():
+    """Planting trains nothing, so a planted sweep may hold more than MAX_RUNS runs (the store bench's 10⁵)."""
+    per_seed = len(sweep_runs("fig2", seeds=1))
+    seeds = MAX_RUNS // per_seed + 1
+    with pytest.raises(ConfigError, match="allow-huge"):
+        load_sweep("fig2", scale="cpu", overrides={"seeds": list(range(seeds))})
+    runs = sweep_runs("fig2", seeds=seeds)
+    assert len(runs) == per_seed * seeds > MAX_RUNS
+    assert len({r.run_id for r in runs}) == len(runs)

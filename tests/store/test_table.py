@@ -12,6 +12,7 @@ import pytest
 from deltalake import DeltaTable
 
 from gclab.collect.runner import pending
+from gclab.planted.frames import planted_batches
 from gclab.planted.store import SWEEPS, sweep_runs, write_planted_store
 from gclab.store import db
 from gclab.store.claim import Claim
@@ -19,7 +20,7 @@ from gclab.store.ingest import inbox_size
 from gclab.store.layout import RunFolder, runs_root
 from gclab.store.location import parse
 from gclab.store.readonly import read_only_query
-from gclab.store.table import stored_runs, table_files
+from gclab.store.table import batch_tables, commit_tables, stored_runs, table_files
 from tests._helpers.cli import run_cli
 
 VIEWS = ("runs_all", "runs", "steps", "evals", "theorem", "layers", "probes", "fdim")
@@ -193,3 +194,24 @@ def test_a_commit_is_bounded_by_the_bytes_of_its_runs(store, monkeypatch):
     ingest.ingest(location=parse(store), say=lambda _: None)
     assert DeltaTable(str(store / "delta")).version() == N_RUNS - 1  # versions count from 0
     assert_same(before, snapshot(store))
+
+
+def test_commit_tables_rows_read_back_equal_the_frames(tmp_path):
+    """`commit_tables` commits in-memory frames (the store bench's builder) as the views then show
+    them, and the frames equal what `batch_tables` reads from the same runs' folders."""
+    kw = {"sweeps": SWEEPS, "n_runs": 12, "cadence": CADENCE}
+    (frames,) = planted_batches(batch=12, **kw)
+    folders = tmp_path / "folders"
+    write_planted_store(folders, **kw)
+    from_folders = batch_tables(run_dirs=sorted(runs_root(folders).glob("sweep=*/run_id=*")))
+    assert set(frames) == set(from_folders)
+    for name, frame in frames.items():
+        assert pl.DataFrame(frame).sort(pl.all()).equals(pl.DataFrame(from_folders[name]).sort(pl.all())), name
+    data = tmp_path / "data"
+    for _ in range(2):  # the second commit replaces the same runs: nothing doubles
+        assert len(commit_tables(location=parse(data), tables=frames)) == 12
+    with db.connect(data, warn=False) as con:
+        for name, frame in frames.items():
+            view = "runs_all" if name == "runs" else name  # `runs` hides failed runs; runs_all has every row
+            got = con.sql(f"SELECT {', '.join(frame.column_names)} FROM {view}").pl()
+            assert got.sort(pl.all()).equals(pl.DataFrame(frame).sort(pl.all())), name
