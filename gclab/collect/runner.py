@@ -49,9 +49,9 @@ def pending(runs, data_dir) -> list[RunConfig]:
 
 
 def _committed_final(data_dir: str, run_id: str) -> bool:
-    """The run is in the Delta table with a final status (ingested since `pending` looked)."""
-    rows = stored_runs(location=parse(data_dir)).to_pylist()
-    return any(r["run_id"] == run_id and r["status"] in FINAL for r in rows)
+    """The run is in the Delta table with a final status (ingested since `pending` looked); reads that run's row only."""
+    status = stored_runs(location=parse(data_dir), run_ids=[run_id]).column("status").to_pylist()
+    return any(s in FINAL for s in status)
 
 
 def run_one_remote(cfg: RunConfig, data_dir: str, threads: int, progress: bool) -> dict:

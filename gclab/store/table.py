@@ -94,13 +94,15 @@ def table_dataset(*, table: str, files: Sequence[str], location: Location) -> ds
     return ds.dataset(list(files), schema=table_schema(table), format="parquet", filesystem=fs)
 
 
-def stored_runs(*, location: Location) -> pa.Table:
-    """(run_id, sweep, status) of every run in the table; reads the runs partition only."""
+def stored_runs(*, location: Location, run_ids: Sequence[str] | None = None) -> pa.Table:
+    """(run_id, sweep, status) of every run in the table, or of `run_ids` only (filtered in the scan,
+    so asking about one run does not build rows for every stored one); reads the runs partition only."""
     files = table_files(location=location)[MARKER_TABLE]
     cols = ["run_id", "sweep", physical(MARKER_TABLE, "status")]
     if not files:
         return pa.table({"run_id": [], "sweep": [], "status": []}, schema=_ID_SCHEMA)
-    got = table_dataset(table=MARKER_TABLE, files=files, location=location).to_table(columns=cols)
+    where = None if run_ids is None else ds.field("run_id").isin(pa.array(list(run_ids), pa.string()))
+    got = table_dataset(table=MARKER_TABLE, files=files, location=location).to_table(columns=cols, filter=where)
     return got.rename_columns(["run_id", "sweep", "status"])
 
 

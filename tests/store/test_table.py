@@ -106,6 +106,9 @@ def test_rerecord_replaces_never_doubles(store):
             assert n_runs == (N_RUNS, N_RUNS)
         assert run_cli("compact", "--data", store).returncode == 0
     assert stored_runs(location=parse(store)).column("run_id").to_pylist().count(run_id) == 1
+    one = stored_runs(location=parse(store), run_ids=[run_id, "no-such-run"])  # filtered in the scan
+    assert one.to_pylist() == [{"run_id": run_id, "sweep": sweep, "status": "failed"}]
+    assert stored_runs(location=parse(store), run_ids=[]).num_rows == 0
 
 
 def test_compact_skips_a_claimed_run(store):
