@@ -63,6 +63,10 @@ SPEC = "fig5:ucurve"
 MIN_RUNS, MIN_SIDE = 8, 3  # poly6 has 7 parameters; each line of the two-lines test ≥ 3 points
 LOG_DECADES = 2.0  # GC spanning more decades than this is read on a log axis
 PENALTIES = np.logspace(-9, 1, 21)  # smoothing-spline penalties searched by GCV (x scaled to [0, 1])
+# The smoother's hat matrix is (distinct x)²: above this many distinct x, runs are pooled into this many
+# quantile bins of x (the pooling tied x get, widened; docs/EXPERIMENTS.md "The U-curve test"). A real
+# fig5 store has 51–75 runs, so only stores of thousands of runs are binned; 10⁴ runs took 4 min, 10⁴ bins.
+SMOOTHER_BINS = 400
 
 _SQL = with_runs(f"""
 SELECT run_id, width, seed, test_loss, {GC_COLUMN} AS gc FROM rs
@@ -124,11 +128,16 @@ def quadratic_vertex(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
 def smoother(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(ŷ, se of ŷ) at each x (shape (n,) each) from a cubic smoothing spline, penalty by GCV.
 
-    Tied x are pooled into their mean with weight = count, x is scaled to [0, 1]. The spline is
-    linear in y, ŷ = H ȳ, so one scipy call per penalty smooths ȳ and the unit vectors together
-    (H's columns); the penalty minimizes GCV = N·RSS/(N − tr H)² over `PENALTIES`, and
+    Tied x are pooled into their mean with weight = count (above `SMOOTHER_BINS` distinct x, the runs
+    of each of that many quantile bins of x are, at the bin's mean x), x is scaled to [0, 1]. The
+    spline is linear in y, ŷ = H ȳ, so one scipy call per penalty smooths ȳ and the unit vectors
+    together (H's columns); the penalty minimizes GCV = N·RSS/(N − tr H)² over `PENALTIES`, and
     se = σ̂·√(Σ_k H_ik² / w_k) with σ̂² = RSS / (N − tr H)."""
     xu, inv, w = np.unique(x, return_inverse=True, return_counts=True)
+    if len(xu) > SMOOTHER_BINS:
+        edges = np.quantile(x, np.linspace(0, 1, SMOOTHER_BINS + 1)[1:-1])
+        _, inv, w = np.unique(np.searchsorted(edges, x, side="right"), return_inverse=True, return_counts=True)
+        xu = np.bincount(inv, weights=x) / w
     yu = np.bincount(inv, weights=y) / w
     z = (xu - xu[0]) / (xu[-1] - xu[0])
     stack = np.column_stack([yu, np.eye(len(xu))])

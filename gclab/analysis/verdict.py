@@ -32,6 +32,9 @@ from gclab.analysis.result import ABSENT, ALPHA, CONTRADICTED, INCONCLUSIVE, SUP
 HOLM_NOTE = "not significant after Holm's correction within its family"
 POWER = 0.8  # the power `seeds_needed` is computed for
 MAX_SEEDS = 10_000  # beyond this the answer is "not at this scale"; reported as the cap
+# Above this many differences the signed-rank test uses its normal approximation: 9,999 sign-flip
+# resamples of 19,315 runs took 86 s, and the approximation's error in p is < 1e-3 this far out.
+WILCOXON_RESAMPLED_MAX = 1_000
 
 
 def two_sided(p_for: float, p_against: float) -> tuple[float, bool]:
@@ -44,11 +47,16 @@ def wilcoxon_two_sided(d: np.ndarray) -> tuple[float, bool] | None:
 
     The signed-rank sum's null distribution by sign flips through scipy's permutation engine
     (exact for ≤ 13 runs, 9999 seeded resamples above): what `scipy.stats.wilcoxon` does with
-    ties, but vectorized, which `make calibrate` needs (zeros add nothing to the sum)."""
+    ties, but vectorized, which `make calibrate` needs (zeros add nothing to the sum). Above
+    `WILCOXON_RESAMPLED_MAX` differences, scipy's normal approximation with the same zeros (Pratt)
+    and its tie correction."""
     d = d[np.isfinite(d)]
     if not np.any(d != 0):
         return None
     ranks = stats.rankdata(np.abs(d))
+    if d.size > WILCOXON_RESAMPLED_MAX:
+        approx = stats.wilcoxon(d, zero_method="pratt", method="approx")
+        return float(approx.pvalue), bool((np.sign(d) * ranks).sum() < 0)
     res = stats.permutation_test(
         (d,),
         lambda x, axis=-1: (np.sign(x) * ranks).sum(axis=axis),

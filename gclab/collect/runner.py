@@ -49,7 +49,7 @@ def pending(runs, data_dir) -> list[RunConfig]:
 
 
 def _committed_final(data_dir: str, run_id: str) -> bool:
-    """The run is in the Delta table with a final status (ingested since `pending` looked); reads that run's row only."""
+    """The run is in the Delta table with a final status (ingested since `pending` looked); reads its row only."""
     status = stored_runs(location=parse(data_dir), run_ids=[run_id]).column("status").to_pylist()
     return any(s in FINAL for s in status)
 

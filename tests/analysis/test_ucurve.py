@@ -98,6 +98,25 @@ def test_smoother_tends_to_the_least_squares_line_and_its_band_on_straight_data(
     np.testing.assert_allclose(se, ols.get_prediction().se_mean, rtol=0.15)
 
 
+def test_smoother_bins_a_large_store_and_reads_the_same_curve(monkeypatch):
+    """Above SMOOTHER_BINS distinct x the runs are pooled into quantile bins: the curve, its band and the
+    two-lines test match the unbinned smoother's on the same 1,500 runs."""
+    rng = np.random.default_rng(6)
+    x = rng.uniform(-1, 1, 1_500)
+    y = x**2 + rng.normal(0, 0.1 + 0.2 * (x > 0), x.size)  # the two arms' noise differs
+    assert np.unique(x).size > ucurve.SMOOTHER_BINS
+    binned, binned_se = ucurve.smoother(x, y)
+    binned_test = ucurve.two_lines(x, y)
+    monkeypatch.setattr(ucurve, "SMOOTHER_BINS", 10**6)
+    exact, exact_se = ucurve.smoother(x, y)
+    np.testing.assert_allclose(binned, exact, atol=0.02)
+    np.testing.assert_allclose(binned_se, exact_se, rtol=0.1)
+    exact_test = ucurve.two_lines(x, y)
+    assert binned_test["shape"] == exact_test["shape"] == "u"
+    assert binned_test["breakpoint"] == pytest.approx(exact_test["breakpoint"], abs=0.1)
+    assert binned_test["p_shape"] < 1e-6 and exact_test["p_shape"] < 1e-6
+
+
 def test_robin_hood_breakpoint_is_the_z_weighted_quantile_of_the_flat_region():
     rng = np.random.default_rng(5)
     x = np.sort(rng.uniform(-1, 1, 80))

@@ -12,7 +12,7 @@ from statsmodels.stats.weightstats import DescrStatsW
 
 from gclab.analysis.deltas import DELTAS, declared
 from gclab.analysis.result import ABSENT, ALPHA, CONTRADICTED, INCONCLUSIVE, SUPPORTED, VERDICTS
-from gclab.analysis.verdict import POWER, judge, seeds_for_power, tost_p
+from gclab.analysis.verdict import POWER, WILCOXON_RESAMPLED_MAX, judge, seeds_for_power, tost_p, wilcoxon_two_sided
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "EXPERIMENTS.md"
 
@@ -84,3 +84,17 @@ def test_declared_scales_delta_to_the_rows_scale_and_names_the_missing_key():
     assert declared("fig5:ucurve", unit=2.0)["delta"] == pytest.approx(0.2)
     with pytest.raises(KeyError, match="deltas.py"):
         declared("fig9:nothing")
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.3, -0.3])
+def test_wilcoxon_is_scipys_test_on_either_side_of_the_resampling_cap(shift):
+    """Resampled up to WILCOXON_RESAMPLED_MAX differences, normal approximation above: both agree with
+    scipy.stats.wilcoxon (Pratt's zeros, ties) and with each other where they meet."""
+    rng = np.random.default_rng(7)
+    for n in (60, WILCOXON_RESAMPLED_MAX, WILCOXON_RESAMPLED_MAX + 1):
+        d = np.round(rng.normal(shift, 1.0, n), 1)  # rounding makes ties and zeros
+        p, below = wilcoxon_two_sided(d)
+        ref = stats.wilcoxon(d, zero_method="pratt", method="approx")
+        assert p == pytest.approx(ref.pvalue, abs=0.02 if n <= WILCOXON_RESAMPLED_MAX else 1e-12)
+        if shift:
+            assert below == (shift < 0)
