@@ -96,12 +96,13 @@ def _peak_parts(means: np.ndarray):
 def peak_test(width_index: np.ndarray, y: np.ndarray, n_widths: int, seed: int = 0) -> dict:
     """Permutation test of the interior peak; the statistic is S over the pooled within-width sd."""
     onehot = np.eye(n_widths)[width_index]  # runs × widths
+    y = y - y.mean()  # S and the within-width sd are shift-free; centring keeps the sum identity below exact
     counts, dof = onehot.sum(0), len(y) - n_widths
 
     def studentized(values, axis=-1):  # scipy passes axis; values always carry runs on the last one
         means = values @ onehot / counts
-        resid = values - means @ onehot.T
-        return _peak_parts(means)[3] / np.sqrt((resid**2).sum(-1) / dof)
+        within = (values**2).sum(-1) - (means**2 * counts).sum(-1)  # Σ (y − ȳ_width)², without a runs-sized array
+        return _peak_parts(means)[3] / np.sqrt(within / dof)
 
     peak, left, right, s = _peak_parts(y @ onehot / counts)
     peak, left, right = int(peak), int(left), int(right)
