@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from gclab.analysis.group_kendall import group_tau_b
 from gclab.analysis.result import Analysis, claim, claims_frame, insufficient
 from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, HYPER_COLUMNS, with_runs
 from gclab.analysis.verdict import decide, describe
@@ -65,17 +66,18 @@ def varying_axes(runs: pl.DataFrame, axes: list[str]) -> list[str]:
     return [a for a in axes if counts[a].max() > 1]
 
 
+def _keyed(runs: pl.DataFrame, axis: str, axes: list[str], group_cols: tuple[str, ...]) -> pl.DataFrame:
+    """`runs` with `_key` (group_cols and every axis but `axis`), only the groups in which `axis` varies."""
+    others = [*group_cols, *[a for a in axes if a != axis]]
+    key = pl.concat_str([pl.col(c).cast(pl.String).fill_null("∅") for c in others], separator="|")
+    return runs.with_columns(key.alias("_key")).filter(pl.col(axis).n_unique().over("_key") >= 2)
+
+
 def axis_groups(
     runs: pl.DataFrame, axis: str, axes: list[str], group_cols: tuple[str, ...] = ("sweep", "seed")
 ) -> list[pl.DataFrame]:
     """The groups of runs that share `group_cols` and every axis but `axis`, in which `axis` varies."""
-    others = [*group_cols, *[a for a in axes if a != axis]]
-    key = pl.concat_str([pl.col(c).cast(pl.String).fill_null("∅") for c in others], separator="|")
-    return (
-        runs.with_columns(key.alias("_key"))
-        .filter(pl.col(axis).n_unique().over("_key") >= 2)
-        .partition_by("_key", maintain_order=True)
-    )
+    return _keyed(runs, axis, axes, group_cols).partition_by("_key", maintain_order=True)
 
 
 def granulated(
@@ -85,20 +87,24 @@ def granulated(
     target: str = "gen_gap",
     group_cols: tuple[str, ...] = ("sweep", "seed"),
 ) -> pl.DataFrame:
-    """Long table (measure, axis, psi, n_groups): ψ_i per measure and axis (see module docstring)."""
+    """Long table (measure, axis, psi, n_groups): ψ_i per measure and axis (see module docstring).
+
+    The within-group τ of every group at once (`analysis.group_kendall`), averaged in the groups'
+    order of first appearance, as the per-group loop of `axis_groups` would."""
     rows = []
     for axis in axes:
-        groups = axis_groups(runs, axis, axes, group_cols)
+        keyed = _keyed(runs, axis, axes, group_cols).with_row_index("_row")
+        long = keyed.select(
+            pl.col("_row").min().over("_key").alias("_group"),
+            pl.col(target).cast(pl.Float64).alias("_y"),
+            *[pl.col(m).cast(pl.Float64) for m in measures],
+        ).unpivot(index=["_group", "_y"], on=measures, variable_name="_measure", value_name="_x")
+        taus = group_tau_b(long, by=["_measure", "_group"], x="_x", y="_y")
         for m in measures:
-            taus = np.array([_tau(g[m].cast(pl.Float64).to_numpy(), g[target].to_numpy())[0] for g in groups])
-            taus = taus[np.isfinite(taus)]
+            t = taus.filter(pl.col("_measure") == m)["tau"].to_numpy()
+            t = t[np.isfinite(t)]
             rows.append(
-                {
-                    "measure": m,
-                    "axis": axis,
-                    "psi": float(taus.mean()) if taus.size else None,
-                    "n_groups": int(taus.size),
-                }
+                {"measure": m, "axis": axis, "psi": float(t.mean()) if t.size else None, "n_groups": int(t.size)}
             )
     return pl.DataFrame(rows, schema={"measure": pl.String, "axis": pl.String, "psi": pl.Float64, "n_groups": pl.Int64})
 
