@@ -39,12 +39,12 @@ import warnings
 
 import numpy as np
 import polars as pl
-import statsmodels.api as sm
 from scipy import stats
 
 from gclab.analysis.deltas import declared
 from gclab.analysis.result import ALPHA, Analysis, claim, claims_frame, defer, insufficient
 from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
+from gclab.analysis.seed_fixed_effects import seed_fixed_effects_ols
 from gclab.analysis.trend_claims import POOLED, Heuristic, fig2_heuristics, heuristics
 from gclab.analysis.trend_figures import FIG3_REGS, FIGURE_TABLES, fig2_families
 from gclab.analysis.verdict import judge
@@ -91,6 +91,10 @@ def _select(runs: pl.DataFrame, h: Heuristic) -> pl.DataFrame:
 def seed_trend(df: pl.DataFrame, *, direction: int, log: bool) -> dict:
     """Trend of y on x with seed (and `family`) fixed effects. `df`: x, y, seed, family columns.
 
+    The seed intercepts are absorbed by demeaning within seed (`analysis.seed_fixed_effects`): the
+    dummy-variable regression's slope and inference at O(n) cost however many seeds; the few family
+    dummies stay explicit columns.
+
     Returns a dict with n_runs, n_seeds, n_levels, spearman_rho/p, slope (per grid level),
     slope_lo/hi (95% CI), p_two_sided, p_one_sided (paper direction), agrees (slope has the paper's
     sign), effect_ratio, and `reason` when the
@@ -104,22 +108,22 @@ def seed_trend(df: pl.DataFrame, *, direction: int, log: bool) -> dict:
         (pl.col("x").rank("dense") - 1).cast(pl.Float64).alias("level")
     )
     out = {"n_runs": df.height, "n_seeds": df["seed"].n_unique(), "n_levels": df["x"].n_unique()}
-    dummies = (
-        df.select(pl.col("seed").cast(pl.String), "family").to_dummies(drop_first=True) if df.height else pl.DataFrame()
-    )
-    n_params = 2 + dummies.width
+    families = df.select("family").to_dummies(drop_first=True) if df.height else pl.DataFrame()
+    n_params = 2 + max(out["n_seeds"] - 1, 0) + families.width  # intercept, level, seed and family dummies
     if out["n_seeds"] < 2 or out["n_levels"] < 3 or df.height < n_params + 2:
         return out | {
             "reason": f"needs ≥ 2 seeds, ≥ 3 strengths and > {n_params + 1} runs; have "
             f"{out['n_seeds']} seeds, {out['n_levels']} strengths, {df.height} runs"
         }
-    X = np.column_stack([np.ones(df.height), df["level"].to_numpy(), dummies.to_numpy().astype(float)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rho, rho_p = stats.spearmanr(df["x"].to_numpy(), df["ly"].to_numpy())
-        fit = sm.OLS(df["ly"].to_numpy(), X).fit()
-    slope, p2 = float(fit.params[1]), float(fit.pvalues[1])
-    lo, hi = (float(v) for v in fit.conf_int(ALPHA)[1])
+        exog = np.column_stack(
+            [df["level"].to_numpy(), *(families[c].cast(pl.Float64).to_numpy() for c in families.columns)]
+        )
+        fit = seed_fixed_effects_ols(df["ly"].to_numpy(), exog, df["seed"])  # level is column 0
+    slope, p2 = float(fit.params[0]), float(fit.pvalues[0])
+    lo, hi = (float(v) for v in fit.conf_int(ALPHA)[0])
     if not all(np.isfinite([slope, p2, lo, hi])):
         return out | {"reason": "degenerate fit (constant statistic or collinear design)"}
     p1 = p2 / 2 if np.sign(slope) == direction else 1 - p2 / 2
@@ -132,7 +136,7 @@ def seed_trend(df: pl.DataFrame, *, direction: int, log: bool) -> dict:
         "slope_hi": hi,
         "p_two_sided": p2,
         "p_one_sided": p1,
-        "se": float(fit.bse[1]),
+        "se": float(fit.bse[0]),
         "df": float(fit.df_resid),
         "agrees": bool(np.sign(slope) == direction),
         "effect_ratio": float(np.exp(slope * span)) if log else slope * span,

@@ -1,7 +1,10 @@
 import numpy as np
 import polars as pl
+import pytest
+import statsmodels.api as sm
 
 from gclab.analysis import theorem
+from gclab.analysis.result import ALPHA
 from gclab.planted.calibrate import CADENCE
 from gclab.planted.store import sweep_runs
 from gclab.store.db import connect
@@ -87,3 +90,43 @@ def test_equal_shrink_rates_are_calibrated():
         effects={"thm_slope_T": -1.5, "thm_slope_grad": -1.5},
     )
     assert_calibrated(counts, 40)
+
+
+def ols_slopes(g: pl.DataFrame) -> dict:
+    """Brute-force reference: one statsmodels OLS per run and quantity, as `theorem` fitted them before."""
+    out = {"run_id": g["run_id"][0], "seed": g["seed"][0], "depth": g["depth"][0], "n_steps": g.height}
+    X = sm.add_constant(g["step"].cast(pl.Float64).to_numpy(), has_constant="add")
+    for name, col in (("T", "t_sq"), ("grad", "g_sq")):
+        if g.height < theorem.MIN_STEPS:
+            out |= {f"slope_{name}": None, f"slope_{name}_lo": None, f"slope_{name}_hi": None}
+            continue
+        fit = sm.OLS(np.log(g[col].to_numpy()), X).fit()
+        lo, hi = fit.conf_int(ALPHA)[1]
+        out |= {f"slope_{name}": float(fit.params[1]), f"slope_{name}_lo": float(lo), f"slope_{name}_hi": float(hi)}
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_per_run_slopes_equal_one_ols_per_run(seed):
+    # 1–9 eval steps per run (so some below MIN_STEPS), irregular steps up to 10^5, exponential decay plus noise
+    rng = np.random.default_rng(seed)
+    rows = []
+    for r in range(300):
+        steps = np.sort(rng.choice(100_000, size=int(rng.integers(1, 10)), replace=False))
+        rate_t, rate_g = rng.normal(-1e-4, 5e-5, 2)
+        for s in steps:
+            t_sq, g_sq = np.exp(rate_t * s + rng.normal(scale=0.3)), np.exp(rate_g * s + rng.normal(scale=0.3))
+            run = {"run_id": f"r{r:03d}", "seed": r % 4, "depth": 1 + r % 3}
+            rows.append(run | {"step": int(s), "t_sq": t_sq, "g_sq": g_sq})
+    series = pl.DataFrame(rows).sample(fraction=1.0, shuffle=True, seed=seed)  # the query's row order is arbitrary
+    got = theorem._slopes(series)
+    want = [ols_slopes(g) for _, g in series.sort("run_id", "step").group_by("run_id", maintain_order=True)]
+    assert got["run_id"].to_list() == [w["run_id"] for w in want]
+    assert got["slope_T"].null_count() > 0 and got["slope_T"].is_not_null().sum() > 100
+    for g, w in zip(got.iter_rows(named=True), want):
+        assert g.keys() == w.keys()
+        for k, v in w.items():
+            if isinstance(v, float):
+                assert g[k] == pytest.approx(v, rel=1e-10, abs=1e-15), (w["run_id"], k)
+            else:
+                assert g[k] == v, (w["run_id"], k)
