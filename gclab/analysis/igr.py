@@ -36,7 +36,6 @@ import warnings
 
 import numpy as np
 import polars as pl
-import statsmodels.api as sm
 from scipy import stats
 
 from gclab.analysis.curves import binned_curves
@@ -53,6 +52,7 @@ from gclab.analysis.result import (
     insufficient,
 )
 from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
+from gclab.analysis.seed_fixed_effects import seed_fixed_effects_ols
 from gclab.analysis.verdict import judge
 from gclab.experiments import reads
 from gclab.store.db import query
@@ -207,8 +207,7 @@ def lr_batch_fit(runs: pl.DataFrame, note: str) -> tuple[list[dict], dict]:
     keys = COEFFICIENTS
     n_runs, n_seeds = runs.height, runs["seed"].n_unique()
     n_h, n_b = runs["lr"].n_unique(), runs["batch_size"].n_unique()
-    dummies = runs.select(pl.col("seed").cast(pl.String)).to_dummies(drop_first=True)
-    if n_seeds < 2 or n_h < 3 or n_b < 3 or n_runs < dummies.width + 5:
+    if n_seeds < 2 or n_h < 3 or n_b < 3 or n_runs < n_seeds + 4:  # intercept, β_h, β_b, seed dummies, 2 df
         why = (
             f"needs ≥ 2 seeds and ≥ 3 values of each of h and b; have {n_seeds} seeds, {n_h} learning rates, "
             f"{n_b} batch sizes, {n_runs} runs"
@@ -217,20 +216,15 @@ def lr_batch_fit(runs: pl.DataFrame, note: str) -> tuple[list[dict], dict]:
             insufficient(t, "igr", method.format(what=w, value=v), why, n_runs=n_runs, n_seeds=n_seeds, **k, **_spec(k))
             for t, w, v, k in texts
         ], {}
-    X = np.column_stack(
-        [
-            np.ones(n_runs),
-            np.log(runs["lr"].to_numpy()),
-            np.log(runs["batch_size"].to_numpy()),
-            dummies.to_numpy().astype(float),
-        ]
-    )
+    X = np.column_stack([np.log(runs["lr"].to_numpy()), np.log(runs["batch_size"].to_numpy())])
+    log_gc = np.log(runs["gc"].to_numpy())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = sm.OLS(np.log(runs["gc"].to_numpy()), X).fit()
-    contrasts = [np.eye(X.shape[1])[1], np.eye(X.shape[1])[2]]
+        fit = seed_fixed_effects_ols(log_gc, X, runs["seed"])
+    r_squared = 1.0 - fit.ssr / float(((log_gc - log_gc.mean()) ** 2).sum())  # the dummy regression's R²
+    contrasts = [np.array([1.0, 0.0]), np.array([0.0, 1.0])]
     contrasts += [(contrasts[0] - contrasts[1]) / 2, contrasts[0] + contrasts[1]]
-    rows, summary = [], {"r_squared": float(fit.rsquared), "n_runs": n_runs, "n_seeds": n_seeds}
+    rows, summary = [], {"r_squared": float(r_squared), "n_runs": n_runs, "n_seeds": n_seeds}
     for (text, what, value, kind), key, c, direction in zip(texts, keys, contrasts, (-1, +1, -1, 0)):
         t = fit.t_test(c[None, :])
         est, p = float(np.squeeze(t.effect)), float(np.squeeze(t.pvalue))
@@ -261,7 +255,7 @@ def lr_batch_fit(runs: pl.DataFrame, note: str) -> tuple[list[dict], dict]:
             claim(
                 text,
                 "igr",
-                f"{m}; R² = {fit.rsquared:.3f}; {why}",
+                f"{m}; R² = {r_squared:.3f}; {why}",
                 verdict,
                 value=est,
                 p_value=p,

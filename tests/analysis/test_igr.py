@@ -2,6 +2,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+import statsmodels.api as sm
 from scipy import stats
 
 from gclab.analysis import igr
@@ -14,10 +15,10 @@ HB = pl.col("claim") == igr.HB_CLAIM
 GRID = {"sweeps": list(igr.SWEEPS)}
 
 
-def brute_ols(runs: pl.DataFrame) -> np.ndarray:
-    """Least squares of log GC on [1, log h, log b, seed indicators] by numpy lstsq."""
+def brute_design(runs: pl.DataFrame) -> np.ndarray:
+    """[1, log h, log b, seed indicators]: the dummy-variable design the seed fixed effects stand for."""
     seeds = sorted(set(runs["seed"]))
-    X = np.column_stack(
+    return np.column_stack(
         [
             np.ones(runs.height),
             np.log(runs["lr"]),
@@ -25,7 +26,11 @@ def brute_ols(runs: pl.DataFrame) -> np.ndarray:
             *[(runs["seed"] == s).to_numpy().astype(float) for s in seeds[1:]],
         ]
     )
-    return np.linalg.lstsq(X, np.log(runs["gc"].to_numpy()), rcond=None)[0]
+
+
+def brute_ols(runs: pl.DataFrame) -> np.ndarray:
+    """Least squares of log GC on `brute_design` by numpy lstsq."""
+    return np.linalg.lstsq(brute_design(runs), np.log(runs["gc"].to_numpy()), rcond=None)[0]
 
 
 def test_identity_holds_and_gc_falls_with_h_over_b(tmp_path):
@@ -39,6 +44,13 @@ def test_identity_holds_and_gc_falls_with_h_over_b(tmp_path):
         [beta[1], beta[2], (beta[1] - beta[2]) / 2, beta[1] + beta[2]], abs=1e-9
     )
     assert -0.5 < a.claims["value"][3] < -0.1  # planted elasticity −0.3 along h/b
+    # p-values and R² of the dummy-variable regression itself (statsmodels), which the fixed effects replace
+    hb = a.tables["h_over_b"]
+    dummy = sm.OLS(np.log(hb["gc"].to_numpy()), brute_design(hb)).fit()
+    rows = np.zeros((4, dummy.params.size))
+    rows[0, 1], rows[1, 2], rows[2, 1:3], rows[3, 1:3] = 1, 1, (0.5, -0.5), (1, 1)
+    assert a.claims["p_value"][1:5].to_list() == pytest.approx([float(dummy.t_test(r).pvalue) for r in rows], rel=1e-9)
+    assert a.claims["statistic"][1:5].str.contains(f"R² = {dummy.rsquared:.3f}", literal=True).all()
     # one grid: fig4's 32 runs (one diverged at the top lr) and igr's 16 corners, 2 unfitted in each sweep
     hb = a.tables["h_over_b"]
     assert hb.height == 32 - 1 + 16 - 4 and a.tables["excluded"]["n_excluded"].to_list() == [2, 2]
