@@ -7,7 +7,7 @@ import pyarrow.compute as pc
 
 from gclab.bench.store import CADENCE, N_STEPS, build
 from gclab.store.location import parse
-from gclab.store.table import stored_runs
+from gclab.store.table import stored_runs, table_files
 from tests._helpers.cli import PYTHON, ROOT, one_error_line, run_cli
 
 N_RUNS = 12
@@ -19,7 +19,9 @@ def test_build_commits_every_run_and_compacts(tmp_path):
     assert figures["runs"] == N_RUNS and figures["steps_per_run"] == N_STEPS
     runs = stored_runs(location=parse(data))
     assert runs.num_rows == N_RUNS == pc.count_distinct(runs.column("run_id")).as_py()
-    assert figures["parquet_files_after_compact"] > 0
+    live = table_files(location=parse(data))
+    assert figures["live_files_after_compact"] == sum(map(len, live.values())) > 0
+    assert figures["files_on_disk_after_compact"] >= figures["live_files_after_compact"]
     assert not (data / "runs").exists()  # straight into the table: no inbox left behind
     res = run_cli("sql", "-q", "SELECT count(DISTINCT run_id) AS n, max(step) AS last FROM steps", "--data", data)
     assert res.returncode == 0, res.stderr
