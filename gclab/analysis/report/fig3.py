@@ -13,12 +13,16 @@ from gclab.analysis.run_summary import CONVENTIONS, LABELS
 from gclab.analysis.trend_figures import REGULARIZERS
 
 TITLE = "Fig. 3 — explicit regularization lowers GC"
-REGS = dict(
-    zip(
-        REGULARIZERS,
-        ("L2 penalty", "spectral penalty", "flatness penalty", "label-noise fraction", "GC (Jacobian) penalty"),
-    )
-)
+TITLES = {
+    "l2": "L2 penalty",
+    "spectral_reg": "spectral penalty",
+    "flatness_reg": "flatness penalty",
+    "label_noise": "label-noise fraction",
+    "step_label_noise": "per-step label-noise probability",
+    "gc_reg": "GC (Jacobian) penalty",
+}
+# By name: a positional zip named step_label_noise's column "GC penalty" and dropped gc_reg's.
+REGS = {r: TITLES[r] for r in REGULARIZERS}
 W, H = 170, 150
 
 
