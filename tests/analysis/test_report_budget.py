@@ -97,3 +97,18 @@ def test_spread_is_the_quantiles_of_each_group():
         assert row["n"] == len(values)
         assert row["v_q10"] == pytest.approx(np.quantile(values, 0.1))
         assert row["v_q90"] == pytest.approx(np.quantile(values, 0.9))
+
+
+def test_chart_spec_keeps_every_row_and_still_validates_the_chart():
+    from altair.utils.schemapi import debug_mode
+
+    from gclab.analysis.report.build import VALIDATED_ROWS, chart_spec
+
+    df = pl.DataFrame({"a": np.arange(VALIDATED_ROWS + 50, dtype=float)})
+    with alt.data_transformers.enable("gclab_rounded", max_rows=MAX_ROWS):
+        spec = chart_spec(alt.Chart(df).mark_point().encode(x="a:Q"))
+        assert [len(rows) for rows in _datasets(spec)] == [df.height]
+        with debug_mode(False):  # built without Altair's checks: chart_spec is the one left
+            bad = alt.Chart(df).mark_point().encode(x=alt.X("a:Q", title=3))
+        with pytest.raises(Exception, match="title"):
+            chart_spec(bad)

@@ -17,6 +17,7 @@ from typing import Any
 
 import altair as alt
 import polars as pl
+from altair.utils.schemapi import debug_mode
 
 from gclab.analysis.result import VERDICTS, Analysis
 
@@ -134,7 +135,11 @@ def with_config(chart, config: pl.DataFrame, fields: tuple[str, ...] | None = No
     """Join run config (every column of `config` by default) into each row in the browser, by
     run_id, so it is stored once per run rather than once per point."""
     names = [f for f in (fields or config.columns) if f != "run_id" and f in config.columns]
-    return chart.transform_lookup(lookup="run_id", from_=alt.LookupData(data=config, key="run_id", fields=names))
+    # Altair's debug mode would validate every row of `config` here, once per chart; the spec is
+    # validated once when it is built (build.chart_spec).
+    with debug_mode(False):
+        lookup = alt.LookupData(data=config, key="run_id", fields=names)
+    return chart.transform_lookup(lookup="run_id", from_=lookup)
 
 
 def config_tooltip(*extra) -> list:
