@@ -184,10 +184,12 @@ LOG_LABEL = (
 def log_scale(*columns, pad: float = 1.2, ticks: list | None = None) -> tuple[alt.Scale, alt.Axis]:
     """A log scale fitted to the positive values of the given series (no 'nice' widening to whole
     decades, which leaves most of a panel empty) and an axis with readable tick values."""
-    vals = [float(v) for col in columns for v in col if v is not None and math.isfinite(v) and v > 0]
-    if not vals:
+    # In Polars, not a Python loop: a column may hold one value per run.
+    vals = pl.concat([pl.Series(values=col, dtype=pl.Float64, strict=False) for col in columns])
+    vals = vals.filter(vals.is_finite() & (vals > 0))
+    if vals.is_empty():
         return alt.Scale(type="log"), alt.Axis(format="~g")
-    lo, hi = min(vals) / pad, max(vals) * pad
+    lo, hi = float(vals.min()) / pad, float(vals.max()) * pad
     return (
         alt.Scale(type="log", domain=[lo, hi], nice=False),
         alt.Axis(values=ticks if ticks is not None else log_ticks(lo, hi), labelExpr=LOG_LABEL),

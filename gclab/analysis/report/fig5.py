@@ -124,15 +124,12 @@ def _width_dots(runs: pl.DataFrame, config: pl.DataFrame, seeds: list):
     highlight = "fig5_seed === null || datum.seed === fig5_seed"
 
     def layers(metric, x, ytitle):
+        # Filtered, not made transparent: the page and its figures would draw one invisible line per seed.
         trace = (
             alt.Chart(runs)
-            .mark_line(color=RUNS_COLOR, strokeDash=[3, 2])
-            .encode(
-                x=x,
-                y=alt.Y(f"{metric}:Q", title=ytitle),
-                detail="seed:N",
-                opacity=alt.condition("fig5_seed !== null && datum.seed === fig5_seed", alt.value(0.9), alt.value(0)),
-            )
+            .transform_filter("fig5_seed !== null && datum.seed === fig5_seed")
+            .mark_line(color=RUNS_COLOR, strokeDash=[3, 2], opacity=0.9)
+            .encode(x=x, y=alt.Y(f"{metric}:Q", title=ytitle), detail="seed:N")
         )
         dots = (
             with_config(alt.Chart(runs), config)
