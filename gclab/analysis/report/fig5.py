@@ -124,12 +124,18 @@ def _width_dots(runs: pl.DataFrame, config: pl.DataFrame, seeds: list):
     highlight = "fig5_seed === null || datum.seed === fig5_seed"
 
     def layers(metric, x, ytitle):
-        # Filtered, not made transparent: the page and its figures would draw one invisible line per seed.
+        # The picked seed's line only (unpicked: the first seed's, hidden; an empty layer has an infinite
+        # extent), not one transparent line per seed, which the page and its figures would all draw.
         trace = (
             alt.Chart(runs)
-            .transform_filter("fig5_seed !== null && datum.seed === fig5_seed")
-            .mark_line(color=RUNS_COLOR, strokeDash=[3, 2], opacity=0.9)
-            .encode(x=x, y=alt.Y(f"{metric}:Q", title=ytitle), detail="seed:N")
+            .transform_filter(f"datum.seed === (fig5_seed === null ? {seeds[0]!r} : fig5_seed)")
+            .mark_line(color=RUNS_COLOR, strokeDash=[3, 2])
+            .encode(
+                x=x,
+                y=alt.Y(f"{metric}:Q", title=ytitle),
+                detail="seed:N",
+                opacity=alt.condition("fig5_seed !== null", alt.value(0.9), alt.value(0)),
+            )
         )
         dots = (
             with_config(alt.Chart(runs), config)
