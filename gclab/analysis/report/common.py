@@ -17,6 +17,7 @@ from typing import Any
 
 import altair as alt
 import polars as pl
+from altair.utils.schemapi import debug_mode
 
 from gclab.analysis.result import VERDICTS, Analysis
 
@@ -134,7 +135,11 @@ def with_config(chart, config: pl.DataFrame, fields: tuple[str, ...] | None = No
     """Join run config (every column of `config` by default) into each row in the browser, by
     run_id, so it is stored once per run rather than once per point."""
     names = [f for f in (fields or config.columns) if f != "run_id" and f in config.columns]
-    return chart.transform_lookup(lookup="run_id", from_=alt.LookupData(data=config, key="run_id", fields=names))
+    # Altair's debug mode would validate every row of `config` here, once per chart; the spec is
+    # validated once when it is built (build.chart_spec).
+    with debug_mode(False):
+        lookup = alt.LookupData(data=config, key="run_id", fields=names)
+    return chart.transform_lookup(lookup="run_id", from_=lookup)
 
 
 def config_tooltip(*extra) -> list:
@@ -179,10 +184,12 @@ LOG_LABEL = (
 def log_scale(*columns, pad: float = 1.2, ticks: list | None = None) -> tuple[alt.Scale, alt.Axis]:
     """A log scale fitted to the positive values of the given series (no 'nice' widening to whole
     decades, which leaves most of a panel empty) and an axis with readable tick values."""
-    vals = [float(v) for col in columns for v in col if v is not None and math.isfinite(v) and v > 0]
-    if not vals:
+    # In Polars, not a Python loop: a column may hold one value per run.
+    vals = pl.concat([pl.Series(values=col, dtype=pl.Float64, strict=False) for col in columns])
+    vals = vals.filter(vals.is_finite() & (vals > 0))
+    if vals.is_empty():
         return alt.Scale(type="log"), alt.Axis(format="~g")
-    lo, hi = min(vals) / pad, max(vals) * pad
+    lo, hi = float(vals.min()) / pad, float(vals.max()) * pad
     return (
         alt.Scale(type="log", domain=[lo, hi], nice=False),
         alt.Axis(values=ticks if ticks is not None else log_ticks(lo, hi), labelExpr=LOG_LABEL),

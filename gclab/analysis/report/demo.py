@@ -5,9 +5,11 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
+from gclab.analysis.report.budget import QUANTILES, aggregated_note, per_run
 from gclab.analysis.report.common import PANEL_H, Figure, Section, config_tooltip, log_scale, run_config, with_config
 
 MAX_LABELLED = 12
+STEP_BINS = 100  # step bins of the per-sweep band drawn above the row budget
 LABEL_COLS = (
     "sweep",
     "model",
@@ -40,6 +42,9 @@ def _labels(config: pl.DataFrame) -> pl.Series:
     return pl.Series("label", [labels[r] for r in config["run_id"]])
 
 
+Y_TITLE = "test loss (mean over the test split, log)"
+
+
 def build(ctx) -> Section:
     sec = Section(
         id="demo",
@@ -56,6 +61,15 @@ def build(ctx) -> Section:
     # The sweep, like the rest of the config, is joined in the browser (stored once per run).
     config = run_config(ctx.con, "r.status = 'completed'")
     config = config.filter(pl.col("run_id").is_in(curves["run_id"].unique().implode()))
+    if per_run(curves.height):
+        sec.figures.append(_per_run_figure(curves, config))
+    else:
+        sec.figures.append(_per_sweep_figure(curves, config))
+    sec.caveats.append("Metrics are computed in eval mode (BatchNorm uses running statistics).")
+    return sec
+
+
+def _per_run_figure(curves: pl.DataFrame, config: pl.DataFrame) -> Figure:
     # Few runs: one colour per run, named by what differs between them; many: one per sweep.
     field, title = (
         ("label", "run (click to select)") if config.height <= MAX_LABELLED else ("sweep", "sweep (click to select)")
@@ -67,7 +81,7 @@ def build(ctx) -> Section:
     pick = alt.selection_point(fields=[field], bind="legend", name="demo_pick")
     base = alt.Chart(curves).encode(
         x=alt.X("step:Q", title="optimizer step"),
-        y=alt.Y("test_loss:Q", title="test loss (mean over the test split, log)", scale=ys, axis=ya),
+        y=alt.Y("test_loss:Q", title=Y_TITLE, scale=ys, axis=ya),
         color=alt.Color(
             f"{field}:N",
             title=title,
@@ -87,14 +101,69 @@ def build(ctx) -> Section:
         .add_params(pick)
         .properties(width=720, height=PANEL_H + 60, title="Test loss vs step (one line per run)")
     )
-    sec.figures.append(
-        Figure(
-            "demo_test_loss",
-            chart,
-            f"Each line is one run; click a {'run' if field == 'label' else 'sweep'} in the legend "
-            "to highlight it, hover for the run's config. Log-scaled y; curves binned to at most "
-            "100 points per run.",
-        )
+    return Figure(
+        "demo_test_loss",
+        chart,
+        f"Each line is one run; click a {'run' if field == 'label' else 'sweep'} in the legend "
+        "to highlight it, hover for the run's config. Log-scaled y; curves binned to at most "
+        "100 points per run.",
     )
-    sec.caveats.append("Metrics are computed in eval mode (BatchNorm uses running statistics).")
-    return sec
+
+
+def per_sweep_band(curves: pl.DataFrame, config: pl.DataFrame) -> pl.DataFrame:
+    """Per sweep and step bin (`STEP_BINS` equal bins of the sweep's steps): the mean test loss of the
+    runs' binned curves and its 10–90% band over them, `n` curve points."""
+    df = curves.join(config.select("run_id", "sweep"), on="run_id")
+    top = pl.col("step").max().over("sweep")
+    df = df.with_columns((pl.col("step") * STEP_BINS / (top + 1)).floor().alias("bin"))
+    lo, hi = QUANTILES
+    return (
+        df.group_by("sweep", "bin")
+        .agg(
+            pl.col("step").mean(),
+            pl.col("test_loss").mean().alias("mean"),
+            pl.col("test_loss").quantile(lo, interpolation="linear").alias("q10"),
+            pl.col("test_loss").quantile(hi, interpolation="linear").alias("q90"),
+            pl.len().alias("n"),
+        )
+        .drop("bin")
+        .sort("sweep", "step")
+    )
+
+
+def _per_sweep_figure(curves: pl.DataFrame, config: pl.DataFrame) -> Figure:
+    """Above the row budget: per sweep, the mean curve and the 10–90% band of the runs' curves."""
+    band = per_sweep_band(curves, config)
+    ys, ya = log_scale(band["q10"], band["q90"])
+    pick = alt.selection_point(fields=["sweep"], bind="legend", name="demo_pick")
+    base = alt.Chart(band).encode(
+        x=alt.X("step:Q", title="optimizer step"),
+        color=alt.Color("sweep:N", title="sweep (click to select)", scale=alt.Scale(scheme="category20")),
+    )
+    area = base.mark_area().encode(
+        y=alt.Y("q10:Q", title=Y_TITLE, scale=ys, axis=ya),
+        y2="q90:Q",
+        opacity=alt.condition(pick, alt.value(0.2), alt.value(0.02)),
+    )
+    line = base.mark_line(strokeWidth=1.4).encode(
+        y=alt.Y("mean:Q", title=Y_TITLE, scale=ys, axis=ya),
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.1)),
+        tooltip=[
+            "sweep:N",
+            alt.Tooltip("step:Q", format=".0f"),
+            alt.Tooltip("mean:Q", title="mean test loss", format=".4g"),
+            alt.Tooltip("q10:Q", title="10th pct", format=".4g"),
+            alt.Tooltip("q90:Q", title="90th pct", format=".4g"),
+            alt.Tooltip("n:Q", title="curve points"),
+        ],
+    )
+    chart = alt.layer(area, line.add_params(pick)).properties(
+        width=720, height=PANEL_H + 60, title="Test loss vs step (per sweep: mean and 10–90% band of the runs)"
+    )
+    return Figure(
+        "demo_test_loss",
+        chart,
+        "Per sweep, the mean test loss of its runs' binned curves (line) and the 10–90% band over "
+        "the runs (shaded); click a sweep in the legend to highlight it. Log-scaled y."
+        + aggregated_note(config.height),
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import altair as alt
 
+from gclab.analysis.report.budget import aggregated_note, drawn_config, per_run, spread
 from gclab.analysis.report.common import (
     PANEL_H,
     PANEL_W,
@@ -46,13 +47,20 @@ def build(ctx) -> Section:
         )
     gc = ctx.table("trends", "fig2_gc_runs")
     if gc.height:
+        dots = per_run(gc.height)
+        agg = ctx.table("trends", "fig2_gc_by_depth")
         sec.figures.append(
             Figure(
                 "fig2_gc_depth",
-                _gc_depth(gc, ctx.table("trends", "fig2_gc_by_depth"), run_config(ctx.con, FIG2_RUNS)),
+                _gc_depth(gc, agg, drawn_config(run_config(ctx.con, FIG2_RUNS), gc))
+                if dots
+                else _gc_depth_spread(gc, agg),
                 "GC at initialization on the training inputs against depth, per init scheme "
                 "(colour) and activation (dash). Lines: mean over seeds with 95% t-intervals "
-                "(error bars); dots: single runs. Log-scaled y.",
+                "(error bars); "
+                + ("dots: single runs." if dots else "wide bars: 10–90% of the runs.")
+                + " Log-scaled y."
+                + ("" if dots else aggregated_note(gc.height)),
             )
         )
     fam = ctx.table("trends", "fig2_families")
@@ -115,12 +123,55 @@ def _diagonal(diag):
     ).add_params(init_p, act_p, seed_p)
 
 
+PICK = "fig2_pick"
+COLOR = alt.Color("init:N", title="init scheme (click)")
+X = alt.X("depth:Q", title="depth (hidden layers)")
+Y_TITLE = "GC at initialization (log)"
+
+
 def _gc_depth(pos, agg, config):
-    pick = alt.selection_point(fields=["init"], bind="legend", name="fig2_pick")
-    color = alt.Color("init:N", title="init scheme (click)")
-    x = alt.X("depth:Q", title="depth (hidden layers)")
-    y_title = "GC at initialization (log)"
+    pick = alt.selection_point(fields=["init"], bind="legend", name=PICK)
     ys, ya = log_scale(agg["gc_lo"], agg["gc_hi"], pos["gc"])
+    dots = with_config(alt.Chart(pos).mark_circle(size=18), config).encode(
+        x=X,
+        y=alt.Y("gc:Q", title=Y_TITLE, scale=ys, axis=ya),
+        color=COLOR,
+        opacity=alt.condition(pick, alt.value(0.45), alt.value(0.05)),
+        tooltip=config_tooltip(alt.Tooltip("gc:Q", title="GC", format=".4g")),
+    )
+    return _with_means(dots, agg, pick, ys, ya)
+
+
+def _gc_depth_spread(pos, agg):
+    """Above the row budget: the 10–90% band of the runs per (init, activation, depth), no dots."""
+    pick = alt.selection_point(fields=["init"], bind="legend", name=PICK)
+    band = spread(pos, ["init", "activation", "depth"], ["gc"])
+    ys, ya = log_scale(agg["gc_lo"], agg["gc_hi"], band["gc_q10"], band["gc_q90"])
+    bars = (
+        alt.Chart(band)
+        .mark_rule(strokeWidth=6)
+        .encode(
+            x=X,
+            y=alt.Y("gc_q10:Q", title=Y_TITLE, scale=ys, axis=ya),
+            y2="gc_q90:Q",
+            color=COLOR,
+            detail="activation:N",
+            opacity=alt.condition(pick, alt.value(0.3), alt.value(0.04)),
+            tooltip=[
+                "init:N",
+                "activation:N",
+                "depth:Q",
+                alt.Tooltip("gc_q10:Q", title="10th pct of runs", format=".3g"),
+                alt.Tooltip("gc_q90:Q", title="90th pct of runs", format=".3g"),
+                alt.Tooltip("n:Q", title="runs"),
+            ],
+        )
+    )
+    return _with_means(bars, agg, pick, ys, ya)
+
+
+def _with_means(runs_layer, agg, pick, ys, ya):
+    x, color, y_title = X, COLOR, Y_TITLE
     lines = (
         alt.Chart(agg)
         .mark_line(point=True)
@@ -152,13 +203,6 @@ def _gc_depth(pos, agg, config):
             opacity=alt.condition(pick, alt.value(0.8), alt.value(0.1)),
         )
     )
-    dots = with_config(alt.Chart(pos).mark_circle(size=18), config).encode(
-        x=x,
-        y=alt.Y("gc:Q", title=y_title, scale=ys, axis=ya),
-        color=color,
-        opacity=alt.condition(pick, alt.value(0.45), alt.value(0.05)),
-        tooltip=config_tooltip(alt.Tooltip("gc:Q", title="GC", format=".4g")),
-    )
-    return alt.layer(bars, dots, lines.add_params(pick)).properties(
+    return alt.layer(bars, runs_layer, lines.add_params(pick)).properties(
         width=PANEL_W + 120, height=PANEL_H + 40, title="GC at initialization vs depth"
     )

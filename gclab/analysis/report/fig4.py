@@ -6,6 +6,7 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
+from gclab.analysis.report.budget import aggregated_note, drawn_config, per_run, spread
 from gclab.analysis.report.common import (
     PANEL_H,
     PANEL_W,
@@ -36,20 +37,23 @@ def build(ctx) -> Section:
     if not ctx.has(*SWEEPS):
         sec.empty_note = collect_note("fig4")
         return sec
-    config = run_config(ctx.con, f"{sql_in(SWEEPS)} AND r.status = 'completed'")
+    config = run_config(ctx.con, f"{sql_in(SWEEPS)} AND r.status = 'completed'")  # cut to the runs drawn
     sweeps = [s for s in SWEEPS if ctx.has(s)]
     for var in ("lr", "batch_size"):
         runs = ctx.table("trends", f"fig4_{var}_runs")
         if runs.is_empty():
             continue
+        dots = per_run(runs.height)
+        by_setting = ctx.table("trends", f"fig4_{var}_by_setting")
         sec.figures.append(
             Figure(
                 f"fig4_{'lr' if var == 'lr' else 'batch'}",
-                _sweep_chart(runs, ctx.table("trends", f"fig4_{var}_by_setting"), config, var, sweeps),
+                _sweep_chart(runs, by_setting, config if dots else None, var, sweeps),
                 f"{'Learning-rate' if var == 'lr' else 'Batch-size'} sweep at fixed "
                 f"{'batch size' if var == 'lr' else 'learning rate'}: GC at best test accuracy "
                 "(left) and final test accuracy (right). Lines: mean over seeds with 95% "
-                "t-intervals; dots: runs. Click an optimizer in the legend to highlight it.",
+                f"t-intervals; {'dots: runs' if dots else 'wide bars: 10–90% of the runs'}. "
+                "Click an optimizer in the legend to highlight it." + ("" if dots else aggregated_note(runs.height)),
             )
         )
     curves = [(var, ctx.table("trends", f"fig4_{var}_curves")) for var in ("lr", "batch_size")]
@@ -77,6 +81,8 @@ def build(ctx) -> Section:
 
 
 def _sweep_chart(summ: pl.DataFrame, agg: pl.DataFrame, config, var: str, sweeps: list[str]):
+    """Mean and CI per setting; with `config` one dot per run, without (above the row budget) the
+    10–90% band of the runs per setting."""
     title, base = AXIS[var]
     pick = alt.selection_point(fields=["sweep"], bind="legend", name=f"fig4_pick_{var}")
     xs, xa = log_scale(summ[var], ticks=sorted(summ[var].unique().to_list()))
@@ -118,23 +124,54 @@ def _sweep_chart(summ: pl.DataFrame, agg: pl.DataFrame, config, var: str, sweeps
                 ],
             )
         )
-        dots = (
-            with_config(alt.Chart(summ.filter(pl.col(metric).is_not_null() & (pl.col(metric) > 0))), config)
-            .mark_circle(size=14)
-            .encode(
-                x=x,
-                y=alt.Y(f"{metric}:Q", title=ytitle, scale=scale, axis=axis),
-                color=color,
-                opacity=alt.condition(pick, alt.value(0.4), alt.value(0.05)),
-                tooltip=config_tooltip(alt.Tooltip(f"{metric}:Q", title=ytitle, format=".4g")),
-            )
+        drawn = summ.filter(pl.col(metric).is_not_null() & (pl.col(metric) > 0))
+        y = {"title": ytitle, "scale": scale, "axis": axis}
+        runs = (
+            _dots(drawn, drawn_config(config, drawn), metric, x, y, color, pick)
+            if config is not None
+            else _band(spread(drawn, ["sweep", var], [metric]), var, metric, x, y, color, pick)
         )
-        layer = alt.layer(bars, dots, line)
+        layer = alt.layer(bars, runs, line)
         if metric == "gc":
             layer = layer.add_params(pick)
         panels.append(layer.properties(width=PANEL_W, height=PANEL_H))
     label = "Learning-rate sweep" if var == "lr" else "Batch-size sweep"
     return alt.hconcat(*panels).properties(title=label)
+
+
+def _dots(runs: pl.DataFrame, config: pl.DataFrame, metric: str, x, y: dict, color, pick):
+    return (
+        with_config(alt.Chart(runs), config)
+        .mark_circle(size=14)
+        .encode(
+            x=x,
+            y=alt.Y(f"{metric}:Q", **y),
+            color=color,
+            opacity=alt.condition(pick, alt.value(0.4), alt.value(0.05)),
+            tooltip=config_tooltip(alt.Tooltip(f"{metric}:Q", title=y["title"], format=".4g")),
+        )
+    )
+
+
+def _band(band: pl.DataFrame, var: str, metric: str, x, y: dict, color, pick):
+    return (
+        alt.Chart(band)
+        .mark_rule(strokeWidth=6)
+        .encode(
+            x=x,
+            y=alt.Y(f"{metric}_q10:Q", **y),
+            y2=f"{metric}_q90:Q",
+            color=color,
+            opacity=alt.condition(pick, alt.value(0.3), alt.value(0.04)),
+            tooltip=[
+                "sweep:N",
+                alt.Tooltip(f"{var}:Q", format="~g"),
+                alt.Tooltip(f"{metric}_q10:Q", title="10th pct of runs", format=".4g"),
+                alt.Tooltip(f"{metric}_q90:Q", title="90th pct of runs", format=".4g"),
+                alt.Tooltip("n:Q", title="runs"),
+            ],
+        )
+    )
 
 
 def _curves_chart(curves: list[tuple[str, pl.DataFrame]], sweeps: list[str]):
