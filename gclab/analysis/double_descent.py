@@ -51,7 +51,9 @@ METHOD = (
 )
 
 _FIG5 = f"sweep = 'fig5' AND width IS NOT NULL AND isfinite(test_loss) AND isfinite({GC_COLUMN})"
-_POINTS_SQL = with_runs(f"SELECT run_id, width, seed, test_loss, {GC_COLUMN} AS gc FROM rs WHERE {_FIG5}")
+_POINTS_SQL = with_runs(
+    f"SELECT run_id, width, seed, test_loss, {GC_COLUMN} AS gc FROM rs WHERE {_FIG5} ORDER BY run_id"
+)
 _BY_WIDTH_SQL = with_runs(f"""
 SELECT width, count(*) AS n_seeds, avg(test_loss) AS test_loss_mean, stddev_samp(test_loss) AS test_loss_sd,
        avg({GC_COLUMN}) AS gc_mean, stddev_samp({GC_COLUMN}) AS gc_sd, avg(1 - train_acc) AS train_err_mean,

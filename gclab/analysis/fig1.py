@@ -93,7 +93,7 @@ SELECT a.*, fit.reached_fit, ev.loss AS train_mse FROM (
     SELECT run_id, seed, n_train, step, sum(len) AS arc_length FROM seg GROUP BY ALL
 ) a JOIN fit ON fit.run_id = a.run_id
 JOIN evals ev ON ev.run_id = a.run_id AND ev.step = a.step AND ev.split = 'train'
-ORDER BY a.seed
+ORDER BY a.seed, a.run_id
 """
 # Every probe curve of every run (all evals: "throughout training"), for the own-polyline ratio.
 _PROBES_SQL = f"""
@@ -106,7 +106,7 @@ _GC_SQL = f"""
 WITH fit AS ({_FIT_SQL})
 SELECT fit.run_id, fit.seed, fit.gc_first, e.gc AS gc_fit, fit.first_step, fit.fit_step, fit.reached_fit
 FROM fit JOIN evals e ON e.run_id = fit.run_id AND e.step = fit.fit_step AND e.split = 'train'
-WHERE fit.fit_step > fit.first_step AND isfinite(e.gc) ORDER BY fit.seed
+WHERE fit.fit_step > fit.first_step AND isfinite(e.gc) ORDER BY fit.seed, fit.run_id
 """
 # Per run and eval: arc length of the probe curve and train GC (Fig. 1 right).
 _OVER_TRAINING_SQL = f"""
@@ -236,7 +236,9 @@ def _own_claim(own: pl.DataFrame) -> dict:
         f"training inputs (≥ 1 by construction); two-sided t-test over seeds of the mean against {bound:g} "
         "(claim: below); value = mean (95% CI)"
     )
-    per_run = own.group_by("run_id").agg(pl.col("seed").first(), pl.col("ratio").max(), pl.len().alias("n"))
+    per_run = (
+        own.group_by("run_id").agg(pl.col("seed").first(), pl.col("ratio").max(), pl.len().alias("n")).sort("run_id")
+    )
     r, n_seeds = per_run["ratio"].to_numpy(), per_run["seed"].n_unique()
     kw = {**PAPER, **declared("fig1:own_arc")}
     if len(r) < 2 or n_seeds < 2 or np.ptp(r) == 0:

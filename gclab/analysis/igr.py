@@ -114,6 +114,7 @@ FROM s GROUP BY ALL ORDER BY run_id, bin
 _HB_SQL = with_runs(f"""
 SELECT run_id, sweep, seed, lr, batch_size, lr / batch_size AS h_over_b, gc_last AS gc, gc AS gc_best FROM rs
 WHERE {sql_in(SWEEPS, "sweep")} AND gc_last > 0 AND gc > 0 AND lr > 0 AND batch_size > 0 AND {FITTED}
+ORDER BY run_id
 """)
 # §5 step 3: per fitted run, the mean over its logged steps of the share of R_B's pressure on the gradient
 # norms that negative alignments cancel, (min(A_B, 0) + min(C_B, 0)) / R_B (steps with R_B > 0).

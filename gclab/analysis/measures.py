@@ -46,6 +46,7 @@ _SQL = with_runs(f"""
 SELECT run_id, sweep, seed, {", ".join(HYPER_COLUMNS)}, gen_gap,
        gc, param_norm_sq, spectral_product, dist_from_init, sharpness, bfd
 FROM rs WHERE last_step > 0 AND isfinite(gen_gap) AND {FITTED}
+ORDER BY run_id
 """)
 
 

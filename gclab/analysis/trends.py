@@ -60,6 +60,7 @@ FROM rs LEFT JOIN (
     SELECT run_id, avg(abs(output)) AS abs_output FROM probes WHERE step = 0 GROUP BY run_id
 ) p ON rs.run_id = p.run_id
 WHERE {sql_in(TREND_SWEEPS, "rs.sweep")} AND {FITTED}
+ORDER BY rs.run_id
 """)
 
 

@@ -72,7 +72,7 @@ _SQL = with_runs(f"""
 SELECT run_id, width, seed, test_loss, {GC_COLUMN} AS gc FROM rs
 WHERE sweep = 'fig5' AND test_loss IS NOT NULL AND {GC_COLUMN} IS NOT NULL AND isfinite(test_loss)
   AND isfinite({GC_COLUMN})
-ORDER BY gc
+ORDER BY gc, run_id
 """)
 
 

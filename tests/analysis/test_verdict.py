@@ -93,7 +93,9 @@ def test_wilcoxon_is_scipys_test_on_either_side_of_the_resampling_cap(shift):
     rng = np.random.default_rng(7)
     for n in (60, WILCOXON_RESAMPLED_MAX, WILCOXON_RESAMPLED_MAX + 1):
         d = np.round(rng.normal(shift, 1.0, n), 1)  # rounding makes ties and zeros
-        p, below = wilcoxon_two_sided(d)
+        res = wilcoxon_two_sided(d)
+        assert res is not None
+        p, below = res
         ref = stats.wilcoxon(d, zero_method="pratt", method="approx")
         assert p == pytest.approx(ref.pvalue, abs=0.02 if n <= WILCOXON_RESAMPLED_MAX else 1e-12)
         if shift:
