@@ -35,7 +35,7 @@ def _trained(stdout: str) -> int:
     return int(found.group(1))
 
 
-def _two_collectors_equal_a_local_collect(sweep: list[str], s3_uri: str, tmp_path) -> None:
+def _two_collectors_equal_a_local_collect(sweep: list[str], s3_uri: str, tmp_path, timeout: int = 600) -> None:
     listed = run_cli("collect", *sweep, "--list", "--data", s3_uri)
     run_ids = {line.split()[1] for line in listed.stdout.splitlines()}
     assert run_ids, listed.stdout + listed.stderr
@@ -49,14 +49,14 @@ def _two_collectors_equal_a_local_collect(sweep: list[str], s3_uri: str, tmp_pat
         )
         for _ in range(2)
     ]
-    outs = [p.communicate(timeout=3600) for p in both]
+    outs = [p.communicate(timeout=timeout * 2) for p in both]
     assert [p.returncode for p in both] == [0, 0], [err[-2000:] for _, err in outs]
     assert sum(_trained(out) for out, _ in outs) == len(run_ids)  # each run trained once, by one of them
     stored = stored_runs(location=parse(s3_uri)).column("run_id").to_pylist()
     assert sorted(stored) == sorted(run_ids)  # one row each: nothing doubled
 
     local = tmp_path / "local"
-    assert run_cli("collect", *sweep, "--data", local, "--workers", "1").returncode == 0
+    assert run_cli("collect", *sweep, "--data", local, "--workers", "1", timeout=timeout).returncode == 0
     assert _rows_per_run(s3_uri) == _rows_per_run(str(local))
     remote_claims = run_cli("claims", "--json", "--data", s3_uri)
     local_claims = run_cli("claims", "--json", "--data", local)
@@ -80,7 +80,7 @@ def test_two_collectors_into_s3_equal_a_local_collect(s3_uri, tmp_path):
 )
 def test_the_demo_sweep_by_two_collectors_into_s3_equals_a_local_demo(s3_uri, tmp_path):
     """Issue 23's acceptance as written: the demo sweep (every experiment's demo scale), two collectors at once."""
-    _two_collectors_equal_a_local_collect(["--sweep", "demo"], s3_uri, tmp_path)
+    _two_collectors_equal_a_local_collect(["--sweep", "demo"], s3_uri, tmp_path, timeout=3600)
 
 
 def test_read_commands_on_a_uri_without_a_store_are_one_line(s3, s3_uri):
