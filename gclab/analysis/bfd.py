@@ -14,8 +14,9 @@ differ), each claim ONE test over both output heads (softmax, logits: replicatio
     FFD / ceiling − (1 − `FFD_MARGIN`) per run (claim: > 0);
   - both are `insufficient data` unless every run of the dataset has plateaued: otherwise the FFD
     is only a lower bound and a comparison against it cannot be read;
-  - `check`: the nested batches have plateaued — the rank at the largest n equals the rank at
-    the next smaller n in every run (else the FFD is only a lower bound).
+  - `check`: the nested batches have plateaued — in every run the rank at the largest n equals the
+    rank at the next smaller n, or equals its ceiling (no batch can exceed `bfd_max`, so a rank
+    there is the FFD exactly); else the FFD is only a lower bound.
 
 Test (`_row`): OLS of the per-run value on the effect-coded head (±1/2), so the intercept is the
 mean of the heads' means; its two-sided t-test (statsmodels, pooled residual variance) goes to
@@ -166,16 +167,17 @@ def _row(text: str, method: str, runs: pl.DataFrame, direction: int = -1, reason
 
 
 def _plateau(last: pl.DataFrame) -> tuple[int, pl.DataFrame]:
-    """(runs with two random batch sizes, those whose rank still rose between the two largest)."""
+    """(runs with two random batch sizes, those whose rank still rose between the two largest and is
+    below its ceiling). A rank at the ceiling is the FFD whatever the previous size gave: no batch exceeds it."""
     ok = last.drop_nulls(["ffd", "ffd_prev"])
-    return ok.height, ok.filter(pl.col("ffd") != pl.col("ffd_prev"))
+    return ok.height, ok.filter((pl.col("ffd") != pl.col("ffd_prev")) & (pl.col("ffd") < pl.col("ceiling")))
 
 
 def _plateau_row(last: pl.DataFrame, dataset: str) -> dict:
     text = PLATEAU_CLAIM.format(dataset=dataset)
     method = (
-        "rank at the largest random batch = rank at the next smaller one, every run of both heads "
-        "(else the FFD is a lower bound)"
+        "rank at the largest random batch = rank at the next smaller one, or = its ceiling bfd_max (which no "
+        "batch exceeds), every run of both heads (else the FFD is a lower bound)"
     )
     n, short = _plateau(last)
     n_seeds = last["seed"].n_unique()

@@ -56,20 +56,47 @@ def test_rising_bfd_and_a_low_full_dimension_are_contradicted():
     )
 
 
+def _off_plateau(con, top: int) -> None:
+    """Every random rank lowered, the smaller batches by more: the rank still rose at the largest batch, and
+    stays below its ceiling (a rank at the ceiling is the FFD exactly)."""
+    con.sql(f"UPDATE fdim SET bfd = bfd - CASE WHEN n_inputs < {top} THEN 3 ELSE 1 END WHERE split = 'random'")
+
+
 def test_a_full_dimension_off_its_plateau_fails_the_check():
     con = memory(sweeps=["bfd"], tables=["runs", "evals", "fdim"])
     top = max(sweep_runs("bfd")[0].bfd_random_batches)
-    con.sql(f"UPDATE fdim SET bfd = bfd - 3 WHERE split = 'random' AND n_inputs < {top}")
+    _off_plateau(con, top)
     rows = bfd.analyze(con).claims.filter(pl.col("kind") == "check")
     assert rows["verdict"].to_list() == ["contradicted"] * 2
     assert rows["statistic"].str.contains(f"{N_RUNS // 2} of {N_RUNS // 2} runs not at the plateau").all()
+
+
+def test_a_rank_that_rose_to_its_ceiling_has_plateaued():
+    """No batch exceeds bfd_max, so a largest-batch rank at the ceiling is the FFD whatever the smaller
+    batch gave (the paper store's MNIST-1D runs: 897 at n = 400, 898 = P − H at n = 800)."""
+    con = memory(sweeps=["bfd"], tables=["runs", "evals", "fdim"])
+    top = max(sweep_runs("bfd")[0].bfd_random_batches)
+    con.sql(f"UPDATE fdim SET bfd = bfd_max WHERE split = 'random' AND n_inputs = {top}")
+    con.sql(f"UPDATE fdim SET bfd = bfd - 3 WHERE split = 'random' AND n_inputs < {top}")
+    rows = bfd.analyze(con).claims
+    checks = rows.filter(pl.col("kind") == "check")
+    assert checks["verdict"].to_list() == ["supported"] * 2
+    assert checks["statistic"].str.contains("0 of").all()
+    against = rows.filter(TESTS & pl.col("claim").str.contains("full functional dimension"))
+    assert against.height == 6 and "insufficient data" not in set(against["verdict"])
+    # One run one below its ceiling at the top, still rising: that run alone fails the check.
+    run = con.execute("SELECT run_id FROM runs WHERE dataset = 'mnist1d' ORDER BY run_id LIMIT 1").fetchall()[0][0]
+    con.sql(f"UPDATE fdim SET bfd = bfd - 1 WHERE split = 'random' AND n_inputs = {top} AND run_id = '{run}'")
+    checks = bfd.analyze(con).claims.filter(pl.col("kind") == "check")
+    assert checks["verdict"].to_list().count("contradicted") == 1
+    assert checks.filter(pl.col("verdict") == "contradicted")["statistic"].str.contains(f"run {run}").all()
 
 
 def test_rows_against_the_full_dimension_need_the_plateau():
     """Off the plateau the FFD is only a lower bound: the rows comparing against it cannot be read."""
     con = memory(sweeps=["bfd"], tables=["runs", "evals", "fdim"])
     top = max(sweep_runs("bfd")[0].bfd_random_batches)
-    con.sql(f"UPDATE fdim SET bfd = bfd - 3 WHERE split = 'random' AND n_inputs < {top}")
+    _off_plateau(con, top)
     rows = bfd.analyze(con).claims.filter(TESTS)
     against = rows.filter(pl.col("claim").str.contains("full functional dimension"))
     assert against.height == 6 and set(against["verdict"]) == {"insufficient data"}
