@@ -160,6 +160,31 @@ def test_both_conv_norm_methods_match_bruteforce(name, method, monkeypatch):
     assert close(per_example_grad_norms(net, x, y), ref["per_example_grad_sq"], 1e-10)
 
 
+@pytest.mark.parametrize("rows", [1, 7])
+@pytest.mark.parametrize("name", ["pointwise", "residual_relu", "resnet18_models_py"])
+def test_transposed_convs_in_row_chunks_match_bruteforce(name, rows, monkeypatch):
+    """The input gradient of a conv runs over the m·b folded rows in chunks (tape.CHUNK_BYTES); force
+    chunks of 1 and of 7 rows (the last one short) through strided, grouped and dilated convs."""
+    chunked = []
+
+    def fixed(g, inp):
+        chunked.append(g.shape[0] > rows)
+        return rows
+
+    monkeypatch.setattr(tape, "_chunk_rows", fixed)
+    net = _net(name)
+    x, y = _x(4), _y(4)
+    got, ref = step_terms(net, x, y, set_grad=True), step_reference(net, x, y, "cross_entropy")
+    assert any(chunked)
+    for key in PER_EXAMPLE:
+        assert close(got[key], ref[key], 1e-9), key
+    for key in SCALARS:
+        scale = float(ref["grad_norm_sq"] + ref["residual_term"] + ref["per_example_grad_norm_sq"])
+        floor = 1e-9 * scale if key in ("label_alignment", "batch_alignment") else 0.0
+        assert close(got[key], ref[key], 1e-9, floor), key
+    _assert_set_grad_is_batch_grad(net, x, y)
+
+
 @pytest.mark.parametrize("name", sorted(NETS))
 def test_per_example_grad_norms_match_bruteforce(name):
     net = _net(name)

@@ -280,7 +280,28 @@ def _vjp_conv(c: Backward) -> Tensor:
     ]
     # conv_transpose2d, not nn.grad.conv2d_input: measured up to 1.9x faster on CPU (docs/METRICS.md).
     # evidence: make bench peers/cnn_stride2 (GC alone; docs/METRICS.md "Measuring: `make bench`")
-    return F.conv_transpose2d(g, weight, None, st, pad, extra, a["groups"], dil)
+    rows = _chunk_rows(g, inp)
+    if rows >= g.shape[0]:
+        return F.conv_transpose2d(g, weight, None, st, pad, extra, a["groups"], dil)
+    gi = g.new_empty((g.shape[0], *inp.shape[1:]))
+    for i in range(0, g.shape[0], rows):
+        gi[i : i + rows] = F.conv_transpose2d(g[i : i + rows], weight, None, st, pad, extra, a["groups"], dil)
+    return gi
+
+
+# The transposed conv over the m·b folded rows runs slower per row once the cotangent and the result
+# outgrow a core's L2 (2 MiB here): in chunks of about that size, exact GC alone (k = 10 rows) went
+# 24 -> 11.6 ms on the CNN, 35 -> 19 ms on the stride-2 CNN, 88 -> 57 ms on the residual net and
+# 294 -> 234 ms on ResNet-18 ¼ (chunks of 1 and 4 MiB: within 20% of these; docs/METRICS.md, "Chunked rows").
+# evidence: make bench peers/cnn, peers/cnn_stride2, peers/residual, peers/resnet18_quarter (GC alone and suite)
+CHUNK_BYTES = 2 << 20
+
+
+def _chunk_rows(g: Tensor, inp: Tensor) -> int:
+    """Rows per transposed-conv call: about CHUNK_BYTES of cotangent plus result (g: (m·b, C_out, H', W'),
+    inp: (b, C_in, H, W), the forward's input)."""
+    per_row = (g[0].numel() + inp[0].numel()) * g.element_size()
+    return max(1, CHUNK_BYTES // per_row)
 
 
 def _vjp_linear(c: Backward) -> Tensor:
