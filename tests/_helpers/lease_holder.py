@@ -1,5 +1,9 @@
 """`python -m tests._helpers.lease_holder URI SWEEP RUN_ID TTL`: one attempt at a run's lease, as a
-separate process would make it. Prints `held` or `taken`, then holds what it got until stdin closes."""
+separate process would make it. Prints `held` or `taken`, then holds what it got until stdin closes.
+
+A holder checks, before it releases, that the lease is still its own (`Lease.confirm`, If-Match on
+its ETag): if another process took it over meanwhile it prints `lost` and exits 1, so a test that
+closes a holder normally also checks that its heartbeat kept the run."""
 
 import sys
 
@@ -7,13 +11,21 @@ from gclab.store.lease import Lease
 from gclab.store.location import parse
 
 
-def main() -> None:
+def main() -> int:
+    if len(sys.argv) != 5:
+        print(__doc__.splitlines()[0], file=sys.stderr)
+        return 2
     uri, sweep, run_id, ttl = sys.argv[1:5]
     lease = Lease(parse(uri), sweep, run_id, ttl=float(ttl))
-    print("held" if lease.acquire() else "taken", flush=True)
+    held = lease.acquire()
+    print("held" if held else "taken", flush=True)
     sys.stdin.read()
+    kept = not held or lease.confirm()
     lease.release()
+    if not kept:
+        print("lost", flush=True)
+    return 0 if kept else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

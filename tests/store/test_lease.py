@@ -37,9 +37,11 @@ def _answers(procs: list[subprocess.Popen]) -> list[str]:
 
 
 def _close(procs: list[subprocess.Popen]) -> None:
+    """Close each live holder's stdin; every one exits 0 (a holder that held its lease kept it to the end)."""
     for p in procs:
         if p.poll() is None:
-            p.communicate("", timeout=60)
+            out, _ = p.communicate("", timeout=60)
+            assert p.returncode == 0, f"holder {p.pid} exited {p.returncode}: {out!r}"
 
 
 def _acquire_within(lease: Lease, seconds: float) -> bool:
@@ -123,3 +125,14 @@ def test_missing_bucket_is_one_line(s3):
     with pytest.raises(Exception, match="bucket does not exist") as info:
         lease.acquire()
     assert "\n" not in str(info.value)
+
+
+def test_a_holder_whose_lease_was_overwritten_says_lost(s3, s3_uri):
+    """The helper's own check: another writer replaced the lease object (a new ETag) while the holder
+    held it, so its confirm before release fails — it prints `lost` and exits 1, not 0."""
+    (holder,) = _holders(s3_uri, 1, "dddddddddddd")
+    assert _answers([holder]) == ["held"]
+    bucket = s3_uri.split("/")[2]
+    s3.client().put_object(Bucket=bucket, Key="store/claims/sweep=demo/run_id=dddddddddddd", Body=b'{"holder": "x"}')
+    out, _ = holder.communicate("", timeout=60)
+    assert (holder.returncode, out.strip()) == (1, "lost")

@@ -157,6 +157,7 @@ def test_a_writer_whose_lease_was_taken_over_commits_nothing(s3_uri):
     finally:
         if taker is not None:
             taker.communicate("", timeout=60)
+            assert taker.returncode == 0  # the taker kept the run it took over until it let go
 
 
 def test_compact_on_s3_keeps_every_run_once(s3_uri):
