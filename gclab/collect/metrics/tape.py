@@ -290,9 +290,10 @@ def _vjp_conv(c: Backward) -> Tensor:
 
 
 # The transposed conv over the m·b folded rows runs slower per row once the cotangent and the result
-# outgrow a core's L2 (2 MiB here): in chunks of about that size, exact GC alone (k = 10 rows) went
-# 24 -> 11.6 ms on the CNN, 35 -> 19 ms on the stride-2 CNN, 88 -> 57 ms on the residual net and
-# 294 -> 234 ms on ResNet-18 ¼ (chunks of 1 and 4 MiB: within 20% of these; docs/METRICS.md, "Chunked rows").
+# outgrow a core's L2 (2 MiB here). In chunks of about that size (interleaved A/B, whole -> chunked,
+# medians of 5 rounds): GC alone 24.3 -> 14.5 ms and the suite 32.4 -> 23.9 ms on the CNN, 38.3 -> 25.7
+# and 58.2 -> 37.8 ms on the stride-2 CNN; the residual net and ResNet-18 ¼ within ±10% either way
+# (docs/METRICS.md, "Chunked rows").
 # evidence: make bench peers/cnn, peers/cnn_stride2, peers/residual, peers/resnet18_quarter (GC alone and suite)
 CHUNK_BYTES = 2 << 20
 
