@@ -157,7 +157,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
 )
 
 # Planted knobs that act on every sweep (noise, seed blocks, the generic trend and the stop rule).
-SHARED_EFFECTS = ("trend_slope", "seed_noise", "seed_offset", "unfitted")
+SHARED_EFFECTS = ("trend_slope", "seed_noise", "acc_noise", "output_noise", "seed_offset", "unfitted")
 
 
 def experiment(name: str) -> Experiment:

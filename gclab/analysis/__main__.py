@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import polars as pl
 
-from gclab.store.db import StoreError
-from gclab.store.location import parse
+from gclab.store.db import StoreError, require_store_at
 from gclab.store.readonly import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, Interrupted
 
 
@@ -130,13 +128,7 @@ def main(argv=None) -> int:
     sub.choices["claims"].add_argument("--json", action="store_true", help="print a JSON list of objects")
     args = parser.parse_args(argv)
     try:
-        if not parse(args.data).is_local:
-            from gclab.store.remote import require_store
-
-            require_store(parse(args.data))  # a bucket or prefix that holds no store: one line
-        elif not Path(args.data).is_dir():  # a typo must not read as an empty store, nor create one
-            what = "a file" if Path(args.data).exists() else "not there"
-            raise StoreError(f"--data {args.data} is {what}: point --data at the run store folder (default ./data)")
+        require_store_at(args.data)
         args.fn(args)
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)

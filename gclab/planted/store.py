@@ -26,6 +26,7 @@ from gclab.analysis.igr import SWEEPS as IGR_SWEEPS
 from gclab.collect.config import RunConfig
 from gclab.collect.datasets import SHAPES
 from gclab.collect.sweep import load_sweep
+from gclab.planted.noise import MEASURED
 from gclab.planted.tables import (
     Plant,
     diagonal_probes,
@@ -43,7 +44,9 @@ from gclab.store.sweeps import DEMO, FIG4_SWEEPS, PAPER_SCALE_ONLY, PAPER_SWEEPS
 EFFECTS: dict = {
     "trend_slope": 1.0,  # Δ log GC across each regularizer's grid, in the paper's direction
     "acc_slope": 0.05,  # test-acc gain across the lr (fig4) and gc_reg grids, and loss across the batch grid
-    "seed_noise": 0.1,  # sd of log GC between runs
+    "seed_noise": None,  # sd of log GC between runs; None: each sweep's measured sd (planted.noise.MEASURED)
+    "acc_noise": None,  # sd of test accuracy between runs; None: likewise measured
+    "output_noise": None,  # fig2: sd of log |output| at init between runs; None: likewise measured
     "seed_offset": 0.2,  # sd of a per-seed shift of log GC shared by a sweep's runs (a block effect)
     "output_shrink": 2.0,  # fig2: Δ log |output| from the shallowest to the deepest net
     "fig1_ripple": 0.01,  # fig1: amplitude of a wiggle on top of the minimal interpolant
@@ -84,6 +87,16 @@ GC_DIRECTION = {
     "depth": -1,
 }
 SWEEPS = (*PAPER_SWEEPS, DEMO)
+# Where no store measured it (fig1, fig5, thm51, bfd, demo): the declared assumption of issue 21's first round.
+ASSUMED_NOISE = {"seed_noise": 0.1, "acc_noise": 0.01, "output_noise": 0.1}
+
+
+def noise(fx: dict, sweep: str, knob: str) -> float:
+    """The sd `knob` (a key of ASSUMED_NOISE) planted in `sweep`: the effect's value when one is given,
+    else the sweep's measured sd (planted.noise.MEASURED), else ASSUMED_NOISE."""
+    if fx[knob] is not None:
+        return fx[knob]
+    return MEASURED.get(sweep, {}).get(knob, ASSUMED_NOISE[knob])
 
 
 def sweep_runs(sweep: str, *, seeds: int | None = None, cadence: dict | None = None) -> tuple[RunConfig, ...]:
@@ -152,9 +165,9 @@ def _fig5(cfg: RunConfig, widths: list[int], fx: dict, rng, offset: float) -> Pl
     p = (n - 1) // 2
     train_acc = 1.0 if i >= p else 1.0 - 0.3 * (1 - i / p)
     profile = 0.1 + 2.9 * (i / p) ** 2 if i <= p else 1.2 + 1.8 * math.exp(-(i - p) / 1.5)
-    g = profile ** fx["fig5_peak"] * math.exp(fx["seed_noise"] * rng.standard_normal() + offset)
-    noise = fx["fig5_noise"] * (fx["fig5_noise_ratio"] if i >= p else 1.0)
-    tl = 1.0 + fx["u_curvature"] * (g - 1.0) ** 2 + noise * rng.standard_normal()
+    g = profile ** fx["fig5_peak"] * math.exp(noise(fx, "fig5", "seed_noise") * rng.standard_normal() + offset)
+    loss_sd = fx["fig5_noise"] * (fx["fig5_noise_ratio"] if i >= p else 1.0)
+    tl = 1.0 + fx["u_curvature"] * (g - 1.0) ** 2 + loss_sd * rng.standard_normal()
     trl = 0.02 + 0.5 * (1 - train_acc)
     return Plant(g, tl, trl, max(0.0, 0.85 - 0.2 * (tl - 1.0)), train_acc, math.log(g))
 
@@ -168,7 +181,7 @@ def _plant(cfg: RunConfig, pos: dict, fx: dict, rng, offset: float, context: dic
     sweep = cfg.sweep
     if sweep == "fig5":  # no seed block: its tests compare widths, not seeds within a width
         return _fig5(cfg, context["widths"], fx, rng, 0.0)
-    lg = offset + fx["seed_noise"] * rng.standard_normal()
+    lg = offset + noise(fx, sweep, "seed_noise") * rng.standard_normal()
     if sweep in TREND_SWEEPS or sweep in IGR_SWEEPS:  # igr's corners: fig4's axes, positions on the joint grid
         lg += sum(
             GC_DIRECTION[a] * fx["trend_slope"] * grid[getattr(cfg, a)] * (family_sign(cfg, fx) if a == "depth" else 1)
@@ -179,7 +192,7 @@ def _plant(cfg: RunConfig, pos: dict, fx: dict, rng, offset: float, context: dic
         lg += fx["igr_b_extra"] * (math.log(cfg.batch_size) - context["log_b_mid"])
     trl = 0.05 + 0.02 * abs(rng.standard_normal())
     gap = 0.3 + 0.2 * fx["measure_corr"] * lg + 0.03 * rng.standard_normal()
-    acc = 0.8 + 0.01 * rng.standard_normal()
+    acc = 0.8 + noise(fx, sweep, "acc_noise") * rng.standard_normal()
     acc_axis = {**dict.fromkeys(FIG4_SWEEPS, "lr"), "gcreg": "gc_reg"}.get(sweep)
     if acc_axis in pos:
         acc += fx["acc_slope"] * pos[acc_axis][getattr(cfg, acc_axis)]
@@ -269,7 +282,8 @@ def _run_tables(
         )
     else:
         depth_pos = pos.get("depth", {}).get(cfg.depth, 0.0)
-        amp = 2.0 * math.exp(-fx["output_shrink"] * family_sign(cfg, fx) * depth_pos + 0.1 * rng.standard_normal())
+        shrink = -fx["output_shrink"] * family_sign(cfg, fx) * depth_pos
+        amp = 2.0 * math.exp(shrink + noise(fx, cfg.sweep, "output_noise") * rng.standard_normal())
         out["probes"] = diagonal_probes(rng, run_id, amp)
     test_acc = out["evals"]["acc"][out["evals"]["split"] == "test"]
     out[MARKER_TABLE] = {

@@ -220,6 +220,18 @@ def views_connection(views: dict[str, str]) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def require_store_at(data: str | Path) -> None:
+    """StoreError (one line) unless `data` is a store to read: a local folder (a typo must not read as an
+    empty store, nor create one) or a bucket prefix holding a gclab table."""
+    if not parse(data).is_local:
+        from gclab.store.remote import require_store
+
+        require_store(parse(data))
+    elif not Path(data).is_dir():
+        what = "a file" if Path(data).exists() else "not there"
+        raise StoreError(f"--data {data} is {what}: point --data at the run store folder (default ./data)")
+
+
 def connect(data_dir: str | Path, *, warn: bool = True) -> duckdb.DuckDBPyConnection:
     """A fresh in-memory connection with one view per table (and `runs.duckdb` refreshed)."""
     if parse(data_dir).is_local:

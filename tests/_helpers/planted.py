@@ -7,19 +7,25 @@ from collections import Counter
 
 from gclab.analysis.result import CONTRADICTED, INSUFFICIENT, SUPPORTED
 from gclab.planted.calibrate import CADENCE, TARGET_FPR
-from gclab.planted.store import planted_connection, write_planted_store
+from gclab.planted.store import ASSUMED_NOISE, planted_connection, write_planted_store
 from gclab.store.db import connect
 
 
-def build(path, **kw):
+def pinned(effects: dict | None) -> dict:
+    """`effects` over a fixed run noise (planted.store.ASSUMED_NOISE): tests of a test's logic must not
+    move when `make paper`'s measured noise (planted.noise.MEASURED, tests/planted/test_noise.py) does."""
+    return {**ASSUMED_NOISE, **(effects or {})}
+
+
+def build(path, *, effects=None, **kw):
     """Write a planted store under `path` and return a connection with the real views."""
-    write_planted_store(path, cadence=CADENCE, **kw)
+    write_planted_store(path, cadence=CADENCE, effects=pinned(effects), **kw)
     return connect(path, warn=False)
 
 
-def memory(**kw):
+def memory(*, effects=None, **kw):
     """The same planted store in an in-memory DuckDB."""
-    return planted_connection(cadence=CADENCE, **kw)
+    return planted_connection(cadence=CADENCE, effects=pinned(effects), **kw)
 
 
 def verdicts(module, keep=lambda c: c, **kw) -> list[str]:

@@ -7,6 +7,7 @@ from scipy import stats
 
 from gclab.analysis import igr
 from gclab.planted.calibrate import NO_TREND, TARGET_FPR
+from gclab.planted.store import sweep_runs
 from gclab.store.layout import run_dir
 from tests._helpers.planted import assert_calibrated, build, null_counts, verdicts
 
@@ -51,14 +52,15 @@ def test_identity_holds_and_gc_falls_with_h_over_b(tmp_path):
     rows[0, 1], rows[1, 2], rows[2, 1:3], rows[3, 1:3] = 1, 1, (0.5, -0.5), (1, 1)
     assert a.claims["p_value"][1:5].to_list() == pytest.approx([float(dummy.t_test(r).pvalue) for r in rows], rel=1e-9)
     assert a.claims["statistic"][1:5].str.contains(f"R² = {dummy.rsquared:.3f}", literal=True).all()
-    # one grid: fig4's 32 runs (one diverged at the top lr) and igr's 16 corners, 2 unfitted in each sweep
+    # one grid: fig4's runs (one diverged at the top lr) and igr's corners, 2 unfitted in each sweep
     hb = a.tables["h_over_b"]
-    assert hb.height == 32 - 1 + 16 - 4 and a.tables["excluded"]["n_excluded"].to_list() == [2, 2]
-    assert dict(hb.group_by("sweep").len().iter_rows()) == {"fig4": 29, "igr": 14}
+    n4, ni = len(sweep_runs("fig4")), len(sweep_runs("igr"))
+    assert hb.height == n4 - 1 + ni - 4 and a.tables["excluded"]["n_excluded"].to_list() == [2, 2]
+    assert dict(hb.group_by("sweep").len().iter_rows()) == {"fig4": n4 - 3, "igr": ni - 2}
     assert hb.filter(pl.col("sweep") == "igr").select("lr", "batch_size").unique().height == 4
     stat = a.claims["statistic"][1:6]
-    assert stat.str.contains("fig4: 2 of 31 completed runs excluded").all()
-    assert stat.str.contains("igr: 2 of 16 completed runs excluded").all()
+    assert stat.str.contains(f"fig4: 2 of {n4 - 1} completed runs excluded").all()
+    assert stat.str.contains(f"igr: 2 of {ni} completed runs excluded").all()
     # §5 step 3 against a per-run loop over the raw steps files and scipy's one-sample t-test
     shares = []
     for run_id, sweep in hb.select("run_id", "sweep").iter_rows():
@@ -68,7 +70,7 @@ def test_identity_holds_and_gc_falls_with_h_over_b(tmp_path):
         shares.append(float(np.mean((a_neg + c_neg) / st["residual_term"].to_numpy())))
     t = stats.ttest_1samp(shares, igr.STEP3_BOUND)
     step3 = a.claims.row(6, named=True)
-    assert step3["value"] == pytest.approx(np.mean(shares), rel=1e-9) and step3["n_runs"] == 43
+    assert step3["value"] == pytest.approx(np.mean(shares), rel=1e-9) and step3["n_runs"] == hb.height
     assert step3["p_value"] == pytest.approx(t.pvalue, rel=1e-6)
     # The binned terms of one run against polars on its raw Parquet file (all its planted rows are finite).
     terms = a.tables["terms"]
