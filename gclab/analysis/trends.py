@@ -51,14 +51,17 @@ from gclab.analysis.verdict import judge
 from gclab.store.db import query
 from gclab.store.sweeps import INTERPOLATING_SWEEPS, TREND_SWEEPS, sql_in
 
+# fig2's "outputs shrink toward 0": each run's mean |output| over its probe points at init, joined as `p`
+ABS_OUTPUT_JOIN = """LEFT JOIN (
+    SELECT run_id, avg(abs(output)) AS abs_output FROM probes WHERE step = 0 GROUP BY run_id
+) p ON rs.run_id = p.run_id"""
+
 _TREND_SQL = with_runs(f"""
 SELECT rs.run_id, rs.sweep, rs.seed, rs.lr, rs.batch_size, rs.depth, rs.init, rs.activation,
        rs.l2, rs.spectral_reg, rs.flatness_reg, rs.label_noise, rs.step_label_noise, rs.gc_reg,
        rs.gc_last,
        rs.gc, rs.gc_first, rs.test_acc, p.abs_output
-FROM rs LEFT JOIN (
-    SELECT run_id, avg(abs(output)) AS abs_output FROM probes WHERE step = 0 GROUP BY run_id
-) p ON rs.run_id = p.run_id
+FROM rs {ABS_OUTPUT_JOIN}
 WHERE {sql_in(TREND_SWEEPS, "rs.sweep")} AND {FITTED}
 ORDER BY rs.run_id
 """)

@@ -7,7 +7,7 @@ absorb the per-seed shift (`EFFECTS["seed_offset"]`), so what is left is the noi
 did not reach their stop target are left out, as every claim leaves them out (`run_summary.FITTED`).
 
 `MEASURED` holds the figures of the `make paper` store at 741fe36 (439 runs, docs/EXPERIMENTS.md "Calibration");
-`planted.store` plants them per sweep unless an effect overrides `seed_noise`/`acc_noise`.
+`planted.store` plants them per sweep unless an effect sets `seed_noise`, `acc_noise` or `output_noise`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import polars as pl
 from gclab.analysis.run_summary import FITTED, HYPER_COLUMNS, with_runs
 from gclab.analysis.seed_fixed_effects import seed_fixed_effects_ols
 from gclab.analysis.trend_claims import GC_POINT
+from gclab.analysis.trends import ABS_OUTPUT_JOIN
 from gclab.store.db import connect, query, require_store_at
 from gclab.store.errors import StoreError
 from gclab.store.sweeps import sql_in
@@ -43,13 +44,10 @@ MEASURED = {
     "igr": {"seed_noise": 0.0231, "acc_noise": 0.0054},
 }
 
-# fig2's "outputs shrink" rows read the mean |output| over the probe points at init (analysis.trends)
 _SQL = with_runs(f"""
 SELECT rs.sweep, rs.seed, {", ".join("rs." + c for c in HYPER_COLUMNS)}, rs.gc, rs.gc_last, rs.gc_first, rs.test_acc,
        p.abs_output
-FROM rs LEFT JOIN (
-    SELECT run_id, avg(abs(output)) AS abs_output FROM probes WHERE step = 0 GROUP BY run_id
-) p ON rs.run_id = p.run_id
+FROM rs {ABS_OUTPUT_JOIN}
 WHERE {sql_in(list(GC_READ), "rs.sweep")} AND {FITTED}
 """)
 # quantity → (the column it is read from per sweep, whether it is taken on the log scale)
