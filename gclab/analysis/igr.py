@@ -10,7 +10,9 @@
   training error and loss ≤ `stop_at_train_loss`; fitted runs only, `analysis.run_summary.FITTED`;
   docs/EXPERIMENTS.md, measurement points) over `SWEEPS`, one lr × batch grid: Fig. 4's SGD lr and
   batch axes plus the igr sweep's four corners (same model, data and stop), in one OLS,
-  log GC = β_h log h + β_b log b + seed fixed effects (as in `trends`, same reasons). Separate
+  log GC = β_h log h + β_b log b + seed fixed effects (as in `trends`, same reasons), with HC3
+  standard errors: the two sweeps' runs sit at different noise (and the corners further off the
+  plane), so one pooled variance is wrong (`analysis.seed_fixed_effects.hc3_cov`). Separate
   terms, so the data can show the lr and batch-size effects with any signs:
   - lr row: β_h < 0 (higher lr, lower GC); batch row: β_b > 0 (larger batch, higher GC);
   - h/b row, the joint contrast c = (β_h − β_b)/2: the elasticity of GC along log(h/b) when h
@@ -52,7 +54,7 @@ from gclab.analysis.result import (
     insufficient,
 )
 from gclab.analysis.run_summary import EXCLUDED_SQL, FITTED, excluded_note, with_runs
-from gclab.analysis.seed_fixed_effects import seed_fixed_effects_ols
+from gclab.analysis.seed_fixed_effects import hc3_cov, seed_fixed_effects_ols
 from gclab.analysis.verdict import judge
 from gclab.experiments import reads
 from gclab.store.db import query
@@ -196,7 +198,8 @@ def _spec(kind: dict) -> dict:
 def lr_batch_fit(runs: pl.DataFrame, note: str) -> tuple[list[dict], dict]:
     """(claim rows lr, batch, h/b, only-h/b; fit summary) of log GC on log h and log b with seed fixed effects."""
     method = (
-        "OLS of log GC on log h and log b with seed fixed effects (one fit); two-sided t-test of {what}; "
+        "OLS of log GC on log h and log b with seed fixed effects (one fit); two-sided t-test of {what} "
+        "with HC3 standard errors; "
         f"value = {{value}} (95% CI); {note}"
     )
     texts = [
@@ -222,12 +225,13 @@ def lr_batch_fit(runs: pl.DataFrame, note: str) -> tuple[list[dict], dict]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = seed_fixed_effects_ols(log_gc, X, runs["seed"])
+        cov = hc3_cov(fit, runs["seed"])
     r_squared = 1.0 - fit.ssr / float(((log_gc - log_gc.mean()) ** 2).sum())  # the dummy regression's R²
     contrasts = [np.array([1.0, 0.0]), np.array([0.0, 1.0])]
     contrasts += [(contrasts[0] - contrasts[1]) / 2, contrasts[0] + contrasts[1]]
     rows, summary = [], {"r_squared": float(r_squared), "n_runs": n_runs, "n_seeds": n_seeds}
     for (text, what, value, kind), key, c, direction in zip(texts, keys, contrasts, (-1, +1, -1, 0)):
-        t = fit.t_test(c[None, :])
+        t = fit.t_test(c[None, :], cov_p=cov)
         est, p = float(np.squeeze(t.effect)), float(np.squeeze(t.pvalue))
         lo, hi = (float(v) for v in np.squeeze(t.conf_int(alpha=ALPHA)))
         m = method.format(what=what, value=value)

@@ -45,9 +45,9 @@ def test_identity_holds_and_gc_falls_with_h_over_b(tmp_path):
         [beta[1], beta[2], (beta[1] - beta[2]) / 2, beta[1] + beta[2]], abs=1e-9
     )
     assert -0.5 < a.claims["value"][3] < -0.1  # planted elasticity −0.3 along h/b
-    # p-values and R² of the dummy-variable regression itself (statsmodels), which the fixed effects replace
+    # HC3 p-values and R² of the dummy-variable regression itself (statsmodels), which the fixed effects replace
     hb = a.tables["h_over_b"]
-    dummy = sm.OLS(np.log(hb["gc"].to_numpy()), brute_design(hb)).fit()
+    dummy = sm.OLS(np.log(hb["gc"].to_numpy()), brute_design(hb)).fit(cov_type="HC3", use_t=True)
     rows = np.zeros((4, dummy.params.size))
     rows[0, 1], rows[1, 2], rows[2, 1:3], rows[3, 1:3] = 1, 1, (0.5, -0.5), (1, 1)
     assert a.claims["p_value"][1:5].to_list() == pytest.approx([float(dummy.t_test(r).pvalue) for r in rows], rel=1e-9)

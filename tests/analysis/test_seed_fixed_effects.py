@@ -8,7 +8,7 @@ from scipy import stats
 
 from gclab.analysis import trends
 from gclab.analysis.result import ALPHA
-from gclab.analysis.seed_fixed_effects import seed_fixed_effects_ols
+from gclab.analysis.seed_fixed_effects import hc3_cov, seed_fixed_effects_ols
 
 
 def dummy_trend(df: pl.DataFrame, *, direction: int, log: bool) -> dict:
@@ -108,3 +108,22 @@ def test_too_few_runs_for_the_fixed_effects_are_insufficient():
     df = random_frame(5, n_seeds=3, families=[""]).head(6)
     out = trends.seed_trend(df.with_columns(pl.col("y").abs()), direction=1, log=False)
     assert out["reason"] is not None and out.get("slope") is None
+
+
+@pytest.mark.parametrize(("seed", "n_seeds"), [(0, 3), (1, 8), (2, 30)])
+def test_hc3_equals_the_dummy_variable_regressions_hc3(seed, n_seeds):
+    # unbalanced seeds (a seed of one run has leverage 1 and adds nothing), noise growing with the level
+    df = random_frame(seed, n_seeds=n_seeds, families=["a", "b"]).filter(pl.col("y") > 0)
+    rng = np.random.default_rng(seed)
+    level = df["x"].rank("dense").cast(pl.Float64).to_numpy()
+    ly = np.log(df["y"].to_numpy()) + level * rng.normal(scale=0.3, size=df.height)
+    fams = df.select("family").to_dummies(drop_first=True).to_numpy().astype(float)
+    seeds = df.select(pl.col("seed").cast(pl.String)).to_dummies(drop_first=True).to_numpy().astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        brute = sm.OLS(ly, np.column_stack([np.ones(df.height), level, fams, seeds])).fit(cov_type="HC3")
+        fit = seed_fixed_effects_ols(ly, np.column_stack([level, fams]), df["seed"])
+    k = 1 + fams.shape[1]
+    got, want = hc3_cov(fit, df["seed"]), brute.cov_params()[1 : 1 + k, 1 : 1 + k]
+    assert np.isfinite(want).all() and not np.allclose(want, fit.cov_params(), rtol=0.05)  # robust ≠ pooled here
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-14)
