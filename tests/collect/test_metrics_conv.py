@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from gclab.collect.metrics import capture, per_example_grad_norms, step_terms, tape
+from gclab.collect.metrics import capture, per_example_grad_norms, step_terms, tape, tape_vjps
 from gclab.collect.models import build_model
 from tests._helpers.bruteforce import batch_grads, close, randomize_, step_reference
 
@@ -163,7 +163,7 @@ def test_both_conv_norm_methods_match_bruteforce(name, method, monkeypatch):
 @pytest.mark.parametrize("rows", [1, 7])
 @pytest.mark.parametrize("name", ["pointwise", "residual_relu", "resnet18_models_py"])
 def test_transposed_convs_in_row_chunks_match_bruteforce(name, rows, monkeypatch):
-    """The input gradient of a conv runs over the m·b folded rows in chunks (tape.CHUNK_BYTES); force
+    """The input gradient of a conv runs over the m·b folded rows in chunks (tape_vjps.CHUNK_BYTES); force
     chunks of 1 and of 7 rows (the last one short) through strided, grouped and dilated convs."""
     chunked = []
 
@@ -171,7 +171,7 @@ def test_transposed_convs_in_row_chunks_match_bruteforce(name, rows, monkeypatch
         chunked.append(g.shape[0] > rows)
         return rows
 
-    monkeypatch.setattr(tape, "_chunk_rows", fixed)
+    monkeypatch.setattr(tape_vjps, "_chunk_rows", fixed)
     net = _net(name)
     x, y = _x(4), _y(4)
     got, ref = step_terms(net, x, y, set_grad=True), step_reference(net, x, y, "cross_entropy")
