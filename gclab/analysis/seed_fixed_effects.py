@@ -45,8 +45,7 @@ def hc3_cov(fit: RegressionResultsWrapper, seeds: pl.Series) -> np.ndarray:
     (X̃ᵀX̃)⁻¹ X̃ᵀ diag(e²/(1 − h)²) X̃ (X̃ᵀX̃)⁻¹ on the demeaned design X̃. The sandwich block of the
     coefficients is FWL-invariant for any diagonal weights; the leverage h is the dummy regression's,
     the demeaned design's plus 1/runs of the seed (the seed block's projection)."""
-    xd = fit.model.exog
-    bread = np.linalg.pinv(xd.T @ xd)
+    xd, bread = fit.model.exog, fit.normalized_cov_params  # (X̃ᵀX̃)⁺, which the fit already holds
     runs_of_seed = pl.DataFrame({"s": seeds}).select(pl.len().over("s")).to_series().to_numpy()
     h = np.einsum("ij,jk,ik->i", xd, bread, xd) + 1.0 / runs_of_seed
     free = 1.0 - h  # 0 where a run fits exactly (a seed of one run): its residual is 0 and adds nothing
